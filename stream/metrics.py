@@ -1,0 +1,203 @@
+"""Prometheus metrics of the pipeline, on a registry of its own (no globals).
+
+Naming follows Prometheus practice: prefix ``sentiment_``, base units, ``_total`` on counters.
+Labels come only from bounded sets: product categories outside the configured allow-list are
+reported as ``other``; review ids and texts never become labels. Monitor statistics are
+exported through :class:`ReadingsCollector`, a one-method collector over the monitors' own
+readings, so the monitors stay free of Prometheus.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Literal, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from stream.events import LABELS, Batch, Reason
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "OTHER",
+    "PipelineMetrics",
+    "Reading",
+    "ReadingSource",
+    "ReadingsCollector",
+]
+
+OTHER = "other"
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Reading(Protocol):
+    """One sample as the monitors report it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def documentation(self) -> str: ...
+    @property
+    def kind(self) -> Literal["gauge", "counter"]: ...
+    @property
+    def labels(self) -> Mapping[str, str]: ...
+    @property
+    def value(self) -> float: ...
+
+
+class ReadingSource(Protocol):
+    def readings(self) -> Sequence[Reading]: ...
+
+
+class ReadingsCollector(Collector):
+    """Exposes whatever the monitors currently report, grouped into metric families."""
+
+    def __init__(self, source: ReadingSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
+        for r in self._source.readings():
+            family = families.get(r.name)
+            if family is None:
+                names = sorted(r.labels)
+                if r.kind == "counter":
+                    base = r.name.removesuffix("_total")
+                    family = CounterMetricFamily(base, r.documentation, labels=names)
+                else:
+                    family = GaugeMetricFamily(r.name, r.documentation, labels=names)
+                families[r.name] = family
+            family.add_metric([r.labels[k] for k in sorted(r.labels)], r.value)
+        yield from families.values()
+
+
+class PipelineMetrics:
+    """Counters and histograms the core and its adapters update once per batch."""
+
+    def __init__(
+        self,
+        categories: Collection[str],
+        *,
+        registry: CollectorRegistry | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._categories = frozenset(categories)
+        self._clock = clock
+        r = self.registry
+        self.records_in = Counter(
+            "sentiment_records_received_total",
+            "Raw records taken from the source (valid and invalid).",
+            ["source"],
+            registry=r,
+        )
+        self.scored = Counter(
+            "sentiment_reviews_scored_total",
+            "Reviews scored, by product category and predicted sentiment.",
+            ["product_category", "sentiment"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "sentiment_dead_letters_total",
+            "Records sent to the dead-letter output, by reason code.",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_records = Histogram(
+            "sentiment_batch_records",
+            "Records per micro-batch.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+            registry=r,
+        )
+        self.endpoint_latency = Histogram(
+            "sentiment_endpoint_latency_seconds",
+            "Time to score one request (all retries included).",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.endpoint_errors = Counter(
+            "sentiment_endpoint_errors_total",
+            "Failed scoring requests, by kind (throttled, server, timeout, connection, rejected).",
+            ["kind"],
+            registry=r,
+        )
+        self.sink_latency = Histogram(
+            "sentiment_sink_write_seconds",
+            "Time for one sink to store one batch.",
+            ["sink"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            "sentiment_sink_errors_total",
+            "Failed sink writes (retried), by sink.",
+            ["sink"],
+            registry=r,
+        )
+        self.lake_bytes = Counter(
+            "sentiment_lake_written_bytes_total",
+            "Parquet bytes written to the lake.",
+            registry=r,
+        )
+        self.end_to_end_lag = Histogram(
+            "sentiment_end_to_end_lag_seconds",
+            "Time from a review's event_time to its scoring.",
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
+            registry=r,
+        )
+        self.event_lag = Gauge(
+            "sentiment_event_lag_seconds",
+            "Processing time minus the newest event_time of the last batch (end-to-end lag).",
+            registry=r,
+        )
+        self.alerts = Counter(
+            "sentiment_alerts_total",
+            "Alert transitions raised by the monitors, by alert name and status.",
+            ["alertname", "status"],
+            registry=r,
+        )
+        self.last_batch = Gauge(
+            "sentiment_last_batch_timestamp_seconds",
+            "Unix time at which the last batch was delivered.",
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "sentiment_inflight_batches",
+            "Batches accepted but not yet delivered (backpressure when at its limit).",
+            registry=r,
+        )
+        for reason in Reason:  # every code exists from the start, so rate() sees the 0
+            self.dead_letters.labels(reason.value)
+
+    def category(self, value: str) -> str:
+        """The label value for a product category: itself if allowed, else ``other``."""
+        return value if value in self._categories else OTHER
+
+    def observe_batch(self, batch: Batch, source: str) -> None:
+        now = self._clock()
+        self.records_in.labels(source).inc(len(batch.scored) + len(batch.dead))
+        self.batch_records.observe(len(batch.scored) + len(batch.dead))
+        counts: dict[tuple[str, str], int] = {}
+        newest: datetime | None = None
+        for s in batch.scored:
+            key = (self.category(s.event.product_category), LABELS[s.sentiment])
+            counts[key] = counts.get(key, 0) + 1
+            if newest is None or s.event.event_time > newest:
+                newest = s.event.event_time
+        for (cat, label), n in counts.items():
+            self.scored.labels(cat, label).inc(n)
+        for d in batch.dead:
+            self.dead_letters.labels(d.reason.value).inc()
+        for a in batch.alerts:
+            self.alerts.labels(a.name, a.status).inc()
+        if batch.scored:
+            self.endpoint_latency.observe(batch.scored[0].endpoint_latency_ms / 1000.0)
+        if newest is not None:
+            self.event_lag.set(max(0.0, now - newest.timestamp()))
+            for s in batch.scored:
+                lag = (s.scored_at - s.event.event_time).total_seconds()
+                self.end_to_end_lag.observe(max(0.0, lag))
+        self.last_batch.set(now)

@@ -1,0 +1,366 @@
+"""The transport-agnostic pipeline core.
+
+Sources only turn raw records into :class:`RawRecord` values with a position; everything after
+that is here, the same for replay, Kafka and Kinesis::
+
+    source ─► [raw queue] ─► batcher: decode + validate, cut micro-batches
+                                 │ (dead letters ride along with their batch)
+                                 ▼
+                   [in-flight queue of scoring tasks, in order]  ◄── bounded: backpressure
+                                 │
+                                 ▼
+            sink stage: sinks.write(batch) ─► monitors.observe ─► alert outputs
+                                 └─► source.commit(positions)   (only after the sinks acked)
+
+Every queue is bounded, so a slow endpoint or store makes the source stop pulling instead of
+buffering without limit. :meth:`Pipeline.stop` (wired to SIGINT/SIGTERM by the CLI) stops
+pulling, drains what was accepted through scoring and the sinks, flushes them and commits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from stream.errors import ScoringRejected
+from stream.events import (
+    Alert,
+    Batch,
+    DeadLetter,
+    Reason,
+    ReviewEvent,
+    ScoredReview,
+    SourcePosition,
+)
+from stream.validation import decode_event
+
+__all__ = [
+    "AlertSink",
+    "Monitor",
+    "Pipeline",
+    "PipelineOptions",
+    "Prediction",
+    "RawRecord",
+    "Scorer",
+    "ScoringResult",
+    "Sink",
+    "Source",
+    "Summary",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record as a source delivers it: bytes, where it came from, when it arrived."""
+
+    value: bytes
+    position: SourcePosition
+    received_at: datetime
+    key: bytes | None = None
+
+
+class Source(Protocol):
+    """Yields raw records until stopped or exhausted; commits positions the sinks hold."""
+
+    def records(self) -> AsyncIterator[RawRecord]: ...
+
+    async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
+        """Mark every record up to and including each position as done."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    sentiment: int
+    p_negative: float
+    p_neutral: float
+    p_positive: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringResult:
+    predictions: Sequence[Prediction]
+    model_name: str
+    model_version: str
+    latency_ms: float
+
+
+class Scorer(Protocol):
+    """Scores events, one prediction per event in order. Retriable failures (throttling,
+    5xx, endpoint down) are retried inside, so a call may take as long as an outage lasts;
+    a request the endpoint rejects for good raises :class:`~stream.errors.ScoringRejected`."""
+
+    async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult: ...
+
+
+class Sink(Protocol):
+    """Durable output. ``write`` returns only when the batch is stored (retrying outages
+    inside); ``flush`` forces buffered data out; ``close`` is safe to call twice."""
+
+    async def write(self, batch: Batch) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class AlertSink(Protocol):
+    async def emit(self, alerts: Sequence[Alert]) -> None: ...
+
+
+class Monitor(Protocol):
+    """What the monitors look like to the core (pure, synchronous)."""
+
+    def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineOptions:
+    max_batch_events: int = 500
+    max_batch_wait_s: float = 0.2
+    queue_batches: int = 4
+    max_text_bytes: int = 5_000
+
+
+@dataclass(slots=True)
+class Summary:
+    """What a run did, for the CLI's closing table and for tests."""
+
+    records_in: int = 0
+    scored: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    mix: dict[str, Counter[int]] = field(default_factory=dict)
+    alerts: list[Alert] = field(default_factory=list)
+    batches: int = 0
+
+    def add(self, batch: Batch) -> None:
+        self.batches += 1
+        self.records_in += len(batch.scored) + len(batch.dead)
+        self.scored += len(batch.scored)
+        for d in batch.dead:
+            self.dead_letters[d.reason.value] += 1
+        for s in batch.scored:
+            self.mix.setdefault(s.event.product_category, Counter())[s.sentiment] += 1
+        self.alerts.extend(batch.alerts)
+
+
+@dataclass(slots=True)
+class _Decoded:
+    events: list[ReviewEvent]
+    event_positions: list[SourcePosition]
+    dead: list[DeadLetter]
+    positions: dict[tuple[str, str, str], SourcePosition]
+
+
+class _Stop:
+    """End of stream marker on the internal queues."""
+
+
+_STOP = _Stop()
+
+BatchHook = Callable[[Batch], None]
+
+
+class Pipeline:
+    """Runs one source through scoring, sinks and monitors until the source ends or
+    :meth:`stop` is called. Use ``await pipeline.run()``; it returns a :class:`Summary`."""
+
+    def __init__(
+        self,
+        source: Source,
+        scorer: Scorer,
+        sinks: Sequence[Sink],
+        monitor: Monitor,
+        alert_sinks: Sequence[AlertSink] = (),
+        *,
+        options: PipelineOptions | None = None,
+        on_batch: BatchHook | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._source = source
+        self._scorer = scorer
+        self._sinks = tuple(sinks)
+        self._monitor = monitor
+        self._alert_sinks = tuple(alert_sinks)
+        self._opts = options or PipelineOptions()
+        self._on_batch = on_batch
+        self._clock = clock
+        self._stopping = asyncio.Event()
+        self._read_task: asyncio.Task[None] | None = None
+        self.summary = Summary()
+
+    def stop(self) -> None:
+        """Stop pulling new records; what was accepted still goes through. Idempotent."""
+        self._stopping.set()
+        if self._read_task is not None:
+            self._read_task.cancel()
+
+    async def run(self) -> Summary:
+        raw_q: asyncio.Queue[RawRecord | _Stop] = asyncio.Queue(self._opts.max_batch_events * 2)
+        inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop] = asyncio.Queue(
+            self._opts.queue_batches
+        )
+        self._read_task = asyncio.create_task(self._read(raw_q), name="pipeline-read")
+        if self._stopping.is_set():
+            self._read_task.cancel()
+        tasks = [
+            self._read_task,
+            asyncio.create_task(self._batch(raw_q, inflight), name="pipeline-batch"),
+            asyncio.create_task(self._deliver(inflight), name="pipeline-deliver"),
+        ]
+        try:
+            # Any stage failing ends the run; the others are cancelled below.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for t in done:
+                t.result()
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await self._drain_inflight(inflight)
+            for sink in self._sinks:
+                await sink.close()
+        return self.summary
+
+    # -- stages ---------------------------------------------------------------------------
+
+    async def _read(self, raw_q: asyncio.Queue[RawRecord | _Stop]) -> None:
+        try:
+            async for record in self._source.records():
+                await raw_q.put(record)
+                if self._stopping.is_set():
+                    break
+        except asyncio.CancelledError:
+            # stop() cancels a source that is waiting for records. A record in hand but not
+            # queued was not accepted: it is not committed and comes again after a restart.
+            if not self._stopping.is_set():
+                raise
+        finally:
+            await raw_q.put(_STOP)
+
+    async def _batch(
+        self,
+        raw_q: asyncio.Queue[RawRecord | _Stop],
+        inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop],
+    ) -> None:
+        ended = False
+        while not ended:
+            first = await raw_q.get()
+            if isinstance(first, _Stop):
+                break
+            records = [first]
+            deadline = time.monotonic() + self._opts.max_batch_wait_s
+            while len(records) < self._opts.max_batch_events:
+                # Take what is already queued without waiting; wait only for the rest.
+                try:
+                    item = raw_q.get_nowait()
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        item = await asyncio.wait_for(raw_q.get(), remaining)
+                    except TimeoutError:
+                        break
+                if isinstance(item, _Stop):
+                    ended = True
+                    break
+                records.append(item)
+            decoded = self._decode(records)
+            task = asyncio.create_task(self._score(decoded), name="pipeline-score")
+            await inflight.put(task)
+        await inflight.put(_STOP)
+
+    def _decode(self, records: list[RawRecord]) -> _Decoded:
+        out = _Decoded([], [], [], {})
+        for rec in records:
+            result = decode_event(
+                rec.value, rec.position, rec.received_at, max_text_bytes=self._opts.max_text_bytes
+            )
+            if isinstance(result, DeadLetter):
+                out.dead.append(result)
+            else:
+                out.events.append(result)
+                out.event_positions.append(rec.position)
+            out.positions[rec.position.key] = rec.position
+        return out
+
+    async def _score(self, decoded: _Decoded) -> Batch:
+        scored: list[ScoredReview] = []
+        dead = decoded.dead
+        if decoded.events:
+            try:
+                result = await self._scorer.score(decoded.events)
+            except ScoringRejected as err:
+                now = datetime.fromtimestamp(self._clock(), UTC)
+                dead = dead + [
+                    DeadLetter(
+                        raw=_event_bytes(ev),
+                        reason=Reason.SCORING_REJECTED,
+                        detail=str(err),
+                        position=pos,
+                        received_at=now,
+                    )
+                    for ev, pos in zip(decoded.events, decoded.event_positions, strict=True)
+                ]
+            else:
+                scored_at = datetime.fromtimestamp(self._clock(), UTC)
+                scored = [
+                    ScoredReview(
+                        event=ev,
+                        sentiment=p.sentiment,
+                        p_negative=p.p_negative,
+                        p_neutral=p.p_neutral,
+                        p_positive=p.p_positive,
+                        model_name=result.model_name,
+                        model_version=result.model_version,
+                        scored_at=scored_at,
+                        endpoint_latency_ms=result.latency_ms,
+                        position=pos,
+                    )
+                    for ev, pos, p in zip(
+                        decoded.events, decoded.event_positions, result.predictions, strict=True
+                    )
+                ]
+        return Batch(scored=scored, dead=dead, positions=decoded.positions)
+
+    async def _deliver(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
+        while True:
+            item = await inflight.get()
+            if isinstance(item, _Stop):
+                break
+            batch = await item
+            now = datetime.fromtimestamp(self._clock(), UTC)
+            batch.alerts = self._monitor.observe(batch.scored, now) if batch.scored else []
+            for sink in self._sinks:
+                await sink.write(batch)
+            for alert_sink in self._alert_sinks:
+                await alert_sink.emit(batch.alerts)
+            await self._source.commit(batch.positions)
+            self.summary.add(batch)
+            if self._on_batch is not None:
+                self._on_batch(batch)
+        for sink in self._sinks:
+            await sink.flush()
+
+    async def _drain_inflight(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
+        # Only reached after a failure: cancel scoring that nobody will deliver. Those records
+        # were never committed, so the source hands them out again after a restart.
+        while not inflight.empty():
+            item = inflight.get_nowait()
+            if isinstance(item, asyncio.Task):
+                item.cancel()
+
+
+def _event_bytes(event: ReviewEvent) -> bytes:
+    import json
+
+    return json.dumps(event.to_json_dict(), ensure_ascii=False).encode("utf-8")

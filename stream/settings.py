@@ -1,0 +1,116 @@
+"""Settings, read once from the environment (prefix ``SENTIMENT_``) and passed down as values.
+
+Nested groups use a double underscore: ``SENTIMENT_KAFKA__BOOTSTRAP_SERVERS=broker:9092``.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "DEFAULT_CATEGORIES",
+    "BatchSettings",
+    "EndpointSettings",
+    "KafkaSettings",
+    "MonitorSettings",
+    "Settings",
+]
+
+DEFAULT_CATEGORIES: tuple[str, ...] = (
+    "Dresses",
+    "Knits",
+    "Blouses",
+    "Sweaters",
+    "Pants",
+    "Jeans",
+    "Fine gauge",
+    "Skirts",
+    "Jackets",
+    "Outerwear",
+    "Shorts",
+    "Lounge",
+    "Swim",
+    "Sleep",
+    "Trend",
+    "Legwear",
+    "Intimates",
+    "Layering",
+)
+
+
+class BatchSettings(BaseModel):
+    """Micro-batching and backpressure."""
+
+    max_events: int = Field(500, ge=1, description="Close a batch at this many records.")
+    max_wait_ms: int = Field(200, ge=1, description="... or when its first record is this old.")
+    queue_batches: int = Field(4, ge=1, description="Batches in flight before the source pauses.")
+
+
+class EndpointSettings(BaseModel):
+    """Where reviews are scored. ``mode=inprocess`` runs the model handler in this process."""
+
+    mode: Literal["inprocess", "sagemaker"] = "inprocess"
+    name: str = "review-sentiment"
+    url: str | None = Field(None, description="Endpoint URL override (the local server).")
+    region: str = "us-east-1"
+    model_dir: Path | None = Field(None, description="Model directory; default: the shipped one.")
+    records_per_request: int = Field(100, ge=1)
+    max_in_flight: int = Field(4, ge=1)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    reviews_topic: str = "reviews"
+    enriched_topic: str = "reviews.enriched"
+    dlq_topic: str = "reviews.dlq"
+    alerts_topic: str = "sentiment.alerts"
+    partitions: int = Field(4, ge=1)
+    replication_factor: int = Field(1, ge=1)
+    group_id: str = "sentiment-monitor"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: Path | None = None
+
+
+class MonitorSettings(BaseModel):
+    window_minutes: int = Field(60, ge=1)
+    allowed_lateness_minutes: int = Field(10, ge=0)
+    min_count: int = Field(50, ge=1)
+    false_alarm_rate: float = Field(0.001, gt=0, lt=1)
+    baseline_events: int = Field(2000, ge=1)
+    baseline_path: Path | None = None
+
+    @property
+    def window(self) -> timedelta:
+        return timedelta(minutes=self.window_minutes)
+
+    @property
+    def allowed_lateness(self) -> timedelta:
+        return timedelta(minutes=self.allowed_lateness_minutes)
+
+
+class Settings(BaseSettings):
+    """Everything the monitor can be told. Every field can be set as ``SENTIMENT_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTIMENT_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    lake_path: str = Field("./lake", description="Local directory or s3://bucket/prefix.")
+    alerts_path: Path = Path("./alerts.jsonl")
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535)
+    max_text_bytes: int = Field(5_000, ge=1)
+    categories: tuple[str, ...] = DEFAULT_CATEGORIES
+    batch: BatchSettings = BatchSettings()
+    endpoint: EndpointSettings = EndpointSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    monitor: MonitorSettings = MonitorSettings()
