@@ -140,9 +140,7 @@ def _event_time(obj: dict[str, Any]) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise _Invalid(
-            Reason.BAD_TIMESTAMP, f"event_time {value[:40]!r} is not RFC 3339"
-        ) from None
+        raise _Invalid(Reason.BAD_TIMESTAMP, f"event_time {value[:40]!r} is not RFC 3339") from None
     if parsed.tzinfo is None:
         raise _Invalid(Reason.BAD_TIMESTAMP, f"event_time {value[:40]!r} has no UTC offset")
     return parsed.astimezone(UTC)

@@ -1,0 +1,170 @@
+"""Wiring: builds the pipeline's parts from :class:`~stream.settings.Settings` and runs it.
+
+The CLI and the transport workers call these functions; nothing here knows about the terminal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from stream.events import Alert, Batch
+from stream.metrics import PipelineMetrics, ReadingsCollector
+from stream.pipeline import AlertSink, Monitor, Pipeline, PipelineOptions, Scorer, Sink, Source
+from stream.settings import Settings
+
+__all__ = ["MetricsServer", "TimedSink", "build_monitor", "build_scorer", "run_pipeline"]
+
+
+class TimedSink:
+    """Wraps a sink to time its writes into the metrics (keeps sinks free of Prometheus)."""
+
+    def __init__(self, sink: Sink, name: str, metrics: PipelineMetrics) -> None:
+        self._sink = sink
+        self._name = name
+        self._metrics = metrics
+
+    async def write(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        await self._sink.write(batch)
+        self._metrics.sink_latency.labels(self._name).observe(time.perf_counter() - started)
+
+    async def flush(self) -> None:
+        await self._sink.flush()
+
+    async def close(self) -> None:
+        await self._sink.close()
+
+
+def build_scorer(settings: Settings) -> Scorer:
+    from stream.scoring import InProcessScorer
+
+    if settings.endpoint.mode == "inprocess":
+        return InProcessScorer(settings.endpoint.model_dir)
+    from stream.endpoint_client import EndpointScorer
+
+    return EndpointScorer(settings.endpoint)
+
+
+def build_monitor(settings: Settings) -> Monitor:
+    from monitors.simple_rule import SimpleShiftRule
+
+    return SimpleShiftRule(
+        baseline_events=settings.monitor.baseline_events,
+        alpha=settings.monitor.false_alarm_rate,
+        categories=len(settings.categories),
+    )
+
+
+@dataclass(slots=True)
+class MetricsServer:
+    """The ``/metrics`` HTTP endpoint, served from a thread while the pipeline runs."""
+
+    metrics: PipelineMetrics
+    host: str
+    port: int
+    _server: Any = None
+
+    def start(self, monitor: object | None = None) -> None:
+        if monitor is not None and hasattr(monitor, "readings"):
+            self.metrics.registry.register(ReadingsCollector(monitor))  # type: ignore[arg-type]
+        self._server, _thread = start_http_server(
+            self.port, addr=self.host, registry=self.metrics.registry
+        )
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+
+@contextlib.contextmanager
+def _signals(stop: Callable[[], None]) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop)
+            installed.append(sig)
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
+async def run_pipeline(
+    settings: Settings,
+    source: Source,
+    sinks: Sequence[Sink],
+    *,
+    source_name: str,
+    alert_sinks: Sequence[AlertSink] = (),
+    scorer: Scorer | None = None,
+    monitor: Monitor | None = None,
+    metrics: PipelineMetrics | None = None,
+    on_batch: Callable[[Batch], None] | None = None,
+    on_alert: Callable[[Alert], None] | None = None,
+    serve_metrics: bool = True,
+    linger_s: float = 0.0,
+) -> Pipeline:
+    """Runs the core until the source ends or SIGINT/SIGTERM; returns the finished pipeline
+    (its ``summary`` says what happened)."""
+    metrics = metrics or PipelineMetrics(settings.categories)
+    monitor = monitor or build_monitor(settings)
+    scorer = scorer or build_scorer(settings)
+    server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
+    if serve_metrics:
+        server.start(monitor)
+
+    def batch_done(batch: Batch) -> None:
+        metrics.observe_batch(batch, source_name)
+        if on_alert is not None:
+            for alert in batch.alerts:
+                on_alert(alert)
+        if on_batch is not None:
+            on_batch(batch)
+
+    pipeline = Pipeline(
+        source,
+        scorer,
+        [TimedSink(s, type(s).__name__, metrics) for s in sinks],
+        monitor,
+        alert_sinks,
+        options=PipelineOptions(
+            max_batch_events=settings.batch.max_events,
+            max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
+            queue_batches=settings.batch.queue_batches,
+            max_text_bytes=settings.max_text_bytes,
+        ),
+        on_batch=batch_done,
+    )
+    stopped = asyncio.Event()
+
+    def stop() -> None:
+        stopped.set()
+        pipeline.stop()
+
+    try:
+        with _signals(stop):
+            await pipeline.run()
+            if linger_s > 0 and not stopped.is_set():
+                # Keep /metrics up so a scraper sees the final values; a signal ends it early.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), linger_s)
+    finally:
+        server.stop()
+    return pipeline
+
+
+def lake_root(settings: Settings) -> Path:
+    return Path(settings.lake_path)

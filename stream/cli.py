@@ -1,0 +1,164 @@
+"""``sentiment-monitor``: the one command-line entry point."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from stream.events import LABELS, Alert, Batch
+from stream.pipeline import Summary
+from stream.settings import Settings
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    name="sentiment-monitor",
+    help="Real-time sentiment monitor for product reviews.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+console = Console(stderr=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    base = Settings()
+    changes = {k: v for k, v in overrides.items() if v is not None}
+    return base.model_copy(update=changes)
+
+
+@app.command()
+def run(
+    scenario: Annotated[
+        str, typer.Option(help="Synthetic scenario: steady, negative-surge, prior-shift, ...")
+    ] = "steady",
+    events: Annotated[int, typer.Option(min=1, help="How many synthetic events to replay.")] = (
+        20_000
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 7,
+    data: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Replay a real reviews CSV instead."),
+    ] = None,
+    rate: Annotated[
+        float | None, typer.Option(min=0.1, help="Pace the replay to this many events/s.")
+    ] = None,
+    lake: Annotated[str | None, typer.Option(help="Lake root (default ./lake).")] = None,
+    alerts: Annotated[Path | None, typer.Option(help="Alert log (default ./alerts.jsonl).")] = (
+        None
+    ),
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Port of /metrics on 127.0.0.1 (default 9108; 0: any).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    linger: Annotated[
+        float, typer.Option(min=0, help="Keep serving /metrics this many seconds after the end.")
+    ] = 0.0,
+) -> None:
+    """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
+    from sinks import JsonlAlertSink, LakeSink, LocalLakeWriter
+    from stream.app import run_pipeline
+    from stream.sources import ReplaySource
+
+    settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
+    if data is not None:
+        from stream.replay_csv import read_csv
+
+        records = list(read_csv(data, seed=seed))
+        name = data.stem
+    else:
+        from stream.synthetic import SCENARIOS, generate
+
+        if scenario not in SCENARIOS:
+            raise typer.BadParameter(
+                f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}",
+                param_hint="--scenario",
+            )
+        records = list(
+            generate(scenario, events=events, seed=seed, max_text_bytes=settings.max_text_bytes)
+        )
+        name = scenario
+    source = ReplaySource(records, name=name, rate=rate)
+    lake_sink = LakeSink(LocalLakeWriter(Path(settings.lake_path)))
+
+    def show_alert(alert: Alert) -> None:
+        style = "bold red" if alert.status == "firing" else "green"
+        console.print(
+            f"[{style}]ALERT {alert.status}[/] {alert.name} [{alert.category}] {alert.summary}"
+        )
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+    )
+    task = bar.add_task(f"replaying {name}", total=len(records), rate="")
+
+    def on_batch(batch: Batch) -> None:
+        done = bar.tasks[0].completed + len(batch.scored) + len(batch.dead)
+        elapsed = bar.tasks[0].elapsed or 0.0
+        speed = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
+        bar.update(task, completed=done, rate=speed)
+
+    with bar:
+        pipeline = asyncio.run(
+            run_pipeline(
+                settings,
+                source,
+                [lake_sink],
+                source_name="replay",
+                alert_sinks=[JsonlAlertSink(settings.alerts_path)],
+                on_batch=on_batch,
+                on_alert=show_alert,
+                linger_s=linger,
+            )
+        )
+    _print_summary(pipeline.summary, settings)
+
+
+def _print_summary(summary: Summary, settings: Settings) -> None:
+    out = Console()
+    table = Table(title="Sentiment mix per category", show_footer=True)
+    totals: Counter[int] = Counter()
+    for counts in summary.mix.values():
+        totals.update(counts)
+    table.add_column("category", footer="all")
+    table.add_column("reviews", justify="right", footer=f"{summary.scored:,}")
+    for label_value, label in LABELS.items():
+        n = totals[label_value]
+        share = n / summary.scored if summary.scored else 0.0
+        table.add_column(label, justify="right", footer=f"{share:.1%}")
+    for cat in sorted(summary.mix):
+        counts = summary.mix[cat]
+        n = sum(counts.values())
+        table.add_row(cat, f"{n:,}", *(f"{counts[v] / n:.1%}" for v in LABELS))
+    out.print(table)
+
+    totals_table = Table(title="Run summary")
+    totals_table.add_column("what")
+    totals_table.add_column("count", justify="right")
+    totals_table.add_row("records in", f"{summary.records_in:,}")
+    totals_table.add_row("scored", f"{summary.scored:,}")
+    totals_table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
+    for reason, n in sorted(summary.dead_letters.items()):
+        totals_table.add_row(f"  {reason}", f"{n:,}")
+    firing = [a for a in summary.alerts if a.status == "firing"]
+    totals_table.add_row("alerts fired", f"{len(firing):,}")
+    for a in firing:
+        totals_table.add_row(f"  {a.name} [{a.category}]", a.raised_at.strftime("%H:%M:%S"))
+    out.print(totals_table)
+    out.print(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}")
+
+
+def main() -> None:
+    app()
