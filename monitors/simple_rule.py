@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from scipy.stats import binomtest
 
@@ -105,5 +106,5 @@ class SimpleShiftRule:
             },
         )
 
-    def readings(self) -> list[object]:
+    def readings(self) -> list[Any]:
         return []

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import start_http_server
 
 from stream.events import Alert, Batch
-from stream.metrics import PipelineMetrics, ReadingsCollector
+from stream.metrics import PipelineMetrics, ReadingsCollector, ReadingSource
 from stream.pipeline import AlertSink, Monitor, Pipeline, PipelineOptions, Scorer, Sink, Source
 from stream.settings import Settings
 
@@ -54,8 +54,11 @@ def build_scorer(settings: Settings) -> Scorer:
     return EndpointScorer(settings.endpoint)
 
 
-def build_monitor(settings: Settings) -> Monitor:
+def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) -> Monitor:
+    """The monitors, fresh or restored from a saved ``state``."""
     from monitors.simple_rule import SimpleShiftRule
+
+    del state  # the simple rule keeps no state worth restoring
 
     return SimpleShiftRule(
         baseline_events=settings.monitor.baseline_events,
@@ -73,9 +76,9 @@ class MetricsServer:
     port: int
     _server: Any = None
 
-    def start(self, monitor: object | None = None) -> None:
-        if monitor is not None and hasattr(monitor, "readings"):
-            self.metrics.registry.register(ReadingsCollector(monitor))  # type: ignore[arg-type]
+    def start(self, monitor: ReadingSource | None = None) -> None:
+        if monitor is not None:
+            self.metrics.registry.register(ReadingsCollector(monitor))
         self._server, _thread = start_http_server(
             self.port, addr=self.host, registry=self.metrics.registry
         )
@@ -124,7 +127,7 @@ async def run_pipeline(
     scorer = scorer or build_scorer(settings)
     server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
     if serve_metrics:
-        server.start(monitor)
+        server.start(monitor if isinstance(monitor, ReadingSource) else None)
 
     def batch_done(batch: Batch) -> None:
         metrics.observe_batch(batch, source_name)

@@ -67,23 +67,7 @@ def run(
     from stream.sources import ReplaySource
 
     settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
-    if data is not None:
-        from stream.replay_csv import read_csv
-
-        records = list(read_csv(data, seed=seed))
-        name = data.stem
-    else:
-        from stream.synthetic import SCENARIOS, generate
-
-        if scenario not in SCENARIOS:
-            raise typer.BadParameter(
-                f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}",
-                param_hint="--scenario",
-            )
-        records = list(
-            generate(scenario, events=events, seed=seed, max_text_bytes=settings.max_text_bytes)
-        )
-        name = scenario
+    name, records = _records(scenario, events, seed, data, settings.max_text_bytes)
     source = ReplaySource(records, name=name, rate=rate)
     lake_sink = LakeSink(LocalLakeWriter(Path(settings.lake_path)))
 
@@ -162,3 +146,74 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
 
 def main() -> None:
     app()
+
+
+def _records(
+    scenario: str, events: int, seed: int, data: Path | None, max_text_bytes: int
+) -> tuple[str, list[tuple[bytes, bytes]]]:
+    if data is not None:
+        from stream.replay_csv import read_csv
+
+        return data.stem, [(r.key, r.value) for r in read_csv(data, seed=seed)]
+    from stream.synthetic import SCENARIOS, generate
+
+    if scenario not in SCENARIOS:
+        raise typer.BadParameter(
+            f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}",
+            param_hint="--scenario",
+        )
+    gen = generate(scenario, events=events, seed=seed, max_text_bytes=max_text_bytes)
+    return scenario, [(r.key, r.value) for r in gen]
+
+
+@app.command()
+def produce(
+    to: Annotated[str, typer.Option("--to", help="Where to publish: kafka.")] = "kafka",
+    scenario: Annotated[str, typer.Option(help="Synthetic scenario to publish.")] = "steady",
+    events: Annotated[int, typer.Option(min=1, help="How many synthetic events.")] = 20_000,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 7,
+    data: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Publish a reviews CSV.")
+    ] = None,
+    rate: Annotated[float | None, typer.Option(min=0.1, help="Events per second.")] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic (default: the reviews topic).")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Publish review events (synthetic or from a CSV) keyed by product id."""
+    from stream.producer import KafkaReviewProducer, publish
+
+    if to != "kafka":
+        raise typer.BadParameter("only 'kafka' is supported here", param_hint="--to")
+    settings = Settings()
+    name, records = _records(scenario, events, seed, data, settings.max_text_bytes)
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not progress,
+    )
+    task = bar.add_task(f"publishing {name} to {to}", total=len(records))
+
+    async def go() -> int:
+        async with KafkaReviewProducer(
+            topic=topic or settings.kafka.reviews_topic, settings=settings.kafka
+        ) as producer:
+            return await publish(
+                producer, records, rate=rate, on_sent=lambda n: bar.update(task, completed=n)
+            )
+
+    with bar:
+        sent = asyncio.run(go())
+    console.print(f"published {sent:,} records to {topic or settings.kafka.reviews_topic}")
+
+
+@app.command()
+def worker(
+    loglevel: Annotated[str, typer.Option(help="faust log level.")] = "info",
+) -> None:
+    """Run a Kafka worker: joins the consumer group and shares the partitions of `reviews`."""
+    from stream.worker import run_worker
+
+    run_worker(Settings(), loglevel=loglevel)

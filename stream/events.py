@@ -153,6 +153,67 @@ class ScoredReview:
     def sentiment_label(self) -> str:
         return LABELS[self.sentiment]
 
+    def to_json_dict(self) -> dict[str, Any]:
+        """The wire form of ``reviews.enriched``: the event's fields plus the verdict."""
+        out = self.event.to_json_dict()
+        out.update(
+            sentiment=self.sentiment,
+            sentiment_label=self.sentiment_label,
+            probabilities={
+                "negative": self.p_negative,
+                "neutral": self.p_neutral,
+                "positive": self.p_positive,
+            },
+            model_name=self.model_name,
+            model_version=self.model_version,
+            scored_at=self.scored_at.isoformat(),
+            endpoint_latency_ms=self.endpoint_latency_ms,
+            source={
+                "source": self.position.source,
+                "stream": self.position.stream,
+                "partition": self.position.partition,
+                "offset": str(self.position.offset),
+            },
+        )
+        return out
+
+    @classmethod
+    def from_json_dict(cls, doc: Mapping[str, Any]) -> ScoredReview:
+        """Inverse of :meth:`to_json_dict` (for consumers of ``reviews.enriched``)."""
+        known = {
+            "schema_version", "review_id", "product_id", "product_category", "review_text",
+            "channel", "event_time", "rating", "language", "customer_segment", "sentiment",
+            "sentiment_label", "probabilities", "model_name", "model_version", "scored_at",
+            "endpoint_latency_ms", "source",
+        }  # fmt: skip
+        event = ReviewEvent(
+            review_id=doc["review_id"],
+            product_id=doc["product_id"],
+            product_category=doc["product_category"],
+            review_text=doc["review_text"],
+            channel=doc["channel"],
+            event_time=datetime.fromisoformat(doc["event_time"]),
+            rating=doc.get("rating"),
+            language=doc.get("language"),
+            customer_segment=doc.get("customer_segment"),
+            extra={k: v for k, v in doc.items() if k not in known},
+        )
+        probs, src = doc["probabilities"], doc["source"]
+        return cls(
+            event=event,
+            sentiment=int(doc["sentiment"]),
+            p_negative=float(probs["negative"]),
+            p_neutral=float(probs["neutral"]),
+            p_positive=float(probs["positive"]),
+            model_name=doc["model_name"],
+            model_version=doc["model_version"],
+            scored_at=datetime.fromisoformat(doc["scored_at"]),
+            endpoint_latency_ms=float(doc["endpoint_latency_ms"]),
+            position=SourcePosition(
+                src["source"], src["stream"], src["partition"], int(src["offset"])
+            ),
+        )
+
     @property
     def confidence(self) -> float:
         return max(self.p_negative, self.p_neutral, self.p_positive)

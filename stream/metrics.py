@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -48,6 +48,7 @@ class Reading(Protocol):
     def value(self) -> float: ...
 
 
+@runtime_checkable
 class ReadingSource(Protocol):
     def readings(self) -> Sequence[Reading]: ...
 

@@ -70,6 +70,7 @@ class KafkaSettings(BaseModel):
     enriched_topic: str = "reviews.enriched"
     dlq_topic: str = "reviews.dlq"
     alerts_topic: str = "sentiment.alerts"
+    monitor_feed_topic: str = "sentiment.monitor-feed"
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     group_id: str = "sentiment-monitor"
@@ -87,6 +88,7 @@ class MonitorSettings(BaseModel):
     false_alarm_rate: float = Field(0.001, gt=0, lt=1)
     baseline_events: int = Field(2000, ge=1)
     baseline_path: Path | None = None
+    state_save_s: float = Field(5.0, gt=0, description="How often the Kafka path saves state.")
 
     @property
     def window(self) -> timedelta:

@@ -10,7 +10,6 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Protocol
 
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
@@ -18,19 +17,12 @@ from stream.pipeline import RawRecord
 __all__ = ["ReplaySource"]
 
 
-class _Record(Protocol):
-    @property
-    def key(self) -> bytes: ...
-    @property
-    def value(self) -> bytes: ...
-
-
 class ReplaySource:
-    """Yields each record once, optionally paced to ``rate`` records per second."""
+    """Yields each (key, value) record once, optionally paced to ``rate`` records/s."""
 
     def __init__(
         self,
-        records: Iterable[_Record],
+        records: Iterable[tuple[bytes, bytes]],
         *,
         name: str = "replay",
         rate: float | None = None,
@@ -46,7 +38,7 @@ class ReplaySource:
 
     async def records(self) -> AsyncIterator[RawRecord]:
         started = time.monotonic()
-        for i, rec in enumerate(self._records):
+        for i, (key, value) in enumerate(self._records):
             if self._rate is not None:
                 ahead = i / self._rate - (time.monotonic() - started)
                 if ahead > 0:
@@ -54,10 +46,10 @@ class ReplaySource:
             elif i % 1000 == 0:
                 await asyncio.sleep(0)  # let the other stages run between chunks
             yield RawRecord(
-                value=rec.value,
+                value=value,
                 position=SourcePosition("replay", self._name, "0", i),
                 received_at=datetime.fromtimestamp(self._clock(), UTC),
-                key=rec.key,
+                key=key,
             )
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:

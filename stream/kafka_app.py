@@ -1,0 +1,210 @@
+"""The Kafka path: a faust app whose agents run the pipeline core.
+
+Two agents, because scoring scales out and monitoring needs one global view:
+
+* ``score`` consumes ``reviews`` (N partitions, shared by every worker of the consumer group)
+  and runs the core: validate, score, write the lake, publish ``reviews.enriched`` and
+  ``reviews.dlq``, and forward the scored batch to the monitor feed. Offsets are acknowledged
+  only after all of that is stored (see :class:`~stream.sources.kafka.FaustSource`).
+* ``monitor`` consumes the monitor feed, a topic with ONE partition, so exactly one worker at a
+  time runs the monitors over the whole stream; its state is kept in a faust table (changelog
+  topic), so it moves with that partition on a rebalance and survives a restart. Alerts go to
+  ``sentiment.alerts``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaProducer
+
+from sinks.lake import LakeSink, LocalLakeWriter
+from sinks.topics import KafkaTopicsSink
+from stream.events import Alert, Batch, ScoredReview
+from stream.metrics import PipelineMetrics
+from stream.pipeline import Scorer
+from stream.producer import kafka_client_options
+from stream.settings import Settings
+
+__all__ = ["MonitorFeedSink", "NoMonitor", "create_app"]
+
+log = logging.getLogger(__name__)
+
+FEED_CHUNK = 100
+STATE_KEY = "suite"
+
+
+class NoMonitor:
+    """The scoring agent's monitor: monitoring happens in the ``monitor`` agent."""
+
+    def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]:
+        return []
+
+
+class MonitorFeedSink:
+    """Forwards scored batches to the single-partition monitor feed, in chunks."""
+
+    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
+        self._producer = producer
+        self._topic = topic
+
+    async def write(self, batch: Batch) -> None:
+        futures = []
+        for i in range(0, len(batch.scored), FEED_CHUNK):
+            chunk = [s.to_json_dict() for s in batch.scored[i : i + FEED_CHUNK]]
+            value = json.dumps(chunk, ensure_ascii=False).encode("utf-8")
+            futures.append(await self._producer.send(self._topic, value=value, partition=0))
+        for fut in futures:
+            await fut
+
+    async def flush(self) -> None:
+        await self._producer.flush()
+
+    async def close(self) -> None:
+        """The producer belongs to the app."""
+
+
+def _broker_url(settings: Settings) -> list[str]:
+    return [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")]
+
+
+def _credentials(settings: Settings) -> Any:
+    k = settings.kafka
+    if k.sasl_mechanism:
+        return faust.SASLCredentials(
+            username=k.sasl_username,
+            password=k.sasl_password,
+            mechanism=k.sasl_mechanism,
+            ssl_context=(
+                faust.ssl.create_default_context(cafile=str(k.ssl_cafile))  # type: ignore[attr-defined]
+                if k.security_protocol == "SASL_SSL"
+                else None
+            ),
+        )
+    if k.security_protocol == "SSL":
+        import ssl
+
+        return faust.SSLCredentials(
+            ssl.create_default_context(cafile=str(k.ssl_cafile) if k.ssl_cafile else None)
+        )
+    return None
+
+
+def create_app(
+    settings: Settings,
+    *,
+    scorer_factory: Callable[[], Scorer],
+    monitor_factory: Callable[[dict[str, Any] | None], Any],
+    metrics: PipelineMetrics,
+    datadir: Path | None = None,
+) -> faust.App:
+    """Build the faust app. ``monitor_factory(state)`` returns a monitor suite restored from
+    ``state`` (or fresh when None) with ``observe``, ``state()`` and ``readings()``."""
+    from stream.app import TimedSink
+    from stream.pipeline import Pipeline, PipelineOptions
+    from stream.sources.kafka import FaustSource
+
+    k = settings.kafka
+    app = faust.App(
+        k.group_id,
+        broker=_broker_url(settings),
+        broker_credentials=_credentials(settings),
+        value_serializer="raw",
+        key_serializer="raw",
+        topic_partitions=k.partitions,
+        topic_replication_factor=k.replication_factor,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        web_enabled=False,
+        store="memory://",
+        table_cleanup_interval=60.0,
+        datadir=str(datadir or Path(".faust") / k.group_id),
+    )
+    reviews = app.topic(k.reviews_topic, key_type=bytes, value_type=bytes, partitions=k.partitions)
+    feed = app.topic(k.monitor_feed_topic, value_type=bytes, partitions=1)
+    monitor_state = app.Table("monitor-state", default=dict, partitions=1)
+    holder: dict[str, Any] = {}
+
+    async def producer() -> AIOKafkaProducer:
+        if "producer" not in holder:
+            p = AIOKafkaProducer(
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                compression_type="zstd",
+                max_request_size=8 * 1024 * 1024,
+                **kafka_client_options(k),
+            )
+            await p.start()
+            holder["producer"] = p
+        started: AIOKafkaProducer = holder["producer"]
+        return started
+
+    @app.agent(reviews)
+    async def score(stream: Any) -> None:
+        out = await producer()
+        topics = KafkaTopicsSink(
+            out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
+        )
+        sinks = [
+            TimedSink(LakeSink(LocalLakeWriter(Path(settings.lake_path))), "lake", metrics),
+            TimedSink(topics, "topics", metrics),
+            TimedSink(MonitorFeedSink(out, k.monitor_feed_topic), "monitor_feed", metrics),
+        ]
+        pipeline = Pipeline(
+            FaustSource(stream),
+            holder.setdefault("scorer", scorer_factory()),
+            sinks,
+            NoMonitor(),
+            options=PipelineOptions(
+                max_batch_events=settings.batch.max_events,
+                max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
+                queue_batches=settings.batch.queue_batches,
+                max_text_bytes=settings.max_text_bytes,
+            ),
+            on_batch=lambda b: metrics.observe_batch(b, "kafka"),
+        )
+        await pipeline.run()
+
+    @app.agent(feed)
+    async def monitor(stream: Any) -> None:
+        out = await producer()
+        alerts_out = KafkaTopicsSink(
+            out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
+        )
+        suite = holder.get("monitor")
+        last_saved = time.monotonic()
+        async for value in stream:
+            if suite is None:
+                saved = monitor_state.get(STATE_KEY) or None
+                suite = monitor_factory(saved)
+                holder["monitor"] = suite
+            batch = [ScoredReview.from_json_dict(d) for d in json.loads(value)]
+            alerts = suite.observe(batch, datetime.now(UTC))
+            if alerts:
+                await alerts_out.emit(alerts)
+                for a in alerts:
+                    metrics.alerts.labels(a.name, a.status).inc()
+                    log.warning("ALERT %s %s [%s] %s", a.status, a.name, a.category, a.summary)
+            if time.monotonic() - last_saved > settings.monitor.state_save_s:
+                monitor_state[STATE_KEY] = suite.state()
+                last_saved = time.monotonic()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]
+    async def _close(_app: Any, **_kw: Any) -> None:
+        suite = holder.get("monitor")
+        if suite is not None:
+            monitor_state[STATE_KEY] = suite.state()
+        p = holder.pop("producer", None)
+        if p is not None:
+            await p.stop()
+
+    app.monitor_holder = holder  # type: ignore[attr-defined]
+    return app
