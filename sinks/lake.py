@@ -216,6 +216,7 @@ class LakeSink:
         self._compression = compression
         self.files_written = 0
         self.bytes_written = 0
+        self._durable = -1
 
     async def write(self, batch: Batch) -> None:
         encoded = await asyncio.to_thread(self._encode, batch)
@@ -223,6 +224,10 @@ class LakeSink:
             await self._writer.put(path, data)
             self.files_written += 1
             self.bytes_written += len(data)
+        self._durable = batch.seq
+
+    def durable_seq(self) -> int:
+        return self._durable
 
     def _encode(self, batch: Batch) -> list[tuple[str, bytes]]:
         files = encode_scored(batch.scored) + encode_dead_letters(batch.dead)

@@ -36,6 +36,10 @@ class KafkaTopicsSink:
         self._dlq = dlq_topic
         self._alerts = alerts_topic
         self._closed = False
+        self._durable = -1
+
+    def durable_seq(self) -> int:
+        return self._durable
 
     async def _send_all(self, sends: list[tuple[str, bytes | None, bytes, list[Any]]]) -> None:
         futures = [
@@ -60,6 +64,7 @@ class KafkaTopicsSink:
             ]
             sends.append((self._dlq, None, d.raw, headers))
         await self._send_all(sends)
+        self._durable = batch.seq
 
     async def emit(self, alerts: Sequence[Alert]) -> None:
         await self._send_all(

@@ -37,6 +37,9 @@ class TimedSink:
         await self._sink.write(batch)
         self._metrics.sink_latency.labels(self._name).observe(time.perf_counter() - started)
 
+    def durable_seq(self) -> int:
+        return self._sink.durable_seq()
+
     async def flush(self) -> None:
         await self._sink.flush()
 

@@ -283,6 +283,7 @@ class Batch:
     dead: list[DeadLetter]
     positions: dict[tuple[str, str, str], SourcePosition]
     alerts: list[Alert] = field(default_factory=list)
+    seq: int = -1  #: delivery order within one pipeline run, set by the core
 
     @property
     def first_position(self) -> SourcePosition | None:

@@ -54,6 +54,10 @@ class MonitorFeedSink:
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self._producer = producer
         self._topic = topic
+        self._durable = -1
+
+    def durable_seq(self) -> int:
+        return self._durable
 
     async def write(self, batch: Batch) -> None:
         futures = []
@@ -63,6 +67,7 @@ class MonitorFeedSink:
             futures.append(await self._producer.send(self._topic, value=value, partition=0))
         for fut in futures:
             await fut
+        self._durable = batch.seq
 
     async def flush(self) -> None:
         await self._producer.flush()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -100,10 +100,14 @@ class Scorer(Protocol):
 
 
 class Sink(Protocol):
-    """Durable output. ``write`` returns only when the batch is stored (retrying outages
-    inside); ``flush`` forces buffered data out; ``close`` is safe to call twice."""
+    """An output. ``write`` stores the batch or buffers it (retrying outages inside);
+    ``durable_seq`` is the highest :attr:`Batch.seq` whose data, and every earlier batch's,
+    is stored durably (-1 for none): the core commits source positions only up to the lowest
+    such value over all sinks. ``flush`` forces buffered data out; ``close`` is idempotent."""
 
     async def write(self, batch: Batch) -> None: ...
+
+    def durable_seq(self) -> int: ...
 
     async def flush(self) -> None: ...
 
@@ -126,6 +130,7 @@ class PipelineOptions:
     max_batch_wait_s: float = 0.2
     queue_batches: int = 4
     max_text_bytes: int = 5_000
+    idle_flush_s: float = 1.0
 
 
 @dataclass(slots=True)
@@ -333,23 +338,50 @@ class Pipeline:
         return Batch(scored=scored, dead=dead, positions=decoded.positions)
 
     async def _deliver(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
+        pending: deque[Batch] = deque()  # delivered to the sinks, not yet committed
+        seq = 0
         while True:
-            item = await inflight.get()
+            try:
+                item = await asyncio.wait_for(inflight.get(), self._opts.idle_flush_s)
+            except TimeoutError:
+                # The stream is idle: push buffered sink data out so it can be committed.
+                await self._flush_and_commit(pending)
+                continue
             if isinstance(item, _Stop):
                 break
             batch = await item
+            batch.seq = seq
+            seq += 1
             now = datetime.fromtimestamp(self._clock(), UTC)
             batch.alerts = self._monitor.observe(batch.scored, now) if batch.scored else []
             for sink in self._sinks:
                 await sink.write(batch)
             for alert_sink in self._alert_sinks:
                 await alert_sink.emit(batch.alerts)
-            await self._source.commit(batch.positions)
+            pending.append(batch)
+            await self._commit_durable(pending)
             self.summary.add(batch)
             if self._on_batch is not None:
                 self._on_batch(batch)
+        await self._flush_and_commit(pending)
+
+    async def _flush_and_commit(self, pending: deque[Batch]) -> None:
         for sink in self._sinks:
             await sink.flush()
+        await self._commit_durable(pending)
+
+    async def _commit_durable(self, pending: deque[Batch]) -> None:
+        """Commit the positions of every batch that all sinks hold durably (in order)."""
+        if not pending:
+            return
+        durable = (
+            min(sink.durable_seq() for sink in self._sinks) if self._sinks else pending[-1].seq
+        )
+        positions: dict[tuple[str, str, str], SourcePosition] = {}
+        while pending and pending[0].seq <= durable:
+            positions.update(pending.popleft().positions)
+        if positions:
+            await self._source.commit(positions)
 
     async def _drain_inflight(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
         # Only reached after a failure: cancel scoring that nobody will deliver. Those records

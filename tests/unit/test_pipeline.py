@@ -87,6 +87,10 @@ class MemorySink:
         self.source = source
         self.commits_seen_at_write: list[int] = []
         self.fail = False
+        self.durable = -1
+
+    def durable_seq(self) -> int:
+        return self.durable
 
     async def write(self, batch: Batch) -> None:
         if self.fail:
@@ -94,6 +98,7 @@ class MemorySink:
         if self.source is not None:
             self.commits_seen_at_write.append(len(self.source.commits))
         self.batches.append(batch)
+        self.durable = batch.seq
 
     async def flush(self) -> None:
         self.flushed += 1
@@ -243,3 +248,58 @@ async def test_a_failing_sink_ends_the_run_without_committing() -> None:
 
 def test_options_are_plain_values() -> None:
     assert PipelineOptions().max_batch_events == 500
+
+
+class BufferingSink(MemorySink):
+    """Holds batches until three are buffered (or a flush), like a lake buffering files."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered: list[Batch] = []
+
+    async def write(self, batch: Batch) -> None:
+        self.buffered.append(batch)
+        if len(self.buffered) == 3:
+            await self.flush()
+
+    async def flush(self) -> None:
+        self.flushed += 1
+        if self.buffered:
+            self.batches.extend(self.buffered)
+            self.durable = self.buffered[-1].seq
+            self.buffered = []
+
+
+async def test_positions_are_committed_only_once_a_buffering_sink_made_them_durable() -> None:
+    source = ListSource([event_bytes(i) for i in range(70)])
+    buffering, direct = BufferingSink(), MemorySink()
+    await Pipeline(
+        source, KeywordScorer(), [buffering, direct], CountingMonitor(), options=opts()
+    ).run()
+    committed = [c[("test", "reviews", "0")].offset for c in source.commits]
+    # Batches of 10: durable after the 3rd and 6th batch, then the final flush at the end.
+    assert committed == [29, 59, 69]
+    assert [b.seq for b in buffering.batches] == list(range(7))
+
+
+async def test_an_idle_stream_flushes_buffers_and_commits() -> None:
+    sink = BufferingSink()
+
+    class TwoBatchesThenIdle(ListSource):
+        async def records(self) -> AsyncIterator[RawRecord]:
+            for i in range(15):
+                yield RawRecord(event_bytes(i), SourcePosition("test", "reviews", "0", i), T0)
+            await asyncio.Event().wait()  # no more records, but the stream stays open
+
+    idle = TwoBatchesThenIdle([])
+    pipeline = Pipeline(
+        idle, KeywordScorer(), [sink], CountingMonitor(), options=opts(idle_flush_s=0.05)
+    )
+    task = asyncio.create_task(pipeline.run())
+    for _ in range(100):
+        await asyncio.sleep(0.02)
+        if idle.commits:
+            break
+    assert idle.commits[-1][("test", "reviews", "0")].offset == 14
+    pipeline.stop()
+    await asyncio.wait_for(task, 5)
