@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,9 +61,40 @@ class LakeFile:
 
 
 class LakeWriter(Protocol):
-    """Stores bytes at a path under the lake root, replacing what was there, durably."""
+    """Stores bytes at a path under the lake root, replacing what was there, durably;
+    lists the files under a prefix and deletes files (used to drop uncommitted leftovers)."""
 
     async def put(self, path: str, data: bytes) -> None: ...
+
+    async def list_files(self, prefix: str) -> list[str]: ...
+
+    async def delete_files(self, paths: Sequence[str]) -> None: ...
+
+
+def parse_file_name(name: str) -> tuple[tuple[str, str, str], int] | None:
+    """The (source, stream, partition) key and first offset a lake file name encodes."""
+    if not (name.startswith("part-") and name.endswith(".parquet")):
+        return None
+    parts = name[len("part-") : -len(".parquet")].split("-")
+    if len(parts) != 4 or not parts[3].isdigit():
+        return None
+    source, stream, partition = (unquote(p) for p in parts[:3])
+    return (source, stream, partition), int(parts[3])
+
+
+def leftovers(paths: Iterable[str], key: tuple[str, str, str], from_offset: int) -> list[str]:
+    """Files of source partition ``key`` that start at or after ``from_offset``.
+
+    When a source rewinds a partition to its committed offset (restart, rebalance), files
+    starting there or later hold only uncommitted records that will be written again; the
+    sink deletes them first, so a replay with different batch boundaries leaves no duplicate.
+    """
+    out = []
+    for path in paths:
+        parsed = parse_file_name(path.rsplit("/", 1)[-1])
+        if parsed is not None and parsed[0] == key and parsed[1] >= from_offset:
+            out.append(path)
+    return out
 
 
 def _quote(value: str) -> str:
@@ -71,8 +102,10 @@ def _quote(value: str) -> str:
 
 
 def _file_name(first: SourcePosition) -> str:
-    parts = (first.source, first.stream, first.partition, f"{first.offset:020d}")
-    return "part-" + "-".join(_quote(p) for p in parts) + ".parquet"
+    parts = (first.source, first.stream, first.partition)
+    return "part-" + "-".join(_quote(p).replace("-", "%2D") for p in parts) + (
+        f"-{first.offset:020d}.parquet"
+    )
 
 
 def _group_by_source(
@@ -190,6 +223,26 @@ class LocalLakeWriter:
     async def put(self, path: str, data: bytes) -> None:
         await asyncio.to_thread(self._put, path, data)
 
+    async def list_files(self, prefix: str) -> list[str]:
+        return await asyncio.to_thread(self._list, prefix)
+
+    def _list(self, prefix: str) -> list[str]:
+        base = self.root / prefix
+        if not base.exists():
+            return []
+        return sorted(
+            p.relative_to(self.root).as_posix()
+            for p in base.rglob("*.parquet")
+            if not p.name.startswith(".tmp-")
+        )
+
+    async def delete_files(self, paths: Sequence[str]) -> None:
+        await asyncio.to_thread(self._delete, list(paths))
+
+    def _delete(self, paths: list[str]) -> None:
+        for path in paths:
+            (self.root / path).unlink(missing_ok=True)
+
     def _put(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -228,6 +281,16 @@ class LakeSink:
 
     def durable_seq(self) -> int:
         return self._durable
+
+    async def rewind(self, position: SourcePosition) -> int:
+        """The source restarts ``position``'s partition at ``position.offset``: delete files
+        of that partition starting there or later (uncommitted leftovers). Returns how many."""
+        found: list[str] = []
+        for prefix in ("reviews", "dlq"):
+            found += leftovers(await self._writer.list_files(prefix), position.key, position.offset)
+        if found:
+            await self._writer.delete_files(found)
+        return len(found)
 
     def _encode(self, batch: Batch) -> list[tuple[str, bytes]]:
         files = encode_scored(batch.scored) + encode_dead_letters(batch.dead)

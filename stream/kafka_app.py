@@ -158,13 +158,14 @@ def create_app(
         topics = KafkaTopicsSink(
             out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
         )
+        lake = LakeSink(LocalLakeWriter(Path(settings.lake_path)))
         sinks = [
-            TimedSink(LakeSink(LocalLakeWriter(Path(settings.lake_path))), "lake", metrics),
+            TimedSink(lake, "lake", metrics),
             TimedSink(topics, "topics", metrics),
             TimedSink(MonitorFeedSink(out, k.monitor_feed_topic), "monitor_feed", metrics),
         ]
         pipeline = Pipeline(
-            FaustSource(stream),
+            FaustSource(stream, on_rewind=lake.rewind, commit_now=app.consumer.commit),
             holder.setdefault("scorer", scorer_factory()),
             sinks,
             NoMonitor(),

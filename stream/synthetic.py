@@ -24,7 +24,8 @@ Scenarios (:data:`SCENARIOS`)::
 
 Same arguments, same bytes: the generator draws from :class:`random.Random` seeded with
 ``seed`` and never reads the clock. Records before a scenario's change point are the same as
-``steady``'s (review ids aside), and ``bad-input``'s valid records are ``steady``'s records.
+``steady``'s, and ``bad-input``'s valid records are ``steady``'s records at the same places
+(review ids aside: they are drawn per scenario and seed, so streams never share one).
 """
 
 from __future__ import annotations
@@ -465,14 +466,14 @@ _NEGATIVE: Final[Mapping[str, tuple[str, ...]]] = {
 _NEUTRAL: Final[Mapping[str, tuple[str, ...]]] = {
     "open": (
         "{This} {is} okay.",
-        "{It} {is} fine but nothing special.",
+        "{It} {is} fine, but I expected a bit more.",
         "I have mixed feelings about {this}.",
         "{This} {is} just average.",
         "Not sure about {this}.",
         "{This} {is} cute but not quite what I expected.",
         "I am on the fence about {this}.",
         "Okay {item}, nothing more.",
-        "Decent {item}, but not great.",
+        "Decent {item}, but I expected more.",
         "I wanted to love {this}, but I only sort of like {obj}.",
         "Three stars for {this}.",
         "{This} {is} nice, but I am not sure it is worth the price.",
@@ -480,19 +481,19 @@ _NEUTRAL: Final[Mapping[str, tuple[str, ...]]] = {
         "Just okay.",
     ),
     "fit": (
-        "{It} {fits} okay, though the length is a little awkward on me.",
+        "{It} {is} okay on me, though the length is a little awkward.",
         "{It} {runs} a little large, so I might size down.",
-        "The fit is fine, but not very flattering on me.",
+        "The fit is fine, but the waist sits a bit oddly on me.",
         "I am {body} and the {size} is a bit loose, but wearable.",
         "{It} {runs} a bit big; I would size down if I ordered again.",
         "The fit is okay, but the waist sits a little high on me.",
-        "I ordered my usual {size} and {it} {fits} okay, maybe a bit snug.",
+        "I ordered my usual {size}, and {it} {is} a bit snug in the waist.",
     ),
     "fabric": (
         "The fabric is soft but thinner than I expected.",
         "The material is fine, but {it} wrinkles easily.",
         "The fabric is okay, a little heavier than I expected.",
-        "Comfortable enough, but the fabric is nothing special.",
+        "Wearable enough, but the fabric is just average.",
         "The material feels a bit synthetic, but it's fine.",
     ),
     "colour": (
@@ -514,7 +515,7 @@ _NEUTRAL: Final[Mapping[str, tuple[str, ...]]] = {
         "Maybe I will try a different size.",
         "I am keeping {obj} for now, but I am not thrilled.",
         "Overall, {it} {is} just okay.",
-        "Not bad, not great.",
+        "Somewhere in the middle for me.",
         "I would probably not buy {obj} again at full price.",
         "I will wear {obj}, but {it} won't be a favorite.",
         "It's okay, just not what I hoped for.",
@@ -664,6 +665,8 @@ def generate(
         scenario = SCENARIOS[scenario]
     if events < 0:
         raise ValueError(f"events must not be negative, got {events}")
+    if start.tzinfo is None:
+        raise ValueError("start must be timezone-aware (e.g. datetime(..., tzinfo=UTC))")
     if max_text_bytes < MIN_TEXT_BYTES:
         raise ValueError(f"max_text_bytes must be at least {MIN_TEXT_BYTES}")
     return _Generator(scenario, events, seed, max_text_bytes).run(

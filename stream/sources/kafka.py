@@ -2,14 +2,16 @@
 
 faust commits an offset once every event up to it has been acknowledged; this adapter
 acknowledges an event only when the core commits its position, i.e. after every sink holds the
-batch. A crash or a rebalance therefore replays at most the batches still in flight.
+batch, and then asks the consumer to commit at once. A crash or a rebalance therefore replays
+at most the batches still in flight, starting exactly at a batch boundary; ``on_rewind`` lets
+the lake drop what those batches had already written, so the replay leaves no duplicate.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,15 +24,34 @@ __all__ = ["FaustSource"]
 class FaustSource:
     """Adapts a faust agent's stream (``value_type=bytes``) to :class:`~stream.pipeline.Source`."""
 
-    def __init__(self, stream: Any, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        stream: Any,
+        *,
+        on_rewind: Callable[[SourcePosition], Awaitable[object]] | None = None,
+        commit_now: Callable[[], Awaitable[object]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._stream = stream
+        self._on_rewind = on_rewind
+        self._commit_now = commit_now
         self._clock = clock
         self._pending: dict[tuple[str, str, str], deque[tuple[int, Any]]] = {}
+        self._next: dict[tuple[str, str, str], int] = {}
+        self.rewinds = 0
 
     async def records(self) -> AsyncIterator[RawRecord]:
         async for event in self._stream.noack().events():
             msg = event.message
             pos = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
+            if self._next.get(pos.key) != msg.offset:
+                # First record of a partition since start or (re)assignment: the consumer
+                # resumed at the committed offset. Anything stored from there on is an
+                # uncommitted leftover that is about to be written again.
+                self.rewinds += 1
+                if self._on_rewind is not None:
+                    await self._on_rewind(pos)
+            self._next[pos.key] = msg.offset + 1
             self._pending.setdefault(pos.key, deque()).append((msg.offset, event))
             value = event.value
             if not isinstance(value, bytes):
@@ -48,6 +69,10 @@ class FaustSource:
             while pending and pending[0][0] <= pos.offset:
                 _offset, event = pending.popleft()
                 event.ack()
+        if self._commit_now is not None:
+            # Commit now rather than on faust's timer, so the committed offset is always a
+            # batch boundary the sinks hold (what makes rewinding to it exact).
+            await self._commit_now()
 
     @property
     def unacknowledged(self) -> int:

@@ -119,3 +119,30 @@ async def test_a_replayed_batch_overwrites_its_own_files(tmp_path: Path) -> None
     assert sorted(table.column("review_id").to_pylist()) == [f"r-{i}" for i in range(5)]
     assert table.column("product_category").to_pylist() == ["Dresses"] * 5
     assert not list(tmp_path.rglob(".tmp-*"))
+
+
+async def test_rewinding_a_partition_deletes_only_its_uncommitted_files(tmp_path: Path) -> None:
+    sink = LakeSink(LocalLakeWriter(tmp_path))
+    first = Batch(scored=[scored(i, "Dresses") for i in range(3)], dead=[], positions={})
+    later = Batch(scored=[scored(i, "Knits") for i in range(3, 6)], dead=[], positions={})
+    other = Batch(scored=[scored(9, "Knits", partition="1")], dead=[], positions={})
+    dead = DeadLetter(b"{", Reason.NOT_JSON, "x", SourcePosition("kafka", "reviews", "0", 1004), T)
+    for b in (first, later, other, Batch(scored=[], dead=[dead], positions={})):
+        await sink.write(b)
+    # Partition 0 restarts at offset 1003: files starting at 1003 and 1004 are leftovers.
+    removed = await sink.rewind(SourcePosition("kafka", "reviews", "0", 1003))
+    assert removed == 2
+    names = sorted(p.name for p in tmp_path.rglob("*.parquet"))
+    assert names == [
+        "part-kafka-reviews-0-00000000000000001000.parquet",
+        "part-kafka-reviews-1-00000000000000001009.parquet",
+    ]
+
+
+def test_file_names_round_trip_through_the_parser() -> None:
+    from sinks.lake import parse_file_name
+
+    [f] = encode_scored([scored(0, "Dresses", partition="shardId-000000000001")])
+    name = f.path.rsplit("/", 1)[-1]
+    assert parse_file_name(name) == (("kafka", "reviews", "shardId-000000000001"), 1000)
+    assert parse_file_name("part-x.parquet") is None
