@@ -25,7 +25,7 @@ run: setup ## Set up, then run the embedded default (replay 20,000 synthetic rev
 kafka-jars: ## Fetch the Apache Kafka broker jars from Maven Central (cached)
 	bash deploy/kafka/fetch-jars.sh
 
-test: setup kafka-jars ## Set up, then run every test (unit, integration on real servers, e2e)
+test: setup kafka-jars lint typecheck ## Set up, then lint, type-check and run every test
 	$(BIN)/pytest
 
 test-unit: setup ## Only the fast pure unit tests
