@@ -117,6 +117,8 @@ def create_app(
     from stream.sources.kafka import FaustSource
 
     k = settings.kafka
+    datadir = datadir or Path(".faust") / k.group_id
+    datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         k.group_id,
         broker=_broker_url(settings),
@@ -130,7 +132,7 @@ def create_app(
         web_enabled=False,
         store="memory://",
         table_cleanup_interval=60.0,
-        datadir=str(datadir or Path(".faust") / k.group_id),
+        datadir=str(datadir),
     )
     reviews = app.topic(k.reviews_topic, key_type=bytes, value_type=bytes, partitions=k.partitions)
     feed = app.topic(k.monitor_feed_topic, value_type=bytes, partitions=1)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
 
 from stream.app import MetricsServer, build_monitor, build_scorer
 from stream.kafka_app import create_app
+from stream.kafka_topics import ensure_topics
 from stream.metrics import PipelineMetrics
 from stream.settings import Settings
 
@@ -16,6 +18,7 @@ __all__ = ["run_worker"]
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Start a faust worker with the scoring and monitor agents; blocks until stopped."""
+    asyncio.run(ensure_topics(settings.kafka))
     metrics = PipelineMetrics(settings.categories)
     holder: dict[str, Any] = {}
 

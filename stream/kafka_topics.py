@@ -1,0 +1,48 @@
+"""Creates the Kafka topics the worker reads and writes, when they do not exist yet.
+
+Producers' auto-created topics get the broker's default partition count, so the worker
+declares its own: ``reviews`` with ``partitions`` (the unit of scale-out), the output topics
+with the same count, and the monitor feed with exactly one (one global monitor).
+"""
+
+from __future__ import annotations
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from stream.producer import kafka_client_options
+from stream.settings import KafkaSettings
+
+__all__ = ["ensure_topics", "topic_plan"]
+
+
+def topic_plan(k: KafkaSettings) -> dict[str, int]:
+    """Topic name -> partition count."""
+    return {
+        k.reviews_topic: k.partitions,
+        k.enriched_topic: k.partitions,
+        k.dlq_topic: k.partitions,
+        k.alerts_topic: 1,
+        k.monitor_feed_topic: 1,
+    }
+
+
+async def ensure_topics(k: KafkaSettings) -> list[str]:
+    """Create the missing topics; returns the names created."""
+    admin = AIOKafkaAdminClient(**kafka_client_options(k))
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, num_partitions=n, replication_factor=k.replication_factor)
+            for name, n in topic_plan(k).items()
+            if name not in existing
+        ]
+        if missing:
+            try:
+                await admin.create_topics(missing)
+            except TopicAlreadyExistsError:  # another worker won the race
+                pass
+        return [t.name for t in missing]
+    finally:
+        await admin.close()
