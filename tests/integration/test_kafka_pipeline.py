@@ -1,0 +1,208 @@
+"""The Kafka path on a real Apache Kafka broker: faust workers in a consumer group.
+
+Every test publishes a seeded synthetic stream (with malformed records), runs real worker
+processes (``python -m stream worker``), and checks the lake and the output topics: every valid
+review in the lake exactly once, every invalid record in ``reviews.dlq`` with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow.dataset as ds
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from stream.producer import KafkaReviewProducer, publish
+from stream.synthetic import GeneratedRecord, generate
+from tests.servers.kafka import KafkaBroker
+from tests.servers.ports import free_port
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PARTITIONS = 4
+
+
+@dataclass
+class Workers:
+    """Worker processes sharing one consumer group, lake and topics."""
+
+    broker: KafkaBroker
+    root: Path
+    group: str
+    env_extra: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    def topic(self, name: str) -> str:
+        return f"{self.group}.{name}"
+
+    def env(self, name: str) -> dict[str, str]:
+        return {
+            **os.environ,
+            "SENTIMENT_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
+            "SENTIMENT_KAFKA__GROUP_ID": self.group,
+            "SENTIMENT_KAFKA__PARTITIONS": str(PARTITIONS),
+            "SENTIMENT_KAFKA__REVIEWS_TOPIC": self.topic("reviews"),
+            "SENTIMENT_KAFKA__ENRICHED_TOPIC": self.topic("enriched"),
+            "SENTIMENT_KAFKA__DLQ_TOPIC": self.topic("dlq"),
+            "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
+            "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
+            "SENTIMENT_LAKE_PATH": str(self.lake),
+            "SENTIMENT_METRICS_PORT": str(free_port()),
+            "SENTIMENT_BATCH__MAX_EVENTS": "200",
+            **self.env_extra,
+        }
+
+    def start(self, name: str) -> None:
+        with (self.root / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "stream", "worker", "--loglevel", "warning"],
+                cwd=self.root,
+                env=self.env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self, name: str) -> None:
+        self.procs[name].send_signal(signal.SIGKILL)
+        self.procs[name].wait(10)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text()[-3000:] for p in self.root.glob("*.log"))
+
+    def lake_ids(self) -> list[str]:
+        reviews = self.lake / "reviews"
+        if not reviews.exists():
+            return []
+        table = ds.dataset(reviews, format="parquet", partitioning="hive").to_table(
+            columns=["review_id"]
+        )
+        return [str(x) for x in table.column("review_id").to_pylist()]
+
+
+@pytest.fixture
+def workers(kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str) -> Iterator[Workers]:
+    w = Workers(kafka_broker, tmp_path, unique_group)
+    try:
+        yield w
+    finally:
+        w.stop_all()
+
+
+def records(n: int, seed: int) -> list[GeneratedRecord]:
+    return list(generate("bad-input", events=n, seed=seed))
+
+
+async def produce(w: Workers, recs: list[GeneratedRecord]) -> None:
+    async with KafkaReviewProducer(w.broker.bootstrap, topic=w.topic("reviews")) as producer:
+        await publish(producer, [(r.key, r.value) for r in recs])
+
+
+def wait_for_lake(w: Workers, expected: int, timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    ids: list[str] = []
+    while time.monotonic() < deadline:
+        ids = w.lake_ids()
+        if len(set(ids)) >= expected:
+            time.sleep(3)  # let a replay that would duplicate show itself
+            return w.lake_ids()
+        for name, proc in w.procs.items():
+            assert proc.poll() is None or proc.returncode == -signal.SIGKILL, (
+                f"{name} exited {proc.returncode}\n{w.logs()}"
+            )
+        time.sleep(1)
+    pytest.fail(f"lake has {len(set(ids))} of {expected} reviews\n{w.logs()}")
+
+
+async def dlq_reasons(w: Workers, expected: int) -> Counter[str]:
+    consumer = AIOKafkaConsumer(
+        w.topic("dlq"),
+        bootstrap_servers=w.broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    reasons: dict[tuple[int, int], str] = {}
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(reasons) < expected:
+            batch = await consumer.getmany(timeout_ms=1000)
+            for msgs in batch.values():
+                for m in msgs:
+                    headers = dict(m.headers)
+                    key = (int(headers["source.partition"]), int(headers["source.offset"]))
+                    reasons[key] = headers["reason"].decode()
+    finally:
+        await consumer.stop()
+    return Counter(reasons.values())
+
+
+def check(w: Workers, recs: list[GeneratedRecord], ids: list[str]) -> None:
+    valid = {r.event.review_id for r in recs if r.event is not None}
+    assert len(ids) == len(set(ids)), "a review is in the lake twice"
+    assert set(ids) == valid
+
+
+async def test_two_workers_share_four_partitions(workers: Workers) -> None:
+    recs = records(10_000, seed=21)
+    workers.start("w1")
+    workers.start("w2")
+    await produce(workers, recs)
+    ids = await asyncio.to_thread(wait_for_lake, workers, 9_500, 240)
+    check(workers, recs, ids)
+    invalid = Counter(str(r.expected_reason) for r in recs if r.expected_reason is not None)
+    assert await dlq_reasons(workers, sum(invalid.values())) == invalid
+    # Both workers did part of the work: each wrote files of distinct partitions.
+    parts = {p.name.split("-")[3] for p in (workers.lake / "reviews").rglob("*.parquet")}
+    assert parts == {"0", "1", "2", "3"}
+
+
+async def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(workers: Workers) -> None:
+    recs = records(10_000, seed=22)
+    valid = sum(r.event is not None for r in recs)
+    workers.env_extra["SENTIMENT_BATCH__MAX_EVENTS"] = "100"
+    workers.start("w1")
+    workers.start("w2")
+    await produce(workers, recs)
+    await asyncio.to_thread(wait_for_lake, workers, valid // 4, 240)
+    workers.kill("w1")
+    workers.start("w1-restarted")
+    ids = await asyncio.to_thread(wait_for_lake, workers, valid, 300)
+    check(workers, recs, ids)
+    invalid = Counter(str(r.expected_reason) for r in recs if r.expected_reason is not None)
+    assert await dlq_reasons(workers, sum(invalid.values())) == invalid
+
+
+async def test_the_broker_restarted_mid_run_loses_nothing(workers: Workers) -> None:
+    recs = records(4_000, seed=23)
+    valid = sum(r.event is not None for r in recs)
+    workers.start("w1")
+    await produce(workers, recs[:2_000])
+    await asyncio.to_thread(wait_for_lake, workers, 1_000, 240)
+    await asyncio.to_thread(workers.broker.restart)
+    await produce(workers, recs[2_000:])
+    ids = await asyncio.to_thread(wait_for_lake, workers, valid, 300)
+    check(workers, recs, ids)
