@@ -57,17 +57,40 @@ def build_scorer(settings: Settings) -> Scorer:
     return EndpointScorer(settings.endpoint)
 
 
-def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) -> Monitor:
-    """The monitors, fresh or restored from a saved ``state``."""
-    from monitors.simple_rule import SimpleShiftRule
+def monitor_config(settings: Settings) -> Any:
+    """The monitors' plain-value config, with the model's validation confusion matrix."""
+    from endpoint.inference import default_model_dir
+    from endpoint.model import SentimentModel
+    from monitors import MonitorConfig
 
-    del state  # the simple rule keeps no state worth restoring
-
-    return SimpleShiftRule(
-        baseline_events=settings.monitor.baseline_events,
-        alpha=settings.monitor.false_alarm_rate,
-        categories=len(settings.categories),
+    model = SentimentModel.load(settings.endpoint.model_dir or default_model_dir())
+    cm = model.confusion_matrix
+    confusion = None if cm is None else tuple(tuple(int(v) for v in row) for row in cm.T)
+    m = settings.monitor
+    config = MonitorConfig(
+        categories=tuple(settings.categories),
+        window=m.window,
+        allowed_lateness=m.allowed_lateness,
+        min_count=m.min_count,
+        false_alarm_rate=m.false_alarm_rate,
+        baseline_events=m.baseline_events,
+        confusion=confusion,  # type: ignore[arg-type]
     )
+    return config, model.vocabulary
+
+
+def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) -> Monitor:
+    """The monitor suite, fresh (baseline from a file or the first events) or restored from
+    a saved ``state``."""
+    from monitors import MonitorSuite, loads_baseline
+
+    config, vocabulary = monitor_config(settings)
+    if state:
+        return MonitorSuite.from_state(config, state, vocabulary=vocabulary)
+    baseline = None
+    if settings.monitor.baseline_path is not None:
+        baseline = loads_baseline(settings.monitor.baseline_path.read_text())
+    return MonitorSuite(config, baseline, vocabulary=vocabulary)
 
 
 @dataclass(slots=True)

@@ -7,6 +7,8 @@ with the same count, and the monitor feed with exactly one (one global monitor).
 
 from __future__ import annotations
 
+import contextlib
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -39,10 +41,8 @@ async def ensure_topics(k: KafkaSettings) -> list[str]:
             if name not in existing
         ]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another worker won the race
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:  # another worker won the race
-                pass
         return [t.name for t in missing]
     finally:
         await admin.close()

@@ -53,17 +53,17 @@ class InProcessScorer:
     loop keeps running while numpy works."""
 
     def __init__(self, model_dir: Path | None = None) -> None:
-        from endpoint import inference
+        from endpoint.inference import default_model_dir, model_fn
 
-        self._handler = inference
-        self._model = inference.model_fn(str(model_dir or inference.default_model_dir()))
+        self._model = model_fn(model_dir or default_model_dir())
 
-    def _score_sync(self, body: bytes) -> bytes | str:
-        h = self._handler
-        data = h.input_fn(body, "application/json")
-        prediction = h.predict_fn(data, self._model)
-        out = h.output_fn(prediction, "application/json")
-        return out[0] if isinstance(out, tuple) else out
+    def _score_sync(self, body: bytes) -> bytes:
+        from endpoint.inference import input_fn, output_fn, predict_fn
+
+        data = input_fn(body, "application/json")
+        prediction = predict_fn(data, self._model)
+        out, _content_type = output_fn(prediction, "application/json")
+        return out
 
     async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
         started = time.perf_counter()
