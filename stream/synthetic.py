@@ -95,7 +95,7 @@ CHANNEL_WEIGHTS: Final[Mapping[str, float]] = {
     "call": 0.02,
 }
 
-#: After the change point of ``data-drift``: feedback taken by phone and chat agents.
+#: After the change point of ``data-drift``: feedback taken by phone and chat support staff.
 _DRIFT_CHANNEL_WEIGHTS: Final[Mapping[str, float]] = {
     "call": 0.40,
     "chat": 0.35,
@@ -144,7 +144,8 @@ class Scenario:
     every category), texts are ``length_factor_after`` times as long and channels follow
     ``channel_mix_after``. ``expected_alerts`` are (alert name, category) pairs that must fire;
     ``tolerated_alerts`` are consequences that may fire as well (a surge in one category also
-    moves the overall prior a little).
+    moves the overall negative share and the rating distribution a little); anything else is a
+    false alarm.
     """
 
     name: str
@@ -198,7 +199,10 @@ SCENARIOS: Final[Mapping[str, Scenario]] = {
         affected_category="Dresses",
         mix_after=(0.60, 0.10, 0.30),
         expected_alerts=frozenset({("SentimentShift", "Dresses")}),
-        tolerated_alerts=frozenset({("PriorShift", "all")}),
+        # Dresses are 14% of the stream: the overall negative share rises by about 6 points.
+        tolerated_alerts=frozenset(
+            {("SentimentShift", "all"), ("PriorShift", "all"), ("DataDrift", "all")}
+        ),
     ),
     "prior-shift": Scenario(
         "prior-shift",
@@ -206,7 +210,11 @@ SCENARIOS: Final[Mapping[str, Scenario]] = {
         change_at=0.5,
         mix_after=(0.50, 0.20, 0.30),
         expected_alerts=frozenset({("PriorShift", "all")}),
-        tolerated_alerts=frozenset({("SentimentShift", c) for c in CATEGORY_WEIGHTS}),
+        # More negative reviews everywhere: the negative share rises in every category, and
+        # the ratings and the texts (hence the model's confidence) shift with the classes.
+        tolerated_alerts=frozenset(
+            {("SentimentShift", c) for c in ("all", *CATEGORY_WEIGHTS)} | {("DataDrift", "all")}
+        ),
     ),
     "data-drift": Scenario(
         "data-drift",
@@ -318,7 +326,7 @@ _POSITIVE: Final[Mapping[str, tuple[str, ...]]] = {
         "My new favorite {item}!",
         "Gorgeous {item}!",
         "I get compliments every time I wear {this}.",
-        "{This} {is} even better than in the pictures.",
+        "{This} {is} even more beautiful in person.",
         "Such pretty details on {this}.",
         "I tried {this} on in the store and had to have {obj}.",
         "Love, love, love!",
@@ -352,18 +360,18 @@ _POSITIVE: Final[Mapping[str, tuple[str, ...]]] = {
     "colour": (
         "The {colour} is gorgeous, rich and true to the photos.",
         "The color is beautiful in person.",
-        "The {colour} is even prettier than online.",
+        "The {colour} is gorgeous and even prettier in person.",
         "I love the color, and the details are adorable.",
         "The {colour} is a beautiful color that goes with everything.",
         "I love the {colour}; it is so pretty and versatile.",
     ),
     "quality": (
         "Well made, with beautiful details.",
-        "The quality is excellent for the price.",
+        "Excellent quality, and I love the details.",
         "{It} washed beautifully and still {looks} brand new.",
         "The stitching and details are lovely.",
         "Great quality, you can tell {it} {is} well made.",
-        "The quality is wonderful and {it} {looks} expensive.",
+        "Wonderful quality, soft and beautifully made.",
     ),
     "close": (
         "Highly recommend!",
@@ -373,7 +381,7 @@ _POSITIVE: Final[Mapping[str, tuple[str, ...]]] = {
         "Run, don't walk!",
         "Would buy again in a heartbeat.",
         "I wear {obj} all the time.",
-        "Five stars from me.",
+        "Five stars, I love {obj}!",
         "Perfect for work or the weekend.",
         "I can't recommend {this} enough.",
         "I love {obj} so much that I ordered a second color.",
@@ -465,33 +473,33 @@ _NEGATIVE: Final[Mapping[str, tuple[str, ...]]] = {
 
 _NEUTRAL: Final[Mapping[str, tuple[str, ...]]] = {
     "open": (
-        "{This} {is} okay.",
+        "{This} {is} pretty, but just okay.",
         "{It} {is} fine, but I expected a bit more.",
         "I have mixed feelings about {this}.",
-        "{This} {is} just average.",
-        "Not sure about {this}.",
+        "{This} {is} cute, but just average.",
+        "Not sure about {this} yet, but maybe.",
         "{This} {is} cute but not quite what I expected.",
         "I am on the fence about {this}.",
-        "Okay {item}, nothing more.",
+        "Cute {item}, but just okay.",
         "Decent {item}, but I expected more.",
-        "I wanted to love {this}, but I only sort of like {obj}.",
-        "Three stars for {this}.",
+        "I wanted to love {this}, and I do like {obj}, but not as much as I hoped.",
+        "Three stars: cute, but not quite right.",
         "{This} {is} nice, but I am not sure it is worth the price.",
-        "It's okay.",
-        "Just okay.",
+        "It's cute, but just okay.",
+        "Just okay, but I might keep {obj}.",
     ),
     "fit": (
         "{It} {is} okay on me, though the length is a little awkward.",
         "{It} {runs} a little large, so I might size down.",
         "The fit is fine, but the waist sits a bit oddly on me.",
-        "I am {body} and the {size} is a bit loose, but wearable.",
+        "I am {body}, and the {size} is a bit loose, though still wearable.",
         "{It} {runs} a bit big; I would size down if I ordered again.",
         "The fit is okay, but the waist sits a little high on me.",
-        "I ordered my usual {size}, and {it} {is} a bit snug in the waist.",
+        "I ordered my usual {size}, but {it} {is} a bit snug in the waist, so I'm not sure.",
     ),
     "fabric": (
         "The fabric is soft but thinner than I expected.",
-        "The material is fine, but {it} wrinkles easily.",
+        "The material is fine, but wrinkles easily.",
         "The fabric is okay, a little heavier than I expected.",
         "Wearable enough, but the fabric is just average.",
         "The material feels a bit synthetic, but it's fine.",
@@ -500,12 +508,12 @@ _NEUTRAL: Final[Mapping[str, tuple[str, ...]]] = {
         "The color is pretty, but the fit is a bit off.",
         "I like the {colour}, but the cut is a bit boxy.",
         "The print is cute, but the colors are more muted than in the photo.",
-        "The {colour} is nice enough, just a little different from the picture.",
+        "The {colour} is pretty, but a little different than I expected.",
     ),
     "quality": (
         "Nice design, but the quality is just average.",
-        "The quality is okay for the price.",
-        "Average quality; I am not sure how {it} will hold up.",
+        "The quality is okay for the price, I guess.",
+        "The quality seems just average, but maybe {it} will hold up.",
         "The quality seems fine, but not as nice as I hoped.",
     ),
     "close": (
@@ -514,15 +522,15 @@ _NEUTRAL: Final[Mapping[str, tuple[str, ...]]] = {
         "Fine for the price, I guess.",
         "Maybe I will try a different size.",
         "I am keeping {obj} for now, but I am not thrilled.",
-        "Overall, {it} {is} just okay.",
+        "Overall, {it} {is} cute but just okay.",
         "Somewhere in the middle for me.",
-        "I would probably not buy {obj} again at full price.",
-        "I will wear {obj}, but {it} won't be a favorite.",
-        "It's okay, just not what I hoped for.",
+        "I would probably wait for a sale before buying {obj} again.",
+        "I might keep {obj}, but {it} won't be a favorite.",
+        "It's cute, just not quite what I expected.",
         "I might wait for a sale next time.",
     ),
     "caveat": (
-        "{It} {is} okay for lounging around the house.",
+        "Maybe okay for lounging around the house, though.",
         "Fine for running errands, I guess.",
     ),
 }
@@ -566,9 +574,9 @@ _TRANSCRIPT_FILLER: Final = (
     "My sister bought the same {item} in another color.",
 )
 _TRANSCRIPT_CLOSE: Final = (
-    "Agent: Thank you for the feedback, I have noted it.",
-    "Agent: Thanks for letting us know.",
-    "Agent: I have passed that on to the product team.",
+    "Support: Thank you for the feedback, I have noted it.",
+    "Support: Thanks for letting us know.",
+    "Support: I have passed that on to the product team.",
 )
 
 _BODY_KINDS: Final = ("fit", "fabric", "colour", "quality")
