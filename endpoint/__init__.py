@@ -1,1 +1,11 @@
-__all__: list[str] = []
+"""The sentiment model, its SageMaker handler and the local SageMaker-compatible endpoint.
+
+Imports nothing else of this project: the SageMaker artifact (``endpoint.artifact``) ships
+``model.py`` and ``inference.py`` alone. Modules: ``model`` (numpy inference), ``inference``
+(handler contract), ``train`` (scikit-learn), ``artifact`` (model.tar.gz), ``server`` (local
+endpoint), ``cli`` (typer sub-apps).
+"""
+
+from .model import CLASSES, LABELS, InvalidInput, SentimentModel
+
+__all__ = ["CLASSES", "LABELS", "InvalidInput", "SentimentModel"]

@@ -27,6 +27,16 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _mount_subcommands() -> None:
+    from endpoint.cli import endpoint_app, model_app
+
+    app.add_typer(model_app, name="model", help="Train and package the sentiment model.")
+    app.add_typer(endpoint_app, name="endpoint", help="Serve (or deploy) the model endpoint.")
+
+
+_mount_subcommands()
+
+
 def _settings(**overrides: object) -> Settings:
     base = Settings()
     changes = {k: v for k, v in overrides.items() if v is not None}

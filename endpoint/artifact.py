@@ -1,0 +1,94 @@
+"""Build the SageMaker model artifact ``model.tar.gz``.
+
+Layout (what SageMaker unpacks into ``/opt/ml/model``)::
+
+    model.json                the model files, at the archive root
+    weights.npz
+    code/inference.py         the handler (``SAGEMAKER_PROGRAM=inference.py``)
+    code/model.py             numpy-only inference, loaded by inference.py from beside it
+    code/requirements.txt     numpy only
+
+The archive is reproducible: entries are sorted, with fixed timestamps, owners and modes, so
+the same model gives the same bytes. The model is loaded once before packaging, so a broken
+model directory fails here rather than in the container.
+
+Public API::
+
+    build_artifact(out="model.tar.gz", model_dir=<shipped model>) -> Path
+    artifact_members(model_dir) -> dict[str, bytes]     # archive path -> content
+    REQUIREMENTS                                          # content of code/requirements.txt
+    python -m endpoint.artifact [--model-dir DIR] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import sys
+import tarfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from .model import MODEL_FILE, WEIGHTS_FILE, SentimentModel
+
+__all__ = ["REQUIREMENTS", "artifact_members", "build_artifact", "main"]
+
+_HERE = Path(__file__).resolve().parent
+#: ``code/requirements.txt``: the handler needs numpy and nothing else.
+REQUIREMENTS = "numpy>=1.24\n"
+#: Handler modules copied into ``code/``.
+_CODE_FILES = ("inference.py", "model.py")
+
+
+def _default_model_dir() -> Path:
+    return _HERE / "model_data"
+
+
+def artifact_members(model_dir: str | Path | None = None) -> dict[str, bytes]:
+    """Archive path -> file content, after checking that the model loads."""
+    root = Path(model_dir) if model_dir is not None else _default_model_dir()
+    SentimentModel.load(root)
+    members = {name: (root / name).read_bytes() for name in (MODEL_FILE, WEIGHTS_FILE)}
+    for name in _CODE_FILES:
+        members[f"code/{name}"] = (_HERE / name).read_bytes()
+    members["code/requirements.txt"] = REQUIREMENTS.encode()
+    return members
+
+
+def build_artifact(out: str | Path = "model.tar.gz", model_dir: str | Path | None = None) -> Path:
+    """Write the artifact to ``out`` (parent directories created) and return its path."""
+    members = artifact_members(model_dir)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        code_dir = tarfile.TarInfo("code")
+        code_dir.type = tarfile.DIRTYPE
+        code_dir.mode = 0o755
+        tar.addfile(code_dir)
+        for name in sorted(members):
+            data = members[name]
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+        gz.write(raw.getvalue())
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m endpoint.artifact", description="Build the SageMaker model.tar.gz."
+    )
+    parser.add_argument("--model-dir", type=Path, default=_default_model_dir())
+    parser.add_argument("--out", type=Path, default=Path("model.tar.gz"))
+    args = parser.parse_args(argv)
+    path = build_artifact(args.out, args.model_dir)
+    sys.stdout.write(f"{path} ({path.stat().st_size} bytes)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

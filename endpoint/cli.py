@@ -1,0 +1,126 @@
+"""Command-line sub-apps for the model and the local endpoint, mounted by the main CLI::
+
+    from endpoint.cli import endpoint_app, model_app
+    app.add_typer(model_app, name="model")
+    app.add_typer(endpoint_app, name="endpoint")
+
+Commands:
+
+* ``model train [--data CSV] [--out DIR] [--seed N] [--c C]``: train, print accuracy,
+  macro-F1 and the confusion matrix, save the model directory (default: the shipped one);
+* ``model package [--model-dir DIR] [--out model.tar.gz]``: build the SageMaker artifact;
+* ``endpoint serve [--host H] [--port P] [--workers N] [--model-dir DIR]``: run the local
+  SageMaker-compatible endpoint (port default ``$SAGEMAKER_BIND_TO_PORT``, else 8080).
+
+Not part of the SageMaker artifact (it uses typer and rich).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+__all__ = ["endpoint_app", "model_app"]
+
+model_app = typer.Typer(
+    help="Train and package the sentiment model.", no_args_is_help=True, add_completion=False
+)
+endpoint_app = typer.Typer(
+    help="The local SageMaker-compatible endpoint.", no_args_is_help=True, add_completion=False
+)
+_console = Console()
+
+
+@model_app.command("train")
+def train_command(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Reviews CSV (sentiment, review_body); default ../shared/data/reviews.csv.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(file_okay=False, help="Model directory; default: shipped.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the stratified 80/20 split.")] = 42,
+    c: Annotated[
+        float, typer.Option("--c", min=1e-6, help="Inverse regularisation strength.")
+    ] = 1.0,
+) -> None:
+    """Train on a stratified 80 % split, validate on the rest, save the model."""
+    from endpoint.model import LABELS
+    from endpoint.train import DEFAULT_DATA, DEFAULT_MODEL_DIR, TrainConfig, train_and_save
+
+    data_path = data or DEFAULT_DATA
+    if not data_path.is_file():
+        raise typer.BadParameter(f"{data_path} not found", param_hint="--data")
+    with _console.status("training..."):
+        result = train_and_save(data_path, out or DEFAULT_MODEL_DIR, TrainConfig(seed=seed, C=c))
+    m = result.model
+    _console.print(
+        f"[bold]{m.name}[/] version [bold]{m.version}[/]: {m.n_features} features, "
+        f"{result.n_train} training reviews, {result.seconds:.1f} s"
+    )
+    _console.print(
+        f"validation ({result.n_validation} reviews): accuracy [bold]{result.accuracy:.4f}[/],"
+        f" macro-F1 [bold]{result.macro_f1:.4f}[/]"
+    )
+    table = Table(title="confusion matrix (rows: true, columns: predicted)")
+    table.add_column("true \\ predicted")
+    for label in LABELS:
+        table.add_column(label, justify="right")
+    table.add_column("recall", justify="right")
+    for k, label in enumerate(LABELS):
+        row = result.confusion[k]
+        table.add_row(
+            label, *(str(int(v)) for v in row), f"{result.per_class[label]['recall']:.3f}"
+        )
+    _console.print(table)
+    _console.print(f"saved to {result.model_dir}")
+
+
+@model_app.command("package")
+def package_command(
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
+    ] = None,
+    out: Annotated[Path, typer.Option(dir_okay=False, help="Archive to write.")] = Path(
+        "model.tar.gz"
+    ),
+) -> None:
+    """Build the SageMaker model.tar.gz (model files plus code/inference.py)."""
+    from endpoint.artifact import build_artifact
+
+    path = build_artifact(out, model_dir)
+    _console.print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+@endpoint_app.command("serve")
+def serve_command(
+    port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Port; default $SAGEMAKER_BIND_TO_PORT or 8080."),
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
+    ] = None,
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+) -> None:
+    """Serve /ping, /invocations and /endpoints/{name}/invocations until Ctrl-C."""
+    import logging
+
+    from endpoint.server import DEFAULT_PORT, PORT_ENV, serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
+    bind_port = port if port is not None else int(os.environ.get(PORT_ENV, DEFAULT_PORT))
+    serve(host, bind_port, workers, model_dir)

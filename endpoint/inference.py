@@ -1,0 +1,316 @@
+"""SageMaker inference handler for the sentiment model (numpy only).
+
+The SageMaker framework containers (scikit-learn, PyTorch, ...) import ``code/inference.py``
+of the model archive as a top-level module and call, per request::
+
+    model = model_fn(model_dir)                       # once per worker
+    data = input_fn(request_body, request_content_type)
+    prediction = predict_fn(data, model)
+    body, content_type = output_fn(prediction, accept)
+
+This module works both as ``endpoint.inference`` (in this project: the local server and the
+in-process scorer use it) and alone as ``code/inference.py`` with ``code/model.py`` beside it
+(it then loads that sibling file by path, under a private module name).
+
+Request content types (parameters such as ``; charset=utf-8`` are ignored; UTF-8 only):
+
+* ``application/json``: ``{"instances": [instance, ...]}`` or a bare list of instances; an
+  instance is a review text (string) or a review event object, whose ``review_text`` (or
+  ``review_body``) is scored.
+* ``application/jsonlines`` (also ``application/jsonl``, ``application/x-jsonlines``): one
+  instance (JSON string or object) per non-blank line.
+* ``text/csv`` (RFC 4180, quotes allowed): if the first record has a ``review_text`` or
+  ``review_body`` column it is a header and that column is scored; otherwise every record
+  must be a single field (quote texts that contain commas), one text per record.
+
+Response (``Accept``: ``application/json``, the default, also for a missing Accept, ``*/*``)::
+
+    {"predictions": [{"label": -1 | 0 | 1, "sentiment_label": "negative" | ...,
+                      "probabilities": {"negative": p, "neutral": p, "positive": p}}, ...],
+     "model_name": "...", "model_version": "..."}
+
+or, for ``Accept: application/jsonlines``, one prediction object per line, each also carrying
+``model_name`` and ``model_version``. Predictions are in request order.
+
+Errors: a malformed body, an empty request or an unsupported content type / Accept raises
+:class:`InvalidInput` (a ``ValueError``; subclasses :class:`UnsupportedContentType` and its
+:class:`UnsupportedAccept`). The local server answers them on the runtime route with HTTP 400
+``ValidationError``, on the container route with 400 (415 / 406 for the subclasses).
+
+Public API::
+
+    model_fn(model_dir) -> SentimentModel
+    input_fn(request_body: bytes | str, request_content_type: str | None) -> list[str]
+    predict_fn(input_data: Sequence[str], model) -> Prediction
+    output_fn(prediction, accept: str | None) -> tuple[bytes, str]    # (body, content type)
+    handle(body, content_type, accept, model) -> tuple[bytes, str]    # all three in one
+    default_model_dir() -> Path                                       # the shipped model
+    InvalidInput, UnsupportedContentType(InvalidInput), UnsupportedAccept(...), Prediction
+    JSON, JSONLINES, CSV (content type names)
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING or __package__:
+    from .model import CLASSES, LABELS, InvalidInput, SentimentModel
+else:  # top-level ``inference`` inside a SageMaker container: load ./model.py by path
+
+    def _load_sibling() -> Any:
+        import importlib.util
+        import sys
+
+        name = "_sentiment_endpoint_model"
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(
+                name, Path(__file__).with_name("model.py")
+            )
+            if spec is None or spec.loader is None:
+                raise ImportError("model.py not found beside inference.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+
+    _model_module = _load_sibling()
+    CLASSES = _model_module.CLASSES
+    LABELS = _model_module.LABELS
+    InvalidInput = _model_module.InvalidInput
+    SentimentModel = _model_module.SentimentModel
+
+__all__ = [
+    "CSV",
+    "JSON",
+    "JSONLINES",
+    "InvalidInput",
+    "Prediction",
+    "UnsupportedAccept",
+    "UnsupportedContentType",
+    "default_model_dir",
+    "handle",
+    "input_fn",
+    "model_fn",
+    "output_fn",
+    "predict_fn",
+]
+
+JSON = "application/json"
+JSONLINES = "application/jsonlines"
+CSV = "text/csv"
+_JSONLINES_ALIASES = frozenset({JSONLINES, "application/jsonl", "application/x-jsonlines"})
+_TEXT_FIELDS = ("review_text", "review_body")
+
+
+class UnsupportedContentType(InvalidInput):
+    """The request's content type is not supported (HTTP 415 from a container)."""
+
+
+class UnsupportedAccept(UnsupportedContentType):
+    """The response type asked for in Accept is not supported (HTTP 406 from a container)."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict_fn` returns: probabilities (n, 3) in class order [-1, 0, 1] and
+    the model's identity, which :func:`output_fn` writes into the response."""
+
+    probabilities: npt.NDArray[np.float64]
+    model_name: str
+    model_version: str
+
+    @property
+    def labels(self) -> npt.NDArray[np.int64]:
+        out: npt.NDArray[np.int64] = np.asarray(CLASSES, dtype=np.int64)[
+            np.argmax(self.probabilities, axis=1)
+        ]
+        return out
+
+    def records(self) -> list[dict[str, Any]]:
+        """One response object per instance."""
+        out = []
+        for row in self.probabilities.tolist():
+            k = max(range(len(CLASSES)), key=row.__getitem__)
+            out.append(
+                {
+                    "label": CLASSES[k],
+                    "sentiment_label": LABELS[k],
+                    "probabilities": dict(zip(LABELS, row, strict=True)),
+                }
+            )
+        return out
+
+
+def default_model_dir() -> Path:
+    """The model shipped with the package (``endpoint/model_data``)."""
+    return Path(__file__).resolve().parent / "model_data"
+
+
+# -- the handler contract -------------------------------------------------------------------
+
+
+def model_fn(model_dir: str | Path) -> SentimentModel:
+    """Load the model from ``model_dir`` (``model.json`` and ``weights.npz``)."""
+    return SentimentModel.load(model_dir)
+
+
+def input_fn(
+    request_body: bytes | bytearray | memoryview | str, request_content_type: str | None
+) -> list[str]:
+    """Decode a request body into the review texts to score."""
+    kind = _media_type(request_content_type)
+    text = _decode(request_body)
+    if kind == JSON:
+        texts = _from_json(text)
+    elif kind in _JSONLINES_ALIASES:
+        texts = _from_jsonlines(text)
+    elif kind == CSV:
+        texts = _from_csv(text)
+    else:
+        raise UnsupportedContentType(
+            f"unsupported content type {request_content_type!r}: use {JSON}, {JSONLINES} or {CSV}"
+        )
+    if not texts:
+        raise InvalidInput("the request holds no instances")
+    return texts
+
+
+def predict_fn(input_data: Sequence[str], model: SentimentModel) -> Prediction:
+    """Score the texts."""
+    return Prediction(model.predict_proba(input_data), model.name, model.version)
+
+
+def output_fn(prediction: Prediction, accept: str | None) -> tuple[bytes, str]:
+    """Serialise ``prediction`` as JSON (default) or JSON Lines; returns (body, type)."""
+    kind = _accepted(accept)
+    records = prediction.records()
+    if kind == JSON:
+        doc = {
+            "predictions": records,
+            "model_name": prediction.model_name,
+            "model_version": prediction.model_version,
+        }
+        return json.dumps(doc, ensure_ascii=False).encode("utf-8"), JSON
+    ident = {"model_name": prediction.model_name, "model_version": prediction.model_version}
+    lines = [json.dumps({**r, **ident}, ensure_ascii=False) for r in records]
+    return ("\n".join(lines) + "\n").encode("utf-8"), JSONLINES
+
+
+def handle(
+    body: bytes | bytearray | memoryview | str,
+    content_type: str | None,
+    accept: str | None,
+    model: SentimentModel,
+) -> tuple[bytes, str]:
+    """``output_fn(predict_fn(input_fn(body, content_type), model), accept)``; the Accept
+    header is checked first, so an unsupported one costs no scoring."""
+    _accepted(accept)
+    return output_fn(predict_fn(input_fn(body, content_type), model), accept)
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+
+def _media_type(value: str | None) -> str:
+    return (value or "").split(";", 1)[0].strip().lower()
+
+
+def _accepted(accept: str | None) -> str:
+    """The response type for an Accept header: the first supported entry, in order."""
+    if accept is None or not accept.strip():
+        return JSON
+    for entry in accept.split(","):
+        kind = _media_type(entry)
+        if kind in (JSON, "*/*", "application/*"):
+            return JSON
+        if kind in _JSONLINES_ALIASES:
+            return JSONLINES
+    raise UnsupportedAccept(f"unsupported Accept {accept!r}: use {JSON} or {JSONLINES}")
+
+
+def _decode(body: bytes | bytearray | memoryview | str) -> str:
+    if isinstance(body, str):
+        return body
+    if not isinstance(body, bytes | bytearray | memoryview):
+        raise InvalidInput(f"request body must be bytes or str, got {type(body).__name__}")
+    try:
+        text = bytes(body).decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise InvalidInput(f"request body is not valid UTF-8: {err}") from None
+    return text.removeprefix("\ufeff")
+
+
+def _instance_text(item: object, where: str) -> str:
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        for key in _TEXT_FIELDS:
+            value = item.get(key)
+            if isinstance(value, str):
+                return value
+        raise InvalidInput(f"{where}: an object instance needs a string 'review_text'")
+    raise InvalidInput(
+        f"{where}: expected a review text (string) or an object with 'review_text', "
+        f"got {type(item).__name__}"
+    )
+
+
+def _from_json(text: str) -> list[str]:
+    try:
+        doc = json.loads(text)
+    except ValueError as err:
+        raise InvalidInput(f"malformed JSON: {err}") from None
+    if isinstance(doc, dict):
+        if "instances" not in doc:
+            raise InvalidInput('a JSON request must be {"instances": [...]} or a list')
+        doc = doc["instances"]
+    if not isinstance(doc, list):
+        raise InvalidInput('"instances" must be a list of texts or review objects')
+    return [_instance_text(item, f"instance {i}") for i, item in enumerate(doc)]
+
+
+def _from_jsonlines(text: str) -> list[str]:
+    texts = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except ValueError as err:
+            raise InvalidInput(f"line {n}: malformed JSON: {err}") from None
+        texts.append(_instance_text(item, f"line {n}"))
+    return texts
+
+
+def _from_csv(text: str) -> list[str]:
+    try:
+        rows = [r for r in csv.reader(io.StringIO(text, newline=""), strict=True) if r]
+    except csv.Error as err:
+        raise InvalidInput(f"malformed CSV: {err}") from None
+    if not rows:
+        return []
+    header = [h.strip().lower() for h in rows[0]]
+    column = next((header.index(f) for f in _TEXT_FIELDS if f in header), None)
+    if column is not None:
+        out = []
+        for n, row in enumerate(rows[1:], start=2):
+            if column >= len(row):
+                raise InvalidInput(f"CSV record {n} has no {header[column]} field")
+            out.append(row[column])
+        return out
+    for n, row in enumerate(rows, start=1):
+        if len(row) != 1:
+            raise InvalidInput(
+                f"CSV record {n} has {len(row)} fields: send one text per record (quote texts "
+                "that contain commas) or a header with a review_text column"
+            )
+    return [row[0] for row in rows]

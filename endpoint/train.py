@@ -1,0 +1,389 @@
+"""Train the sentiment model with scikit-learn and save it as a portable model directory.
+
+Recipe (the shipped default, :class:`TrainConfig` defaults): word 1-2-gram TF-IDF with
+sublinear term frequency (terms in at least 2 training reviews), multinomial logistic
+regression with ``C=1``. A stratified, seeded 80/20 split holds out validation reviews; the
+model is trained on the 80 % only and *not* refit on all rows, so the confusion matrix and
+metrics stored in ``model.json`` are honest estimates on reviews the model never saw.
+
+The saved directory is read by :class:`endpoint.model.SentimentModel` (numpy only); training
+checks that the numpy inference reproduces scikit-learn's ``predict_proba`` before saving.
+
+Public API::
+
+    TrainConfig(word_ngrams=(1, 2), min_df=2, sublinear_tf=True, char_ngrams=None,
+                char_analyzer="char_wb", char_min_df=3, C=1.0, class_weight=None,
+                max_iter=3000, test_size=0.2, seed=42, name="review-sentiment")
+    load_reviews(path) -> Reviews       # CSV: sentiment, review_body (or Rating, Review Text)
+    build_pipeline(config) -> Pipeline  # FeatureUnion of TF-IDF blocks -> LogisticRegression
+    export_model(pipeline, metadata) -> SentimentModel
+    train(reviews, config) -> TrainResult    # split, fit, validate, export (nothing written)
+    train_and_save(data, out_dir, config) -> TrainResult
+
+Rebuild the shipped model with ``python -m endpoint.train`` (or ``sentiment-monitor model
+train --data ../shared/data/reviews.csv``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from .model import CLASSES, LABELS, FeatureBlock, SentimentModel
+
+__all__ = [
+    "DEFAULT_DATA",
+    "DEFAULT_MODEL_DIR",
+    "Reviews",
+    "TrainConfig",
+    "TrainResult",
+    "build_pipeline",
+    "export_model",
+    "load_reviews",
+    "main",
+    "train",
+    "train_and_save",
+]
+
+#: The shipped model directory.
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent / "model_data"
+#: The review data beside the repository (``../shared/data/reviews.csv``).
+DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "reviews.csv"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Features and classifier; the defaults are the shipped model's recipe."""
+
+    word_ngrams: tuple[int, int] = (1, 2)
+    min_df: int = 2
+    sublinear_tf: bool = True
+    #: Add a character n-gram block with this range (None: words only).
+    char_ngrams: tuple[int, int] | None = None
+    char_analyzer: Literal["char", "char_wb"] = "char_wb"
+    char_min_df: int = 3
+    C: float = 1.0
+    class_weight: Literal["balanced"] | None = None
+    max_iter: int = 3000
+    test_size: float = 0.2
+    seed: int = 42
+    name: str = "review-sentiment"
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError("test_size must be in (0, 1)")
+        if self.C <= 0:
+            raise ValueError("C must be > 0")
+        if self.min_df < 1 or self.char_min_df < 1:
+            raise ValueError("min_df must be >= 1")
+
+
+@dataclass(frozen=True)
+class Reviews:
+    """Texts with their sentiment (-1/0/1) and, when known, product categories."""
+
+    texts: list[str]
+    labels: npt.NDArray[np.int64]
+    categories: list[str] = field(default_factory=list)
+    source: str = ""
+    sha256: str = ""
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced, with the validation figures."""
+
+    model: SentimentModel
+    pipeline: Any
+    accuracy: float
+    macro_f1: float
+    #: Validation counts, rows = true class, columns = predicted class, order [-1, 0, 1].
+    confusion: npt.NDArray[np.int64]
+    per_class: dict[str, dict[str, float]]
+    n_train: int
+    n_validation: int
+    seconds: float
+    model_dir: Path | None = None
+
+
+def _rating_to_sentiment(rating: int) -> int:
+    if not 1 <= rating <= 5:
+        raise ValueError(f"rating {rating} outside 1-5")
+    return -1 if rating <= 2 else (0 if rating == 3 else 1)
+
+
+def load_reviews(path: str | Path) -> Reviews:
+    """Read a reviews CSV: columns ``sentiment`` (-1/0/1) and ``review_body`` (this
+    project's data), or ``Rating`` (1-5) and ``Review Text`` (the original Kaggle file; rows
+    without text are skipped). ``product_category`` / ``Class Name`` are kept when present."""
+    raw = Path(path).read_bytes()
+    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    cols = set(rows[0])
+    texts: list[str] = []
+    labels: list[int] = []
+    cats: list[str] = []
+    if {"sentiment", "review_body"} <= cols:
+        for r in rows:
+            texts.append(r["review_body"] or "")
+            labels.append(int(r["sentiment"]))
+            cats.append(r.get("product_category") or "")
+    elif {"Rating", "Review Text"} <= cols:
+        for r in rows:
+            if r["Review Text"]:
+                texts.append(r["Review Text"])
+                labels.append(_rating_to_sentiment(int(r["Rating"])))
+                cats.append(r.get("Class Name") or "")
+    else:
+        raise ValueError(
+            f"{path}: need columns sentiment and review_body (or Rating and Review Text), "
+            f"found {sorted(cols)}"
+        )
+    y = np.asarray(labels, dtype=np.int64)
+    if not set(np.unique(y).tolist()) <= set(CLASSES):
+        raise ValueError(f"{path}: sentiment must be one of {CLASSES}")
+    return Reviews(texts, y, cats, Path(path).name, hashlib.sha256(raw).hexdigest())
+
+
+def build_pipeline(config: TrainConfig) -> Any:
+    """The scikit-learn pipeline: a FeatureUnion of TF-IDF blocks, then logistic regression."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import FeatureUnion, Pipeline
+
+    blocks: list[tuple[str, Any]] = [
+        (
+            "word",
+            TfidfVectorizer(
+                ngram_range=config.word_ngrams,
+                min_df=config.min_df,
+                sublinear_tf=config.sublinear_tf,
+                dtype=np.float64,
+            ),
+        )
+    ]
+    if config.char_ngrams is not None:
+        blocks.append(
+            (
+                "char",
+                TfidfVectorizer(
+                    analyzer=config.char_analyzer,
+                    ngram_range=config.char_ngrams,
+                    min_df=config.char_min_df,
+                    sublinear_tf=config.sublinear_tf,
+                    dtype=np.float64,
+                ),
+            )
+        )
+    clf = LogisticRegression(C=config.C, class_weight=config.class_weight, max_iter=config.max_iter)
+    return Pipeline([("features", FeatureUnion(blocks)), ("clf", clf)])
+
+
+def _block_from_vectorizer(vec: Any) -> FeatureBlock:
+    p = vec.get_params()
+    unsupported = {
+        k: p[k]
+        for k in ("strip_accents", "stop_words", "preprocessor", "tokenizer", "vocabulary")
+        if p[k] is not None
+    }
+    if unsupported or p["binary"] or p["input"] != "content" or callable(p["analyzer"]):
+        raise ValueError(f"vectorizer settings the portable model cannot reproduce: {p}")
+    vocab: dict[str, int] = vec.vocabulary_
+    terms = [""] * len(vocab)
+    for term, i in vocab.items():
+        terms[i] = term
+    return FeatureBlock(
+        terms=tuple(terms),
+        idf=np.asarray(vec.idf_, dtype=np.float64) if p["use_idf"] else None,
+        analyzer=p["analyzer"],
+        ngram_range=tuple(p["ngram_range"]),
+        lowercase=bool(p["lowercase"]),
+        token_pattern=p["token_pattern"],
+        sublinear_tf=bool(p["sublinear_tf"]),
+        norm=p["norm"],
+    )
+
+
+def export_model(pipeline: Any, metadata: dict[str, Any] | None = None) -> SentimentModel:
+    """Turn a fitted :func:`build_pipeline` pipeline into a :class:`SentimentModel`."""
+    union, clf = pipeline.named_steps["features"], pipeline.named_steps["clf"]
+    if [int(c) for c in clf.classes_] != list(CLASSES):
+        raise ValueError(f"classifier classes {clf.classes_} != {CLASSES}")
+    blocks = [_block_from_vectorizer(vec) for _, vec in union.transformer_list]
+    return SentimentModel(blocks, clf.coef_, clf.intercept_, metadata)
+
+
+def _weights_digest(model: SentimentModel) -> str:
+    h = hashlib.sha256()
+    for b in model.blocks:
+        h.update("\n".join(b.terms).encode())
+        if b.idf is not None:
+            h.update(b.idf.tobytes())
+    h.update(model.coef.tobytes())
+    h.update(model.intercept.tobytes())
+    return h.hexdigest()
+
+
+def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
+    """Split (stratified, seeded), fit on the training part, validate on the rest, and
+    export the portable model (checked against scikit-learn on the validation texts)."""
+    import sklearn
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        log_loss,
+        precision_recall_fscore_support,
+    )
+    from sklearn.model_selection import train_test_split
+
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    idx = np.arange(len(reviews))
+    train_idx, valid_idx = train_test_split(
+        idx, test_size=config.test_size, stratify=reviews.labels, random_state=config.seed
+    )
+    x_train = [reviews.texts[i] for i in train_idx]
+    x_valid = [reviews.texts[i] for i in valid_idx]
+    y_train, y_valid = reviews.labels[train_idx], reviews.labels[valid_idx]
+
+    pipeline = build_pipeline(config).fit(x_train, y_train)
+    proba = pipeline.predict_proba(x_valid)
+    pred = pipeline.classes_[np.argmax(proba, axis=1)]
+    labels = list(CLASSES)
+    cm = confusion_matrix(y_valid, pred, labels=labels).astype(np.int64)
+    accuracy = float(accuracy_score(y_valid, pred))
+    macro_f1 = float(f1_score(y_valid, pred, labels=labels, average="macro"))
+    prec, rec, f1, support = precision_recall_fscore_support(
+        y_valid, pred, labels=labels, zero_division=0
+    )
+    per_class = {
+        LABELS[k]: {
+            "precision": float(prec[k]),
+            "recall": float(rec[k]),
+            "f1": float(f1[k]),
+            "support": int(support[k]),
+        }
+        for k in range(len(CLASSES))
+    }
+    priors = np.bincount(y_train + 1, minlength=3) / len(y_train)
+    row_sums = cm.sum(axis=1, keepdims=True)
+    metadata: dict[str, Any] = {
+        "name": config.name,
+        "description": (
+            "Review sentiment: TF-IDF n-grams and multinomial logistic regression; "
+            "probabilities are softmax(X @ coef.T + intercept), columns in class order."
+        ),
+        "class_priors": [float(p) for p in priors],
+        "classifier": {
+            "type": "multinomial_logistic_regression",
+            "C": config.C,
+            "class_weight": config.class_weight,
+        },
+        "validation": {
+            "accuracy": accuracy,
+            "macro_f1": macro_f1,
+            "log_loss": float(log_loss(y_valid, proba, labels=labels)),
+            "per_class": per_class,
+            "confusion_matrix": {
+                "orientation": "rows: true class, columns: predicted class, order [-1, 0, 1]",
+                "counts": cm.tolist(),
+                "row_normalised": (cm / np.where(row_sums == 0, 1, row_sums)).tolist(),
+            },
+        },
+        "training": {
+            "data": reviews.source,
+            "data_sha256": reviews.sha256,
+            "rows": len(reviews),
+            "train_rows": len(train_idx),
+            "validation_rows": len(valid_idx),
+            "split": f"stratified hold-out, test_size={config.test_size}, seed={config.seed}",
+            "refit_on_all_rows": False,
+            "note": (
+                "The model was fitted on the training split only and not refit on all rows, "
+                "so the validation figures describe reviews it never saw."
+            ),
+            "config": {k: v for k, v in asdict(config).items() if k != "name"},
+            "scikit_learn": sklearn.__version__,
+            "numpy": np.__version__,
+        },
+    }
+    model = export_model(pipeline, metadata)
+    model.metadata["version"] = _weights_digest(model)[:12]
+    mine = model.predict_proba(x_valid)
+    if not np.allclose(mine, proba, rtol=1e-9, atol=1e-12):
+        raise RuntimeError(
+            "numpy inference differs from scikit-learn: max abs difference "
+            f"{np.max(np.abs(mine - proba)):.3g}"
+        )
+    return TrainResult(
+        model=model,
+        pipeline=pipeline,
+        accuracy=accuracy,
+        macro_f1=macro_f1,
+        confusion=cm,
+        per_class=per_class,
+        n_train=len(train_idx),
+        n_validation=len(valid_idx),
+        seconds=time.perf_counter() - started,
+    )
+
+
+def train_and_save(
+    data: str | Path = DEFAULT_DATA,
+    out_dir: str | Path = DEFAULT_MODEL_DIR,
+    config: TrainConfig | None = None,
+) -> TrainResult:
+    """Load ``data``, :func:`train`, and save the model directory to ``out_dir``."""
+    result = train(load_reviews(data), config)
+    result.model_dir = result.model.save(out_dir)
+    return result
+
+
+def format_report(result: TrainResult) -> str:
+    """Plain-text summary: sizes, accuracy, macro-F1 and the confusion matrix."""
+    cm = result.confusion
+    lines = [
+        f"model {result.model.name} {result.model.version}: {result.model.n_features} features,"
+        f" trained on {result.n_train} reviews in {result.seconds:.1f} s",
+        f"validation ({result.n_validation} reviews): accuracy {result.accuracy:.4f}, "
+        f"macro-F1 {result.macro_f1:.4f}",
+        "confusion matrix (rows true, columns predicted):",
+        "            " + "".join(f"{lab:>10s}" for lab in LABELS),
+    ]
+    for k, lab in enumerate(LABELS):
+        lines.append(f"{lab:>12s}" + "".join(f"{int(v):10d}" for v in cm[k]))
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m endpoint.train", description="Train and save the sentiment model."
+    )
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--out", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument("--seed", type=int, default=TrainConfig.seed)
+    parser.add_argument("--C", type=float, default=TrainConfig.C)
+    args = parser.parse_args(argv)
+    result = train_and_save(args.data, args.out, TrainConfig(seed=args.seed, C=args.C))
+    sys.stdout.write(format_report(result) + f"\nsaved to {result.model_dir}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
