@@ -1,0 +1,160 @@
+"""Small statistical helpers shared by the monitors (numpy/scipy only, no state)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+__all__ = [
+    "EPS",
+    "FloatArray",
+    "IntArray",
+    "TestResult",
+    "bonferroni",
+    "chi2_homogeneity",
+    "js_distance",
+    "ks_binned",
+    "logit_shift",
+    "project_to_simplex",
+    "proportion_ci",
+    "psi",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+#: Floor applied to shares inside logarithms (PSI): an empty bin counts as half an event.
+EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class TestResult:
+    """A test statistic, its p-value and the degrees of freedom or sample sizes behind it."""
+
+    statistic: float
+    p_value: float
+    dof: float
+
+
+def _shares(counts: npt.ArrayLike, smoothing: float) -> FloatArray:
+    c: FloatArray = np.asarray(counts, dtype=np.float64) + smoothing
+    total = float(c.sum())
+    if total <= 0:
+        raise ValueError("counts must not all be zero")
+    out: FloatArray = c / total
+    return out
+
+
+def psi(reference: npt.ArrayLike, current: npt.ArrayLike, *, smoothing: float = 0.5) -> float:
+    """Population stability index, sum((q - p) * ln(q / p)), on binned counts.
+
+    ``smoothing`` pseudo-counts are added to every bin of both histograms (0.5 by default) so
+    that an empty bin gives a finite value; pass 0 for the textbook formula on strictly
+    positive shares.
+    """
+    p = _shares(reference, smoothing)
+    q = _shares(current, smoothing)
+    p = np.maximum(p, EPS)
+    q = np.maximum(q, EPS)
+    return float(np.sum((q - p) * np.log(q / p)))
+
+
+def js_distance(reference: npt.ArrayLike, current: npt.ArrayLike) -> float:
+    """Jensen-Shannon distance (base 2, so in [0, 1]) between two histograms (scipy)."""
+    p = _shares(reference, 0.0)
+    q = _shares(current, 0.0)
+    return float(jensenshannon(p, q, base=2.0))
+
+
+def chi2_homogeneity(
+    reference: npt.ArrayLike, current: npt.ArrayLike, *, min_expected: float = 5.0
+) -> TestResult:
+    """Pearson chi-square test that two samples of a categorical variable share one
+    distribution (a 2 x k contingency table, scipy's ``chi2_contingency``).
+
+    Categories whose smaller expected count is below ``min_expected`` are pooled into one cell
+    (and that cell dropped if it is still too small), so the chi-square approximation holds at
+    small window sizes instead of inflating the false-alarm rate.
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    if ref.shape != cur.shape or ref.ndim != 1:
+        raise ValueError("reference and current must be 1-d counts of the same length")
+    n_ref, n_cur = ref.sum(), cur.sum()
+    if n_ref <= 0 or n_cur <= 0:
+        return TestResult(0.0, 1.0, 0.0)
+    total = ref + cur
+    expected_small = total * min(n_ref, n_cur) / (n_ref + n_cur)
+    keep = expected_small >= min_expected
+    table = [ref[keep], cur[keep]]
+    pooled_ref, pooled_cur = ref[~keep].sum(), cur[~keep].sum()
+    pooled_expected = (pooled_ref + pooled_cur) * min(n_ref, n_cur) / (n_ref + n_cur)
+    if pooled_expected >= min_expected:
+        table = [np.append(table[0], pooled_ref), np.append(table[1], pooled_cur)]
+    arr = np.vstack(table)
+    if arr.shape[1] < 2:
+        return TestResult(0.0, 1.0, 0.0)
+    res = stats.chi2_contingency(arr, correction=False)
+    return TestResult(float(res.statistic), float(res.pvalue), float(res.dof))
+
+
+def ks_binned(reference: npt.ArrayLike, current: npt.ArrayLike) -> TestResult:
+    """Two-sample Kolmogorov-Smirnov test on binned (ordinal) counts.
+
+    The statistic is the largest gap between the two empirical CDFs at the bin edges, which is
+    exactly what ``scipy.stats.ks_2samp`` returns on the bin indices; the p-value is scipy's
+    asymptotic two-sample one (``kstwobign``), conservative for tied or binned data. ``dof``
+    holds the effective sample size n*m/(n+m).
+    """
+    ref = np.asarray(reference, dtype=np.float64)
+    cur = np.asarray(current, dtype=np.float64)
+    n, m = ref.sum(), cur.sum()
+    if n <= 0 or m <= 0:
+        return TestResult(0.0, 1.0, 0.0)
+    d = float(np.max(np.abs(np.cumsum(ref) / n - np.cumsum(cur) / m)))
+    en = n * m / (n + m)
+    p = float(stats.kstwobign.sf(math.sqrt(en) * d))
+    return TestResult(d, min(1.0, p), en)
+
+
+def proportion_ci(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (scipy's ``binomtest``)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    return (float(ci.low), float(ci.high))
+
+
+def project_to_simplex(v: npt.ArrayLike) -> FloatArray:
+    """Euclidean projection onto the probability simplex (Duchi et al. 2008)."""
+    x = np.asarray(v, dtype=np.float64)
+    u = np.sort(x)[::-1]
+    css = np.cumsum(u) - 1.0
+    idx = np.arange(1, x.size + 1)
+    rho = int(np.nonzero(u - css / idx > 0)[0][-1])
+    theta = css[rho] / (rho + 1)
+    out: FloatArray = np.maximum(x - theta, 0.0)
+    return out
+
+
+def logit_shift(p: float, reference_now: float, reference_then: float) -> float:
+    """``p`` moved by the log-odds change of a reference share (then -> now)."""
+
+    def lg(z: float) -> float:
+        z = min(max(z, 1e-6), 1 - 1e-6)
+        return math.log(z / (1 - z))
+
+    x = lg(p) + lg(reference_now) - lg(reference_then)
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def bonferroni(alpha: float, tests: int | Sequence[object]) -> float:
+    """Per-test level that keeps the family-wise error rate at ``alpha``."""
+    m = tests if isinstance(tests, int) else len(tests)
+    return alpha / max(1, m)

@@ -1,0 +1,383 @@
+"""Per-window accumulation and the window tests (drift, priors, accuracy, bias).
+
+A :class:`WindowAccumulator` collects, for one tumbling window after the baseline, what the
+tests need: per-feature histograms split by predicted class, the predicted probabilities for
+the EM prior estimate (as counts on a grid of step ``1 / PROB_GRID`` over the simplex, so memory
+and state stay bounded whatever the window holds; the rounding moves an estimate by far less
+than its interval), the predicted-class counts and the confusion matrix of labelled reviews,
+overall and per category. :func:`evaluate_window` runs every test on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from monitors._stats import FloatArray, IntArray
+from monitors.baseline import Baseline
+from monitors.bias import FacetCounts, clarify_analysis
+from monitors.drift import (
+    AccuracyDrift,
+    DistributionDrift,
+    FeatureDrift,
+    accuracy_drift,
+    distribution_drift,
+    feature_drift,
+)
+from monitors.features import BatchFeatures
+from monitors.priors import PriorEstimate, PriorShift, bbse, em_priors, prior_shift
+
+__all__ = [
+    "PROB_GRID",
+    "REPORT_ONLY",
+    "WindowAccumulator",
+    "WindowReport",
+    "WindowTests",
+    "evaluate_window",
+]
+
+#: Features whose drift is reported but never alerted as DataDrift: a rating is the ground
+#: truth, so its drift is label drift (LabelDrift), not data drift.
+REPORT_ONLY = frozenset({"rating"})
+
+#: Resolution of the probability grid of the EM estimate (steps per unit).
+PROB_GRID = 50
+_CELLS = (PROB_GRID + 1) ** 2
+
+
+def _grid_codes(p: FloatArray) -> IntArray:
+    """Cell of each (n, 3) probability row: rounded p_negative and p_neutral."""
+    ij = np.clip(np.rint(p[:, :2] * PROB_GRID), 0, PROB_GRID).astype(np.int64)
+    i, j = ij[:, 0], np.minimum(ij[:, 1], PROB_GRID - ij[:, 0])
+    out: IntArray = i * (PROB_GRID + 1) + j
+    return out
+
+
+def _grid_rows(codes: IntArray) -> FloatArray:
+    """Probability rows of grid cells (the inverse of :func:`_grid_codes`)."""
+    i, j = np.divmod(codes, PROB_GRID + 1)
+    rows = np.stack([i, j, PROB_GRID - i - j], axis=1).astype(np.float64) / PROB_GRID
+    return rows
+
+
+class WindowAccumulator:
+    """What the window tests need from one window's events (bounded, JSON-able)."""
+
+    def __init__(self, baseline: Baseline, groups: int, start_us: int, end_us: int) -> None:
+        self.start_us = start_us
+        self.end_us = end_us
+        self.first_event: int | None = None
+        self.last_event: int | None = None
+        self.n = 0
+        self.hists: dict[str, IntArray] = {
+            name: np.zeros((3, ref.bins), dtype=np.int64) for name, ref in baseline.features.items()
+        }
+        self.prob_cells = np.zeros((groups, _CELLS), dtype=np.int64)
+        self.group_predicted = np.zeros((groups, 3), dtype=np.int64)
+        self.group_confusion = np.zeros((groups, 3, 3), dtype=np.int64)
+
+    @property
+    def predicted(self) -> IntArray:
+        out: IntArray = self.group_predicted.sum(axis=0)
+        return out
+
+    @property
+    def confusion(self) -> IntArray:
+        out: IntArray = self.group_confusion.sum(axis=0)
+        return out
+
+    def add(self, f: BatchFeatures, group: IntArray, baseline: Baseline) -> None:
+        if not len(f):
+            return
+        self.n += len(f)
+        lo, hi = int(f.t_us.min()), int(f.t_us.max())
+        self.first_event = lo if self.first_event is None else min(self.first_event, lo)
+        self.last_event = hi if self.last_event is None else max(self.last_event, hi)
+        pred = f.predicted
+        for name, ref in baseline.features.items():
+            h = self.hists[name]
+            if ref.kind == "numeric":
+                x = f.numeric(name)
+                ok = np.isfinite(x)
+                np.add.at(h, (pred[ok], ref.bin_numeric(x[ok])), 1)
+            else:
+                np.add.at(h, (pred, ref.bin_categorical(f.categorical(name))), 1)
+        np.add.at(self.prob_cells, (group, _grid_codes(f.probabilities)), 1)
+        np.add.at(self.group_predicted, (group, pred), 1)
+        lab = f.true >= 0
+        if lab.any():
+            np.add.at(self.group_confusion, (group[lab], pred[lab], f.true[lab]), 1)
+
+    def merge(self, other: WindowAccumulator) -> None:
+        """Fold ``other`` (a later window) into this one."""
+        self.start_us = min(self.start_us, other.start_us)
+        self.end_us = max(self.end_us, other.end_us)
+        for attr in ("first_event",):
+            a, b = self.first_event, other.first_event
+            setattr(self, attr, b if a is None else (a if b is None else min(a, b)))
+        a2, b2 = self.last_event, other.last_event
+        self.last_event = b2 if a2 is None else (a2 if b2 is None else max(a2, b2))
+        self.n += other.n
+        for name, h in other.hists.items():
+            self.hists[name] += h
+        self.prob_cells += other.prob_cells
+        self.group_predicted += other.group_predicted
+        self.group_confusion += other.group_confusion
+
+    def probabilities(self, exclude: int | None = None) -> tuple[FloatArray, FloatArray]:
+        """Distinct (gridded) probability rows and how many reviews had each, over every
+        group or every group but ``exclude``."""
+        cells = self.prob_cells.sum(axis=0)
+        if exclude is not None:
+            cells = cells - self.prob_cells[exclude]
+        codes = np.flatnonzero(cells)
+        return _grid_rows(codes), cells[codes].astype(np.float64)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "start_us": self.start_us,
+            "end_us": self.end_us,
+            "first_event": self.first_event,
+            "last_event": self.last_event,
+            "n": self.n,
+            "hists": {k: v.tolist() for k, v in self.hists.items()},
+            "prob_cells": [
+                [int(g), int(c), int(self.prob_cells[g, c])]
+                for g, c in zip(*np.nonzero(self.prob_cells), strict=True)
+            ],
+            "group_predicted": self.group_predicted.tolist(),
+            "group_confusion": self.group_confusion.tolist(),
+        }
+
+    @classmethod
+    def from_state(
+        cls, state: Mapping[str, Any], baseline: Baseline, groups: int
+    ) -> WindowAccumulator:
+        acc = cls(baseline, groups, int(state["start_us"]), int(state["end_us"]))
+        acc.first_event = state["first_event"]
+        acc.last_event = state["last_event"]
+        acc.n = int(state["n"])
+        for k, v in state["hists"].items():
+            if k in acc.hists:
+                acc.hists[k] = np.asarray(v, dtype=np.int64).reshape(acc.hists[k].shape)
+        for g, code, count in state["prob_cells"]:
+            acc.prob_cells[int(g), int(code)] = int(count)
+        acc.group_predicted = np.asarray(state["group_predicted"], dtype=np.int64).reshape(
+            groups, 3
+        )
+        acc.group_confusion = np.asarray(state["group_confusion"], dtype=np.int64).reshape(
+            groups, 3, 3
+        )
+        return acc
+
+
+@dataclass(frozen=True, slots=True)
+class WindowTests:
+    """Levels and floors of the window tests (the suite derives them from its config)."""
+
+    alpha: float
+    min_count: int
+    min_psi: float
+    min_share_change: float
+    min_accuracy_drop: float
+    confidence: float
+    resolve_alpha: float = 0.05
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """Every test result of one evaluated window. ``None``: not enough data for a verdict."""
+
+    start_us: int
+    end_us: int
+    count: int
+    labelled: int
+    features: dict[str, FeatureDrift]
+    features_clean: dict[str, bool]
+    prediction: DistributionDrift | None
+    prediction_clean: bool
+    label: DistributionDrift | None
+    label_clean: bool
+    accuracy: AccuracyDrift | None
+    accuracy_clean: bool
+    priors: dict[str, PriorShift] = field(default_factory=dict)
+    priors_clean: bool = True
+    #: the PriorShift verdict: every estimator flags a broad-based shift and the window shows
+    #: no data drift (which would break the label-shift assumption both estimators rest on)
+    prior_shift: bool = False
+    prior_withheld: str | None = None
+    bias: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _bias(groups: Sequence[str], counts: IntArray, min_count: int) -> dict[str, Any] | None:
+    """Clarify analysis of per-group class counts (positive = class index 2)."""
+    facets = {
+        g: FacetCounts(int(counts[i].sum()), int(counts[i, 2]))
+        for i, g in enumerate(groups)
+        if counts[i].sum() > 0
+    }
+    if len(facets) < 2 or sum(f.total for f in facets.values()) < min_count:
+        return None
+    return clarify_analysis(facets)
+
+
+def evaluate_window(
+    acc: WindowAccumulator,
+    baseline: Baseline,
+    groups: Sequence[str],
+    tests: WindowTests,
+) -> WindowReport:
+    """Run every window test on ``acc`` against ``baseline``."""
+    a = tests.alpha
+    features: dict[str, FeatureDrift] = {}
+    clean: dict[str, bool] = {}
+    enough = acc.n >= tests.min_count
+    if enough:
+        tested = [name for name in baseline.features if name not in REPORT_ONLY]
+        per_feature = a / max(1, len(tested))
+        for name, ref in baseline.features.items():
+            h = acc.hists[name]
+            if h.sum() < tests.min_count:
+                continue
+            level = per_feature if name in tested else 0.0
+            r = feature_drift(ref, h, alpha=level, min_psi=tests.min_psi)
+            features[name] = r
+            clean[name] = r.p_value >= tests.resolve_alpha or r.psi < tests.min_psi / 2
+    prediction = None
+    prediction_clean = True
+    if enough:
+        prediction = distribution_drift(
+            baseline.predicted_counts, acc.predicted, alpha=a, min_change=tests.min_share_change
+        )
+        prediction_clean = (
+            prediction.p_value >= tests.resolve_alpha or prediction.tvd < tests.min_share_change / 2
+        )
+    conf = acc.confusion
+    labelled = int(conf.sum())
+    label = accuracy = None
+    label_clean = accuracy_clean = True
+    if labelled >= tests.min_count and baseline.true_counts is not None:
+        label = distribution_drift(
+            baseline.true_counts, conf.sum(axis=0), alpha=a, min_change=tests.min_share_change
+        )
+        label_clean = label.p_value >= tests.resolve_alpha or label.tvd < tests.min_share_change / 2
+    if labelled >= tests.min_count and baseline.confusion is not None:
+        accuracy = accuracy_drift(
+            baseline.confusion, conf, alpha=a, min_drop=tests.min_accuracy_drop
+        )
+        accuracy_clean = (
+            accuracy.p_value >= tests.resolve_alpha
+            or accuracy.baseline_accuracy - accuracy.accuracy < tests.min_accuracy_drop / 2
+        )
+    priors: dict[str, PriorShift] = {}
+    priors_clean = True
+    shifted = False
+    withheld = None
+    if enough:
+        priors, priors_clean = _priors(acc, baseline, groups, tests)
+        shifted = bool(priors) and all(p.shifted for p in priors.values())
+        drifted = sorted(name for name, r in features.items() if r.drifted)
+        if shifted and drifted:
+            shifted = False
+            withheld = f"data drift in {', '.join(drifted)} breaks the label-shift assumption"
+    bias: dict[str, dict[str, Any]] = {}
+    if enough:
+        pred_bias = _bias(groups, acc.group_predicted, tests.min_count)
+        if pred_bias is not None:
+            pred_bias["pre_training_bias_metrics"]["label"] = "predicted_sentiment"
+            bias["predicted"] = pred_bias
+        true_bias = _bias(groups, acc.group_confusion.sum(axis=1), tests.min_count)
+        if true_bias is not None:
+            bias["true"] = true_bias
+    return WindowReport(
+        start_us=acc.start_us,
+        end_us=acc.end_us,
+        count=acc.n,
+        labelled=labelled,
+        features=features,
+        features_clean=clean,
+        prediction=prediction,
+        prediction_clean=prediction_clean,
+        label=label,
+        label_clean=label_clean,
+        accuracy=accuracy,
+        accuracy_clean=accuracy_clean,
+        priors=priors,
+        priors_clean=priors_clean,
+        prior_shift=shifted,
+        prior_withheld=withheld,
+        bias=bias,
+    )
+
+
+def _priors(
+    acc: WindowAccumulator, baseline: Baseline, groups: Sequence[str], tests: WindowTests
+) -> tuple[dict[str, PriorShift], bool]:
+    """BBSE and EM estimates against the baseline's, each at level alpha / 2 (the verdict
+    needs both, so the pair keeps the level).
+
+    A prior shift must be broad-based: it is flagged only if it still shows with any one
+    product category left out. A surge in one category is that category's SentimentShift;
+    it does not also read as a stream-wide prior shift, however large the category."""
+    methods = 2 if baseline.confusion is not None else 1
+    alpha = tests.alpha / methods
+    estimators: dict[str, tuple[Callable[[int | None], PriorEstimate], FloatArray, FloatArray]]
+    estimators = {}
+    if baseline.confusion is not None:
+        confusion = baseline.confusion
+        try:
+            ref = bbse(confusion, baseline.predicted_counts, confidence=tests.confidence)
+        except ValueError:
+            ref = None
+        if ref is not None:
+
+            def by_bbse(exclude: int | None) -> PriorEstimate:
+                counts = acc.predicted
+                if exclude is not None:
+                    counts = counts - acc.group_predicted[exclude]
+                return bbse(confusion, counts, confidence=tests.confidence)
+
+            estimators["bbse"] = (by_bbse, ref.priors, ref.covariance)
+    src = np.asarray(baseline.mean_probabilities, dtype=np.float64)
+    if np.all(src > 0):
+
+        def by_em(exclude: int | None) -> PriorEstimate:
+            rows, weights = acc.probabilities(exclude)
+            return em_priors(rows, src, weights=weights, confidence=tests.confidence)
+
+        ref_cov = (np.diag(src) - np.outer(src, src)) / max(baseline.n, 1)
+        estimators["em"] = (by_em, src, ref_cov)
+    out: dict[str, PriorShift] = {}
+    clean = True
+    present = [g for g in range(len(groups)) if acc.group_predicted[g].sum() > 0]
+    for method, (estimate, reference, ref_cov) in estimators.items():
+        try:
+            est = estimate(None)
+        except ValueError:
+            continue
+        result = prior_shift(
+            est, reference, ref_cov, alpha=alpha, min_change=tests.min_share_change
+        )
+        if result.shifted and len(present) > 1:
+            for g in present:
+                try:
+                    loo = estimate(g)
+                except ValueError:
+                    continue
+                if not prior_shift(
+                    loo, reference, ref_cov, alpha=alpha, min_change=tests.min_share_change
+                ).shifted:
+                    result = replace(result, shifted=False, concentrated_in=groups[g])
+                    break
+        out[method] = result
+        clean &= not prior_shift(
+            est,
+            reference,
+            ref_cov,
+            alpha=tests.resolve_alpha,
+            min_change=tests.min_share_change / 2,
+        ).shifted
+    return out, clean

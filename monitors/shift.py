@@ -1,0 +1,610 @@
+"""Sequential detection of a rise in the negative share.
+
+:class:`BernoulliCusum` is Page's CUSUM on the log-likelihood ratio of a Bernoulli rate ``p1``
+against the reference ``p0``, where ``p1`` has ``odds_ratio`` times the odds of ``p0``::
+
+    l(x) = x ln(p1 / p0) + (1 - x) ln((1 - p1) / (1 - p0))
+    S_n  = max(0, S_{n-1} + l(x_n))          alarm when S_n > h (and the run has >= min_count)
+
+False-alarm budget: for every start point ``k`` the likelihood ratio of the events ``k..n`` is
+a martingale under ``p0``, so by Ville's inequality it exceeds ``e^h`` with probability at most
+``e^-h``; ``S_n > h`` means one of them did, so over ``N`` events
+``P(false alarm) <= N e^-h``. :func:`cusum_threshold` therefore sets ``h = ln(N / alpha)``,
+which holds the probability of any false alarm within a horizon of ``N`` events at ``alpha``
+(conservative: the union bound ignores the overlap of start points).
+
+Hysteresis: once firing, the detector runs the mirror CUSUM ``R_n = max(0, R_{n-1} - l(x_n))``
+(evidence for ``p0`` over ``p1``) and resolves when ``R_n`` exceeds ``resolve_threshold``; it
+then restarts from ``S = 0``. An alarm therefore fires once per episode.
+
+Updates are vectorised: a batch of ``m`` observations costs a few numpy passes
+(``S_n = D_n - min(0, min_k D_k)`` with ``D`` the cumulative sum), not ``m`` Python steps.
+
+:class:`SentimentShiftMonitor` runs one detector for the whole stream (``"all"``, against the
+baseline share) and one per product category. Each reference is an upper confidence bound
+(``reference_quantile``) of the baseline share -- for a category, of its share shrunk towards
+the overall share (empirical Bayes, beta-binomial method of moments) -- so that a baseline that
+happened to run low does not become a false alarm later. A category's reference is further
+raised by the log-odds change the *other* categories have shown over the last
+``reference_events`` events: a category alarm means that category moved beyond what the rest
+of the stream did, so a stream-wide shift raises ``"all"`` (and PriorShift) rather than one
+alarm per category. Conversely ``"all"`` leaves out the reviews of categories that are in an
+episode of their own, so one large category turning negative raises that category's alarm,
+not a second stream-wide one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from monitors._stats import FloatArray, IntArray, logit_shift
+from monitors.terms import BoundedCounter, distinctive_terms
+
+__all__ = [
+    "BernoulliCusum",
+    "SentimentShiftMonitor",
+    "ShiftEvent",
+    "Transition",
+    "cusum_threshold",
+    "shrink_shares",
+    "upper_shares",
+]
+
+
+def cusum_threshold(alpha: float, horizon: int) -> float:
+    """``ln(horizon / alpha)``: keeps P(any false alarm within ``horizon`` events) <= alpha."""
+    if not 0 < alpha < 1 or horizon < 1:
+        raise ValueError("need 0 < alpha < 1 and horizon >= 1")
+    return math.log(horizon / alpha)
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """A detector state change at position ``index`` of an ``update_many`` input.
+
+    ``count``/``negatives``: events and positives in the evidence span (the CUSUM run for
+    ``firing``, the events since firing for ``resolved``); ``start``: stamp of its first event.
+    """
+
+    index: int
+    status: Literal["firing", "resolved"]
+    statistic: float
+    count: int
+    negatives: int
+    start: float | None
+
+
+class BernoulliCusum:
+    """One-sided CUSUM for a rise of a Bernoulli rate, with hysteresis (see module doc).
+
+    River-style: ``update(x)`` returns ``self``; ``drift_detected`` is true right after the
+    update that raised the alarm; ``firing`` stays true until the alarm resolves.
+    """
+
+    def __init__(
+        self,
+        p0: float = 0.2,
+        *,
+        odds_ratio: float = 2.0,
+        threshold: float = 10.0,
+        resolve_threshold: float | None = None,
+        min_count: int = 1,
+    ) -> None:
+        if not 0 < p0 < 1:
+            raise ValueError(f"p0 must be in (0, 1), got {p0}")
+        if odds_ratio <= 1:
+            raise ValueError(f"odds_ratio must be > 1, got {odds_ratio}")
+        if threshold <= 0:
+            raise ValueError(f"threshold must be > 0, got {threshold}")
+        if resolve_threshold is not None and resolve_threshold <= 0:
+            raise ValueError("resolve_threshold must be > 0")
+        if min_count < 1:
+            raise ValueError("min_count must be >= 1")
+        self.odds_ratio = float(odds_ratio)
+        self.threshold = float(threshold)
+        self.resolve_threshold = float(
+            threshold / 2 if resolve_threshold is None else resolve_threshold
+        )
+        self.min_count = int(min_count)
+        self._p0_initial = float(p0)
+        self.reset()
+
+    # -- parameters ------------------------------------------------------------------------
+
+    @property
+    def p0(self) -> float:
+        return self._p0
+
+    @p0.setter
+    def p0(self, value: float) -> None:
+        p0 = min(max(float(value), 1e-6), 1 - 1e-6)
+        odds = p0 / (1 - p0) * self.odds_ratio
+        p1 = odds / (1 + odds)
+        self._p0 = p0
+        self.p1 = p1
+        self._l1 = math.log(p1 / p0)
+        self._l0 = math.log((1 - p1) / (1 - p0))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the state after construction."""
+        self.p0 = self._p0_initial
+        self.statistic = 0.0
+        self.resolve_statistic = 0.0
+        self.firing = False
+        self.drift_detected = False
+        self.run_count = 0
+        self.run_negatives = 0
+        self.run_start: float | None = None
+        self.since_count = 0
+        self.since_negatives = 0
+        self.fired_start: float | None = None
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def update(self, x: bool | int, stamp: float | None = None) -> BernoulliCusum:
+        stamps = None if stamp is None else np.array([stamp], dtype=np.float64)
+        self.update_many(np.array([int(bool(x))]), stamps)
+        return self
+
+    def update_many(
+        self, xs: npt.ArrayLike, stamps: npt.ArrayLike | None = None
+    ) -> list[Transition]:
+        """Feed observations (truthy = negative review) in order; ``stamps`` (any float, e.g.
+        epoch seconds) date them. Returns the transitions, in order."""
+        x = (np.asarray(xs) != 0).astype(np.int64).ravel()
+        ts: FloatArray | None = None if stamps is None else np.asarray(stamps, dtype=np.float64)
+        llr = np.where(x > 0, self._l1, self._l0)
+        out: list[Transition] = []
+        self.drift_detected = False
+        pos, n = 0, x.shape[0]
+        while pos < n:
+            if self.firing:
+                t = self._resolve_segment(llr[pos:], x[pos:], ts, pos)
+            else:
+                t = self._alarm_segment(llr[pos:], x[pos:], ts, pos)
+            if t is None:
+                break
+            out.append(t)
+            if t.status == "firing":
+                self.drift_detected = True
+            pos = t.index + 1
+        return out
+
+    def _stamp(self, ts: FloatArray | None, i: int) -> float | None:
+        return None if ts is None else float(ts[i])
+
+    def _alarm_segment(
+        self, llr: FloatArray, x: IntArray, ts: FloatArray | None, offset: int
+    ) -> Transition | None:
+        m = llr.shape[0]
+        idx = np.arange(m)
+        d = self.statistic + np.cumsum(llr)
+        s = d - np.minimum.accumulate(np.minimum(d, 0.0))
+        last_zero = np.maximum.accumulate(np.where(s <= 0.0, idx, -1))
+        cneg = np.cumsum(x)
+        has = last_zero >= 0
+        run_n = np.where(has, idx - last_zero, self.run_count + idx + 1)
+        run_neg = np.where(has, cneg - cneg[np.maximum(last_zero, 0)], self.run_negatives + cneg)
+        hits = np.flatnonzero((s > self.threshold) & (run_n >= self.min_count))
+        end = int(hits[0]) if hits.size else m - 1
+        lz = int(last_zero[end])
+        if lz >= 0:
+            self.run_start = self._stamp(ts, offset + lz + 1) if lz < end else None
+        elif self.run_count == 0:
+            self.run_start = self._stamp(ts, offset)
+        self.statistic = float(s[end])
+        self.run_count = int(run_n[end])
+        self.run_negatives = int(run_neg[end])
+        if not hits.size:
+            return None
+        self.firing = True
+        self.resolve_statistic = 0.0
+        self.since_count = 0
+        self.since_negatives = 0
+        self.fired_start = self.run_start
+        return Transition(
+            offset + end,
+            "firing",
+            self.statistic,
+            self.run_count,
+            self.run_negatives,
+            self.run_start,
+        )
+
+    def _resolve_segment(
+        self, llr: FloatArray, x: IntArray, ts: FloatArray | None, offset: int
+    ) -> Transition | None:
+        m = llr.shape[0]
+        idx = np.arange(m)
+        d = self.resolve_statistic - np.cumsum(llr)
+        r = d - np.minimum.accumulate(np.minimum(d, 0.0))
+        since = self.since_count + idx + 1
+        sneg = self.since_negatives + np.cumsum(x)
+        hits = np.flatnonzero((r > self.resolve_threshold) & (since >= self.min_count))
+        end = int(hits[0]) if hits.size else m - 1
+        self.resolve_statistic = float(r[end])
+        self.since_count = int(since[end])
+        self.since_negatives = int(sneg[end])
+        if not hits.size:
+            return None
+        t = Transition(
+            offset + end,
+            "resolved",
+            self.resolve_statistic,
+            self.since_count,
+            self.since_negatives,
+            self.fired_start,
+        )
+        self.firing = False
+        self.statistic = 0.0
+        self.resolve_statistic = 0.0
+        self.run_count = 0
+        self.run_negatives = 0
+        self.run_start = None
+        self.since_count = 0
+        self.since_negatives = 0
+        self.fired_start = None
+        return t
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "p0": self._p0,
+            "statistic": self.statistic,
+            "resolve_statistic": self.resolve_statistic,
+            "firing": self.firing,
+            "run_count": self.run_count,
+            "run_negatives": self.run_negatives,
+            "run_start": self.run_start,
+            "since_count": self.since_count,
+            "since_negatives": self.since_negatives,
+            "fired_start": self.fired_start,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.p0 = float(state["p0"])
+        self.statistic = float(state["statistic"])
+        self.resolve_statistic = float(state["resolve_statistic"])
+        self.firing = bool(state["firing"])
+        self.drift_detected = False
+        self.run_count = int(state["run_count"])
+        self.run_negatives = int(state["run_negatives"])
+        self.run_start = state["run_start"]
+        self.since_count = int(state["since_count"])
+        self.since_negatives = int(state["since_negatives"])
+        self.fired_start = state["fired_start"]
+
+
+def _prior_strength(k: FloatArray, n: FloatArray) -> tuple[float, float]:
+    """Pooled share and the beta-prior strength of the groups (inf: no between-group
+    variance beyond sampling), by the beta-binomial method of moments."""
+    total = float(n.sum())
+    pooled = float(k.sum()) / total
+    if pooled <= 0 or pooled >= 1:
+        return pooled, math.inf
+    seen = n > 0
+    raw = k[seen] / n[seen]
+    w = n[seen] / total
+    observed_var = float(np.sum(w * (raw - pooled) ** 2))
+    sampling_var = float(np.sum(w * pooled * (1 - pooled) / n[seen]))
+    between = observed_var - sampling_var
+    if between <= 0:
+        return pooled, math.inf
+    return pooled, max(pooled * (1 - pooled) / between - 1.0, 0.0)
+
+
+def shrink_shares(positives: npt.ArrayLike, totals: npt.ArrayLike) -> FloatArray:
+    """Empirical-Bayes shares: each group's ``positives / totals`` shrunk towards the pooled
+    share by a beta prior whose strength comes from the between-group variance (method of
+    moments; no detectable variance -> every group gets the pooled share)."""
+    k = np.asarray(positives, dtype=np.float64)
+    n = np.asarray(totals, dtype=np.float64)
+    if n.sum() <= 0:
+        return np.full(k.shape, 0.5)
+    pooled, strength = _prior_strength(k, n)
+    if math.isinf(strength):
+        return np.full(k.shape, pooled)
+    out: FloatArray = (k + strength * pooled) / (n + strength)
+    return out
+
+
+def upper_shares(
+    positives: npt.ArrayLike, totals: npt.ArrayLike, quantile: float
+) -> tuple[float, FloatArray]:
+    """Upper ``quantile`` bounds of the pooled share and of each group's share (the beta
+    posteriors behind :func:`shrink_shares`, Jeffreys prior for the pooled share): detectors
+    compare against these so that a baseline that happened to run low does not turn into a
+    false alarm later."""
+    k = np.asarray(positives, dtype=np.float64)
+    n = np.asarray(totals, dtype=np.float64)
+    if not 0 < quantile < 1:
+        raise ValueError("quantile must be in (0, 1)")
+    if n.sum() <= 0:
+        raise ValueError("no events")
+    overall = float(stats.beta.ppf(quantile, k.sum() + 0.5, n.sum() - k.sum() + 0.5))
+    pooled, strength = _prior_strength(k, n)
+    if math.isinf(strength):
+        return overall, np.full(k.shape, overall)
+    a = k + strength * pooled + 0.5
+    b = n - k + strength * (1 - pooled) + 0.5
+    groups: FloatArray = stats.beta.ppf(quantile, a, b)
+    return overall, groups
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftEvent:
+    """A SentimentShift transition with its evidence."""
+
+    group: str
+    transition: Transition
+    baseline_share: float
+    reference_share: float
+    window_end: float | None
+    example_ids: tuple[str, ...]
+    terms: tuple[tuple[str, float], ...]
+
+
+@dataclass(slots=True)
+class _Evidence:
+    terms: BoundedCounter
+    ids: list[str] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.terms.clear()
+        self.ids.clear()
+
+
+class SentimentShiftMonitor:
+    """One :class:`BernoulliCusum` for ``"all"`` and one per group (see module doc)."""
+
+    ALL = "all"
+
+    def __init__(
+        self,
+        groups: Sequence[str],
+        *,
+        baseline_negatives: Sequence[int],
+        baseline_totals: Sequence[int],
+        odds_ratio: float,
+        threshold: float,
+        resolve_threshold: float,
+        min_count: int,
+        reference_events: int = 1000,
+        reference_prior: float = 50.0,
+        reference_quantile: float = 0.9,
+        examples: int = 5,
+        term_capacity: int = 300,
+        baseline_terms: Mapping[str, int] | None = None,
+        baseline_negative_terms: Mapping[str, int] | None = None,
+    ) -> None:
+        if len(baseline_negatives) != len(groups) or len(baseline_totals) != len(groups):
+            raise ValueError("one baseline count per group")
+        if reference_events < 1:
+            raise ValueError("reference_events must be >= 1")
+        self.groups = tuple(groups)
+        neg = np.asarray(baseline_negatives, dtype=np.float64)
+        tot = np.asarray(baseline_totals, dtype=np.float64)
+        if tot.sum() <= 0:
+            raise ValueError("the baseline holds no events")
+        self.overall_share = float(np.clip(neg.sum() / tot.sum(), 1e-4, 1 - 1e-4))
+        self.group_shares = np.clip(shrink_shares(neg, tot), 1e-4, 1 - 1e-4)
+        upper, group_upper = upper_shares(neg, tot, reference_quantile)
+        self.overall_reference = float(np.clip(upper, 1e-4, 1 - 1e-4))
+        self.group_references = np.clip(group_upper, 1e-4, 1 - 1e-4)
+        rest_n = tot.sum() - tot
+        rest_neg = neg.sum() - neg
+        self.rest_shares = np.clip(
+            np.divide(
+                rest_neg, rest_n, out=np.full(tot.shape, self.overall_share), where=rest_n > 0
+            ),
+            1e-4,
+            1 - 1e-4,
+        )
+        self._examples = examples
+        self._reference_events = reference_events
+        self._reference_prior = reference_prior
+        self._baseline_terms = dict(baseline_terms or {})
+        self._baseline_negative_terms = dict(baseline_negative_terms or {})
+        kwargs: dict[str, Any] = {
+            "odds_ratio": odds_ratio,
+            "threshold": threshold,
+            "resolve_threshold": resolve_threshold,
+            "min_count": min_count,
+        }
+        self.detectors: dict[str, BernoulliCusum] = {
+            self.ALL: BernoulliCusum(self.overall_reference, **kwargs)
+        }
+        for g, share in zip(self.groups, self.group_references.tolist(), strict=True):
+            self.detectors[g] = BernoulliCusum(share, **kwargs)
+        self._term_capacity = term_capacity
+        self.reset()
+
+    def reset(self) -> None:
+        for d in self.detectors.values():
+            d.reset()
+        self._ring_group = np.full(self._reference_events, -1, dtype=np.int64)
+        self._ring_neg = np.zeros(self._reference_events, dtype=np.int64)
+        self._ring_pos = 0
+        self._evidence = {k: _Evidence(BoundedCounter(self._term_capacity)) for k in self.detectors}
+
+    # -- reference -------------------------------------------------------------------------
+
+    def reference_shares(self) -> FloatArray:
+        """Current per-group reference p0: the upper bound of the group's baseline share,
+        raised by the log-odds rise of the rest of the stream."""
+        g = self._ring_group
+        valid = g >= 0
+        n_g = np.bincount(g[valid], minlength=len(self.groups)).astype(np.float64)
+        neg_g = np.bincount(g[valid], weights=self._ring_neg[valid], minlength=len(self.groups))
+        rest_n = n_g.sum() - n_g
+        rest_neg = neg_g.sum() - neg_g
+        a = self._reference_prior
+        rest_now = (rest_neg + a * self.rest_shares) / (rest_n + a)
+        out = np.array(
+            [
+                max(b, logit_shift(b, now, then))
+                for b, now, then in zip(
+                    self.group_references.tolist(),
+                    rest_now.tolist(),
+                    self.rest_shares.tolist(),
+                    strict=True,
+                )
+            ]
+        )
+        return out
+
+    def _push_ring(self, group: IntArray, neg: IntArray) -> None:
+        k = self._reference_events
+        if group.shape[0] >= k:
+            self._ring_group[:] = group[-k:]
+            self._ring_neg[:] = neg[-k:]
+            self._ring_pos = 0
+            return
+        idx = (self._ring_pos + np.arange(group.shape[0])) % k
+        self._ring_group[idx] = group
+        self._ring_neg[idx] = neg
+        self._ring_pos = int((self._ring_pos + group.shape[0]) % k)
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def update(
+        self,
+        group: IntArray,
+        negative: npt.NDArray[np.bool_],
+        stamps: FloatArray,
+        review_ids: Sequence[str],
+        tokens: Sequence[Sequence[str]],
+    ) -> list[ShiftEvent]:
+        """Feed one batch (arrays in stream order); returns the transitions it caused."""
+        events: list[ShiftEvent] = []
+        refs = self.reference_shares()
+        neg = negative.astype(np.int64)
+        # "all" watches the categories that are not already in an episode of their own
+        calm = ~np.array([self.detectors[g].firing for g in self.groups])[group]
+        events += self._run(self.ALL, np.flatnonzero(calm), neg, stamps, review_ids, tokens)
+        for gi in np.unique(group).tolist():
+            det = self.detectors[self.groups[gi]]
+            if not det.firing:
+                det.p0 = float(refs[gi])
+            sel = np.flatnonzero(group == gi)
+            events += self._run(self.groups[gi], sel, neg, stamps, review_ids, tokens)
+        self._push_ring(group, neg)
+        return events
+
+    def _run(
+        self,
+        name: str,
+        sel: IntArray,
+        neg: IntArray,
+        stamps: FloatArray,
+        review_ids: Sequence[str],
+        tokens: Sequence[Sequence[str]],
+    ) -> list[ShiftEvent]:
+        det = self.detectors[name]
+        evidence = self._evidence[name]
+        x = neg[sel]
+        transitions = det.update_many(x, stamps[sel])
+        out: list[ShiftEvent] = []
+        seg_start = 0
+        for t in transitions:
+            if t.status == "firing":
+                self._collect(evidence, sel, x, seg_start, t.index, t.count, review_ids, tokens)
+            out.append(self._event(name, t, float(stamps[sel[t.index]])))
+            if t.status == "resolved":
+                evidence.clear()
+            seg_start = t.index + 1
+        if not det.firing and seg_start < x.shape[0]:
+            self._collect(
+                evidence, sel, x, seg_start, x.shape[0] - 1, det.run_count, review_ids, tokens
+            )
+        return out
+
+    def _collect(
+        self,
+        evidence: _Evidence,
+        sel: IntArray,
+        x: IntArray,
+        start: int,
+        end: int,
+        run_count: int,
+        review_ids: Sequence[str],
+        tokens: Sequence[Sequence[str]],
+    ) -> None:
+        """Keep the evidence of the current run: the negatives of ``sel[start..end]`` that fall
+        in the last ``run_count`` events (clearing what came before the run)."""
+        first = end + 1 - run_count
+        if first >= start:
+            evidence.clear()
+            start = first
+        for j in range(start, end + 1):
+            if x[j]:
+                i = int(sel[j])
+                evidence.terms.update(tokens[i])
+                evidence.ids.append(review_ids[i])
+        del evidence.ids[: max(0, len(evidence.ids) - self._examples)]
+
+    def _event(self, name: str, t: Transition, end: float) -> ShiftEvent:
+        det = self.detectors[name]
+        if name == self.ALL:
+            base = self.overall_share
+        else:
+            base = float(self.group_shares[self.groups.index(name)])
+        evidence = self._evidence[name]
+        terms: tuple[tuple[str, float], ...] = ()
+        if t.status == "firing" and evidence.terms.total:
+            terms = tuple(
+                distinctive_terms(
+                    evidence.terms.counts,
+                    self._baseline_negative_terms or self._baseline_terms,
+                    background=self._baseline_terms or None,
+                    target_total=evidence.terms.total,
+                )
+            )
+        return ShiftEvent(
+            group=name,
+            transition=t,
+            baseline_share=base,
+            reference_share=det.p0,
+            window_end=end,
+            example_ids=tuple(evidence.ids) if t.status == "firing" else (),
+            terms=terms,
+        )
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "detectors": {k: d.state() for k, d in self.detectors.items()},
+            "ring_group": self._ring_group.tolist(),
+            "ring_neg": self._ring_neg.tolist(),
+            "ring_pos": self._ring_pos,
+            "evidence": {
+                k: {"terms": e.terms.state(), "ids": list(e.ids)} for k, e in self._evidence.items()
+            },
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.reset()
+        for k, s in state["detectors"].items():
+            if k in self.detectors:
+                self.detectors[k].load_state(s)
+        ring_g = np.asarray(state["ring_group"], dtype=np.int64)
+        if ring_g.shape == self._ring_group.shape:
+            self._ring_group = ring_g
+            self._ring_neg = np.asarray(state["ring_neg"], dtype=np.int64)
+            self._ring_pos = int(state["ring_pos"])
+        for k, e in state["evidence"].items():
+            if k in self._evidence:
+                self._evidence[k] = _Evidence(
+                    BoundedCounter.from_state(e["terms"]), [str(i) for i in e["ids"]]
+                )

@@ -1,0 +1,318 @@
+"""Event-time windows: tumbling and sliding counts per group, with allowed lateness.
+
+Time is integer microseconds since the Unix epoch (UTC), as numpy ``int64``. Counts are kept
+in *panes*, short tumbling slices of ``pane`` length; a tumbling window is a run of whole panes
+aligned to the epoch, a sliding window is the last ``k`` panes before the watermark. Every
+window length must therefore be a multiple of the pane.
+
+The watermark (:attr:`EventTimeWindows.clock`) is the newest event time seen, advanced by
+processing time while the stream is idle (``now`` minus the processing time at which that
+newest event arrived), so an idle stream still closes its windows. A tumbling window
+``[s, e)`` closes once ``clock >= e + allowed_lateness``; an event whose tumbling window has
+already closed is *late*: it is counted and dropped. An event older than one already seen is
+*out of order*: it is counted and kept. Lateness is judged against the watermark at the start of
+each micro-batch (events of one batch are never late relative to each other).
+
+State is a JSON-able dict (:meth:`EventTimeWindows.state`), so a Kafka deployment can keep it
+in a table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from math import gcd
+from typing import Any
+
+import numpy as np
+
+from monitors._stats import IntArray
+
+__all__ = [
+    "CLASSES",
+    "ClosedWindow",
+    "EventTimeWindows",
+    "WindowCounts",
+    "from_us",
+    "to_us",
+]
+
+#: Sentiment classes in column order (negative, neutral, positive); index = sentiment + 1.
+CLASSES: tuple[int, int, int] = (-1, 0, 1)
+
+_US = 1_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(t: datetime | timedelta) -> int:
+    """Microseconds since the epoch (datetime, naive taken as UTC) or in a duration."""
+    if isinstance(t, timedelta):
+        return (t.days * 86_400 + t.seconds) * _US + t.microseconds
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    return to_us(t - _EPOCH)
+
+
+def from_us(us: int) -> datetime:
+    """The UTC datetime of a microsecond timestamp."""
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCounts:
+    """Counts of one window, per group (rows) and class (columns, :data:`CLASSES` order).
+
+    ``predicted[g, k]``: reviews of group ``g`` the model put in class ``k``;
+    ``true[g, k]``: labelled reviews (with a rating) of group ``g`` in true class ``k``.
+    """
+
+    predicted: IntArray
+    true: IntArray
+
+    @property
+    def total(self) -> int:
+        return int(self.predicted.sum())
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedWindow:
+    """A tumbling window that has closed, with its counts."""
+
+    start: datetime
+    end: datetime
+    counts: WindowCounts
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """What one micro-batch did to the windows."""
+
+    accepted: np.ndarray[Any, np.dtype[np.bool_]]
+    late: int
+    out_of_order: int
+    closed: list[ClosedWindow]
+
+
+class EventTimeWindows:
+    """Tumbling and sliding event-time windows of per-group class counts.
+
+    ``groups`` is the number of rows (e.g. the allowed categories plus ``other``); ``tumbling``
+    the evaluation window; ``sliding`` the lengths of the rolling views (each a multiple of
+    ``pane``); counts older than the longest window are discarded.
+    """
+
+    def __init__(
+        self,
+        *,
+        groups: int,
+        tumbling: timedelta,
+        sliding: Sequence[timedelta] = (),
+        pane: timedelta | None = None,
+        allowed_lateness: timedelta = timedelta(0),
+    ) -> None:
+        if groups < 1:
+            raise ValueError("groups must be >= 1")
+        pane = pane or _gcd_pane(tumbling, *sliding)
+        self._pane = to_us(pane)
+        self._tumbling = to_us(tumbling)
+        self._sliding = tuple(to_us(s) for s in sliding)
+        self._lateness = to_us(allowed_lateness)
+        if self._pane <= 0 or self._tumbling <= 0 or self._lateness < 0:
+            raise ValueError("pane and tumbling must be > 0, allowed_lateness >= 0")
+        for length in (self._tumbling, *self._sliding):
+            if length <= 0 or length % self._pane:
+                raise ValueError(f"window {from_us(length) - _EPOCH} is not a multiple of pane")
+        self._groups = groups
+        self._horizon = max(self._tumbling, *self._sliding) if self._sliding else self._tumbling
+        self.reset()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        self._panes: dict[int, tuple[IntArray, IntArray]] = {}
+        self._max_event: int | None = None
+        self._arrival_now: int | None = None
+        self._now: int | None = None
+        self._closed_until: int | None = None  # tumbling windows with index < this are closed
+        self.accepted_total = 0
+        self.late_total = 0
+        self.out_of_order_total = 0
+
+    @property
+    def clock(self) -> int | None:
+        """The watermark in microseconds (None before the first event)."""
+        if self._max_event is None or self._arrival_now is None or self._now is None:
+            return self._max_event
+        return self._max_event + max(0, self._now - self._arrival_now)
+
+    @property
+    def closed_until(self) -> int | None:
+        """Tumbling windows with an index below this have closed (None before any event)."""
+        return self._closed_until
+
+    @property
+    def tumbling_us(self) -> int:
+        return self._tumbling
+
+    @property
+    def sliding_us(self) -> tuple[int, ...]:
+        return self._sliding
+
+    def window_index(self, t_us: IntArray) -> IntArray:
+        """Index of the tumbling window of each timestamp."""
+        out: IntArray = np.floor_divide(t_us, self._tumbling)
+        return out
+
+    def is_late(self, t_us: IntArray) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        if self._closed_until is None:
+            return np.zeros(t_us.shape, dtype=bool)
+        late: np.ndarray[Any, np.dtype[np.bool_]] = self.window_index(t_us) < self._closed_until
+        return late
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def add(
+        self,
+        t_us: IntArray,
+        group: IntArray,
+        predicted: IntArray,
+        true: IntArray,
+        now_us: int,
+    ) -> AddResult:
+        """Add one micro-batch (arrays of equal length; ``predicted``/``true`` are class
+        indices 0..2, ``true`` -1 when unlabelled) and advance the watermark to ``now_us``.
+        Returns which events were accepted and the tumbling windows that closed."""
+        n = t_us.shape[0]
+        late_mask = self.is_late(t_us)
+        accepted = ~late_mask
+        ooo = 0
+        if n:
+            prior = self._max_event if self._max_event is not None else int(t_us[0])
+            running = np.maximum.accumulate(np.concatenate(([prior], t_us)))[:-1]
+            ooo = int(np.count_nonzero(t_us[accepted] < running[accepted]))
+        self._add_counts(t_us[accepted], group[accepted], predicted[accepted], true[accepted])
+        late = int(late_mask.sum())
+        self.accepted_total += int(accepted.sum())
+        self.late_total += late
+        self.out_of_order_total += ooo
+        if n and accepted.any():
+            newest = int(t_us[accepted].max())
+            if self._max_event is None or newest > self._max_event:
+                self._max_event = newest
+                self._arrival_now = now_us
+        self._now = now_us if self._now is None else max(self._now, now_us)
+        closed = self._close()
+        return AddResult(accepted, late, ooo, closed)
+
+    def _add_counts(self, t: IntArray, g: IntArray, p: IntArray, y: IntArray) -> None:
+        if not t.size:
+            return
+        panes = np.floor_divide(t, self._pane)
+        for pane in np.unique(panes):
+            sel = panes == pane
+            pred, true = self._pane_arrays(int(pane))
+            np.add.at(pred, (g[sel], p[sel]), 1)
+            lab = sel & (y >= 0)
+            if lab.any():
+                np.add.at(true, (g[lab], y[lab]), 1)
+
+    def _pane_arrays(self, pane: int) -> tuple[IntArray, IntArray]:
+        arrays = self._panes.get(pane)
+        if arrays is None:
+            arrays = (
+                np.zeros((self._groups, 3), dtype=np.int64),
+                np.zeros((self._groups, 3), dtype=np.int64),
+            )
+            self._panes[pane] = arrays
+        return arrays
+
+    def _close(self) -> list[ClosedWindow]:
+        clock = self.clock
+        if clock is None:
+            return []
+        until = (clock - self._lateness) // self._tumbling
+        start = self._closed_until
+        closed: list[ClosedWindow] = []
+        per_window = self._tumbling // self._pane
+        with_data = sorted({p // per_window for p in self._panes if p // per_window < until})
+        for k in with_data:
+            if start is not None and k < start:
+                continue
+            counts = self._sum_panes(k * per_window, (k + 1) * per_window)
+            closed.append(
+                ClosedWindow(from_us(k * self._tumbling), from_us((k + 1) * self._tumbling), counts)
+            )
+        self._closed_until = until if start is None else max(until, start)
+        # forget panes older than the longest window before the watermark
+        keep_from = (clock - self._horizon - self._lateness) // self._pane
+        for p in [p for p in self._panes if p < keep_from]:
+            del self._panes[p]
+        return closed
+
+    def _sum_panes(self, lo: int, hi: int) -> WindowCounts:
+        pred = np.zeros((self._groups, 3), dtype=np.int64)
+        true = np.zeros((self._groups, 3), dtype=np.int64)
+        for p, (a, b) in self._panes.items():
+            if lo <= p < hi:
+                pred += a
+                true += b
+        return WindowCounts(pred, true)
+
+    # -- views -----------------------------------------------------------------------------
+
+    def sliding(self, length_us: int) -> WindowCounts:
+        """Counts of the sliding window of ``length_us`` ending at the watermark's pane."""
+        clock = self.clock
+        if clock is None:
+            return self._sum_panes(0, 0)
+        hi = clock // self._pane + 1
+        return self._sum_panes(hi - length_us // self._pane, hi)
+
+    def open_window(self) -> tuple[datetime, datetime, WindowCounts] | None:
+        """The tumbling window that holds the watermark, with its counts so far."""
+        clock = self.clock
+        if clock is None:
+            return None
+        k = clock // self._tumbling
+        per = self._tumbling // self._pane
+        counts = self._sum_panes(k * per, (k + 1) * per)
+        return from_us(k * self._tumbling), from_us((k + 1) * self._tumbling), counts
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "panes": {
+                str(p): [a.tolist(), b.tolist()] for p, (a, b) in sorted(self._panes.items())
+            },
+            "max_event": self._max_event,
+            "arrival_now": self._arrival_now,
+            "now": self._now,
+            "closed_until": self._closed_until,
+            "accepted_total": self.accepted_total,
+            "late_total": self.late_total,
+            "out_of_order_total": self.out_of_order_total,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        self.reset()
+        for key, (a, b) in state["panes"].items():
+            self._panes[int(key)] = (
+                np.asarray(a, dtype=np.int64).reshape(self._groups, 3),
+                np.asarray(b, dtype=np.int64).reshape(self._groups, 3),
+            )
+        self._max_event = state["max_event"]
+        self._arrival_now = state["arrival_now"]
+        self._now = state["now"]
+        self._closed_until = state["closed_until"]
+        self.accepted_total = int(state["accepted_total"])
+        self.late_total = int(state["late_total"])
+        self.out_of_order_total = int(state["out_of_order_total"])
+
+
+def _gcd_pane(*lengths: timedelta) -> timedelta:
+    g = 0
+    for length in lengths:
+        g = gcd(g, to_us(length))
+    return timedelta(microseconds=g)
