@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -84,7 +85,8 @@ def run(
     def show_alert(alert: Alert) -> None:
         style = "bold red" if alert.status == "firing" else "green"
         console.print(
-            f"[{style}]ALERT {alert.status}[/] {alert.name} [{alert.category}] {alert.summary}"
+            f"[{style}]ALERT {alert.status}[/] "
+            + escape(f"{alert.name} [{alert.category}] {alert.summary}")
         )
 
     bar = Progress(

@@ -1,14 +1,40 @@
-"""The broker harness itself: produce and consume over a consumer group, survive a restart."""
+"""The broker harness itself, on a real Kafka broker: an idempotent producer and a consumer group
+move 1,000 records over four partitions exactly, and records survive a broker restart."""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+import asyncio
+import time
+from collections import Counter
 
-from tests.integration.conftest import create_topics
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from tests.integration.conftest import TopicFactory
 from tests.servers.kafka import KafkaBroker
 
+pytestmark = pytest.mark.integration
 
-async def consume(broker: KafkaBroker, topic: str, group: str, n: int) -> list[bytes]:
+
+async def produce(broker: KafkaBroker, topic: str, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=True
+    )
+    await producer.start()
+    try:
+        for i, value in enumerate(values):
+            await producer.send(topic, key=str(i % 13).encode(), value=value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def consume(
+    broker: KafkaBroker, topic: str, group: str, n: int, within_s: float = 60.0
+) -> tuple[list[bytes], dict[TopicPartition, int]]:
+    """Read ``n`` records in consumer group ``group``, commit, and return them with the
+    committed offsets."""
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=broker.bootstrap,
@@ -19,44 +45,45 @@ async def consume(broker: KafkaBroker, topic: str, group: str, n: int) -> list[b
     await consumer.start()
     got: list[bytes] = []
     try:
+        deadline = time.monotonic() + within_s
         while len(got) < n:
-            batch = await consumer.getmany(timeout_ms=10_000)
-            assert batch, f"no records after {len(got)}"
+            assert time.monotonic() < deadline, f"{len(got)} of {n} records in {within_s} s"
+            batch = await consumer.getmany(timeout_ms=1000)
             got += [m.value for msgs in batch.values() for m in msgs if m.value is not None]
         await consumer.commit()
+        committed = {tp: await consumer.committed(tp) for tp in consumer.assignment()}
     finally:
         await consumer.stop()
-    return got
+    return got, {tp: off for tp, off in committed.items() if off is not None}
 
 
-async def test_produce_and_consume_on_four_partitions(
-    kafka_broker: KafkaBroker, unique_group: str
+async def test_a_consumer_group_reads_back_1000_records_from_four_partitions_exactly(
+    kafka_broker: KafkaBroker, kafka_topic: TopicFactory, unique_group: str
 ) -> None:
-    topic = f"{unique_group}.smoke"
-    await create_topics(kafka_broker.bootstrap, [topic], partitions=4)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=kafka_broker.bootstrap, acks="all", enable_idempotence=True
-    )
-    await producer.start()
-    try:
-        for i in range(1000):
-            await producer.send(topic, key=str(i % 13).encode(), value=str(i).encode())
-        await producer.flush()
-    finally:
-        await producer.stop()
-    got = await consume(kafka_broker, topic, unique_group, 1000)
-    assert sorted(int(v) for v in got) == list(range(1000))
+    topic = await kafka_topic("smoke", partitions=4)
+    sent = [f"record-{i}".encode() for i in range(1000)]
+    await produce(kafka_broker, topic, sent)
+
+    got, committed = await consume(kafka_broker, topic, unique_group, len(sent))
+
+    assert Counter(got) == Counter(sent)
+    assert {tp.partition for tp in committed} == {0, 1, 2, 3}
+    assert sum(committed.values()) == len(sent)
+    # Every partition got a share of the 13 keys.
+    assert all(off > 0 for off in committed.values())
 
 
-async def test_records_survive_a_broker_restart(
-    kafka_broker: KafkaBroker, unique_group: str
+async def test_a_record_produced_before_a_restart_is_consumed_after_it(
+    kafka_broker: KafkaBroker, kafka_topic: TopicFactory, unique_group: str
 ) -> None:
-    topic = f"{unique_group}.restart"
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
-    await producer.start()
-    try:
-        await producer.send_and_wait(topic, b"before")
-    finally:
-        await producer.stop()
-    kafka_broker.restart()
-    assert await consume(kafka_broker, topic, unique_group, 1) == [b"before"]
+    topic = await kafka_topic("restart", partitions=1)
+    await produce(kafka_broker, topic, [b"before"])
+    bootstrap = kafka_broker.bootstrap
+
+    await asyncio.to_thread(kafka_broker.restart, 0.5)
+
+    assert kafka_broker.bootstrap == bootstrap
+    await produce(kafka_broker, topic, [b"after"])
+    got, committed = await consume(kafka_broker, topic, unique_group, 2)
+    assert got == [b"before", b"after"]
+    assert committed == {TopicPartition(topic, 0): 2}

@@ -89,6 +89,7 @@ class Workers:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(10)
 
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in self.root.glob("*.log"))
