@@ -32,8 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from stream.producer import KafkaReviewProducer, publish
 from stream.synthetic import generate
-from tests.integration.conftest import create_topics
-from tests.servers.kafka import KafkaBroker, kafka_jars
+from tests.servers.kafka import KafkaBroker, create_topics, kafka_jars
 from tests.servers.ports import free_port
 
 PARTITIONS = 4
