@@ -2,26 +2,82 @@
 
 Layout under the lake root::
 
-    reviews/dt=YYYY-MM-DD/product_category=<quoted>/part-<source>-<stream>-<partition>-<offset>.parquet
+    reviews/dt=YYYY-MM-DD/product_category=<quoted>/part-<source>-<stream>-<partition>-<first>-<last>.parquet
     dlq/dt=YYYY-MM-DD/reason=<code>/part-...parquet
     alerts/dt=YYYY-MM-DD/part-...parquet
 
-File names derive from the source position of the first record of that source partition in
-the batch, so replaying a batch after a crash overwrites its own file instead of adding a
-duplicate. Partition values are URI-quoted (``Fine gauge`` -> ``Fine%20gauge``), the encoding
-pyarrow and Athena's Hive partitions read back.
+Partition values are URI-quoted (``Fine gauge`` -> ``Fine%20gauge``), the encoding pyarrow and
+DuckDB decode and the Glue partitions map back (awswrangler's ``dataset=True`` reads take the
+value from the path undecoded; the column inside each file is always plain). The local and the
+S3 lake share this encoder and layout; only the :class:`LakeWriter` differs.
+
+File names
+----------
+A file holds the rows of one directory from one source partition (Kafka partition, Kinesis
+shard, replay); its name is that partition and the first and last offsets of its rows
+(``first`` and ``last``, zero-padded to 20 digits). Older files named by ``first`` alone still
+parse (as files whose rows all precede any later commit).
+
+Buffering
+---------
+:class:`LakeSink` buffers rows per directory and writes a directory's buffer when it reaches
+``max_rows`` rows, ``max_bytes`` bytes (Arrow size in memory) or ``max_age_s`` seconds since
+its first row, when all buffers together exceed ``max_total_bytes`` (the largest go first),
+and on ``flush()`` / ``close()``. A directory's writes happen one after the other, so for every
+(directory, source partition) what is stored is always a prefix of that directory's rows from
+that partition: every such row up to the stored files' largest ``last`` offset and none after.
+:meth:`LakeSink.durable_seq` is the batch before the oldest row still buffered (or being
+written), so the core commits a source position only once every row up to it is stored. The
+core calls ``flush()`` whenever the stream has been idle for a second, so that an idle stream
+gets committed: a trickle with gaps longer than that still makes one file per directory per gap.
+
+Replay without duplicates
+-------------------------
+After a crash the source resumes each partition at its committed offset ``C`` and calls
+:meth:`LakeSink.rewind` with it (the Kafka source does so on the first record of a partition
+it is handed). What the lake may hold of that partition then falls in three groups:
+
+* files whose ``first`` >= ``C``: only uncommitted rows, all about to come again. They are
+  deleted (``leftovers``), so the replay writes them afresh, cut as it likes.
+* files with ``first`` < ``C`` <= ``last`` ("straddlers"): a directory flushed rows of batches
+  beyond ``C`` while another directory still buffered an older batch, which held the commit
+  back. Their rows below ``C`` are committed and must stay; their rows from ``C`` on come
+  again. By the prefix property every row of that directory and partition up to the
+  straddler's ``last`` is stored, so the sink remembers ``last`` as the directory's high-water
+  mark and drops replayed rows at or below it; rows above it go into new files, whose
+  ``first`` is above it. No row is stored twice, none is lost.
+* files with ``last`` < ``C``: committed, untouched.
+
+Cutting files at offsets fixed in advance (so a replay would rewrite identical files) does not
+work with age limits and idle flushes: where a buffer is cut depends on timing, and so would
+the replay's. Hence names that state the range, and a rewind that reads them.
+
+Within one process the same high-water marks make writing a batch twice harmless (its rows
+are already buffered or stored). A rewind in a running process (a rebalance hands a partition
+back) keeps what this process wrote or buffered of that partition, and skips it on replay:
+the core may already have committed, or be about to commit, the batches those rows came from,
+so dropping them could lose them. It drops only buffered rows below ``C`` (whoever committed
+``C`` stored them) and deletes leftovers only in directories where this process holds no row
+of that partition. (Should another worker have written the same partition there meanwhile, the
+result is a duplicate, never a loss.)
+
+Dead letters are partitioned by the day they were received, so a replay crossing midnight
+files a re-received dead letter under the next day; alerts depend on the monitors' state and
+are not rewound. Both are noted limits of the exactly-once promise, which covers ``reviews``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import os
 import tempfile
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
@@ -41,15 +97,35 @@ from stream.events import (
 )
 
 __all__ = [
+    "TABLES",
+    "BufferLimits",
     "LakeFile",
+    "LakeListener",
+    "LakePart",
     "LakeSink",
     "LakeWriter",
     "LocalLakeWriter",
     "encode_alerts",
+    "encode_batch",
     "encode_dead_letters",
     "encode_scored",
+    "leftovers",
+    "merge_parts",
+    "parse_file_name",
+    "parse_file_range",
     "to_parquet_bytes",
 ]
+
+SourceKey = tuple[str, str, str]
+
+#: The lake's tables: name -> (top directory, schema, Hive partition columns).
+TABLES: dict[str, tuple[str, pa.Schema, tuple[str, ...]]] = {
+    "reviews": ("reviews", SCORED_SCHEMA, ("dt", "product_category")),
+    "dead_letters": ("dlq", DEAD_LETTER_SCHEMA, ("dt", "reason")),
+    "alerts": ("alerts", ALERT_SCHEMA, ("dt",)),
+}
+
+_REWOUND_TABLES = ("reviews", "dlq")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +134,18 @@ class LakeFile:
 
     path: str
     table: pa.Table
+
+
+@dataclass(frozen=True, slots=True)
+class LakePart:
+    """Rows bound for one lake directory from one source partition, offsets first..last."""
+
+    directory: str
+    key: SourceKey
+    first: int
+    last: int
+    table: pa.Table
+    nbytes: int = 0  #: Arrow bytes of the rows (estimated for slices of a larger table)
 
 
 class LakeWriter(Protocol):
@@ -71,24 +159,48 @@ class LakeWriter(Protocol):
     async def delete_files(self, paths: Sequence[str]) -> None: ...
 
 
-def parse_file_name(name: str) -> tuple[tuple[str, str, str], int] | None:
-    """The (source, stream, partition) key and first offset a lake file name encodes."""
+class LakeListener(Protocol):
+    """Told about each file once it is stored (the Glue catalog adds its partition)."""
+
+    async def file_written(self, path: str) -> None: ...
+
+
+# -- names -------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _quote(value: str) -> str:
+    return quote(value, safe="")
+
+
+def file_name(key: SourceKey, first: int, last: int) -> str:
+    """``part-<source>-<stream>-<partition>-<first>-<last>.parquet`` (parts URI-quoted)."""
+    parts = "-".join(_quote(p).replace("-", "%2D") for p in key)
+    return f"part-{parts}-{first:020d}-{last:020d}.parquet"
+
+
+def parse_file_range(name: str) -> tuple[SourceKey, int, int | None] | None:
+    """The source partition, first and last offsets a lake file name encodes (``last`` is
+    None for the older names that carry only ``first``)."""
     if not (name.startswith("part-") and name.endswith(".parquet")):
         return None
     parts = name[len("part-") : -len(".parquet")].split("-")
-    if len(parts) != 4 or not parts[3].isdigit():
+    if len(parts) not in (4, 5) or not all(p.isdigit() for p in parts[3:]):
         return None
     source, stream, partition = (unquote(p) for p in parts[:3])
-    return (source, stream, partition), int(parts[3])
+    last = int(parts[4]) if len(parts) == 5 else None
+    return (source, stream, partition), int(parts[3]), last
 
 
-def leftovers(paths: Iterable[str], key: tuple[str, str, str], from_offset: int) -> list[str]:
-    """Files of source partition ``key`` that start at or after ``from_offset``.
+def parse_file_name(name: str) -> tuple[SourceKey, int] | None:
+    """The (source, stream, partition) key and first offset a lake file name encodes."""
+    parsed = parse_file_range(name)
+    return None if parsed is None else (parsed[0], parsed[1])
 
-    When a source rewinds a partition to its committed offset (restart, rebalance), files
-    starting there or later hold only uncommitted records that will be written again; the
-    sink deletes them first, so a replay with different batch boundaries leaves no duplicate.
-    """
+
+def leftovers(paths: Iterable[str], key: SourceKey, from_offset: int) -> list[str]:
+    """Files of source partition ``key`` that start at or after ``from_offset``: they hold
+    only records after the committed position, which the source is about to deliver again."""
     out = []
     for path in paths:
         parsed = parse_file_name(path.rsplit("/", 1)[-1])
@@ -97,36 +209,52 @@ def leftovers(paths: Iterable[str], key: tuple[str, str, str], from_offset: int)
     return out
 
 
-def _quote(value: str) -> str:
-    return quote(value, safe="")
+def _high_water(paths: Iterable[str], key: SourceKey, before: int) -> dict[str, int]:
+    """Per directory, the largest ``last`` offset of ``key``'s files starting before
+    ``before`` (what survives a rewind to ``before``)."""
+    out: dict[str, int] = {}
+    for path in paths:
+        directory, _, name = path.rpartition("/")
+        parsed = parse_file_range(name)
+        if parsed is None or parsed[0] != key or parsed[1] >= before:
+            continue
+        last = parsed[1] if parsed[2] is None else parsed[2]
+        out[directory] = max(out.get(directory, last), last)
+    return out
 
 
-def _file_name(first: SourcePosition) -> str:
-    parts = (first.source, first.stream, first.partition)
-    return "part-" + "-".join(_quote(p).replace("-", "%2D") for p in parts) + (
-        f"-{first.offset:020d}.parquet"
-    )
+# -- the encoder -------------------------------------------------------------------------------
 
 
-def _group_by_source(
-    items: Iterable[tuple[str, SourcePosition, int]],
-) -> dict[tuple[str, tuple[str, str, str]], list[int]]:
-    """Group row indexes by (directory, source partition); each group becomes one file."""
-    groups: dict[tuple[str, tuple[str, str, str]], list[int]] = defaultdict(list)
-    for directory, position, index in items:
-        groups[(directory, position.key)].append(index)
-    return groups
+def _group(
+    cols: dict[str, list[Any]],
+    keyed: list[tuple[str, SourcePosition]],
+    schema: pa.Schema,
+) -> list[LakePart]:
+    """One part per (directory, source partition), rows in arrival order."""
+    groups: dict[tuple[str, SourceKey], list[int]] = defaultdict(list)
+    for i, (directory, position) in enumerate(keyed):
+        groups[(directory, position.key)].append(i)
+    whole = pa.table(cols, schema=schema)
+    if len(groups) > 1:  # one take puts each group's rows together; then zero-copy slices
+        whole = whole.take([i for rows in groups.values() for i in rows])
+    per_row = whole.nbytes / max(1, whole.num_rows)
+    out: list[LakePart] = []
+    start = 0
+    for (directory, key), rows in groups.items():
+        offsets = [keyed[i][1].offset for i in rows]
+        table = whole.slice(start, len(rows)) if len(groups) > 1 else whole
+        start += len(rows)
+        size = round(per_row * len(rows))
+        out.append(LakePart(directory, key, min(offsets), max(offsets), table, size))
+    return out
 
 
-def _take(columns: dict[str, list[Any]], rows: list[int]) -> dict[str, list[Any]]:
-    return {name: [values[i] for i in rows] for name, values in columns.items()}
-
-
-def encode_scored(scored: Sequence[ScoredReview]) -> list[LakeFile]:
-    """Scored reviews -> one Parquet table per (dt, product_category, source partition)."""
+def scored_parts(scored: Sequence[ScoredReview]) -> list[LakePart]:
+    """Scored reviews -> one part per (dt, product_category, source partition)."""
     cols: dict[str, list[Any]] = {name: [] for name in SCORED_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition, int]] = []
-    for i, s in enumerate(scored):
+    keyed: list[tuple[str, SourcePosition]] = []
+    for s in scored:
         ev, pos = s.event, s.position
         dt = ev.event_time.date().isoformat()
         cols["review_id"].append(ev.review_id)
@@ -152,16 +280,15 @@ def encode_scored(scored: Sequence[ScoredReview]) -> list[LakeFile]:
         cols["source_partition"].append(pos.partition)
         cols["source_offset"].append(str(pos.offset))
         cols["dt"].append(dt)
-        directory = f"reviews/dt={dt}/product_category={_quote(ev.product_category)}"
-        keyed.append((directory, pos, i))
-    return _files(cols, keyed, SCORED_SCHEMA, lambda i: scored[i].position)
+        keyed.append((f"reviews/dt={dt}/product_category={_quote(ev.product_category)}", pos))
+    return _group(cols, keyed, SCORED_SCHEMA)
 
 
-def encode_dead_letters(dead: Sequence[DeadLetter]) -> list[LakeFile]:
-    """Dead letters -> one table per (dt, reason, source partition), raw bytes kept."""
+def dead_letter_parts(dead: Sequence[DeadLetter]) -> list[LakePart]:
+    """Dead letters -> one part per (dt, reason, source partition), raw bytes kept."""
     cols: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition, int]] = []
-    for i, d in enumerate(dead):
+    keyed: list[tuple[str, SourcePosition]] = []
+    for d in dead:
         dt = d.received_at.date().isoformat()
         cols["reason"].append(d.reason.value)
         cols["detail"].append(d.detail)
@@ -172,15 +299,15 @@ def encode_dead_letters(dead: Sequence[DeadLetter]) -> list[LakeFile]:
         cols["source_partition"].append(d.position.partition)
         cols["source_offset"].append(str(d.position.offset))
         cols["dt"].append(dt)
-        keyed.append((f"dlq/dt={dt}/reason={d.reason.value}", d.position, i))
-    return _files(cols, keyed, DEAD_LETTER_SCHEMA, lambda i: dead[i].position)
+        keyed.append((f"dlq/dt={dt}/reason={d.reason.value}", d.position))
+    return _group(cols, keyed, DEAD_LETTER_SCHEMA)
 
 
-def encode_alerts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakeFile]:
-    """Alerts raised by one batch -> one table per dt, named after the batch's position."""
+def alert_parts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakePart]:
+    """Alerts raised by one batch -> one part per dt, at the batch's first position."""
     cols: dict[str, list[Any]] = {name: [] for name in ALERT_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition, int]] = []
-    for i, a in enumerate(alerts):
+    keyed: list[tuple[str, SourcePosition]] = []
+    for a in alerts:
         dt = a.raised_at.date().isoformat()
         for name in ("alert_id", "name", "status", "category", "summary"):
             cols[name].append(getattr(a, name))
@@ -189,22 +316,46 @@ def encode_alerts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakeFi
         cols["severity"].append(a.severity.value)
         cols["evidence_json"].append(json.dumps(a.evidence, sort_keys=True, default=str))
         cols["dt"].append(dt)
-        keyed.append((f"alerts/dt={dt}", first, i))
-    return _files(cols, keyed, ALERT_SCHEMA, lambda _i: first)
+        keyed.append((f"alerts/dt={dt}", first))
+    return _group(cols, keyed, ALERT_SCHEMA)
 
 
-def _files(
-    cols: dict[str, list[Any]],
-    keyed: list[tuple[str, SourcePosition, int]],
-    schema: pa.Schema,
-    position_of: Callable[[int], SourcePosition],
-) -> list[LakeFile]:
-    out: list[LakeFile] = []
-    for (directory, _key), rows in _group_by_source(keyed).items():
-        first = min((position_of(i) for i in rows), key=lambda p: p.offset)
-        table = pa.table(_take(cols, rows), schema=schema)
-        out.append(LakeFile(f"{directory}/{_file_name(first)}", table))
-    return out
+def encode_batch(batch: Batch) -> list[LakePart]:
+    """Every part of a batch: scored reviews, dead letters and (when it has a position)
+    the alerts it raised."""
+    parts = scored_parts(batch.scored) + dead_letter_parts(batch.dead)
+    first = batch.first_position
+    if batch.alerts and first is not None:
+        parts += alert_parts(batch.alerts, first)
+    return parts
+
+
+def merge_parts(parts: Sequence[LakePart]) -> LakeFile:
+    """Parts of one directory and source partition -> one file named by their range."""
+    if not parts:
+        raise ValueError("merge_parts needs at least one part")
+    directory, key = parts[0].directory, parts[0].key
+    if any(p.directory != directory or p.key != key for p in parts):
+        raise ValueError("parts of one file must share directory and source partition")
+    table = parts[0].table if len(parts) == 1 else pa.concat_tables([p.table for p in parts])
+    first = min(p.first for p in parts)
+    last = max(p.last for p in parts)
+    return LakeFile(f"{directory}/{file_name(key, first, last)}", table)
+
+
+def encode_scored(scored: Sequence[ScoredReview]) -> list[LakeFile]:
+    """Scored reviews -> one Parquet table per (dt, product_category, source partition)."""
+    return [merge_parts([p]) for p in scored_parts(scored)]
+
+
+def encode_dead_letters(dead: Sequence[DeadLetter]) -> list[LakeFile]:
+    """Dead letters -> one table per (dt, reason, source partition), raw bytes kept."""
+    return [merge_parts([p]) for p in dead_letter_parts(dead)]
+
+
+def encode_alerts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakeFile]:
+    """Alerts raised by one batch -> one table per dt, named after the batch's position."""
+    return [merge_parts([p]) for p in alert_parts(alerts, first)]
 
 
 def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
@@ -212,6 +363,22 @@ def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     buf = io.BytesIO()
     pq.write_table(table, buf, compression=compression)
     return buf.getvalue()
+
+
+def _after(part: LakePart, mark: int) -> LakePart | None:
+    """The rows of ``part`` with offsets above ``mark`` (None when there are none)."""
+    if part.first > mark:
+        return part
+    if part.last <= mark:
+        return None
+    offsets = [int(o) for o in part.table.column("source_offset").to_pylist()]
+    keep = [o > mark for o in offsets]
+    kept = [o for o in offsets if o > mark]
+    size = part.nbytes * len(kept) // max(1, len(offsets))
+    return LakePart(part.directory, part.key, min(kept), max(kept), part.table.filter(keep), size)
+
+
+# -- writers -----------------------------------------------------------------------------------
 
 
 class LocalLakeWriter:
@@ -258,49 +425,252 @@ class LocalLakeWriter:
             raise
 
 
+# -- the sink ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BufferLimits:
+    """When a directory's buffer is written: ``max_rows`` rows, ``max_bytes`` (Arrow bytes in
+    memory) or ``max_age_s`` seconds after its first row; ``max_total_bytes`` bounds all
+    buffers together (the largest are written first). ``max_concurrent_puts`` bounds how many
+    directories are written at once."""
+
+    max_rows: int = 50_000
+    max_bytes: int = 64 * 2**20
+    max_age_s: float = 60.0
+    max_total_bytes: int = 256 * 2**20
+    max_concurrent_puts: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("max_rows", "max_bytes", "max_age_s", "max_total_bytes"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.max_concurrent_puts < 1:
+            raise ValueError("max_concurrent_puts must be at least 1")
+
+
+@dataclass(slots=True)
+class _Buffer:
+    opened: float
+    entries: list[tuple[int, LakePart]] = field(default_factory=list)  # (batch seq, part)
+    rows: int = 0
+    nbytes: int = 0
+
+    def add(self, seq: int, part: LakePart) -> None:
+        self.entries.append((seq, part))
+        self.rows += part.table.num_rows
+        self.nbytes += part.nbytes
+
+    @property
+    def first_seq(self) -> int:
+        return min(seq for seq, _ in self.entries)
+
+    def drop_below(self, key: SourceKey, offset: int) -> None:
+        """Forget ``key``'s rows below ``offset``."""
+        entries, self.entries, self.rows, self.nbytes = self.entries, [], 0, 0
+        for seq, part in entries:
+            if part.key == key and "source_offset" in part.table.column_names:
+                kept = _keep_from(part, offset)
+                if kept is not None:
+                    self.add(seq, kept)
+            else:
+                self.add(seq, part)
+
+
+def _keep_from(part: LakePart, offset: int) -> LakePart | None:
+    return _after(part, offset - 1)
+
+
 class LakeSink:
-    """The pipeline's lake output: encode a batch (in a worker thread), then put each file.
+    """The pipeline's lake output: encode each batch (in a worker thread) into per-directory
+    buffers, write a buffer when it is full or old, and report what is durable.
 
     The writer decides where bytes go (local directory, S3); encoding is the same for all.
+    ``listeners`` hear of each stored file (the Glue catalog registers its partition).
     """
 
-    def __init__(self, writer: LakeWriter, *, compression: str = "zstd") -> None:
+    def __init__(
+        self,
+        writer: LakeWriter,
+        *,
+        compression: str = "zstd",
+        limits: BufferLimits | None = None,
+        listeners: Sequence[LakeListener] = (),
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._writer = writer
         self._compression = compression
+        self._limits = limits or BufferLimits()
+        self._listeners = tuple(listeners)
+        self._clock = clock
+        self._buffers: dict[str, _Buffer] = {}
+        self._writing: list[int] = []  # first seqs of buffers being written
+        self._high: dict[tuple[str, SourceKey], int] = {}  # stored or buffered, per dir+key
+        self._mine: set[tuple[str, SourceKey]] = set()  # where this process buffered rows
+        self._accepted = -1
+        self._lock = asyncio.Lock()
+        self._closed = False
         self.files_written = 0
         self.bytes_written = 0
-        self._durable = -1
+        self.rows_written = 0
 
-    async def write(self, batch: Batch) -> None:
-        encoded = await asyncio.to_thread(self._encode, batch)
-        for path, data in encoded:
-            await self._writer.put(path, data)
-            self.files_written += 1
-            self.bytes_written += len(data)
-        self._durable = batch.seq
+    @property
+    def writer(self) -> LakeWriter:
+        return self._writer
+
+    @property
+    def buffered_rows(self) -> int:
+        return sum(b.rows for b in self._buffers.values())
+
+    @property
+    def buffered_bytes(self) -> int:
+        return sum(b.nbytes for b in self._buffers.values())
 
     def durable_seq(self) -> int:
-        return self._durable
+        pending = [b.first_seq for b in self._buffers.values()] + self._writing
+        if pending:
+            return max(-1, min(pending) - 1)
+        return self._accepted
 
-    async def rewind(self, position: SourcePosition) -> int:
-        """The source restarts ``position``'s partition at ``position.offset``: delete files
-        of that partition starting there or later (uncommitted leftovers). Returns how many."""
-        found: list[str] = []
-        for prefix in ("reviews", "dlq"):
-            found += leftovers(await self._writer.list_files(prefix), position.key, position.offset)
-        if found:
-            await self._writer.delete_files(found)
-        return len(found)
+    async def write(self, batch: Batch) -> None:
+        parts = await asyncio.to_thread(encode_batch, batch)
+        async with self._lock:
+            now = self._clock()
+            for part in parts:
+                slot = (part.directory, part.key)
+                mark = self._high.get(slot)
+                fresh = part if mark is None else _after(part, mark)
+                if fresh is None:
+                    continue  # a replayed batch: these rows are already buffered or stored
+                buffer = self._buffers.get(part.directory)
+                if buffer is None:
+                    buffer = self._buffers[part.directory] = _Buffer(opened=now)
+                buffer.add(batch.seq, fresh)
+                self._mine.add(slot)
+                self._high[slot] = max(fresh.last, mark if mark is not None else fresh.last)
+            self._accepted = max(self._accepted, batch.seq)
+            await self._write_due(now)
 
-    def _encode(self, batch: Batch) -> list[tuple[str, bytes]]:
-        files = encode_scored(batch.scored) + encode_dead_letters(batch.dead)
-        first = batch.first_position
-        if batch.alerts and first is not None:
-            files += encode_alerts(batch.alerts, first)
-        return [(f.path, to_parquet_bytes(f.table, self._compression)) for f in files]
+    async def _write_due(self, now: float) -> None:
+        lim = self._limits
+        due = [
+            d
+            for d, b in self._buffers.items()
+            if b.rows >= lim.max_rows
+            or b.nbytes >= lim.max_bytes
+            or now - b.opened >= lim.max_age_s
+        ]
+        total = self.buffered_bytes - sum(self._buffers[d].nbytes for d in due)
+        if total > lim.max_total_bytes:
+            rest = sorted(
+                (d for d in self._buffers if d not in due),
+                key=lambda d: self._buffers[d].nbytes,
+                reverse=True,
+            )
+            for d in rest:
+                if total <= lim.max_total_bytes:
+                    break
+                due.append(d)
+                total -= self._buffers[d].nbytes
+        await self._write_buffers(due)
+
+    async def _write_buffers(self, directories: Sequence[str]) -> None:
+        """Write these directories' buffers, a few at a time; on failure the rows go back."""
+        if not directories:
+            return
+        gate = asyncio.Semaphore(self._limits.max_concurrent_puts)
+        taken = [(d, self._buffers.pop(d)) for d in directories]
+        seqs = [b.first_seq for _, b in taken]
+        self._writing.extend(seqs)
+
+        async def one(directory: str, buffer: _Buffer) -> None:
+            async with gate:
+                await self._write_buffer(directory, buffer)
+
+        try:
+            results = await asyncio.gather(*(one(d, b) for d, b in taken), return_exceptions=True)
+        finally:
+            for seq in seqs:
+                self._writing.remove(seq)
+        failed = [(d, b) for (d, b), r in zip(taken, results, strict=True) if r is not None]
+        for directory, buffer in failed:
+            self._restore(directory, buffer)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+
+    def _restore(self, directory: str, buffer: _Buffer) -> None:
+        """Put back the parts of a buffer whose write failed (before any newer rows)."""
+        if not buffer.entries:
+            return
+        newer = self._buffers.pop(directory, None)
+        if newer is not None:
+            for seq, part in newer.entries:
+                buffer.add(seq, part)
+        self._buffers[directory] = buffer
+
+    async def _write_buffer(self, directory: str, buffer: _Buffer) -> None:
+        by_key: dict[SourceKey, list[LakePart]] = defaultdict(list)
+        for _seq, part in buffer.entries:
+            by_key[part.key].append(part)
+        done: list[SourceKey] = []
+        try:
+            for key, parts in by_key.items():
+                path, data, rows = await asyncio.to_thread(self._encode, parts)
+                await self._writer.put(path, data)
+                done.append(key)
+                self.files_written += 1
+                self.bytes_written += len(data)
+                self.rows_written += rows
+                for listener in self._listeners:
+                    await listener.file_written(path)
+        except BaseException:
+            # Keep only what was not stored; a retry writes the same files again.
+            buffer.entries = [(s, p) for s, p in buffer.entries if p.key not in done]
+            raise
+
+    def _encode(self, parts: list[LakePart]) -> tuple[str, bytes, int]:
+        merged = merge_parts(parts)
+        return merged.path, to_parquet_bytes(merged.table, self._compression), merged.table.num_rows
 
     async def flush(self) -> None:
-        """Every write is already durable when it returns: nothing is buffered."""
+        """Write every buffer now."""
+        async with self._lock:
+            await self._write_buffers(list(self._buffers))
 
     async def close(self) -> None:
-        """Nothing to release; safe to call any number of times."""
+        """Write what is buffered; safe to call any number of times."""
+        if self._closed:
+            return
+        await self.flush()
+        self._closed = True
+
+    async def rewind(self, position: SourcePosition) -> int:
+        """The source restarts ``position``'s partition at ``position.offset`` (the first
+        record it delivers again). Deletes that partition's uncommitted leftovers (outside the
+        directories where this process holds rows of it) and remembers what stays, so the
+        replay adds no duplicate (see the module docstring). Returns how many files were
+        deleted."""
+        key, offset = position.key, position.offset
+        async with self._lock:
+            for buffer in self._buffers.values():
+                buffer.drop_below(key, offset)
+            for directory in [d for d, b in self._buffers.items() if not b.entries]:
+                del self._buffers[directory]
+            paths: list[str] = []
+            for prefix in _REWOUND_TABLES:
+                paths += await self._writer.list_files(prefix)
+            found = [
+                p
+                for p in leftovers(paths, key, offset)
+                if (p.rpartition("/")[0], key) not in self._mine
+            ]
+            if found:
+                await self._writer.delete_files(found)
+            gone = set(found)
+            for directory, last in _high_water(
+                (p for p in paths if p not in gone), key, offset
+            ).items():
+                slot = (directory, key)
+                self._high[slot] = max(last, self._high.get(slot, last))
+            return len(found)

@@ -34,6 +34,10 @@ def _mount_subcommands() -> None:
     app.add_typer(model_app, name="model", help="Train and package the sentiment model.")
     app.add_typer(endpoint_app, name="endpoint", help="Serve (or deploy) the model endpoint.")
 
+    from stream.lake_cli import lake_app
+
+    app.add_typer(lake_app, name="lake", help="Query the data lake with SQL.")
+
 
 _mount_subcommands()
 
@@ -73,14 +77,15 @@ def run(
     ] = 0.0,
 ) -> None:
     """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
-    from sinks import JsonlAlertSink, LakeSink, LocalLakeWriter
+    from sinks import JsonlAlertSink
     from stream.app import run_pipeline
+    from stream.lake_factory import build_lake_sink
     from stream.sources import ReplaySource
 
     settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes)
     source = ReplaySource(records, name=name, rate=rate)
-    lake_sink = LakeSink(LocalLakeWriter(Path(settings.lake_path)))
+    lake_sink = build_lake_sink(settings)
 
     def show_alert(alert: Alert) -> None:
         style = "bold red" if alert.status == "firing" else "green"

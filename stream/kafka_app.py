@@ -25,9 +25,9 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaProducer
 
-from sinks.lake import LakeSink, LocalLakeWriter
 from sinks.topics import KafkaTopicsSink
 from stream.events import Alert, Batch, ScoredReview
+from stream.lake_factory import build_lake_sink
 from stream.metrics import PipelineMetrics
 from stream.pipeline import Scorer
 from stream.producer import kafka_client_options
@@ -160,7 +160,7 @@ def create_app(
         topics = KafkaTopicsSink(
             out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
         )
-        lake = LakeSink(LocalLakeWriter(Path(settings.lake_path)))
+        lake = build_lake_sink(settings)
         sinks = [
             TimedSink(lake, "lake", metrics),
             TimedSink(topics, "topics", metrics),

@@ -9,7 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -17,6 +17,7 @@ __all__ = [
     "BatchSettings",
     "EndpointSettings",
     "KafkaSettings",
+    "LakeSettings",
     "MonitorSettings",
     "Settings",
 ]
@@ -99,6 +100,38 @@ class MonitorSettings(BaseModel):
         return timedelta(minutes=self.allowed_lateness_minutes)
 
 
+class LakeSettings(BaseModel):
+    """The data lake (``lake_path`` says where: a directory or ``s3://bucket/prefix``)."""
+
+    s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible server (SeaweedFS, MinIO); default: AWS."
+    )
+    region: str = "us-east-1"
+    profile: str | None = Field(None, description="AWS profile; default: the usual chain.")
+    sse: Literal["none", "AES256", "aws:kms"] = Field(
+        "none", description="Server-side encryption of lake objects: SSE-S3 or SSE-KMS."
+    )
+    kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms.")
+    compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
+    buffer_max_rows: int = Field(50_000, ge=1, description="Write a partition's file at this.")
+    buffer_max_bytes: int = Field(64 * 2**20, ge=1, description="... or this many bytes.")
+    buffer_max_age_s: float = Field(60.0, gt=0, description="... or when this old.")
+    buffer_max_total_bytes: int = Field(256 * 2**20, ge=1, description="All buffers together.")
+    max_concurrent_puts: int = Field(4, ge=1)
+    retry_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between retries.")
+    glue_database: str | None = Field(None, description="Register the S3 lake in this database.")
+    glue_endpoint_url: str | None = None
+    athena_workgroup: str = "primary"
+    athena_output: str | None = Field(None, description="s3:// location for Athena results.")
+    athena_endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _kms_key_needs_kms(self) -> LakeSettings:
+        if self.kms_key_id is not None and self.sse != "aws:kms":
+            raise ValueError("lake.kms_key_id is only used with lake.sse=aws:kms")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the monitor can be told. Every field can be set as ``SENTIMENT_<NAME>``."""
 
@@ -116,3 +149,4 @@ class Settings(BaseSettings):
     endpoint: EndpointSettings = EndpointSettings()
     kafka: KafkaSettings = KafkaSettings()
     monitor: MonitorSettings = MonitorSettings()
+    lake: LakeSettings = LakeSettings()

@@ -49,6 +49,8 @@ class FaustSource:
                 # resumed at the committed offset. Anything stored from there on is an
                 # uncommitted leftover that is about to be written again.
                 self.rewinds += 1
+                # Events of the old assignment will not be acknowledged: they come again.
+                self._pending[pos.key] = deque()
                 if self._on_rewind is not None:
                     await self._on_rewind(pos)
             self._next[pos.key] = msg.offset + 1

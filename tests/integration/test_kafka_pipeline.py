@@ -13,18 +13,21 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client.parser import text_string_to_metric_families
 
+from sinks.lake import parse_file_name
 from stream.producer import KafkaReviewProducer, publish
 from stream.synthetic import GeneratedRecord, generate
-from tests.servers.kafka import KafkaBroker
+from tests.servers.kafka import KafkaBroker, create_topics
 from tests.servers.ports import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -41,6 +44,7 @@ class Workers:
     group: str
     env_extra: dict[str, str] = field(default_factory=dict)
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
 
     @property
     def lake(self) -> Path:
@@ -61,7 +65,7 @@ class Workers:
             "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
             "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
             "SENTIMENT_LAKE_PATH": str(self.lake),
-            "SENTIMENT_METRICS_PORT": str(free_port()),
+            "SENTIMENT_METRICS_PORT": str(self.metrics_ports.setdefault(name, free_port())),
             "SENTIMENT_BATCH__MAX_EVENTS": "200",
             **self.env_extra,
         }
@@ -94,6 +98,18 @@ class Workers:
     def logs(self) -> str:
         return "\n".join(p.read_text()[-3000:] for p in self.root.glob("*.log"))
 
+    def records_received(self, name: str) -> float:
+        """What one worker's /metrics says it took from Kafka."""
+        url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "sentiment_records_received_total"
+        )
+
     def lake_ids(self) -> list[str]:
         reviews = self.lake / "reviews"
         if not reviews.exists():
@@ -105,8 +121,12 @@ class Workers:
 
 
 @pytest.fixture
-def workers(kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str) -> Iterator[Workers]:
+async def workers(
+    kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str
+) -> AsyncIterator[Workers]:
     w = Workers(kafka_broker, tmp_path, unique_group)
+    # Created up front with 4 partitions: a producer's auto-created topic would have one.
+    await create_topics(kafka_broker.bootstrap, [w.topic("reviews")], PARTITIONS)
     try:
         yield w
     finally:
@@ -176,9 +196,11 @@ async def test_two_workers_share_four_partitions(workers: Workers) -> None:
     check(workers, recs, ids)
     invalid = Counter(str(r.expected_reason) for r in recs if r.expected_reason is not None)
     assert await dlq_reasons(workers, sum(invalid.values())) == invalid
-    # Both workers did part of the work: each wrote files of distinct partitions.
-    parts = {p.name.split("-")[3] for p in (workers.lake / "reviews").rglob("*.parquet")}
-    assert parts == {"0", "1", "2", "3"}
+    # The four partitions were shared: both workers took records from Kafka.
+    parts = {parse_file_name(p.name) for p in (workers.lake / "reviews").rglob("*.parquet")}
+    assert {key[2] for key, _offset in filter(None, parts)} == {"0", "1", "2", "3"}
+    assert workers.records_received("w1") > 0
+    assert workers.records_received("w2") > 0
 
 
 async def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(workers: Workers) -> None:

@@ -10,6 +10,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from sinks.lake import (
+    BufferLimits,
     LakeSink,
     LocalLakeWriter,
     encode_alerts,
@@ -68,13 +69,13 @@ def test_scored_reviews_split_by_day_category_and_source_partition() -> None:
     ]
     files = {f.path: f.table for f in encode_scored(rows)}
     assert sorted(files) == [
-        "reviews/dt=2026-03-04/product_category=Dresses/part-kafka-reviews-0-00000000000000001000.parquet",
-        "reviews/dt=2026-03-04/product_category=Dresses/part-kafka-reviews-1-00000000000000001004.parquet",
-        "reviews/dt=2026-03-04/product_category=Fine%20gauge/part-kafka-reviews-0-00000000000000001001.parquet",
-        "reviews/dt=2026-03-05/product_category=Dresses/part-kafka-reviews-0-00000000000000001002.parquet",
+        "reviews/dt=2026-03-04/product_category=Dresses/part-kafka-reviews-0-00000000000000001000-00000000000000001003.parquet",
+        "reviews/dt=2026-03-04/product_category=Dresses/part-kafka-reviews-1-00000000000000001004-00000000000000001004.parquet",
+        "reviews/dt=2026-03-04/product_category=Fine%20gauge/part-kafka-reviews-0-00000000000000001001-00000000000000001001.parquet",
+        "reviews/dt=2026-03-05/product_category=Dresses/part-kafka-reviews-0-00000000000000001002-00000000000000001002.parquet",
     ]
     first = files[
-        "reviews/dt=2026-03-04/product_category=Dresses/part-kafka-reviews-0-00000000000000001000.parquet"
+        "reviews/dt=2026-03-04/product_category=Dresses/part-kafka-reviews-0-00000000000000001000-00000000000000001003.parquet"
     ]
     assert first.schema == SCORED_SCHEMA
     assert first.column("review_id").to_pylist() == ["r-0", "r-3"]
@@ -96,8 +97,8 @@ def test_dead_letters_and_alerts_encode_with_their_schemas() -> None:
     ]
     files = encode_dead_letters(dead)
     assert sorted(f.path for f in files) == [
-        "dlq/dt=2026-03-04/reason=bad_utf8/part-r-s-0-00000000000000000007.parquet",
-        "dlq/dt=2026-03-04/reason=not_json/part-r-s-0-00000000000000000009.parquet",
+        "dlq/dt=2026-03-04/reason=bad_utf8/part-r-s-0-00000000000000000007-00000000000000000007.parquet",
+        "dlq/dt=2026-03-04/reason=not_json/part-r-s-0-00000000000000000009-00000000000000000009.parquet",
     ]
     assert all(f.table.schema == DEAD_LETTER_SCHEMA for f in files)
     assert files[0].table.column("raw").to_pylist() == [b"\xff"]
@@ -106,7 +107,10 @@ def test_dead_letters_and_alerts_encode_with_their_schemas() -> None:
     [af] = encode_alerts([alert], SourcePosition("r", "s", "0", 7))
     assert af.table.schema == ALERT_SCHEMA
     assert af.table.column("evidence_json").to_pylist() == ['{"count": 3}']
-    assert af.path == "alerts/dt=2026-03-04/part-r-s-0-00000000000000000007.parquet"
+    assert (
+        af.path
+        == "alerts/dt=2026-03-04/part-r-s-0-00000000000000000007-00000000000000000007.parquet"
+    )
 
 
 async def test_a_replayed_batch_overwrites_its_own_files(tmp_path: Path) -> None:
@@ -115,6 +119,7 @@ async def test_a_replayed_batch_overwrites_its_own_files(tmp_path: Path) -> None
     batch = Batch(scored=rows, dead=[], positions={})
     await sink.write(batch)
     await sink.write(batch)  # a crash before the commit replays the same batch
+    await sink.flush()
     table = ds.dataset(tmp_path / "reviews", format="parquet", partitioning="hive").to_table()
     assert sorted(table.column("review_id").to_pylist()) == [f"r-{i}" for i in range(5)]
     assert table.column("product_category").to_pylist() == ["Dresses"] * 5
@@ -122,20 +127,22 @@ async def test_a_replayed_batch_overwrites_its_own_files(tmp_path: Path) -> None
 
 
 async def test_rewinding_a_partition_deletes_only_its_uncommitted_files(tmp_path: Path) -> None:
-    sink = LakeSink(LocalLakeWriter(tmp_path))
+    before_crash = LakeSink(LocalLakeWriter(tmp_path), limits=BufferLimits(max_rows=1))
     first = Batch(scored=[scored(i, "Dresses") for i in range(3)], dead=[], positions={})
     later = Batch(scored=[scored(i, "Knits") for i in range(3, 6)], dead=[], positions={})
     other = Batch(scored=[scored(9, "Knits", partition="1")], dead=[], positions={})
     dead = DeadLetter(b"{", Reason.NOT_JSON, "x", SourcePosition("kafka", "reviews", "0", 1004), T)
     for b in (first, later, other, Batch(scored=[], dead=[dead], positions={})):
-        await sink.write(b)
-    # Partition 0 restarts at offset 1003: files starting at 1003 and 1004 are leftovers.
+        await before_crash.write(b)
+    # After a restart partition 0 resumes at offset 1003: files starting at 1003 and 1004 are
+    # leftovers.
+    sink = LakeSink(LocalLakeWriter(tmp_path))
     removed = await sink.rewind(SourcePosition("kafka", "reviews", "0", 1003))
     assert removed == 2
     names = sorted(p.name for p in tmp_path.rglob("*.parquet"))
     assert names == [
-        "part-kafka-reviews-0-00000000000000001000.parquet",
-        "part-kafka-reviews-1-00000000000000001009.parquet",
+        "part-kafka-reviews-0-00000000000000001000-00000000000000001002.parquet",
+        "part-kafka-reviews-1-00000000000000001009-00000000000000001009.parquet",
     ]
 
 
