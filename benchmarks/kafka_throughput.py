@@ -100,6 +100,7 @@ def run_worker(
         "SENTIMENT_KAFKA__DLQ_TOPIC": f"{group}.dlq",
         "SENTIMENT_KAFKA__ALERTS_TOPIC": f"{group}.alerts",
         "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": f"{group}.feed",
+        "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": f"{group}.state",
         "SENTIMENT_LAKE_PATH": str(workdir / group / "lake"),
         "SENTIMENT_METRICS_PORT": str(free_port()),
         **extra_env,

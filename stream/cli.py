@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from stream.events import LABELS, Alert, Batch
-from stream.pipeline import Summary
+from stream.pipeline import Pipeline, Summary
 from stream.settings import Settings
 
 __all__ = ["app"]
@@ -37,6 +38,12 @@ def _mount_subcommands() -> None:
     from stream.lake_cli import lake_app
 
     app.add_typer(lake_app, name="lake", help="Query the data lake with SQL.")
+
+    from stream.monitor_cli import baseline_app, bias_command, priors_command
+
+    app.add_typer(baseline_app, name="baseline", help="Build the monitors' baseline from a CSV.")
+    app.command("priors")(priors_command)
+    app.command("bias")(bias_command)
 
 
 _mount_subcommands()
@@ -61,6 +68,17 @@ def run(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="Replay a real reviews CSV instead."),
     ] = None,
+    shuffle: Annotated[
+        bool, typer.Option(help="Replay --data in a seeded random order (else file order).")
+    ] = True,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Monitor baseline from `baseline build`; default: learnt from the first events.",
+        ),
+    ] = None,
     rate: Annotated[
         float | None, typer.Option(min=0.1, help="Pace the replay to this many events/s.")
     ] = None,
@@ -78,12 +96,16 @@ def run(
 ) -> None:
     """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
     from sinks import JsonlAlertSink
+    from sinks.webhook import build_notifiers
     from stream.app import run_pipeline
     from stream.lake_factory import build_lake_sink
     from stream.sources import ReplaySource
 
     settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
-    name, records = _records(scenario, events, seed, data, settings.max_text_bytes)
+    if baseline is not None:
+        monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
+        settings = settings.model_copy(update={"monitor": monitor})
+    name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
     source = ReplaySource(records, name=name, rate=rate)
     lake_sink = build_lake_sink(settings)
 
@@ -111,19 +133,26 @@ def run(
         speed = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
         bar.update(task, completed=done, rate=speed)
 
-    with bar:
-        pipeline = asyncio.run(
-            run_pipeline(
+    notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
+
+    async def go() -> Pipeline:
+        try:
+            return await run_pipeline(
                 settings,
                 source,
                 [lake_sink],
                 source_name="replay",
-                alert_sinks=[JsonlAlertSink(settings.alerts_path)],
+                alert_sinks=[JsonlAlertSink(settings.alerts_path), *notifiers],
                 on_batch=on_batch,
                 on_alert=show_alert,
                 linger_s=linger,
             )
-        )
+        finally:
+            for notifier in notifiers:
+                await notifier.close()
+
+    with bar:
+        pipeline = asyncio.run(go())
     _print_summary(pipeline.summary, settings)
 
 
@@ -166,12 +195,19 @@ def main() -> None:
 
 
 def _records(
-    scenario: str, events: int, seed: int, data: Path | None, max_text_bytes: int
+    scenario: str,
+    events: int,
+    seed: int,
+    data: Path | None,
+    max_text_bytes: int,
+    *,
+    shuffle: bool = False,
 ) -> tuple[str, list[tuple[bytes, bytes]]]:
     if data is not None:
         from stream.replay_csv import read_csv
 
-        return data.stem, [(r.key, r.value) for r in read_csv(data, seed=seed)]
+        replay = read_csv(data, shuffle=shuffle, seed=seed)
+        return data.stem, [(r.key, r.value) for r in replay]
     from stream.synthetic import SCENARIOS, generate
 
     if scenario not in SCENARIOS:
@@ -185,7 +221,7 @@ def _records(
 
 @app.command()
 def produce(
-    to: Annotated[str, typer.Option("--to", help="Where to publish: kafka.")] = "kafka",
+    to: Annotated[str, typer.Option("--to", help="Where to publish: kafka or kinesis.")] = "kafka",
     scenario: Annotated[str, typer.Option(help="Synthetic scenario to publish.")] = "steady",
     events: Annotated[int, typer.Option(min=1, help="How many synthetic events.")] = 20_000,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic generator.")] = 7,
@@ -193,15 +229,20 @@ def produce(
         Path | None, typer.Option(exists=True, dir_okay=False, help="Publish a reviews CSV.")
     ] = None,
     rate: Annotated[float | None, typer.Option(min=0.1, help="Events per second.")] = None,
-    topic: Annotated[str | None, typer.Option(help="Topic (default: the reviews topic).")] = None,
+    topic: Annotated[
+        str | None, typer.Option(help="Topic or Kinesis stream (default: the reviews one).")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Publish review events (synthetic or from a CSV) keyed by product id."""
-    from stream.producer import KafkaReviewProducer, publish
+    from stream.producer import KafkaReviewProducer, RawPublisher, publish
 
-    if to != "kafka":
-        raise typer.BadParameter("only 'kafka' is supported here", param_hint="--to")
+    if to not in ("kafka", "kinesis"):
+        raise typer.BadParameter("choose kafka or kinesis", param_hint="--to")
     settings = Settings()
+    target = topic or (
+        settings.kinesis.stream_name if to == "kinesis" else settings.kafka.reviews_topic
+    )
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes)
     bar = Progress(
         TextColumn("[bold]{task.description}"),
@@ -214,23 +255,43 @@ def produce(
     task = bar.add_task(f"publishing {name} to {to}", total=len(records))
 
     async def go() -> int:
-        async with KafkaReviewProducer(
-            topic=topic or settings.kafka.reviews_topic, settings=settings.kafka
-        ) as producer:
+        producer: RawPublisher
+        if to == "kinesis":
+            from stream.producer_kinesis import KinesisReviewProducer
+
+            async with KinesisReviewProducer(target, settings=settings.kinesis) as producer:
+                return await publish(
+                    producer, records, rate=rate, on_sent=lambda n: bar.update(task, completed=n)
+                )
+        async with KafkaReviewProducer(topic=target, settings=settings.kafka) as producer:
             return await publish(
                 producer, records, rate=rate, on_sent=lambda n: bar.update(task, completed=n)
             )
 
     with bar:
         sent = asyncio.run(go())
-    console.print(f"published {sent:,} records to {topic or settings.kafka.reviews_topic}")
+    console.print(f"published {sent:,} records to {to} {target}")
+
+
+class WorkerSource(StrEnum):
+    kafka = "kafka"
+    kinesis = "kinesis"
 
 
 @app.command()
 def worker(
-    loglevel: Annotated[str, typer.Option(help="faust log level.")] = "info",
+    source: Annotated[
+        WorkerSource, typer.Option("--source", help="Transport to consume.")
+    ] = WorkerSource.kafka,
+    loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
 ) -> None:
-    """Run a Kafka worker: joins the consumer group and shares the partitions of `reviews`."""
+    """Run a worker. Kafka: joins the consumer group and shares the partitions of `reviews`.
+    Kinesis: the one consumer of the stream, checkpointing every shard (docs/kinesis.md)."""
+    if source is WorkerSource.kinesis:
+        from stream.kinesis_worker import serve
+
+        serve(Settings(), loglevel=loglevel)
+        return
     from stream.worker import run_worker
 
     run_worker(Settings(), loglevel=loglevel)

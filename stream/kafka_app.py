@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ import faust
 from aiokafka import AIOKafkaProducer
 
 from sinks.topics import KafkaTopicsSink
+from sinks.webhook import build_notifiers
 from stream.events import Alert, Batch, ScoredReview
 from stream.lake_factory import build_lake_sink
 from stream.metrics import PipelineMetrics
@@ -38,7 +38,47 @@ __all__ = ["MonitorFeedSink", "NoMonitor", "create_app"]
 log = logging.getLogger(__name__)
 
 FEED_CHUNK = 100
-STATE_KEY = "suite"
+STATE_KEY = b"suite"
+
+
+class MonitorStateStore:
+    """The monitor suite's state in a compacted one-partition topic.
+
+    Only the worker that owns the monitor feed's single partition writes it, after each group
+    of feed messages and before those messages are acknowledged, so a restart (or the next
+    owner after a rebalance) continues from the last saved state and re-observes at most the
+    unacknowledged messages. (A faust table would do the same, but faust only lets tables be
+    written while a single event is being handled, not after a group.)
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._k = settings.kafka
+        self.topic = settings.kafka.monitor_state_topic
+
+    async def load(self) -> dict[str, Any] | None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_client_options(self._k))
+        await consumer.start()
+        try:
+            tp = TopicPartition(self.topic, 0)
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end == 0:
+                return None
+            consumer.seek(tp, end - 1)
+            msg = await consumer.getone()
+            state: dict[str, Any] = json.loads(msg.value or b"null")
+            return state
+        finally:
+            await consumer.stop()
+
+    async def save(self, producer: AIOKafkaProducer, state: Mapping[str, Any]) -> None:
+        value = json.dumps(state, separators=(",", ":")).encode()
+        await producer.send_and_wait(self.topic, value=value, key=STATE_KEY, partition=0)
+
+
+LAG_INTERVAL_S = 5.0
 
 
 class NoMonitor:
@@ -114,7 +154,7 @@ def create_app(
     ``state`` (or fresh when None) with ``observe``, ``state()`` and ``readings()``."""
     from stream.app import TimedSink
     from stream.pipeline import Pipeline, PipelineOptions
-    from stream.sources.kafka import FaustSource
+    from stream.sources.kafka import ConsumerLag, FaustSource
 
     k = settings.kafka
     datadir = datadir or Path(".faust") / k.group_id
@@ -129,6 +169,9 @@ def create_app(
         topic_replication_factor=k.replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        # A worker that dies is noticed in seconds, so its partitions move on quickly.
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
         web_enabled=False,
         store="memory://",
         table_cleanup_interval=60.0,
@@ -136,8 +179,9 @@ def create_app(
     )
     reviews = app.topic(k.reviews_topic, key_type=bytes, value_type=bytes, partitions=k.partitions)
     feed = app.topic(k.monitor_feed_topic, value_type=bytes, partitions=1)
-    monitor_state = app.Table("monitor-state", default=dict, partitions=1)
+    state_store = MonitorStateStore(settings)
     holder: dict[str, Any] = {}
+    notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
 
     async def producer() -> AIOKafkaProducer:
         if "producer" not in holder:
@@ -188,27 +232,35 @@ def create_app(
             out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
         )
         suite = holder.get("monitor")
-        last_saved = time.monotonic()
-        async for value in stream:
+        # Messages come in groups (up to 50, or what arrived within state_save_s); the state
+        # is saved after each group, so a burst that ends is always saved at its end.
+        async for values in stream.take(50, within=settings.monitor.state_save_s):
             if suite is None:
-                saved = monitor_state.get(STATE_KEY) or None
-                suite = monitor_factory(saved)
+                suite = monitor_factory(await state_store.load())
                 holder["monitor"] = suite
-            batch = [ScoredReview.from_json_dict(d) for d in json.loads(value)]
-            alerts = suite.observe(batch, datetime.now(UTC))
-            if alerts:
-                await alerts_out.emit(alerts)
-                for a in alerts:
-                    metrics.alerts.labels(a.name, a.status).inc()
-                    log.warning("ALERT %s %s [%s] %s", a.status, a.name, a.category, a.summary)
-            if time.monotonic() - last_saved > settings.monitor.state_save_s:
-                monitor_state[STATE_KEY] = suite.state()
-                last_saved = time.monotonic()
+            for value in values:
+                batch = [ScoredReview.from_json_dict(d) for d in json.loads(value)]
+                alerts = suite.observe(batch, datetime.now(UTC))
+                if alerts:
+                    await alerts_out.emit(alerts)
+                    for notifier in notifiers:
+                        await notifier.emit(alerts)
+                    for a in alerts:
+                        metrics.alerts.labels(a.name, a.status).inc()
+                        log.warning("ALERT %s %s [%s] %s", a.status, a.name, a.category, a.summary)
+            await state_store.save(out, suite.state())
+
+    lag = ConsumerLag(k.reviews_topic, metrics.consumer_lag)
+
+    async def consumer_lag() -> None:
+        await lag.update(app.consumer)
+
+    app.timer(interval=LAG_INTERVAL_S)(consumer_lag)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_app: Any, **_kw: Any) -> None:
-        # Tables can only be written from inside a stream: the monitor agent saves its state
-        # every few seconds; what it saw since is re-observed after a restart (at-least-once).
+        for notifier in notifiers:
+            await notifier.close()
         p = holder.pop("producer", None)
         if p is not None:
             await p.stop()

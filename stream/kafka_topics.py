@@ -18,14 +18,15 @@ from stream.settings import KafkaSettings
 __all__ = ["ensure_topics", "topic_plan"]
 
 
-def topic_plan(k: KafkaSettings) -> dict[str, int]:
-    """Topic name -> partition count."""
+def topic_plan(k: KafkaSettings) -> dict[str, tuple[int, dict[str, str]]]:
+    """Topic name -> (partition count, topic configs)."""
     return {
-        k.reviews_topic: k.partitions,
-        k.enriched_topic: k.partitions,
-        k.dlq_topic: k.partitions,
-        k.alerts_topic: 1,
-        k.monitor_feed_topic: 1,
+        k.reviews_topic: (k.partitions, {}),
+        k.enriched_topic: (k.partitions, {}),
+        k.dlq_topic: (k.partitions, {}),
+        k.alerts_topic: (1, {}),
+        k.monitor_feed_topic: (1, {}),
+        k.monitor_state_topic: (1, {"cleanup.policy": "compact"}),
     }
 
 
@@ -36,8 +37,13 @@ async def ensure_topics(k: KafkaSettings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         missing = [
-            NewTopic(name, num_partitions=n, replication_factor=k.replication_factor)
-            for name, n in topic_plan(k).items()
+            NewTopic(
+                name,
+                num_partitions=n,
+                replication_factor=k.replication_factor,
+                topic_configs=configs,
+            )
+            for name, (n, configs) in topic_plan(k).items()
             if name not in existing
         ]
         if missing:

@@ -9,14 +9,16 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
     "DEFAULT_CATEGORIES",
+    "AlertSettings",
     "BatchSettings",
     "EndpointSettings",
     "KafkaSettings",
+    "KinesisSettings",
     "LakeSettings",
     "MonitorSettings",
     "Settings",
@@ -72,6 +74,7 @@ class KafkaSettings(BaseModel):
     dlq_topic: str = "reviews.dlq"
     alerts_topic: str = "sentiment.alerts"
     monitor_feed_topic: str = "sentiment.monitor-feed"
+    monitor_state_topic: str = "sentiment.monitor-state"
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     group_id: str = "sentiment-monitor"
@@ -82,6 +85,32 @@ class KafkaSettings(BaseModel):
     ssl_cafile: Path | None = None
 
 
+class KinesisSettings(BaseModel):
+    """Amazon Kinesis Data Streams: the stream ``worker --source kinesis`` reads and
+    ``produce --to kinesis`` writes, and where the worker keeps its shard checkpoints."""
+
+    stream_name: str = "reviews"
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(
+        None, description="Kinesis-API server (kinesalite, kinesis-mock); default: AWS."
+    )
+    create_stream: bool = Field(True, description="Create the stream when it does not exist.")
+    shards: int = Field(4, ge=1, description="Shards of a stream created here.")
+    initial_position: Literal["TRIM_HORIZON", "LATEST"] = Field(
+        "TRIM_HORIZON", description="Shard iterator type for a stream with no checkpoint yet."
+    )
+    checkpoint_location: str = Field(
+        "./kinesis-checkpoints", description="Directory or s3://bucket/prefix of checkpoints."
+    )
+    checkpoint_s3_endpoint_url: str | None = Field(
+        None, description="S3-compatible server of s3:// checkpoints; default: the lake's."
+    )
+    poll_interval_s: float = Field(1.0, gt=0, description="Wait after an empty GetRecords.")
+    records_per_call: int = Field(1000, ge=1, le=10_000, description="GetRecords Limit.")
+    shard_refresh_s: float = Field(60.0, gt=0, description="How often to look for new shards.")
+    max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between retries.")
+
+
 class MonitorSettings(BaseModel):
     window_minutes: int = Field(60, ge=1)
     allowed_lateness_minutes: int = Field(10, ge=0)
@@ -89,7 +118,9 @@ class MonitorSettings(BaseModel):
     false_alarm_rate: float = Field(0.001, gt=0, lt=1)
     baseline_events: int = Field(2000, ge=1)
     baseline_path: Path | None = None
-    state_save_s: float = Field(5.0, gt=0, description="How often the Kafka path saves state.")
+    state_save_s: float = Field(
+        2.0, gt=0, description="Kafka path: save monitor state at least this often while busy."
+    )
 
     @property
     def window(self) -> timedelta:
@@ -132,6 +163,23 @@ class LakeSettings(BaseModel):
         return self
 
 
+class AlertSettings(BaseModel):
+    """Where the monitors' alerts go besides the alert log and the lake: a signed webhook and
+    an SNS topic, each optional. Review texts reach a receiver only with its ``include_text``."""
+
+    webhook_url: str | None = Field(None, description="POST each alert here (JSON).")
+    webhook_secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of the X-Sentiment-Signature header."
+    )
+    webhook_include_text: bool = Field(False, description="Send review texts to the webhook.")
+    webhook_timeout_s: float = Field(10.0, gt=0)
+    webhook_max_attempts: int = Field(6, ge=1, description="Tries per alert (with backoff).")
+    sns_topic_arn: str | None = Field(None, description="Publish each alert to this topic.")
+    sns_region: str = "us-east-1"
+    sns_endpoint_url: str | None = Field(None, description="SNS-API server; default: AWS.")
+    sns_include_text: bool = Field(False, description="Send review texts to SNS.")
+
+
 class Settings(BaseSettings):
     """Everything the monitor can be told. Every field can be set as ``SENTIMENT_<NAME>``."""
 
@@ -148,5 +196,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     endpoint: EndpointSettings = EndpointSettings()
     kafka: KafkaSettings = KafkaSettings()
+    kinesis: KinesisSettings = KinesisSettings()
     monitor: MonitorSettings = MonitorSettings()
     lake: LakeSettings = LakeSettings()
+    alerts: AlertSettings = AlertSettings()

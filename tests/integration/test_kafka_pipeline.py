@@ -27,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sinks.lake import parse_file_name
 from stream.producer import KafkaReviewProducer, publish
 from stream.synthetic import GeneratedRecord, generate
+from tests.servers.endpoint import EndpointServer
 from tests.servers.kafka import KafkaBroker, create_topics
 from tests.servers.ports import free_port
 
@@ -64,6 +65,7 @@ class Workers:
             "SENTIMENT_KAFKA__DLQ_TOPIC": self.topic("dlq"),
             "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
             "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
+            "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": self.topic("state"),
             "SENTIMENT_LAKE_PATH": str(self.lake),
             "SENTIMENT_METRICS_PORT": str(self.metrics_ports.setdefault(name, free_port())),
             "SENTIMENT_BATCH__MAX_EVENTS": "200",
@@ -137,9 +139,9 @@ def records(n: int, seed: int) -> list[GeneratedRecord]:
     return list(generate("bad-input", events=n, seed=seed))
 
 
-async def produce(w: Workers, recs: list[GeneratedRecord]) -> None:
+async def produce(w: Workers, recs: list[GeneratedRecord], rate: float | None = None) -> None:
     async with KafkaReviewProducer(w.broker.bootstrap, topic=w.topic("reviews")) as producer:
-        await publish(producer, [(r.key, r.value) for r in recs])
+        await publish(producer, [(r.key, r.value) for r in recs], rate=rate)
 
 
 def wait_for_lake(w: Workers, expected: int, timeout: float) -> list[str]:
@@ -229,3 +231,99 @@ async def test_the_broker_restarted_mid_run_loses_nothing(workers: Workers) -> N
     await produce(workers, recs[2_000:])
     ids = await asyncio.to_thread(wait_for_lake, workers, valid, 300)
     check(workers, recs, ids)
+
+
+def metric(w: Workers, name: str, *samples: str) -> float:
+    """The sum of the named samples on one worker's /metrics."""
+    url = f"http://127.0.0.1:{w.metrics_ports[name]}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name in samples
+    )
+
+
+# Every event the monitors saw: in a window, or too late for one (a backlog read from four
+# partitions at different speeds is far out of event-time order).
+SEEN = ("sentiment_monitor_events_total", "sentiment_monitor_late_events_total")
+
+
+async def wait_for_metric(
+    w: Workers, name: str, samples: tuple[str, ...], at_least: float
+) -> float:
+    """Polls one worker's /metrics until ``sample`` reaches ``at_least`` (the monitor agent
+    follows the scoring agent through the monitor feed topic, a little behind)."""
+    value = 0.0
+    for _ in range(120):
+        value = metric(w, name, *samples)
+        if value >= at_least:
+            return value
+        await asyncio.sleep(1)
+    pytest.fail(f"{samples} stayed at {value} < {at_least}\n{w.logs()}")
+
+
+async def test_the_endpoint_down_mid_run_loses_nothing(workers: Workers) -> None:
+    recs = records(4_000, seed=24)
+    valid = sum(r.event is not None for r in recs)
+    port = free_port()
+    endpoint = EndpointServer(port=port, workers=1)
+    endpoint.__enter__()
+    try:
+        workers.env_extra.update(
+            {
+                "SENTIMENT_ENDPOINT__MODE": "sagemaker",
+                "SENTIMENT_ENDPOINT__URL": endpoint.url,
+                "SENTIMENT_ENDPOINT__TIMEOUT_S": "2",
+                "AWS_ACCESS_KEY_ID": "local",
+                "AWS_SECRET_ACCESS_KEY": "local",
+                "SENTIMENT_BATCH__MAX_EVENTS": "100",
+            }
+        )
+        workers.start("w1")
+        await produce(workers, recs[:2_000])
+        await asyncio.to_thread(wait_for_lake, workers, 1_500, 240)
+        # The rest arrives at 300 events/s; the endpoint dies while it streams in.
+        rest = asyncio.create_task(produce(workers, recs[2_000:], rate=300))
+        await asyncio.sleep(1.5)
+        assert endpoint.proc is not None
+        endpoint.proc.kill()
+        endpoint.proc.wait(10)
+        await asyncio.sleep(3)
+        stalled = len(set(workers.lake_ids()))
+        await asyncio.sleep(5)
+        # While it is down the worker waits: it is alive and the lake does not grow.
+        assert workers.procs["w1"].poll() is None
+        assert len(set(workers.lake_ids())) == stalled < valid
+        endpoint.stop()
+        endpoint = EndpointServer(port=port, workers=1)
+        endpoint.__enter__()
+        await rest
+        ids = await asyncio.to_thread(wait_for_lake, workers, valid, 300)
+        check(workers, recs, ids)
+    finally:
+        endpoint.stop()
+
+
+async def test_monitor_state_survives_a_worker_restart(workers: Workers) -> None:
+    first, second = records(3_000, seed=25), records(600, seed=26)
+    workers.env_extra["SENTIMENT_MONITOR__STATE_SAVE_S"] = "0.5"
+    workers.env_extra["SENTIMENT_MONITOR__BASELINE_EVENTS"] = "1000"
+    workers.start("w1")
+    await produce(workers, first)
+    await asyncio.to_thread(wait_for_lake, workers, 2_800, 240)
+    seen = await wait_for_metric(workers, "w1", SEEN, 2_800)
+    await asyncio.sleep(3)  # a few state saves after the last batch
+    assert metric(workers, "w1", "sentiment_baseline_ready") == 1
+    workers.kill("w1")
+    workers.start("w2")
+    await produce(workers, second)
+    total = sum(r.event is not None for r in first + second)
+    await asyncio.to_thread(wait_for_lake, workers, total, 240)
+    await wait_for_metric(workers, "w2", SEEN, seen + 500)
+    # The new worker continued the old one's counts and baseline (it has seen more events
+    # than were published since it started).
+    assert metric(workers, "w2", "sentiment_baseline_ready") == 1
+    assert metric(workers, "w2", *SEEN) >= seen + 500
