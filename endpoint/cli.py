@@ -10,19 +10,26 @@ Commands:
   macro-F1 and the confusion matrix, save the model directory (default: the shipped one);
 * ``model package [--model-dir DIR] [--out model.tar.gz]``: build the SageMaker artifact;
 * ``endpoint serve [--host H] [--port P] [--workers N] [--model-dir DIR]``: run the local
-  SageMaker-compatible endpoint (port default ``$SAGEMAKER_BIND_TO_PORT``, else 8080).
+  SageMaker-compatible endpoint (port default ``$SAGEMAKER_BIND_TO_PORT``, else 8080);
+* ``endpoint deploy --s3-uri s3://bucket/prefix --role ARN [--endpoint-name N] [--region R]
+  [--instance-type T] [--instance-count N] [--capture-percent P] ... [--dry-run]``: upload
+  the artifact and create or update the SageMaker endpoint (``endpoint.deploy``); the dry run
+  prints the requests as JSON and needs no credentials.
 
 Not part of the SageMaker artifact (it uses typer and rich).
 """
 
 from __future__ import annotations
 
+import json
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 __all__ = ["endpoint_app", "model_app"]
@@ -31,7 +38,9 @@ model_app = typer.Typer(
     help="Train and package the sentiment model.", no_args_is_help=True, add_completion=False
 )
 endpoint_app = typer.Typer(
-    help="The local SageMaker-compatible endpoint.", no_args_is_help=True, add_completion=False
+    help="Serve the model locally or deploy it to SageMaker.",
+    no_args_is_help=True,
+    add_completion=False,
 )
 _console = Console()
 
@@ -124,3 +133,83 @@ def serve_command(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
     bind_port = port if port is not None else int(os.environ.get(PORT_ENV, DEFAULT_PORT))
     serve(host, bind_port, workers, model_dir)
+
+
+class DeployAction(StrEnum):
+    auto = "auto"
+    create = "create"
+    update = "update"
+
+
+@endpoint_app.command("deploy")
+def deploy_command(
+    s3_uri: Annotated[
+        str,
+        typer.Option(
+            "--s3-uri", help="s3://bucket/prefix for the artifact (and data capture by default)."
+        ),
+    ],
+    role: Annotated[str, typer.Option(help="IAM execution role ARN for the model.")],
+    endpoint_name: Annotated[
+        str, typer.Option(envvar="SENTIMENT_ENDPOINT__NAME", help="Endpoint to create or update.")
+    ] = "review-sentiment",
+    region: Annotated[str, typer.Option(envvar="SENTIMENT_ENDPOINT__REGION")] = "us-east-1",
+    instance_type: Annotated[str, typer.Option(help="Instance type.")] = "ml.m5.large",
+    instance_count: Annotated[int, typer.Option(min=1, help="Instances.")] = 1,
+    framework_version: Annotated[
+        str, typer.Option(help="scikit-learn container version (Python 3.10+ for the handler).")
+    ] = "1.4-2-py312",
+    capture: Annotated[bool, typer.Option(help="Data capture on the endpoint.")] = True,
+    capture_s3_uri: Annotated[
+        str | None, typer.Option(help="Where captured data goes; default <s3-uri>/data-capture.")
+    ] = None,
+    capture_percent: Annotated[
+        int, typer.Option(min=1, max=100, help="Share of requests captured (percent).")
+    ] = 100,
+    capture_input: Annotated[bool, typer.Option(help="Capture requests.")] = True,
+    capture_output: Annotated[bool, typer.Option(help="Capture responses.")] = True,
+    action: Annotated[
+        DeployAction, typer.Option(help="auto: create the endpoint, or update it if it exists.")
+    ] = DeployAction.auto,
+    model_dir: Annotated[
+        Path | None,
+        typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
+    ] = None,
+    wait: Annotated[bool, typer.Option(help="Wait until the endpoint is InService.")] = True,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the requests as JSON; send nothing (no credentials).")
+    ] = False,
+) -> None:
+    """Upload the model artifact to S3 and create or update the SageMaker endpoint."""
+    from endpoint.deploy import DeployOptions, execute, plan_deployment
+
+    try:
+        options = DeployOptions(
+            s3_uri=s3_uri,
+            role_arn=role,
+            endpoint_name=endpoint_name,
+            region=region,
+            instance_type=instance_type,
+            instance_count=instance_count,
+            framework_version=framework_version,
+            capture=capture,
+            capture_s3_uri=capture_s3_uri,
+            capture_percent=capture_percent,
+            capture_input=capture_input,
+            capture_output=capture_output,
+            model_dir=model_dir,
+            action=action.value,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    plan = plan_deployment(options)
+    if dry_run:
+        typer.echo(json.dumps(plan.to_json(), indent=2))
+        return
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        execute(plan, wait=wait, echo=_console.print)
+    except (BotoCoreError, ClientError, ValueError) as err:
+        _console.print(f"[bold red]deployment failed:[/] {escape(str(err))}")
+        raise typer.Exit(1) from err

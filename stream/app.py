@@ -21,7 +21,14 @@ from stream.metrics import PipelineMetrics, ReadingsCollector, ReadingSource
 from stream.pipeline import AlertSink, Monitor, Pipeline, PipelineOptions, Scorer, Sink, Source
 from stream.settings import Settings
 
-__all__ = ["MetricsServer", "TimedSink", "build_monitor", "build_scorer", "run_pipeline"]
+__all__ = [
+    "MetricsServer",
+    "TimedSink",
+    "build_monitor",
+    "build_scorer",
+    "close_scorer",
+    "run_pipeline",
+]
 
 
 class TimedSink:
@@ -47,14 +54,29 @@ class TimedSink:
         await self._sink.close()
 
 
-def build_scorer(settings: Settings) -> Scorer:
+def build_scorer(settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
+    """The scorer the settings ask for. With ``metrics``, an endpoint scorer reports failed
+    requests to ``sentiment_endpoint_errors_total`` and its circuit breaker's state to the
+    same registry. Close what this returns with :func:`close_scorer`."""
     from stream.scoring import InProcessScorer
 
     if settings.endpoint.mode == "inprocess":
         return InProcessScorer(settings.endpoint.model_dir)
     from stream.endpoint_client import EndpointScorer
 
-    return EndpointScorer(settings.endpoint)
+    if metrics is None:
+        return EndpointScorer(settings.endpoint)
+    errors = metrics.endpoint_errors
+    scorer = EndpointScorer(settings.endpoint, on_error=lambda kind: errors.labels(kind).inc())
+    metrics.registry.register(ReadingsCollector(scorer))
+    return scorer
+
+
+async def close_scorer(scorer: Scorer) -> None:
+    """Release what a scorer holds (the endpoint client's connections), if it has a ``close``."""
+    close = getattr(scorer, "close", None)
+    if close is not None:
+        await close()
 
 
 def monitor_config(settings: Settings) -> Any:
@@ -150,7 +172,8 @@ async def run_pipeline(
     (its ``summary`` says what happened)."""
     metrics = metrics or PipelineMetrics(settings.categories)
     monitor = monitor or build_monitor(settings)
-    scorer = scorer or build_scorer(settings)
+    own_scorer = scorer is None
+    scorer = scorer or build_scorer(settings, metrics)
     server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
     if serve_metrics:
         server.start(monitor if isinstance(monitor, ReadingSource) else None)
@@ -192,6 +215,8 @@ async def run_pipeline(
                     await asyncio.wait_for(stopped.wait(), linger_s)
     finally:
         server.stop()
+        if own_scorer:
+            await close_scorer(scorer)
     return pipeline
 
 

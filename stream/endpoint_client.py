@@ -3,47 +3,81 @@
 * ``InvokeEndpoint`` through aiobotocore, so requests run concurrently on the event loop;
 * a batch is split into requests of ``records_per_request`` reviews, at most ``max_in_flight``
   of them at once (shared by every batch in flight);
-* botocore's ``standard`` retry mode retries throttling and 5xx with jittered exponential
-  backoff; above that, a circuit breaker: after repeated failures it opens and every caller
-  waits, then one probe request decides whether to close it again. While it is open the
-  pipeline's bounded queues fill and the source stops pulling, so nothing is dropped; when the
-  endpoint is back the backlog drains;
-* a 4xx ``ValidationError`` is final for that request: :class:`ScoringRejected`.
+* botocore's ``standard`` retry mode retries throttling, 5xx and dropped connections a few
+  times with jittered exponential backoff; above that, a circuit breaker: after repeated
+  failures it opens and every caller waits, then one probe request decides whether to close it
+  again. Failed requests are retried for as long as the outage lasts: while the breaker is
+  open the pipeline's bounded queues fill and the source stops pulling, so nothing is dropped;
+  when the endpoint is back the backlog drains;
+* a 4xx ``ValidationError`` (or ``ModelError``) is final for that request:
+  :class:`~stream.errors.ScoringRejected`, which the pipeline turns into dead letters;
+* what waiting cannot fix (no credentials, access denied, a client misconfigured) raises
+  :class:`~stream.errors.ConfigurationError`, and an unexpected failure inside the HTTP client
+  is raised as it is: either ends the run, and what was not delivered is not committed.
+
+Without AWS credentials and with an endpoint URL (the local server), requests go unsigned;
+without either the scorer refuses to start. Every failed request is reported to ``on_error``
+with its kind (``throttled``, ``server``, ``timeout``, ``connection``, ``rejected``); the
+breaker's state is exported through :meth:`EndpointScorer.readings`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+import aiohttp
 from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
+from aiobotocore.session import AioSession, get_session
+from botocore import UNSIGNED
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    HTTPClientError,
     ReadTimeoutError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from stream.errors import ScoringRejected
+from stream.errors import ConfigurationError, ScoringRejected
 from stream.events import ReviewEvent
 from stream.pipeline import ScoringResult
 from stream.scoring import parse_response, request_body
 from stream.settings import EndpointSettings
 
-__all__ = ["CircuitBreaker", "EndpointScorer"]
+__all__ = ["BOTOCORE_MAX_ATTEMPTS", "CircuitBreaker", "EndpointScorer", "ErrorHook"]
 
 ErrorHook = Callable[[str], None]
+#: Attempts per request inside botocore (standard mode) before the breaker hears of a failure.
+BOTOCORE_MAX_ATTEMPTS = 3
+_AUTH_CODES = frozenset(
+    {
+        "AccessDeniedException",
+        "ExpiredTokenException",
+        "IncompleteSignature",
+        "InvalidClientTokenId",
+        "InvalidSignatureException",
+        "MissingAuthenticationToken",
+        "UnrecognizedClientException",
+    }
+)
 
 
 class CircuitBreaker:
     """Closed -> (``threshold`` consecutive failures) -> open for ``reset_s`` (doubling up to
-    ``max_reset_s`` while probes keep failing) -> half-open: one probe; success closes it."""
+    ``max_reset_s`` while probes keep failing) -> half-open: one probe; success closes it.
+
+    :meth:`admit` is how callers ask to send a request: 0 means go (in the half-open state it
+    also makes that caller the probe), anything else is how long to wait before asking again.
+    A failure reported while the breaker is still open comes from a request sent before it
+    opened: it neither extends the wait nor counts as a failed probe."""
 
     def __init__(
         self,
@@ -61,12 +95,21 @@ class CircuitBreaker:
         self._failures = 0
         self._open_until: float | None = None
         self._delay = reset_s
+        self._probing = False
+        self.opened = 0
+        """How many times the breaker went from closed to open."""
 
     @property
     def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
         if self._open_until is None:
             return "closed"
         return "open" if self._clock() < self._open_until else "half-open"
+
+    @property
+    def probe_interval(self) -> float:
+        """How long a caller waiting behind a probe waits before asking again (at most)."""
+        return self._base
 
     def wait_time(self) -> float:
         """Seconds until a request may be tried (0 when closed or half-open)."""
@@ -74,36 +117,84 @@ class CircuitBreaker:
             return 0.0
         return max(0.0, self._open_until - self._clock())
 
+    def admit(self) -> float:
+        """0.0: send the request now; else seconds to wait before asking again."""
+        wait = self.wait_time()
+        if self._open_until is None or wait > 0:
+            return wait
+        if self._probing:
+            return self.probe_interval
+        self._probing = True
+        return 0.0
+
+    def release(self) -> None:
+        """The admitted request ended without an answer either way (cancelled)."""
+        self._probing = False
+
     def success(self) -> None:
         self._failures = 0
         self._open_until = None
         self._delay = self._base
+        self._probing = False
 
     def failure(self) -> None:
         self._failures += 1
-        if self._open_until is not None:  # a failed probe: stay open, longer
-            self._delay = min(self._delay * 2, self._max)
-            self._open_until = self._clock() + self._delay
+        self._probing = False
+        if self._open_until is not None:
+            if self._clock() >= self._open_until:  # a failed probe: stay open, longer
+                self._delay = min(self._delay * 2, self._max)
+                self._open_until = self._clock() + self._delay
         elif self._failures >= self._threshold:
             self._open_until = self._clock() + self._delay
+            self.opened += 1
 
 
-def _error_kind(err: BaseException) -> str:
+def _status(err: ClientError) -> int:
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return int(status or 0)
+
+
+def _classify(err: BaseException) -> tuple[str, Literal["retry", "reject", "fatal", "raise"]]:
+    """(metric kind, what to do) for a failed request: retry it, reject it (ScoringRejected),
+    end the run with a ConfigurationError, or end it with the error itself (not ours to
+    retry: a bug or an unexpected failure inside the HTTP client)."""
     if isinstance(err, ClientError):
-        status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        code = err.response.get("Error", {}).get("Code", "")
-        if status == 429 or "Throttl" in code:
-            return "throttled"
-        return "server" if status >= 500 else "rejected"
+        status = _status(err)
+        code = str(err.response.get("Error", {}).get("Code", ""))
+        if status == 429 or "Throttl" in code or code == "ModelNotReadyException":
+            return "throttled", "retry"
+        if status >= 500:
+            return "server", "retry"
+        if status in (401, 403) or code in _AUTH_CODES:
+            return "rejected", "fatal"
+        return "rejected", "reject"
     if isinstance(err, ReadTimeoutError | asyncio.TimeoutError):
-        return "timeout"
-    return "connection"
+        return "timeout", "retry"
+    if type(err) is HTTPClientError:  # botocore's wrapper of an unexpected client failure
+        return "connection", "raise"
+    if isinstance(err, HTTPClientError | BotoConnectionError | aiohttp.ClientError | OSError):
+        return "connection", "retry"
+    # NoCredentialsError, ParamValidationError, NoRegionError, ...: waiting cannot help.
+    return "connection", "fatal"
+
+
+@dataclass(frozen=True, slots=True)
+class ScorerReading:
+    """One sample for :class:`~stream.metrics.ReadingsCollector`."""
+
+    name: str
+    documentation: str
+    kind: Literal["gauge", "counter"]
+    value: float
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 class EndpointScorer:
     """The pipeline's :class:`~stream.pipeline.Scorer` over ``InvokeEndpoint``.
 
-    Use as ``async with EndpointScorer(settings) as scorer`` or call :meth:`close`."""
+    Use as ``async with EndpointScorer(settings) as scorer`` or call :meth:`close` (safe to
+    call twice). ``requests`` and ``failures`` count HTTP exchanges as this client saw them
+    (after botocore's own retries)."""
 
     def __init__(
         self,
@@ -111,14 +202,24 @@ class EndpointScorer:
         *,
         breaker: CircuitBreaker | None = None,
         on_error: ErrorHook | None = None,
+        session: AioSession | None = None,
+        botocore_max_attempts: int = BOTOCORE_MAX_ATTEMPTS,
     ) -> None:
+        if botocore_max_attempts < 1:
+            raise ValueError("botocore_max_attempts must be >= 1")
         self._settings = settings
-        self._breaker = breaker or CircuitBreaker()
+        self.breaker = breaker or CircuitBreaker()
         self._on_error = on_error
+        self._session = session
+        self._max_attempts = botocore_max_attempts
         self._slots = asyncio.Semaphore(settings.max_in_flight)
         self._client: Any = None
-        self._client_cm: Any = None
+        self._stack: contextlib.AsyncExitStack | None = None
         self._lock = asyncio.Lock()
+        self._changed = asyncio.Event()
+        self._closed = False
+        self.signed: bool | None = None
+        """Whether requests are signed (None until the client exists)."""
         self.requests = 0
         self.failures = 0
 
@@ -131,28 +232,63 @@ class EndpointScorer:
 
     async def _ensure_client(self) -> Any:
         async with self._lock:
+            if self._closed:
+                raise RuntimeError("the endpoint scorer is closed")
             if self._client is None:
                 s = self._settings
+                session = self._session or get_session()
+                signed = await session.get_credentials() is not None
+                if not signed and not s.url:
+                    raise ConfigurationError(
+                        "no AWS credentials for InvokeEndpoint: configure them (environment, "
+                        "profile or role), or point SENTIMENT_ENDPOINT__URL at a local endpoint"
+                    )
                 config = AioConfig(
-                    retries={"mode": "standard", "max_attempts": 4},
+                    retries={"mode": "standard", "total_max_attempts": self._max_attempts},
                     connect_timeout=min(s.timeout_s, 5.0),
                     read_timeout=s.timeout_s,
                     max_pool_connections=s.max_in_flight * 2,
+                    signature_version=None if signed else UNSIGNED,
                 )
                 kwargs: dict[str, Any] = {"region_name": s.region, "config": config}
                 if s.url:
                     kwargs["endpoint_url"] = s.url
-                self._client_cm = get_session().create_client("sagemaker-runtime", **kwargs)
-                self._client = await self._client_cm.__aenter__()
+                stack = contextlib.AsyncExitStack()
+                self._client = await stack.enter_async_context(
+                    session.create_client("sagemaker-runtime", **kwargs)
+                )
+                self._stack = stack
+                self.signed = signed
             return self._client
 
     async def close(self) -> None:
-        """Release the HTTP client; safe to call twice."""
-        cm, self._client_cm, self._client = self._client_cm, None, None
-        if cm is not None:
-            await cm.__aexit__(None, None, None)
+        """Release the HTTP client and its connections; safe to call twice."""
+        async with self._lock:
+            self._closed = True
+            stack, self._stack, self._client = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    def readings(self) -> list[ScorerReading]:
+        """The breaker's state for ``/metrics`` (see :class:`~stream.metrics.ReadingsCollector`)."""
+        return [
+            ScorerReading(
+                "sentiment_endpoint_circuit_open",
+                "1 while the endpoint circuit breaker is open or half-open (requests held back).",
+                "gauge",
+                0.0 if self.breaker.state == "closed" else 1.0,
+            ),
+            ScorerReading(
+                "sentiment_endpoint_circuit_opened_total",
+                "Times the endpoint circuit breaker opened after repeated failures.",
+                "counter",
+                float(self.breaker.opened),
+            ),
+        ]
 
     async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
+        if not events:
+            return ScoringResult([], "", "", 0.0)
         size = self._settings.records_per_request
         chunks = [events[i : i + size] for i in range(0, len(events), size)]
         started = time.perf_counter()
@@ -166,43 +302,73 @@ class EndpointScorer:
             latency,
         )
 
+    async def _admit(self) -> None:
+        """Wait until the breaker lets a request through (woken early when a probe settles)."""
+        while True:
+            wait = self.breaker.admit()
+            if wait <= 0:
+                return
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), wait)
+
+    def _settle(self, outcome: Callable[[], None]) -> None:
+        outcome()
+        self._changed.set()
+        self._changed = asyncio.Event()
+
     async def _score_chunk(self, events: Sequence[ReviewEvent]) -> ScoringResult:
         body = request_body(events)
         attempt = 0
         while True:
-            wait = self._breaker.wait_time()
-            if wait > 0:
-                await asyncio.sleep(wait)
             async with self._slots:
-                client = await self._ensure_client()
-                started = time.perf_counter()
+                await self._admit()
+                settled = False
                 try:
+                    client = await self._ensure_client()
+                    started = time.perf_counter()
                     self.requests += 1
                     response = await client.invoke_endpoint(
                         EndpointName=self._settings.name,
-                        Body=body,
+                        # a stream: aiohttp sends it in chunks (raw bytes over 1 MB warn)
+                        Body=io.BytesIO(body),
                         ContentType="application/json",
                         Accept="application/json",
                     )
-                    payload = await response["Body"].read()
+                    async with response["Body"] as stream:
+                        payload = await stream.read()
                 except (
                     TimeoutError,
                     ClientError,
                     BotoCoreError,
-                    BotoConnectionError,
+                    aiohttp.ClientError,
                     OSError,
                 ) as err:
-                    kind = _error_kind(err)
+                    settled = True
+                    kind, action = _classify(err)
                     self.failures += 1
                     if self._on_error is not None:
                         self._on_error(kind)
-                    if kind == "rejected":
-                        raise ScoringRejected(str(err)) from err
-                    self._breaker.failure()
+                    if action == "reject":
+                        self._settle(self.breaker.success)  # the endpoint answered: it is up
+                        raise ScoringRejected(f"endpoint rejected the request: {err}") from err
+                    if action == "fatal":
+                        self._settle(self.breaker.release)
+                        raise ConfigurationError(
+                            f"InvokeEndpoint on {self._settings.name!r} cannot work: {err}"
+                        ) from err
+                    if action == "raise":
+                        self._settle(self.breaker.release)
+                        raise
+                    self._settle(self.breaker.failure)
                     attempt += 1
                 else:
-                    self._breaker.success()
+                    settled = True
+                    self._settle(self.breaker.success)
                     latency = (time.perf_counter() - started) * 1000.0
                     return parse_response(payload, len(events), latency)
-            # Retriable and botocore's own retries are spent: back off (jittered), then again.
+                finally:
+                    if not settled:  # cancelled (or a bug): let another caller probe
+                        self._settle(self.breaker.release)
+            # botocore's own retries are spent: back off (jittered), then try again.
             await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0))  # noqa: S311

@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 from stream.events import LABELS, Batch, Reason
 
 __all__ = [
+    "ENDPOINT_ERROR_KINDS",
     "LATENCY_BUCKETS",
     "OTHER",
     "PipelineMetrics",
@@ -30,6 +31,8 @@ __all__ = [
 ]
 
 OTHER = "other"
+#: the ``kind`` values of ``sentiment_endpoint_errors_total``
+ENDPOINT_ERROR_KINDS = ("throttled", "server", "timeout", "connection", "rejected")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -170,8 +173,17 @@ class PipelineMetrics:
             "Batches accepted but not yet delivered (backpressure when at its limit).",
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "sentiment_consumer_lag_records",
+            "Kafka records of the reviews topic not yet fetched by this worker (highwater "
+            "minus position), by partition.",
+            ["partition"],
+            registry=r,
+        )
         for reason in Reason:  # every code exists from the start, so rate() sees the 0
             self.dead_letters.labels(reason.value)
+        for kind in ENDPOINT_ERROR_KINDS:  # likewise: the first error is not lost to rate()
+            self.endpoint_errors.labels(kind)
 
     def category(self, value: str) -> str:
         """The label value for a product category: itself if allowed, else ``other``."""

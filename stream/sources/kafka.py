@@ -9,16 +9,22 @@ the lake drop what those batches had already written, so the replay leaves no du
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from prometheus_client import Gauge
+
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
 
-__all__ = ["FaustSource"]
+__all__ = ["ConsumerLag", "FaustSource"]
+
+log = logging.getLogger(__name__)
 
 
 class FaustSource:
@@ -79,3 +85,33 @@ class FaustSource:
     @property
     def unacknowledged(self) -> int:
         return sum(len(q) for q in self._pending.values())
+
+
+class ConsumerLag:
+    """Sets ``gauge{partition}`` to highwater minus position for each partition of ``topic``
+    that a faust consumer holds, and drops the partitions it no longer holds."""
+
+    def __init__(self, topic: str, gauge: Gauge, timeout_s: float = 5.0) -> None:
+        self._topic = topic
+        self._gauge = gauge
+        self._timeout = timeout_s
+        self._reported: set[str] = set()
+
+    async def update(self, consumer: Any) -> None:
+        seen: set[str] = set()
+        try:
+            for tp in sorted(consumer.assignment()):
+                if tp.topic != self._topic:
+                    continue
+                high = consumer.highwater(tp)
+                position = await asyncio.wait_for(consumer.position(tp), self._timeout)
+                if high is None or position is None:
+                    continue  # nothing fetched from this partition yet
+                self._gauge.labels(str(tp.partition)).set(max(0, high - position))
+                seen.add(str(tp.partition))
+        except Exception:  # a rebalance or a consumer not started yet: try again next time
+            log.debug("consumer lag not available now", exc_info=True)
+            return
+        for gone in self._reported - seen:
+            self._gauge.remove(gone)
+        self._reported = seen

@@ -70,8 +70,9 @@ def test_services_point_at_each_other() -> None:
     assert endpoint_port in svc["endpoint"]["expose"]
     advertised = svc["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
     assert advertised == f"PLAINTEXT://{worker_env['SENTIMENT_KAFKA__BOOTSTRAP_SERVERS']}"
-    assert svc["producer"]["environment"]["SENTIMENT_KAFKA__BOOTSTRAP_SERVERS"] == (
-        worker_env["SENTIMENT_KAFKA__BOOTSTRAP_SERVERS"]
+    assert (
+        svc["producer"]["environment"]["SENTIMENT_KAFKA__BOOTSTRAP_SERVERS"]
+        == (worker_env["SENTIMENT_KAFKA__BOOTSTRAP_SERVERS"])
     )
     assert worker_env["SENTIMENT_METRICS_PORT"] in svc["worker"]["expose"]
     # Workers must be scalable: no fixed container name, no published host port.
