@@ -38,20 +38,48 @@ class TimedSink:
         self._sink = sink
         self._name = name
         self._metrics = metrics
+        self._bytes = 0
+        self._retries = 0
 
     async def write(self, batch: Batch) -> None:
         started = time.perf_counter()
-        await self._sink.write(batch)
+        try:
+            await self._sink.write(batch)
+        except Exception:
+            self._metrics.sink_errors.labels(self._name).inc()
+            raise
+        finally:
+            self._observe_counters()
         self._metrics.sink_latency.labels(self._name).observe(time.perf_counter() - started)
+
+    def _observe_counters(self) -> None:
+        """Carry the sink's own counters (bytes written, retried writes) into the metrics."""
+        written = getattr(self._sink, "bytes_written", None)
+        if isinstance(written, int) and written > self._bytes:
+            self._metrics.lake_bytes.inc(written - self._bytes)
+            self._bytes = written
+        retries = getattr(getattr(self._sink, "writer", None), "retries", None)
+        if isinstance(retries, int) and retries > self._retries:
+            self._metrics.sink_errors.labels(self._name).inc(retries - self._retries)
+            self._retries = retries
 
     def durable_seq(self) -> int:
         return self._sink.durable_seq()
 
     async def flush(self) -> None:
-        await self._sink.flush()
+        try:
+            await self._sink.flush()
+        finally:
+            self._observe_counters()
 
     async def close(self) -> None:
         await self._sink.close()
+
+
+def sink_name(sink: Sink) -> str:
+    """The ``sink`` label of a sink: ``lake``, ``topics``, ... (the same on every path)."""
+    names = {"LakeSink": "lake", "KafkaTopicsSink": "topics", "MonitorFeedSink": "monitor_feed"}
+    return names.get(type(sink).__name__, type(sink).__name__.lower())
 
 
 def build_scorer(settings: Settings, metrics: PipelineMetrics | None = None) -> Scorer:
@@ -189,7 +217,7 @@ async def run_pipeline(
     pipeline = Pipeline(
         source,
         scorer,
-        [TimedSink(s, type(s).__name__, metrics) for s in sinks],
+        [TimedSink(s, sink_name(s), metrics) for s in sinks],
         monitor,
         alert_sinks,
         options=PipelineOptions(
@@ -200,6 +228,7 @@ async def run_pipeline(
         ),
         on_batch=batch_done,
     )
+    metrics.queue_depth.set_function(lambda: pipeline.inflight_batches)
     stopped = asyncio.Event()
 
     def stop() -> None:

@@ -223,6 +223,7 @@ def create_app(
             ),
             on_batch=lambda b: metrics.observe_batch(b, "kafka"),
         )
+        metrics.queue_depth.set_function(lambda: pipeline.inflight_batches)
         await pipeline.run()
 
     @app.agent(feed)

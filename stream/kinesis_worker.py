@@ -15,6 +15,7 @@ import asyncio
 import logging
 
 from sinks import JsonlAlertSink
+from sinks.webhook import build_notifiers
 from stream.app import run_pipeline
 from stream.checkpoints import open_checkpoint_store
 from stream.lake_factory import build_lake_sink
@@ -40,6 +41,7 @@ async def run_kinesis_worker(settings: Settings, *, serve_metrics: bool = True) 
             max_backoff_s=k.max_backoff_s,
         ) as store:
             lake = build_lake_sink(settings)
+            notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
             source = KinesisSource(
                 client,
                 k.stream_name,
@@ -52,14 +54,18 @@ async def run_kinesis_worker(settings: Settings, *, serve_metrics: bool = True) 
                 backoff=Backoff(max_s=k.max_backoff_s),
                 queue_records=max(2 * settings.batch.max_events, k.records_per_call),
             )
-            return await run_pipeline(
-                settings,
-                source,
-                [lake],
-                source_name="kinesis",
-                alert_sinks=[JsonlAlertSink(settings.alerts_path)],
-                serve_metrics=serve_metrics,
-            )
+            try:
+                return await run_pipeline(
+                    settings,
+                    source,
+                    [lake],
+                    source_name="kinesis",
+                    alert_sinks=[JsonlAlertSink(settings.alerts_path), *notifiers],
+                    serve_metrics=serve_metrics,
+                )
+            finally:
+                for notifier in notifiers:
+                    await notifier.close()
 
 
 def serve(settings: Settings, *, loglevel: str = "info") -> None:

@@ -198,7 +198,13 @@ class Pipeline:
         self._clock = clock
         self._stopping = asyncio.Event()
         self._read_task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop] | None = None
         self.summary = Summary()
+
+    @property
+    def inflight_batches(self) -> int:
+        """Batches accepted and waiting for delivery (at ``queue_batches``: backpressure)."""
+        return 0 if self._inflight is None else self._inflight.qsize()
 
     def stop(self) -> None:
         """Stop pulling new records; what was accepted still goes through. Idempotent."""
@@ -211,6 +217,7 @@ class Pipeline:
         inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop] = asyncio.Queue(
             self._opts.queue_batches
         )
+        self._inflight = inflight
         self._read_task = asyncio.create_task(self._read(raw_q), name="pipeline-read")
         if self._stopping.is_set():
             self._read_task.cancel()

@@ -28,7 +28,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
 
     app = create_app(
         settings,
-        scorer_factory=lambda: build_scorer(settings),
+        scorer_factory=lambda: build_scorer(settings, metrics),
         monitor_factory=monitor_factory,
         metrics=metrics,
     )
