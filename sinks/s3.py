@@ -31,14 +31,10 @@ from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
 )
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
+
+from sinks.retry import Backoff as _Backoff
+from sinks.retry import retriable as _retriable
 
 __all__ = [
     "Backoff",
@@ -109,22 +105,13 @@ class Encryption:
 
 
 @dataclass(frozen=True, slots=True)
-class Backoff:
-    """The outer retry loop: waits grow from ``initial_s`` by ``factor`` up to ``max_s``, each
-    with up to ``jitter`` of it taken off at random. ``attempts_per_call`` is botocore's own
-    retry count for one request."""
+class Backoff(_Backoff):
+    """The outer retry loop's waits (see :class:`sinks.retry.Backoff`), plus botocore's own
+    retry count for one request (``attempts_per_call``) and its timeouts."""
 
-    initial_s: float = 0.2
-    max_s: float = 30.0
-    factor: float = 2.0
-    jitter: float = 0.5
     attempts_per_call: int = 3
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 60.0
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_s, self.initial_s * self.factor**attempt)
-        return base * (1.0 - self.jitter * rng.random())
 
     def botocore_config(self) -> Config:
         return Config(
@@ -196,22 +183,7 @@ def s3_session(
 
 def retriable(error: BaseException) -> bool:
     """Whether waiting may help: no connection, timeouts, throttling, 5xx."""
-    if isinstance(
-        error,
-        EndpointConnectionError
-        | ConnectionClosedError
-        | ConnectTimeoutError
-        | ReadTimeoutError
-        | BotoConnectionError
-        | ConnectionError
-        | TimeoutError,
-    ):
-        return True
-    if isinstance(error, ClientError):
-        err = error.response.get("Error", {})
-        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return err.get("Code", "") in _RETRIABLE_CODES or status >= 500
-    return False
+    return _retriable(error, _RETRIABLE_CODES)
 
 
 class S3LakeWriter:

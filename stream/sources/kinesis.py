@@ -54,13 +54,9 @@ from typing import Any, Literal
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
 )
-from botocore.exceptions import ConnectionError as BotoConnectionError
 
+from sinks.retry import Backoff, error_code, retriable
 from stream.checkpoints import CheckpointStore, ShardCheckpoint
 from stream.errors import ConfigurationError
 from stream.events import SourcePosition
@@ -105,54 +101,15 @@ SERVER_CODES = frozenset(
 InitialPosition = Literal["TRIM_HORIZON", "LATEST"]
 
 
-def error_code(err: BaseException) -> str:
-    if isinstance(err, ClientError):
-        return str(err.response.get("Error", {}).get("Code", ""))
-    return ""
-
-
 def is_throttling(err: BaseException) -> bool:
     return error_code(err) in THROTTLING_CODES
 
 
 def is_retriable(err: BaseException) -> bool:
     """Whether waiting may help: throttling, 5xx, no connection, timeouts."""
-    if isinstance(
-        err,
-        EndpointConnectionError
-        | ConnectionClosedError
-        | ConnectTimeoutError
-        | ReadTimeoutError
-        | BotoConnectionError
-        | ConnectionError
-        | TimeoutError,
-    ):
+    if retriable(err, THROTTLING_CODES | SERVER_CODES):
         return True
-    if isinstance(err, ClientError):
-        status = int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        return error_code(err) in THROTTLING_CODES | SERVER_CODES or status >= 500
     return isinstance(err, BotoCoreError) and "connect" in type(err).__name__.lower()
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Waits grow from ``initial_s`` by ``factor`` up to ``max_s``, each with up to ``jitter``
-    of it taken off at random (so readers throttled together do not retry together)."""
-
-    initial_s: float = 0.2
-    max_s: float = 30.0
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.initial_s <= 0 or self.max_s < self.initial_s or self.factor < 1:
-            raise ValueError("need 0 < initial_s <= max_s and factor >= 1")
-        if not 0 <= self.jitter < 1:
-            raise ValueError("jitter must be in [0, 1)")
-
-    def delay(self, attempt: int, rng: random.Random) -> float:
-        base = min(self.max_s, self.initial_s * self.factor ** min(attempt, 64))
-        return base * (1.0 - self.jitter * rng.random())
 
 
 @dataclass(frozen=True, slots=True)
