@@ -121,3 +121,44 @@ def test_run_scenario_end_to_end(tmp_path: Path, scenario: str) -> None:
     assert unexpected - expected - set(SCENARIOS[scenario].tolerated_alerts) == set(), output
     for name, category in expected:
         assert f"{name} [{category}]" in output
+
+
+def test_sigterm_mid_run_stops_cleanly_and_loses_no_accepted_event(tmp_path: Path) -> None:
+    """SIGTERM while the replay streams: the run stops early, exits 0, and every record it
+    accepted (a prefix of the stream) is in the lake, flushed, exactly once."""
+    records = list(generate("bad-input", events=EVENTS, seed=SEED))
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "stream", "run", "--scenario", "bad-input",
+        "--events", str(EVENTS), "--seed", str(SEED), "--rate", "2000",
+        "--lake", str(tmp_path / "lake"), "--alerts", str(tmp_path / "alerts.jsonl"),
+        "--metrics-port", str(port), "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        key = 'sentiment_records_received_total{source="replay"}'
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if scrape(port).get(key, 0) >= 3_000:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, output
+    lake = ds.dataset(tmp_path / "lake" / "reviews", format="parquet", partitioning="hive")
+    ids = lake.to_table(columns=["review_id"]).column("review_id").to_pylist()
+    dead = ds.dataset(tmp_path / "lake" / "dlq", format="parquet", partitioning="hive")
+    offsets = [int(o) for o in dead.to_table().column("source_offset").to_pylist()]
+    accepted = len(ids) + len(offsets)
+    assert 3_000 <= accepted < EVENTS  # stopped early, after the check point
+    assert len(ids) == len(set(ids))
+    prefix = records[:accepted]
+    assert set(ids) == {r.event.review_id for r in prefix if r.event is not None}
+    assert sorted(offsets) == [i for i, r in enumerate(prefix) if r.event is None]
