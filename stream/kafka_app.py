@@ -260,8 +260,13 @@ def create_app(
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_app: Any, **_kw: Any) -> None:
+        from stream.app import close_scorer
+
         for notifier in notifiers:
             await notifier.close()
+        scorer = holder.pop("scorer", None)
+        if scorer is not None:
+            await close_scorer(scorer)
         p = holder.pop("producer", None)
         if p is not None:
             await p.stop()
