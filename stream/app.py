@@ -11,7 +11,6 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -247,7 +246,3 @@ async def run_pipeline(
         if own_scorer:
             await close_scorer(scorer)
     return pipeline
-
-
-def lake_root(settings: Settings) -> Path:
-    return Path(settings.lake_path)

@@ -271,5 +271,4 @@ def create_app(
         if p is not None:
             await p.stop()
 
-    app.monitor_holder = holder  # type: ignore[attr-defined]
     return app

@@ -82,10 +82,6 @@ class FaustSource:
             # batch boundary the sinks hold (what makes rewinding to it exact).
             await self._commit_now()
 
-    @property
-    def unacknowledged(self) -> int:
-        return sum(len(q) for q in self._pending.values())
-
 
 class ConsumerLag:
     """Sets ``gauge{partition}`` to highwater minus position for each partition of ``topic``

@@ -8,21 +8,15 @@ review in the lake exactly once, every invalid record in ``reviews.dlq`` with it
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import pyarrow.dataset as ds
 import pytest
 from aiokafka import AIOKafkaConsumer
-from prometheus_client.parser import text_string_to_metric_families
 
 from sinks.lake import parse_file_name
 from stream.producer import KafkaReviewProducer, publish
@@ -30,33 +24,26 @@ from stream.synthetic import GeneratedRecord, generate
 from tests.servers.endpoint import EndpointServer
 from tests.servers.kafka import KafkaBroker, create_topics
 from tests.servers.ports import free_port
+from tests.servers.workers import WorkerProcesses
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 PARTITIONS = 4
 
 
-@dataclass
-class Workers:
+@dataclass(kw_only=True)
+class Workers(WorkerProcesses):
     """Worker processes sharing one consumer group, lake and topics."""
 
     broker: KafkaBroker
-    root: Path
     group: str
-    env_extra: dict[str, str] = field(default_factory=dict)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    metrics_ports: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def lake(self) -> Path:
-        return self.root / "lake"
+    args: tuple[str, ...] = ("worker", "--loglevel", "warning")
 
     def topic(self, name: str) -> str:
         return f"{self.group}.{name}"
 
-    def env(self, name: str) -> dict[str, str]:
+    def transport_env(self) -> dict[str, str]:
         return {
-            **os.environ,
             "SENTIMENT_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
             "SENTIMENT_KAFKA__GROUP_ID": self.group,
             "SENTIMENT_KAFKA__PARTITIONS": str(PARTITIONS),
@@ -66,67 +53,14 @@ class Workers:
             "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
             "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
             "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": self.topic("state"),
-            "SENTIMENT_LAKE_PATH": str(self.lake),
-            "SENTIMENT_METRICS_PORT": str(self.metrics_ports.setdefault(name, free_port())),
-            "SENTIMENT_BATCH__MAX_EVENTS": "200",
-            **self.env_extra,
         }
-
-    def start(self, name: str) -> None:
-        with (self.root / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "stream", "worker", "--loglevel", "warning"],
-                cwd=self.root,
-                env=self.env(name),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait(10)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text()[-3000:] for p in self.root.glob("*.log"))
-
-    def records_received(self, name: str) -> float:
-        """What one worker's /metrics says it took from Kafka."""
-        url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        return sum(
-            s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == "sentiment_records_received_total"
-        )
-
-    def lake_ids(self) -> list[str]:
-        reviews = self.lake / "reviews"
-        if not reviews.exists():
-            return []
-        table = ds.dataset(reviews, format="parquet", partitioning="hive").to_table(
-            columns=["review_id"]
-        )
-        return [str(x) for x in table.column("review_id").to_pylist()]
 
 
 @pytest.fixture
 async def workers(
     kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str
 ) -> AsyncIterator[Workers]:
-    w = Workers(kafka_broker, tmp_path, unique_group)
+    w = Workers(root=tmp_path, broker=kafka_broker, group=unique_group)
     # Created up front with 4 partitions: a producer's auto-created topic would have one.
     await create_topics(kafka_broker.bootstrap, [w.topic("reviews")], PARTITIONS)
     try:
@@ -233,19 +167,6 @@ async def test_the_broker_restarted_mid_run_loses_nothing(workers: Workers) -> N
     check(workers, recs, ids)
 
 
-def metric(w: Workers, name: str, *samples: str) -> float:
-    """The sum of the named samples on one worker's /metrics."""
-    url = f"http://127.0.0.1:{w.metrics_ports[name]}/metrics"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name in samples
-    )
-
-
 # Every event the monitors saw: in a window, or too late for one (a backlog read from four
 # partitions at different speeds is far out of event-time order).
 SEEN = ("sentiment_monitor_events_total", "sentiment_monitor_late_events_total")
@@ -258,7 +179,7 @@ async def wait_for_metric(
     follows the scoring agent through the monitor feed topic, a little behind)."""
     value = 0.0
     for _ in range(120):
-        value = metric(w, name, *samples)
+        value = w.metric(name, *samples)
         if value >= at_least:
             return value
         await asyncio.sleep(1)
@@ -316,7 +237,7 @@ async def test_monitor_state_survives_a_worker_restart(workers: Workers) -> None
     await asyncio.to_thread(wait_for_lake, workers, 2_800, 240)
     seen = await wait_for_metric(workers, "w1", SEEN, 2_800)
     await asyncio.sleep(3)  # a few state saves after the last batch
-    assert metric(workers, "w1", "sentiment_baseline_ready") == 1
+    assert workers.metric("w1", "sentiment_baseline_ready") == 1
     workers.kill("w1")
     workers.start("w2")
     await produce(workers, second)
@@ -325,5 +246,5 @@ async def test_monitor_state_survives_a_worker_restart(workers: Workers) -> None
     await wait_for_metric(workers, "w2", SEEN, seen + 500)
     # The new worker continued the old one's counts and baseline (it has seen more events
     # than were published since it started).
-    assert metric(workers, "w2", "sentiment_baseline_ready") == 1
-    assert metric(workers, "w2", *SEEN) >= seen + 500
+    assert workers.metric("w2", "sentiment_baseline_ready") == 1
+    assert workers.metric("w2", *SEEN) >= seen + 500

@@ -11,22 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pyarrow.dataset as ds
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from stream.checkpoints import CheckpointConflict, ShardCheckpoint, open_checkpoint_store
 from stream.producer import publish
@@ -35,8 +31,8 @@ from stream.settings import KinesisSettings
 from stream.synthetic import GeneratedRecord, generate
 from tests.servers.kinesis import Kinesalite, KinesaliteUnavailableError, kinesalite_module
 from tests.servers.lake_fixtures import s3_bucket, seaweedfs
-from tests.servers.ports import free_port
 from tests.servers.seaweedfs import SeaweedFS
+from tests.servers.workers import WorkerProcesses
 
 __all__ = ["s3_bucket", "seaweedfs"]
 
@@ -60,28 +56,20 @@ def kinesalite() -> Iterator[Kinesalite]:
         server.close()
 
 
-@dataclass
-class Workers:
+@dataclass(kw_only=True)
+class Workers(WorkerProcesses):
     """Kinesis worker processes over one stream, lake and checkpoint directory."""
 
     server: Kinesalite
-    root: Path
     stream: str
-    env_extra: dict[str, str] = field(default_factory=dict)
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    metrics_ports: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def lake(self) -> Path:
-        return self.root / "lake"
+    args: tuple[str, ...] = ("worker", "--source", "kinesis")
 
     @property
     def checkpoint_file(self) -> Path:
         return self.root / "checkpoints" / f"{self.stream}.json"
 
-    def env(self, name: str = "") -> dict[str, str]:
+    def transport_env(self) -> dict[str, str]:
         return {
-            **os.environ,
             **self.server.env(),
             "SENTIMENT_KINESIS__ENDPOINT_URL": self.server.endpoint_url,
             "SENTIMENT_KINESIS__STREAM_NAME": self.stream,
@@ -90,80 +78,19 @@ class Workers:
             "SENTIMENT_KINESIS__POLL_INTERVAL_S": "0.2",
             "SENTIMENT_KINESIS__SHARD_REFRESH_S": "2",
             "SENTIMENT_KINESIS__RECORDS_PER_CALL": "500",
-            "SENTIMENT_LAKE_PATH": str(self.lake),
             "SENTIMENT_LAKE__BUFFER_MAX_AGE_S": "1",
             "SENTIMENT_ALERTS_PATH": str(self.root / "alerts.jsonl"),
-            "SENTIMENT_METRICS_PORT": str(self.metrics_ports.setdefault(name, free_port())),
-            "SENTIMENT_BATCH__MAX_EVENTS": "200",
-            **self.env_extra,
         }
 
-    def start(self, name: str) -> None:
-        with (self.root / f"{name}.log").open("ab") as log:
-            self.procs[name] = subprocess.Popen(
-                [sys.executable, "-m", "stream", "worker", "--source", "kinesis"],
-                cwd=self.root,
-                env=self.env(name),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-    def kill(self, name: str) -> None:
-        self.procs[name].send_signal(signal.SIGKILL)
-        self.procs[name].wait(10)
-
-    def stop(self, name: str) -> int:
-        proc = self.procs[name]
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(60)
-
-    def stop_all(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-    def log(self, name: str) -> str:
-        return (self.root / f"{name}.log").read_text(errors="replace")
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.root.glob("*.log"))
-
-    def records_received(self, name: str) -> float:
-        url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-        return sum(
-            s.value
-            for family in text_string_to_metric_families(text)
-            for s in family.samples
-            if s.name == "sentiment_records_received_total"
-        )
-
-    def _table(self, top: str, columns: list[str]) -> dict[str, list[Any]]:
-        path = self.lake / top
-        if not path.exists():
-            return {c: [] for c in columns}
-        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns)
-        return {c: table.column(c).to_pylist() for c in columns}
-
-    def lake_ids(self) -> list[str]:
-        return [str(x) for x in self._table("reviews", ["review_id"])["review_id"]]
-
     def review_rows(self) -> list[tuple[str, int]]:
-        t = self._table("reviews", ["source_partition", "source_offset"])
+        t = self.table("reviews", ["source_partition", "source_offset"])
         return [
             (str(p), int(o)) for p, o in zip(t["source_partition"], t["source_offset"], strict=True)
         ]
 
     def dead_letters(self) -> list[tuple[str, int, str, Any]]:
         """(shard, sequence number, reason, received_at) of every dead letter in the lake."""
-        t = self._table("dlq", ["source_partition", "source_offset", "reason", "received_at"])
+        t = self.table("dlq", ["source_partition", "source_offset", "reason", "received_at"])
         return [
             (str(p), int(o), str(r), at)
             for p, o, r, at in zip(
@@ -194,7 +121,7 @@ def workers(
 ) -> Iterator[Workers]:
     for key, value in kinesalite.env().items():
         monkeypatch.setenv(key, value)
-    w = Workers(kinesalite, tmp_path, f"reviews-{uuid.uuid4().hex[:10]}")
+    w = Workers(root=tmp_path, server=kinesalite, stream=f"reviews-{uuid.uuid4().hex[:10]}")
     try:
         yield w
     finally:

@@ -8,7 +8,6 @@ boto3 ``sagemaker-runtime`` client pointed at it.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from tests.servers.ports import free_port
+from tests.servers.process import terminate
 
 __all__ = ["EndpointServer", "children_of", "http_status"]
 
@@ -139,13 +139,7 @@ class EndpointServer:
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after 15 s; safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 15)
         if self._log is not None:
             self._log.close()
             self._log = None

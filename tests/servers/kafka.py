@@ -18,7 +18,6 @@ import atexit
 import base64
 import os
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -33,6 +32,7 @@ from types import TracebackType
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from tests.servers.ports import free_port
+from tests.servers.process import terminate
 
 __all__ = [
     "JVM_OPTS",
@@ -360,13 +360,7 @@ class KafkaBroker:
         proc, self.proc = self.proc, None
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        terminate(proc, timeout)
         _live.discard(self)
 
     def kill(self) -> None:

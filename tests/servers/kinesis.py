@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -27,6 +26,7 @@ import boto3
 from botocore.config import Config
 
 from tests.servers.ports import free_port
+from tests.servers.process import terminate
 
 __all__ = ["KINESALITE_VERSION", "Kinesalite", "KinesaliteUnavailableError", "kinesalite_module"]
 
@@ -158,13 +158,7 @@ class Kinesalite:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the process group (SIGKILL after ``timeout``); safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        terminate(proc, timeout, group=True)
 
     def close(self) -> None:
         self.stop()

@@ -6,9 +6,7 @@ S3-compatible store does not offer: the Glue Data Catalog, and S3 with SSE-KMS.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -21,6 +19,7 @@ from types import TracebackType
 import boto3
 
 from tests.servers.ports import free_port
+from tests.servers.process import terminate
 
 __all__ = ["MotoServer"]
 
@@ -89,14 +88,7 @@ class MotoServer:
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout``; safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+        terminate(proc, timeout, group=True)
 
     def close(self) -> None:
         self.stop()

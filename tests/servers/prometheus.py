@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.servers.ports import free_port
+from tests.servers.process import terminate
 
 __all__ = [
     "DEPLOY",
@@ -161,13 +161,7 @@ class _Server:
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 15 s; removes the temp dir. Safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 15)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -386,13 +380,7 @@ class CliRun:
     def stop(self) -> None:
         """SIGTERM (ends the linger), SIGKILL after 30 s. Safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        terminate(proc, 30)
         if self._log is not None:
             self._log.close()
             self._log = None

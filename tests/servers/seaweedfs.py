@@ -24,6 +24,7 @@ import boto3
 from botocore.config import Config
 
 from tests.servers.ports import free_port
+from tests.servers.process import terminate
 
 __all__ = ["SeaweedFS", "weed_binary"]
 
@@ -172,13 +173,7 @@ class SeaweedFS:
     def stop(self, *, kill: bool = False, timeout: float = 30.0) -> None:
         """SIGTERM (or SIGKILL, a crash), then SIGKILL after ``timeout``; safe to call twice."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        terminate(proc, timeout, group=True, first=signal.SIGKILL if kill else signal.SIGTERM)
         self._remove_sockets()
 
     def _remove_sockets(self) -> None:

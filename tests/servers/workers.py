@@ -1,0 +1,113 @@
+"""Worker processes (``python -m stream worker ...``) for the transport tests: start, kill,
+stop, their logs, their /metrics, and what they left in a local lake."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.dataset as ds
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.servers.ports import free_port
+from tests.servers.process import terminate
+
+__all__ = ["WorkerProcesses"]
+
+
+@dataclass
+class WorkerProcesses:
+    """Named worker processes sharing ``root`` (their cwd, logs and ``root/lake``).
+
+    Subclasses give the transport's settings in :meth:`transport_env` and its command line in
+    ``args``; ``env_extra`` overrides anything for one test.
+    """
+
+    root: Path
+    args: tuple[str, ...] = ("worker",)
+    env_extra: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def lake(self) -> Path:
+        return self.root / "lake"
+
+    def transport_env(self) -> dict[str, str]:
+        return {}
+
+    def env(self, name: str = "") -> dict[str, str]:
+        return {
+            **os.environ,
+            **self.transport_env(),
+            "SENTIMENT_LAKE_PATH": str(self.lake),
+            "SENTIMENT_METRICS_PORT": str(self.metrics_ports.setdefault(name, free_port())),
+            "SENTIMENT_BATCH__MAX_EVENTS": "200",
+            **self.env_extra,
+        }
+
+    def start(self, name: str) -> None:
+        with (self.root / f"{name}.log").open("ab") as log:
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "stream", *self.args],
+                cwd=self.root,
+                env=self.env(name),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: the worker dies as in a crash."""
+        terminate(self.procs[name], 10, first=signal.SIGKILL)
+
+    def stop(self, name: str) -> int:
+        """SIGTERM and wait for a clean exit; returns the exit code."""
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGTERM)
+        return proc.wait(60)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            terminate(proc, 30)
+
+    def log(self, name: str) -> str:
+        return (self.root / f"{name}.log").read_text(errors="replace")
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.root.glob("*.log"))
+
+    def metric(self, name: str, *samples: str) -> float:
+        """The sum of the named samples on one worker's /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        return sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name in samples
+        )
+
+    def records_received(self, name: str) -> float:
+        """What one worker's /metrics says it took from its source."""
+        return self.metric(name, "sentiment_records_received_total")
+
+    def table(self, top: str, columns: list[str]) -> dict[str, list[Any]]:
+        """Columns of the lake's ``reviews`` or ``dlq`` tables (empty before any file)."""
+        path = self.lake / top
+        if not path.exists():
+            return {c: [] for c in columns}
+        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns)
+        return {c: table.column(c).to_pylist() for c in columns}
+
+    def lake_ids(self) -> list[str]:
+        return [str(x) for x in self.table("reviews", ["review_id"])["review_id"]]
