@@ -285,7 +285,8 @@ def scored_parts(scored: Sequence[ScoredReview]) -> list[LakePart]:
 
 
 def dead_letter_parts(dead: Sequence[DeadLetter]) -> list[LakePart]:
-    """Dead letters -> one part per (dt, reason, source partition), raw bytes kept."""
+    """Dead letters -> one part per (dt, reason, source partition), raw bytes kept (as far
+    as the dead letter kept them, with the full size and hash)."""
     cols: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
     keyed: list[tuple[str, SourcePosition]] = []
     for d in dead:
@@ -293,6 +294,8 @@ def dead_letter_parts(dead: Sequence[DeadLetter]) -> list[LakePart]:
         cols["reason"].append(d.reason.value)
         cols["detail"].append(d.detail)
         cols["raw"].append(d.raw)
+        cols["raw_size"].append(d.raw_size)
+        cols["raw_sha256"].append(d.raw_sha256)
         cols["received_at"].append(d.received_at)
         cols["source"].append(d.position.source)
         cols["source_stream"].append(d.position.stream)

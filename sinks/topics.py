@@ -1,6 +1,8 @@
-"""Kafka output topics: ``reviews.enriched``, ``reviews.dlq`` (reason in headers) and
-``sentiment.alerts``. ``write`` returns only when the broker has acknowledged every record
-(``acks=all``, idempotent producer), so the core may then commit the source offsets."""
+"""Kafka output topics: ``reviews.enriched``, ``reviews.dlq`` and ``sentiment.alerts``.
+A dead letter's message is its raw record (as much as the dead letter kept), with the reason,
+detail, source position and the whole record's size and SHA-256 in headers. ``write`` returns
+only when the broker has acknowledged every record (``acks=all``, idempotent producer), so the
+core may then commit the source offsets."""
 
 from __future__ import annotations
 
@@ -61,6 +63,8 @@ class KafkaTopicsSink:
                 ("source.stream", d.position.stream.encode()),
                 ("source.partition", d.position.partition.encode()),
                 ("source.offset", str(d.position.offset).encode()),
+                ("raw.size", str(d.raw_size).encode()),
+                ("raw.sha256", d.raw_sha256.encode()),
             ]
             sends.append((self._dlq, None, d.raw, headers))
         await self._send_all(sends)

@@ -15,6 +15,7 @@ imports nothing else of this project. It holds:
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,16 +62,19 @@ def sentiment_from_rating(rating: int) -> int:
 class Reason(enum.StrEnum):
     """Why a record became a dead letter. Stable codes: dashboards and alerts key on them."""
 
-    BAD_UTF8 = "bad_utf8"
-    NOT_JSON = "not_json"
-    NOT_OBJECT = "not_object"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    INVALID_VALUE = "invalid_value"
-    OVERSIZE_TEXT = "oversize_text"
-    BAD_TIMESTAMP = "bad_timestamp"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    SCORING_REJECTED = "scoring_rejected"
+    BAD_UTF8 = "bad_utf8"  #: not UTF-8, or a string with an unpaired surrogate (``\\ud800``)
+    NOT_JSON = "not_json"  #: not one JSON value (NaN, numbers out of range, too deep)
+    NOT_OBJECT = "not_object"  #: JSON, but not an object
+    MISSING_FIELD = "missing_field"  #: a required field absent or null
+    WRONG_TYPE = "wrong_type"  #: a field of the wrong JSON type
+    INVALID_VALUE = "invalid_value"  #: a value outside the contract (channel, rating, ids)
+    OVERSIZE_TEXT = "oversize_text"  #: review_text over the configured UTF-8 bytes
+    BAD_TIMESTAMP = "bad_timestamp"  #: event_time not RFC 3339 with an offset
+    UNSUPPORTED_VERSION = "unsupported_version"  #: a schema_version other than 1
+    SCORING_REJECTED = "scoring_rejected"  #: the endpoint refused the review for good
+    OVERSIZE_RECORD = "oversize_record"  #: the record, or its unknown fields, over the limits
+    EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"  #: before the floor or too far ahead
+    DUPLICATE_FIELD = "duplicate_field"  #: a contract field given twice
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,13 +225,54 @@ class ScoredReview:
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record that could not become a :class:`ReviewEvent`; the raw bytes are kept as-is."""
+    """A record that could not become a :class:`ReviewEvent`.
+
+    ``raw`` holds the record's bytes as they came, or their first bytes when the record was
+    too large to keep whole (see :meth:`truncated`); ``raw_size`` and ``raw_sha256`` always
+    describe the whole record (left out, they are computed from ``raw``).
+    """
 
     raw: bytes
     reason: Reason
     detail: str
     position: SourcePosition
     received_at: datetime
+    raw_size: int = -1
+    raw_sha256: str = ""
+
+    def __post_init__(self) -> None:
+        if self.raw_size < 0:
+            object.__setattr__(self, "raw_size", len(self.raw))
+        if not self.raw_sha256:
+            object.__setattr__(self, "raw_sha256", hashlib.sha256(self.raw).hexdigest())
+
+    @classmethod
+    def truncated(
+        cls,
+        raw: bytes,
+        reason: Reason,
+        detail: str,
+        position: SourcePosition,
+        received_at: datetime,
+        *,
+        max_raw_bytes: int,
+    ) -> DeadLetter:
+        """A dead letter keeping at most ``max_raw_bytes`` of ``raw``, with the size and
+        SHA-256 of all of it."""
+        return cls(
+            raw=raw[:max_raw_bytes] if len(raw) > max_raw_bytes else raw,
+            reason=reason,
+            detail=detail,
+            position=position,
+            received_at=received_at,
+            raw_size=len(raw),
+            raw_sha256=hashlib.sha256(raw).hexdigest(),
+        )
+
+    @property
+    def is_truncated(self) -> bool:
+        """Whether ``raw`` holds only the first bytes of the record."""
+        return self.raw_size > len(self.raw)
 
 
 class Severity(enum.StrEnum):
@@ -333,6 +378,8 @@ DEAD_LETTER_SCHEMA: Final = pa.schema(
         pa.field("reason", pa.string(), nullable=False),
         pa.field("detail", pa.string(), nullable=False),
         pa.field("raw", pa.binary(), nullable=False),
+        pa.field("raw_size", pa.int64(), nullable=False),
+        pa.field("raw_sha256", pa.string(), nullable=False),
         pa.field("received_at", _TS, nullable=False),
         pa.field("source", pa.string(), nullable=False),
         pa.field("source_stream", pa.string(), nullable=False),
