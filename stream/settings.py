@@ -5,11 +5,11 @@ Nested groups use a double underscore: ``SENTIMENT_KAFKA__BOOTSTRAP_SERVERS=brok
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
@@ -191,7 +191,27 @@ class Settings(BaseSettings):
     alerts_path: Path = Path("./alerts.jsonl")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535)
-    max_text_bytes: int = Field(5_000, ge=1)
+    max_text_bytes: int = Field(5_000, ge=1, description="Longer review texts: oversize_text.")
+    # What a record may hold (stream.validation.DecodeLimits, fields of the same names).
+    max_record_bytes: int = Field(
+        1024 * 1024, ge=1, description="Larger records are dead letters unread (oversize_record)."
+    )
+    max_unknown_fields: int = Field(32, ge=0, description="More unknown fields: oversize_record.")
+    max_unknown_bytes: int = Field(
+        16 * 1024, ge=0, description="Unknown fields' JSON over this: oversize_record."
+    )
+    max_category_bytes: int = Field(
+        64, ge=1, le=79, description="product_category in UTF-8 bytes (names a lake directory)."
+    )
+    max_event_time_ahead: timedelta = Field(
+        timedelta(days=1), description="event_time further ahead of arrival: out of range."
+    )
+    min_event_time: AwareDatetime = Field(
+        datetime(2000, 1, 1, tzinfo=UTC), description="event_time before this: out of range."
+    )
+    max_dead_letter_raw_bytes: int = Field(
+        64 * 1024, ge=0, description="A dead letter keeps this much of the raw record."
+    )
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
     batch: BatchSettings = BatchSettings()
     endpoint: EndpointSettings = EndpointSettings()

@@ -18,6 +18,9 @@ from stream.validation import decode_event
 
 REVIEWS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "reviews.csv"
 POS = SourcePosition("replay", "test", "0", 0)
+#: When the records are decoded: after the last event time (the validator refuses events
+#: more than a day ahead of their arrival).
+RECEIVED = DEFAULT_START + timedelta(days=3)
 
 needs_reviews = pytest.mark.skipif(
     not REVIEWS.exists(), reason=f"needs the shared review data at {REVIEWS}"
@@ -45,7 +48,7 @@ def test_course_file_replays_every_row_with_its_ground_truth() -> None:
         assert event.channel == "web"
         assert event.language == "en"
         assert rec.key == event.product_id.encode()
-        assert decode_event(rec.value, POS, DEFAULT_START) == event
+        assert decode_event(rec.value, POS, RECEIVED) == event
     assert Counter(r.event.product_category for r in recs if r.event) == Counter(
         row["product_category"] for row in rows
     )
@@ -141,7 +144,7 @@ def test_kaggle_layout_maps_its_columns(tmp_path: Path, index: bool) -> None:
     # Published as they are; the validator turns them into dead letters.
     assert [r.expected_reason for r in recs[4:]] == [Reason.INVALID_VALUE] * 2
     for rec in recs:
-        out = decode_event(rec.value, POS, DEFAULT_START)
+        out = decode_event(rec.value, POS, RECEIVED)
         if rec.event is None:
             assert isinstance(out, DeadLetter)
             assert out.reason == rec.expected_reason
@@ -165,7 +168,7 @@ def test_course_layout_rows_without_text_become_dead_letters(tmp_path: Path) -> 
         None, Reason.INVALID_VALUE, Reason.OVERSIZE_TEXT, Reason.INVALID_VALUE,
     ]  # fmt: skip
     for rec in recs:
-        out = decode_event(rec.value, POS, DEFAULT_START, max_text_bytes=1_000)
+        out = decode_event(rec.value, POS, RECEIVED, max_text_bytes=1_000)
         assert (out == rec.event) if rec.event else (
             isinstance(out, DeadLetter) and out.reason == rec.expected_reason
         )  # fmt: skip
