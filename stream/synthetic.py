@@ -908,6 +908,24 @@ class _Generator:
                 )
             case Reason.UNSUPPORTED_VERSION:
                 doc["schema_version"] = r.choice((99, 2, 0, "1"))
+            case Reason.OVERSIZE_RECORD:  # unknown fields over the default limits
+                if r.random() < 0.5:
+                    doc.update({f"attribute_{k:02d}": k for k in range(40)})
+                else:
+                    doc["attachment"] = "=" * 20_000
+            case Reason.EVENT_TIME_OUT_OF_RANGE:
+                doc["event_time"] = r.choice(
+                    (
+                        "9999-12-31T23:59:59Z",
+                        (event.event_time + timedelta(days=3653)).isoformat(),
+                        "1970-01-01T00:00:00Z",
+                        "0001-01-01T00:00:00+01:00",
+                    )
+                )
+            case Reason.DUPLICATE_FIELD:  # a field repeated, as a hand-rolled encoder might
+                name = r.choice(("review_id", "product_category", "channel", "event_time"))
+                first = json.dumps({name: doc[name]}, ensure_ascii=False)[:-1]
+                return f"{first}, {json.dumps(doc, ensure_ascii=False)[1:]}".encode()
             case _:  # MALFORMED_REASONS lists the cases above
                 raise ValueError(f"cannot make a malformed record for {reason}")
         return encode_record(doc)

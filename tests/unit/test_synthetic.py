@@ -29,6 +29,9 @@ from stream.validation import decode_event
 N = 20_000
 SEED = 7
 POS = SourcePosition("replay", "test", "0", 0)
+#: When the records are decoded: after the last event time (the validator refuses events
+#: more than a day ahead of their arrival).
+RECEIVED = DEFAULT_START + timedelta(days=3)
 
 
 @cache
@@ -80,7 +83,7 @@ def test_every_valid_record_decodes_to_its_event(scenario: str) -> None:
             continue
         assert r.key == r.event.product_id.encode()
         assert json.loads(r.value) == r.event.to_json_dict()
-        assert decode_event(r.value, POS, DEFAULT_START) == r.event
+        assert decode_event(r.value, POS, RECEIVED) == r.event
     ids = [r.event.review_id for r in recs if r.event is not None]
     assert len(set(ids)) == len(ids)
 
@@ -300,10 +303,10 @@ def test_bad_input_is_steady_plus_five_percent_malformed_records() -> None:
     recs, steady = records("bad-input"), records("steady")
     bad = [r for r in recs if r.expected_reason is not None]
     assert len(bad) == N // 20
-    # Every producer-side reason, evenly: 1000 records over 9 reasons.
+    # Every producer-side reason, evenly: 1000 records over 12 reasons.
     counts = Counter(r.expected_reason for r in bad)
     assert set(counts) == set(MALFORMED_REASONS) == set(Reason) - {Reason.SCORING_REJECTED}
-    assert sorted(counts.values()) == [111] * 8 + [112]
+    assert sorted(counts.values()) == [83] * 8 + [84] * 4
     # Spread over the stream, not bunched.
     spots = [i for i, r in enumerate(recs) if r.expected_reason is not None]
     for quarter in range(4):
@@ -322,7 +325,7 @@ def test_every_malformed_record_is_the_dead_letter_it_claims() -> None:
     for r in records("bad-input"):
         if r.expected_reason is None:
             continue
-        out = decode_event(r.value, POS, DEFAULT_START)
+        out = decode_event(r.value, POS, RECEIVED)
         assert isinstance(out, DeadLetter), r.value[:200]
         assert out.reason == r.expected_reason, (out.detail, r.value[:200])
         assert r.key  # still keyed by the product the producer meant
@@ -336,6 +339,8 @@ def _doc(value: bytes) -> dict[str, object]:
 
 def test_malformed_records_are_malformed_in_the_way_they_claim() -> None:
     """Structural checks, independent of the validator."""
+    good_fields = set(valid(records("steady"))[0].to_json_dict()) | {"rating", "language"}
+    good_fields |= {"customer_segment"}
     seen: Counter[tuple[Reason, str]] = Counter()
     for r in records("bad-input"):
         reason = r.expected_reason
@@ -399,6 +404,22 @@ def test_malformed_records_are_malformed_in_the_way_they_claim() -> None:
             else:
                 assert parsed.tzinfo is None
                 seen[reason, "naive"] += 1
+        elif reason is Reason.OVERSIZE_RECORD:
+            unknown = {k: v for k, v in doc.items() if k not in good_fields}
+            size = len(json.dumps(unknown, separators=(",", ":")).encode())
+            assert len(unknown) > 32 or size > 16 * 1024
+            seen[reason, "many" if len(unknown) > 32 else "large"] += 1
+        elif reason is Reason.EVENT_TIME_OUT_OF_RANGE:
+            stamp = doc["event_time"]
+            assert isinstance(stamp, str)
+            parsed = datetime.fromisoformat(stamp)
+            assert parsed.year < 2000 or parsed.year > DEFAULT_START.year + 5
+            seen[reason, "past" if parsed.year < 2000 else "future"] += 1
+        elif reason is Reason.DUPLICATE_FIELD:
+            pairs = json.loads(text, object_pairs_hook=lambda p: p)
+            names = [k for k, _ in pairs]
+            assert len(names) == len(set(names)) + 1
+            seen[reason, "repeated"] += 1
     # The variants that matter are all there.
     for variant in [
         (Reason.BAD_UTF8, "bytes"), (Reason.NOT_JSON, "truncated"), (Reason.NOT_JSON, "other"),
@@ -407,6 +428,9 @@ def test_malformed_records_are_malformed_in_the_way_they_claim() -> None:
         (Reason.WRONG_TYPE, "rating"), (Reason.WRONG_TYPE, "product_id"),
         (Reason.OVERSIZE_TEXT, "chars within limit"), (Reason.OVERSIZE_TEXT, "long"),
         (Reason.BAD_TIMESTAMP, "naive"), (Reason.BAD_TIMESTAMP, "unparseable"),
+        (Reason.OVERSIZE_RECORD, "many"), (Reason.OVERSIZE_RECORD, "large"),
+        (Reason.EVENT_TIME_OUT_OF_RANGE, "past"), (Reason.EVENT_TIME_OUT_OF_RANGE, "future"),
+        (Reason.DUPLICATE_FIELD, "repeated"),
     ]:  # fmt: skip
         assert seen[variant] > 0, variant
 
@@ -417,7 +441,7 @@ def test_the_text_limit_is_a_parameter() -> None:
         if r.event is not None:
             assert len(r.event.review_text.encode()) <= 800
         elif r.expected_reason is Reason.OVERSIZE_TEXT:
-            out = decode_event(r.value, POS, DEFAULT_START, max_text_bytes=800)
+            out = decode_event(r.value, POS, RECEIVED, max_text_bytes=800)
             assert isinstance(out, DeadLetter)
             assert out.reason is Reason.OVERSIZE_TEXT
             assert len(r.value) < 2_000  # just over the limit, not a 5,000-byte text
