@@ -19,6 +19,7 @@ from stream.events import Alert, Batch
 from stream.metrics import PipelineMetrics, ReadingsCollector, ReadingSource
 from stream.pipeline import AlertSink, Monitor, Pipeline, PipelineOptions, Scorer, Sink, Source
 from stream.settings import Settings
+from stream.validation import DecodeLimits
 
 __all__ = [
     "MetricsServer",
@@ -224,6 +225,7 @@ async def run_pipeline(
             max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
             queue_batches=settings.batch.queue_batches,
             max_text_bytes=settings.max_text_bytes,
+            decode_limits=DecodeLimits.from_settings(settings),
         ),
         on_batch=batch_done,
     )

@@ -32,6 +32,7 @@ from stream.metrics import PipelineMetrics
 from stream.pipeline import Scorer
 from stream.producer import kafka_client_options
 from stream.settings import Settings
+from stream.validation import DecodeLimits
 
 __all__ = ["MonitorFeedSink", "NoMonitor", "create_app"]
 
@@ -220,6 +221,7 @@ def create_app(
                 max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
                 queue_batches=settings.batch.queue_batches,
                 max_text_bytes=settings.max_text_bytes,
+                decode_limits=DecodeLimits.from_settings(settings),
             ),
             on_batch=lambda b: metrics.observe_batch(b, "kafka"),
         )

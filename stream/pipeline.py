@@ -38,7 +38,7 @@ from stream.events import (
     ScoredReview,
     SourcePosition,
 )
-from stream.validation import decode_event
+from stream.validation import DecodeLimits, decode_batch
 
 __all__ = [
     "AlertSink",
@@ -130,6 +130,7 @@ class PipelineOptions:
     max_batch_wait_s: float = 0.2
     queue_batches: int = 4
     max_text_bytes: int = 5_000
+    decode_limits: DecodeLimits | None = None  #: all limits (max_text_bytes is then unused)
     idle_flush_s: float = 1.0
 
 
@@ -292,16 +293,15 @@ class Pipeline:
         await inflight.put(_STOP)
 
     def _decode(self, records: list[RawRecord]) -> _Decoded:
-        out = _Decoded([], [], [], {})
+        limits = self._opts.decode_limits or DecodeLimits(max_text_bytes=self._opts.max_text_bytes)
+        decoded = decode_batch(
+            [r.value for r in records],
+            [r.position for r in records],
+            [r.received_at for r in records],
+            limits,
+        )
+        out = _Decoded(decoded.events, decoded.event_positions, decoded.dead, {})
         for rec in records:
-            result = decode_event(
-                rec.value, rec.position, rec.received_at, max_text_bytes=self._opts.max_text_bytes
-            )
-            if isinstance(result, DeadLetter):
-                out.dead.append(result)
-            else:
-                out.events.append(result)
-                out.event_positions.append(rec.position)
             out.positions[rec.position.key] = rec.position
         return out
 
