@@ -269,6 +269,8 @@ def _from_json(text: str) -> list[str]:
         doc = json.loads(text)
     except ValueError as err:
         raise InvalidInput(f"malformed JSON: {err}") from None
+    except RecursionError:
+        raise InvalidInput("malformed JSON: nested too deep") from None
     if isinstance(doc, dict):
         if "instances" not in doc:
             raise InvalidInput('a JSON request must be {"instances": [...]} or a list')
@@ -280,13 +282,16 @@ def _from_json(text: str) -> list[str]:
 
 def _from_jsonlines(text: str) -> list[str]:
     texts = []
-    for n, line in enumerate(text.splitlines(), start=1):
+    # Lines end at \n only: JSON strings may hold other line separators (U+2028, \x1c, ...).
+    for n, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         try:
             item = json.loads(line)
         except ValueError as err:
             raise InvalidInput(f"line {n}: malformed JSON: {err}") from None
+        except RecursionError:
+            raise InvalidInput(f"line {n}: malformed JSON: nested too deep") from None
         texts.append(_instance_text(item, f"line {n}"))
     return texts
 
