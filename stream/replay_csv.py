@@ -20,8 +20,9 @@ Every row becomes a :class:`~stream.synthetic.GeneratedRecord` with channel ``we
 and event times spread like the synthetic generator's (seeded). Rows are never skipped: a row
 with an empty text (or category, or product id) is published as it is, as a producer would
 have, and carries ``event=None`` and the dead-letter reason the validator gives it
-(``invalid_value``; ``oversize_text`` for a text over ``max_text_bytes``). The counts of such
-rows are therefore visible downstream, in the dead letters.
+(``invalid_value``; ``oversize_text`` for a text over ``max_text_bytes``; whatever else the
+validator refuses). The counts of such rows are therefore visible downstream, in the dead
+letters. A file that is not UTF-8 or not CSV raises :class:`ValueError`, naming the line.
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
-from stream.events import Reason, ReviewEvent
+from stream.events import DeadLetter, Reason, ReviewEvent, SourcePosition
 from stream.synthetic import DEFAULT_START, GeneratedRecord, encode_record, event_times
+from stream.validation import decode_event
 
 __all__ = ["COURSE_COLUMNS", "KAGGLE_COLUMNS", "RATING_FOR_SENTIMENT", "read_csv"]
 
@@ -44,6 +46,8 @@ __all__ = ["COURSE_COLUMNS", "KAGGLE_COLUMNS", "RATING_FOR_SENTIMENT", "read_csv
 COURSE_COLUMNS: Final = ("sentiment", "review_body", "product_category")
 #: Columns of the original Kaggle file that the reader uses.
 KAGGLE_COLUMNS: Final = ("Clothing ID", "Title", "Review Text", "Rating", "Class Name")
+
+_POSITION: Final = SourcePosition("replay", "csv", "0", 0)
 
 #: A representative star rating per sentiment class of the course file.
 RATING_FOR_SENTIMENT: Final[Mapping[int, int]] = {-1: 1, 0: 3, 1: 5}
@@ -122,7 +126,7 @@ def _records(
             extra=row.extra,
         )
         value = encode_record(event.to_json_dict())
-        reason = _expected_reason(event, max_text_bytes)
+        reason = _expected_reason(value, when, max_text_bytes)
         yield GeneratedRecord(
             key=row.product_id.encode("utf-8"),
             value=value,
@@ -131,25 +135,23 @@ def _records(
         )
 
 
-def _expected_reason(event: ReviewEvent, max_text_bytes: int) -> Reason | None:
-    """What the validator says about a row published as is (in the validator's order)."""
-    if not event.product_id.strip() or not event.product_category.strip():
-        return Reason.INVALID_VALUE
-    if not event.review_text.strip():
-        return Reason.INVALID_VALUE
-    if len(event.review_text.encode("utf-8")) > max_text_bytes:
-        return Reason.OVERSIZE_TEXT
-    return None
+def _expected_reason(value: bytes, when: datetime, max_text_bytes: int) -> Reason | None:
+    """What the validator says about a row published as is (received at its event time)."""
+    out = decode_event(value, _POSITION, when, max_text_bytes=max_text_bytes)
+    return out.reason if isinstance(out, DeadLetter) else None
 
 
 def _read_rows(path: Path) -> list[_Row]:
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or ())
-        if columns.issuperset(COURSE_COLUMNS):
-            return [_course_row(n, r) for n, r in enumerate(reader, start=1)]
-        if columns.issuperset(KAGGLE_COLUMNS):
-            return [_kaggle_row(n, r) for n, r in enumerate(reader, start=1)]
+        try:
+            columns = set(reader.fieldnames or ())
+            if columns.issuperset(COURSE_COLUMNS):
+                return [_course_row(n, r) for n, r in enumerate(reader, start=1)]
+            if columns.issuperset(KAGGLE_COLUMNS):
+                return [_kaggle_row(n, r) for n, r in enumerate(reader, start=1)]
+        except (csv.Error, UnicodeDecodeError) as err:  # a field over csv's limit, not UTF-8
+            raise ValueError(f"{path}: line {reader.line_num}: {err}") from None
     raise ValueError(
         f"{path}: expected the columns {', '.join(COURSE_COLUMNS)} or the Kaggle columns "
         f"{', '.join(KAGGLE_COLUMNS)}; found {', '.join(sorted(columns)) or 'none'}"
