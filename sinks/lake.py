@@ -8,8 +8,17 @@ Layout under the lake root::
 
 Partition values are URI-quoted (``Fine gauge`` -> ``Fine%20gauge``), the encoding pyarrow and
 DuckDB decode and the Glue partitions map back (awswrangler's ``dataset=True`` reads take the
-value from the path undecoded; the column inside each file is always plain). The local and the
-S3 lake share this encoder and layout; only the :class:`LakeWriter` differs.
+value from the path undecoded; the column inside each file is always plain). A value producers
+choose (``product_category``) must never break the lake, so a value that is empty, longer than
+:data:`MAX_PARTITION_VALUE_BYTES` quoted, or Hive's NULL marker ``__HIVE_DEFAULT_PARTITION__``
+gets a directory named by a readable prefix and a hash (``<prefix>~<16 hex>``; a ``~`` in any
+other value is quoted), see :func:`partition_dir_value`. ``.`` and ``..`` are harmless (the
+name is ``key=..``). The exact value is the column inside each file, which is what
+:mod:`sinks.query` reads for such columns (it takes only ``dt`` and ``reason`` from paths).
+S3 and Linux file systems are case-sensitive; on a case-insensitive one, two categories that
+differ only in case would share a directory (their files still differ by offsets, and reads
+stay exact, but a rewind there can keep a duplicate). The local and the S3 lake share this
+encoder and layout; only the :class:`LakeWriter` differs.
 
 File names
 ----------
@@ -70,6 +79,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import io
 import json
 import os
@@ -97,6 +107,8 @@ from stream.events import (
 )
 
 __all__ = [
+    "MAX_PARTITION_VALUE_BYTES",
+    "PATH_VALUE_COLUMNS",
     "TABLES",
     "BufferLimits",
     "LakeFile",
@@ -113,6 +125,8 @@ __all__ = [
     "merge_parts",
     "parse_file_name",
     "parse_file_range",
+    "partition_dir_value",
+    "partition_value",
     "to_parquet_bytes",
 ]
 
@@ -170,7 +184,45 @@ class LakeListener(Protocol):
 
 @functools.lru_cache(maxsize=4096)
 def _quote(value: str) -> str:
-    return quote(value, safe="")
+    return quote(value, safe="", errors="surrogatepass")
+
+
+#: The most bytes a partition value takes in a directory name (``key=`` comes on top). Well
+#: under a file system's 255-byte name limit and S3's 1,024-byte key limit together with the
+#: rest of the path.
+MAX_PARTITION_VALUE_BYTES = 120
+#: Hive's (and pyarrow's, DuckDB's, Spark's) name for a NULL partition value.
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_HASH_CHARS = 16  # 64 bits of SHA-256
+#: Partition columns whose directory value is the value itself: the project generates them
+#: (a date, a reason code), so readers may take them from the path and skip directories.
+#: Any other partition value (``product_category`` comes from producers) may be shortened or
+#: escaped in its directory name: read it from the column inside the files.
+PATH_VALUE_COLUMNS = frozenset({"dt", "reason"})
+
+
+@functools.lru_cache(maxsize=4096)
+def partition_dir_value(value: str) -> str:
+    """The directory name of a partition value: URI-quoted (``Fine gauge`` ->
+    ``Fine%20gauge``), with ``~`` quoted too (``%7E``), so that a ``~`` marks the other kind
+    of name: ``<quoted prefix>~<hash>`` for a value that is empty, too long
+    (:data:`MAX_PARTITION_VALUE_BYTES`) or Hive's NULL marker. Distinct values always get
+    distinct names; the exact value is the column inside the files."""
+    quoted = _quote(value).replace("~", "%7E")
+    if quoted and len(quoted) <= MAX_PARTITION_VALUE_BYTES and value.upper() != _HIVE_NULL:
+        return quoted
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    prefix = quoted[: MAX_PARTITION_VALUE_BYTES - _HASH_CHARS - 1]
+    cut = prefix.rfind("%", len(prefix) - 2)  # never end inside a %XX escape
+    if cut >= 0:
+        prefix = prefix[:cut]
+    return f"{prefix}~{digest}"
+
+
+def partition_value(name: str) -> str | None:
+    """The value of a directory name that :func:`partition_dir_value` made, or None when the
+    name is shortened (the value is then only in the files)."""
+    return None if "~" in name else unquote(name)
 
 
 def file_name(key: SourceKey, first: int, last: int) -> str:
@@ -280,7 +332,8 @@ def scored_parts(scored: Sequence[ScoredReview]) -> list[LakePart]:
         cols["source_partition"].append(pos.partition)
         cols["source_offset"].append(str(pos.offset))
         cols["dt"].append(dt)
-        keyed.append((f"reviews/dt={dt}/product_category={_quote(ev.product_category)}", pos))
+        category = partition_dir_value(ev.product_category)
+        keyed.append((f"reviews/dt={dt}/product_category={category}", pos))
     return _group(cols, keyed, SCORED_SCHEMA)
 
 
