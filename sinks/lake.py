@@ -92,7 +92,10 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote, unquote
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stream.events import (
@@ -104,6 +107,7 @@ from stream.events import (
     DeadLetter,
     ScoredReview,
     SourcePosition,
+    scored_table,
 )
 
 __all__ = [
@@ -277,100 +281,133 @@ def _high_water(paths: Iterable[str], key: SourceKey, before: int) -> dict[str, 
 
 # -- the encoder -------------------------------------------------------------------------------
 
+_SOURCE_COLUMNS = ("source", "source_stream", "source_partition")
+
+
+def _offsets(table: pa.Table) -> npt.NDArray[np.int64]:
+    """The rows' source offsets as integers (they are stored as decimal strings)."""
+    column = pc.cast(table.column("source_offset"), pa.int64())
+    return np.asarray(column.to_numpy(), dtype=np.int64)
+
 
 def _group(
-    cols: dict[str, list[Any]],
-    keyed: list[tuple[str, SourcePosition]],
-    schema: pa.Schema,
+    table: pa.Table,
+    by: Sequence[str],
+    directory: Callable[[Sequence[Any]], str],
+    at: SourcePosition | None = None,
 ) -> list[LakePart]:
-    """One part per (directory, source partition), rows in arrival order."""
-    groups: dict[tuple[str, SourceKey], list[int]] = defaultdict(list)
-    for i, (directory, position) in enumerate(keyed):
-        groups[(directory, position.key)].append(i)
-    whole = pa.table(cols, schema=schema)
-    if len(groups) > 1:  # one take puts each group's rows together; then zero-copy slices
-        whole = whole.take([i for rows in groups.values() for i in rows])
-    per_row = whole.nbytes / max(1, whole.num_rows)
-    out: list[LakePart] = []
-    start = 0
-    for (directory, key), rows in groups.items():
-        offsets = [keyed[i][1].offset for i in rows]
-        table = whole.slice(start, len(rows)) if len(groups) > 1 else whole
-        start += len(rows)
-        size = round(per_row * len(rows))
-        out.append(LakePart(directory, key, min(offsets), max(offsets), table, size))
-    return out
+    """One part per (directory, source partition), rows in arrival order, parts in order of
+    their first row; ``directory`` names a group from its ``by`` values. Rows carry their
+    source position in the ``source*`` columns, or all share position ``at`` (alerts).
+
+    Columnar: one stable sort over the key columns, one ``take``, then zero-copy slices."""
+    n = table.num_rows
+    if n == 0:
+        return []
+    keys = list(by) if at is not None else [*by, *_SOURCE_COLUMNS]
+    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])  # stable
+    whole = table.take(order)
+    change = np.zeros(n, dtype=bool)
+    change[0] = True
+    if n > 1:
+        for k in keys:
+            column = whole.column(k)
+            differs = pc.not_equal(column.slice(1), column.slice(0, n - 1))
+            change[1:] |= np.asarray(pc.fill_null(differs, True).to_numpy(zero_copy_only=False))
+    starts = np.flatnonzero(change)
+    ends = np.append(starts[1:], n)
+    first_rows = np.asarray(order.to_numpy())[starts]  # each group's earliest row
+    offsets = np.full(n, at.offset, np.int64) if at is not None else _offsets(whole)
+    lows = np.minimum.reduceat(offsets, starts).tolist()
+    highs = np.maximum.reduceat(offsets, starts).tolist()
+    heads = whole.take(pa.array(starts)).select(keys).to_pylist()
+    per_row = whole.nbytes / n
+    out: list[tuple[int, LakePart]] = []
+    for g, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        head = heads[g]
+        key: SourceKey = (
+            at.key
+            if at is not None
+            else (head["source"], head["source_stream"], head["source_partition"])
+        )
+        rows = end - start
+        part = LakePart(
+            directory([head[k] for k in by]),
+            key,
+            lows[g],
+            highs[g],
+            whole if rows == n else whole.slice(start, rows),
+            round(per_row * rows),
+        )
+        out.append((int(first_rows[g]), part))
+    out.sort(key=lambda item: item[0])
+    return [part for _, part in out]
+
+
+def _review_directory(values: Sequence[Any]) -> str:
+    dt, category = values
+    return f"reviews/dt={dt}/product_category={partition_dir_value(category)}"
 
 
 def scored_parts(scored: Sequence[ScoredReview]) -> list[LakePart]:
-    """Scored reviews -> one part per (dt, product_category, source partition)."""
-    cols: dict[str, list[Any]] = {name: [] for name in SCORED_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition]] = []
-    for s in scored:
-        ev, pos = s.event, s.position
-        dt = ev.event_time.date().isoformat()
-        cols["review_id"].append(ev.review_id)
-        cols["product_id"].append(ev.product_id)
-        cols["product_category"].append(ev.product_category)
-        cols["review_text"].append(ev.review_text)
-        cols["channel"].append(ev.channel)
-        cols["event_time"].append(ev.event_time)
-        cols["rating"].append(ev.rating)
-        cols["language"].append(ev.language)
-        cols["customer_segment"].append(ev.customer_segment)
-        cols["sentiment"].append(s.sentiment)
-        cols["sentiment_label"].append(s.sentiment_label)
-        cols["p_negative"].append(s.p_negative)
-        cols["p_neutral"].append(s.p_neutral)
-        cols["p_positive"].append(s.p_positive)
-        cols["model_name"].append(s.model_name)
-        cols["model_version"].append(s.model_version)
-        cols["scored_at"].append(s.scored_at)
-        cols["endpoint_latency_ms"].append(s.endpoint_latency_ms)
-        cols["source"].append(pos.source)
-        cols["source_stream"].append(pos.stream)
-        cols["source_partition"].append(pos.partition)
-        cols["source_offset"].append(str(pos.offset))
-        cols["dt"].append(dt)
-        category = partition_dir_value(ev.product_category)
-        keyed.append((f"reviews/dt={dt}/product_category={category}", pos))
-    return _group(cols, keyed, SCORED_SCHEMA)
+    """Scored reviews -> one part per (dt, product_category, source partition). A
+    :class:`~stream.events.ScoredBatch` brings its Arrow table; nothing is rebuilt row by
+    row."""
+    return _group(scored_table(scored), ("dt", "product_category"), _review_directory)
+
+
+def _rows_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=schema)
 
 
 def dead_letter_parts(dead: Sequence[DeadLetter]) -> list[LakePart]:
     """Dead letters -> one part per (dt, reason, source partition), raw bytes kept."""
-    cols: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition]] = []
-    for d in dead:
-        dt = d.received_at.date().isoformat()
-        cols["reason"].append(d.reason.value)
-        cols["detail"].append(d.detail)
-        cols["raw"].append(d.raw)
-        cols["received_at"].append(d.received_at)
-        cols["source"].append(d.position.source)
-        cols["source_stream"].append(d.position.stream)
-        cols["source_partition"].append(d.position.partition)
-        cols["source_offset"].append(str(d.position.offset))
-        cols["dt"].append(dt)
-        keyed.append((f"dlq/dt={dt}/reason={d.reason.value}", d.position))
-    return _group(cols, keyed, DEAD_LETTER_SCHEMA)
+    if not dead:
+        return []
+    table = _rows_table(
+        [
+            {
+                "reason": d.reason.value,
+                "detail": d.detail,
+                "raw": d.raw,
+                "received_at": d.received_at,
+                "source": d.position.source,
+                "source_stream": d.position.stream,
+                "source_partition": d.position.partition,
+                "source_offset": str(d.position.offset),
+                "dt": d.received_at.date().isoformat(),
+            }
+            for d in dead
+        ],
+        DEAD_LETTER_SCHEMA,
+    )
+    return _group(table, ("dt", "reason"), lambda v: f"dlq/dt={v[0]}/reason={v[1]}")
 
 
 def alert_parts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakePart]:
     """Alerts raised by one batch -> one part per dt, at the batch's first position."""
-    cols: dict[str, list[Any]] = {name: [] for name in ALERT_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition]] = []
-    for a in alerts:
-        dt = a.raised_at.date().isoformat()
-        for name in ("alert_id", "name", "status", "category", "summary"):
-            cols[name].append(getattr(a, name))
-        for name in ("window_start", "window_end", "raised_at"):
-            cols[name].append(getattr(a, name))
-        cols["severity"].append(a.severity.value)
-        cols["evidence_json"].append(json.dumps(a.evidence, sort_keys=True, default=str))
-        cols["dt"].append(dt)
-        keyed.append((f"alerts/dt={dt}", first))
-    return _group(cols, keyed, ALERT_SCHEMA)
+    if not alerts:
+        return []
+    table = _rows_table(
+        [
+            {
+                "alert_id": a.alert_id,
+                "name": a.name,
+                "status": a.status,
+                "category": a.category,
+                "summary": a.summary,
+                "window_start": a.window_start,
+                "window_end": a.window_end,
+                "raised_at": a.raised_at,
+                "severity": a.severity.value,
+                "evidence_json": json.dumps(a.evidence, sort_keys=True, default=str),
+                "dt": a.raised_at.date().isoformat(),
+            }
+            for a in alerts
+        ],
+        ALERT_SCHEMA,
+    )
+    return _group(table, ("dt",), lambda v: f"alerts/dt={v[0]}", at=first)
 
 
 def encode_batch(batch: Batch) -> list[LakePart]:
@@ -424,11 +461,12 @@ def _after(part: LakePart, mark: int) -> LakePart | None:
         return part
     if part.last <= mark:
         return None
-    offsets = [int(o) for o in part.table.column("source_offset").to_pylist()]
-    keep = [o > mark for o in offsets]
-    kept = [o for o in offsets if o > mark]
+    offsets = _offsets(part.table)
+    keep = offsets > mark
+    kept = offsets[keep]
     size = part.nbytes * len(kept) // max(1, len(offsets))
-    return LakePart(part.directory, part.key, min(kept), max(kept), part.table.filter(keep), size)
+    table = part.table.filter(pa.array(keep))
+    return LakePart(part.directory, part.key, int(kept.min()), int(kept.max()), table, size)
 
 
 # -- writers -----------------------------------------------------------------------------------
