@@ -78,18 +78,22 @@ are not rewound. Both are noted limits of the exactly-once promise, which covers
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import functools
 import hashlib
 import io
 import json
+import logging
 import os
+import random
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -98,6 +102,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from sinks.retry import Backoff
 from stream.events import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -114,6 +119,7 @@ __all__ = [
     "MAX_PARTITION_VALUE_BYTES",
     "PATH_VALUE_COLUMNS",
     "TABLES",
+    "TRANSIENT_DISK_ERRNOS",
     "BufferLimits",
     "LakeFile",
     "LakeListener",
@@ -135,6 +141,8 @@ __all__ = [
 ]
 
 SourceKey = tuple[str, str, str]
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 #: The lake's tables: name -> (top directory, schema, Hive partition columns).
 TABLES: dict[str, tuple[str, pa.Schema, tuple[str, ...]]] = {
@@ -472,17 +480,123 @@ def _after(part: LakePart, mark: int) -> LakePart | None:
 # -- writers -----------------------------------------------------------------------------------
 
 
-class LocalLakeWriter:
-    """Writes lake files under a local directory, atomically (temp file + rename)."""
+#: ``OSError`` numbers of a local disk that waiting (or an operator) may fix: read-only, no
+#: permission, full, over quota, an I/O error.
+TRANSIENT_DISK_ERRNOS = frozenset(
+    {errno.EROFS, errno.EACCES, errno.ENOSPC, errno.EDQUOT, errno.EIO}
+)
+_TMP_PREFIX = ".tmp-"
+_TMP_SUFFIX = ".partial"
 
-    def __init__(self, root: Path) -> None:
+
+def _tmp_owner(name: str) -> int | None:
+    """The process id in a temporary file's name (``.tmp-<pid>-<random>.partial``)."""
+    pid = name[len(_TMP_PREFIX) :].partition("-")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalLakeWriter:
+    """Writes lake files under a local directory, atomically (temp file + rename).
+
+    Temporary files are named ``.tmp-<pid>-<random>.partial``, so ``*.parquet`` globs (DuckDB's
+    ``read_parquet('**/*.parquet')``, pyarrow datasets) never read a half-written file; those
+    a killed process left behind are removed when a writer first touches the lake (the ones of
+    a live process are left alone: two workers may share a lake). Errors a disk recovers from
+    (:data:`TRANSIENT_DISK_ERRNOS`) are retried with capped exponential backoff
+    (:class:`~sinks.retry.Backoff`) for as long as the writer runs, so a full or read-only disk
+    makes the sink wait (backpressure) rather than fail the batch; :meth:`stop` ends the
+    waiting (the pending call raises the last error). ``retries`` counts them."""
+
+    #: Temporary files this process is writing now (a stale one may carry a reused pid).
+    _in_flight: ClassVar[set[Path]] = set()
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        backoff: Backoff | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.root = root
+        self._backoff = backoff or Backoff()
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._stop: asyncio.Event | None = None
+        self._swept = False
+        self.retries = 0
+        self.stale_removed = 0
+
+    def stop(self) -> None:
+        """Stop waiting for the disk: the pending and later calls that fail raise. Idempotent;
+        call it from the event loop's thread."""
+        self._stopping().set()
+
+    def _stopping(self) -> asyncio.Event:
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        return self._stop
 
     async def put(self, path: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put, path, data)
+        await self._retrying(f"writing {path}", functools.partial(self._put, path, data))
 
     async def list_files(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._list, prefix)
+        return await self._retrying(f"listing {prefix}", functools.partial(self._list, prefix))
+
+    async def delete_files(self, paths: Sequence[str]) -> None:
+        call = functools.partial(self._delete, list(paths))
+        await self._retrying(f"deleting {len(paths)} files", call)
+
+    async def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        if not self._swept:
+            self._swept = True
+            self.stale_removed += await asyncio.to_thread(self._sweep)
+        attempt = 0
+        stop = self._stopping()
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except OSError as err:
+                if err.errno not in TRANSIENT_DISK_ERRNOS or stop.is_set():
+                    raise
+                delay = self._backoff.delay(attempt, self._rng)
+                attempt += 1
+                self.retries += 1
+                _log.warning("%s failed (%s); retry %d in %.1fs", what, err, attempt, delay)
+                try:
+                    await asyncio.wait_for(stop.wait(), delay)
+                except TimeoutError:
+                    continue
+                raise
+
+    def _sweep(self) -> int:
+        """Remove the temporary files that dead processes left in the lake's tables (best
+        effort: they are invisible to readers anyway)."""
+        removed = 0
+        for directory, _schema, _keys in TABLES.values():
+            base = self.root / directory
+            try:
+                for tmp in base.rglob(f"{_TMP_PREFIX}*") if base.is_dir() else ():
+                    owner = _tmp_owner(tmp.name)
+                    if owner == os.getpid():
+                        if tmp.resolve() in LocalLakeWriter._in_flight:
+                            continue  # another writer of this process is writing it
+                    elif owner is not None and _alive(owner):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+                        removed += 1
+            except OSError as err:
+                _log.warning("removing stale temporary files under %s failed: %s", base, err)
+        return removed
 
     def _list(self, prefix: str) -> list[str]:
         base = self.root / prefix
@@ -491,11 +605,8 @@ class LocalLakeWriter:
         return sorted(
             p.relative_to(self.root).as_posix()
             for p in base.rglob("*.parquet")
-            if not p.name.startswith(".tmp-")
+            if not p.name.startswith(_TMP_PREFIX)
         )
-
-    async def delete_files(self, paths: Sequence[str]) -> None:
-        await asyncio.to_thread(self._delete, list(paths))
 
     def _delete(self, paths: list[str]) -> None:
         for path in paths:
@@ -504,7 +615,11 @@ class LocalLakeWriter:
     def _put(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".parquet")
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=_TMP_SUFFIX
+        )
+        mine = Path(tmp).resolve()
+        LocalLakeWriter._in_flight.add(mine)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -514,6 +629,8 @@ class LocalLakeWriter:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        finally:
+            LocalLakeWriter._in_flight.discard(mine)
 
 
 # -- the sink ----------------------------------------------------------------------------------
