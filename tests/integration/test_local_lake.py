@@ -32,8 +32,7 @@ T = datetime(2026, 3, 4, 12, tzinfo=UTC)
 PRELUDE = textwrap.dedent(
     """
     import asyncio, json, os, sys, time
-    from collections.abc import Iterator
-from datetime import UTC, datetime
+    from datetime import UTC, datetime
     from pathlib import Path
     from sinks.lake import BufferLimits, LakeSink, LocalLakeWriter
     from sinks.retry import Backoff
