@@ -44,7 +44,9 @@ Replay without duplicates
 -------------------------
 After a crash the source resumes each partition at its committed offset ``C`` and calls
 :meth:`LakeSink.rewind` with it (the Kafka source does so on the first record of a partition
-it is handed). What the lake may hold of that partition then falls in three groups:
+it is handed; the Kinesis source on the first record of a shard; the replay source at index 0
+when it starts, so a rerun of a replay replaces the earlier run's files of that stream). What
+the lake may hold of that partition then falls in three groups:
 
 * files whose ``first`` >= ``C``: only uncommitted rows, all about to come again. They are
   deleted (``leftovers``), so the replay writes them afresh, cut as it likes.

@@ -106,8 +106,9 @@ def run(
         monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
         settings = settings.model_copy(update={"monitor": monitor})
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
-    source = ReplaySource(records, name=name, rate=rate)
     lake_sink = build_lake_sink(settings)
+    # A rerun of the same stream replaces what an earlier run stored in this lake.
+    source = ReplaySource(records, name=name, rate=rate, on_rewind=lake_sink.rewind)
 
     def show_alert(alert: Alert) -> None:
         style = "bold red" if alert.status == "firing" else "green"
