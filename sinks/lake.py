@@ -166,13 +166,14 @@ class LakeFile:
 
 @dataclass(frozen=True, slots=True)
 class LakePart:
-    """Rows bound for one lake directory from one source partition, offsets first..last."""
+    """Rows bound for one lake directory from one source partition, offsets first..last
+    (a zero-copy slice of the batch's rows, grouped)."""
 
     directory: str
     key: SourceKey
     first: int
     last: int
-    table: pa.Table
+    table: pa.RecordBatch
     nbytes: int = 0  #: Arrow bytes of the rows (estimated for slices of a larger table)
 
 
@@ -294,10 +295,22 @@ def _high_water(paths: Iterable[str], key: SourceKey, before: int) -> dict[str, 
 _SOURCE_COLUMNS = ("source", "source_stream", "source_partition")
 
 
-def _offsets(table: pa.Table) -> npt.NDArray[np.int64]:
+def _offsets(table: pa.Table | pa.RecordBatch) -> npt.NDArray[np.int64]:
     """The rows' source offsets as integers (they are stored as decimal strings)."""
     column = pc.cast(table.column("source_offset"), pa.int64())
     return np.asarray(column.to_numpy(), dtype=np.int64)
+
+
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """Each row's index into the column's distinct values, and those values (None last)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    values = encoded.dictionary.to_pylist()
+    indices = encoded.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, len(values))
+    return np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64), [*values, None]
 
 
 def _group(
@@ -310,46 +323,51 @@ def _group(
     their first row; ``directory`` names a group from its ``by`` values. Rows carry their
     source position in the ``source*`` columns, or all share position ``at`` (alerts).
 
-    Columnar: one stable sort over the key columns, one ``take``, then zero-copy slices."""
+    Columnar: the key columns are dictionary-encoded into one group number per row, a stable
+    argsort of those puts each group's rows together, one ``take`` moves them, and each part
+    is a zero-copy slice of that record batch. Python work is per group, never per row."""
     n = table.num_rows
     if n == 0:
         return []
     keys = list(by) if at is not None else [*by, *_SOURCE_COLUMNS]
-    order = pc.sort_indices(table, sort_keys=[(k, "ascending") for k in keys])  # stable
-    whole = table.take(order)
-    change = np.zeros(n, dtype=bool)
-    change[0] = True
-    if n > 1:
-        for k in keys:
-            column = whole.column(k)
-            differs = pc.not_equal(column.slice(1), column.slice(0, n - 1))
-            change[1:] |= np.asarray(pc.fill_null(differs, True).to_numpy(zero_copy_only=False))
-    starts = np.flatnonzero(change)
+    encoded = [_codes(table.column(k)) for k in keys]
+    group = np.zeros(n, dtype=np.int64)
+    span = 1
+    for indices, values in encoded:
+        if span * len(values) >= 2**62:  # renumber the groups so far: 0..n-1
+            group = np.unique(group, return_inverse=True)[1].reshape(n)
+            span = n
+        group = group * len(values) + indices
+        span *= len(values)
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.diff(group[order], prepend=-1))
     ends = np.append(starts[1:], n)
-    first_rows = np.asarray(order.to_numpy())[starts]  # each group's earliest row
-    offsets = np.full(n, at.offset, np.int64) if at is not None else _offsets(whole)
+    first_rows = order[starts]  # each group's earliest row (the sort is stable)
+    [batch] = table.combine_chunks().to_batches()
+    if len(starts) > 1:
+        batch = batch.take(pa.array(order))
+        nbytes = batch.get_total_buffer_size()  # freshly allocated: exactly its rows
+    else:
+        nbytes = batch.nbytes
+    offsets = np.full(n, at.offset, np.int64) if at is not None else _offsets(table)[order]
     lows = np.minimum.reduceat(offsets, starts).tolist()
     highs = np.maximum.reduceat(offsets, starts).tolist()
-    heads = whole.take(pa.array(starts)).select(keys).to_pylist()
-    per_row = whole.nbytes / n
+    per_row = nbytes / n
     out: list[tuple[int, LakePart]] = []
     for g, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        head = heads[g]
-        key: SourceKey = (
-            at.key
-            if at is not None
-            else (head["source"], head["source_stream"], head["source_partition"])
-        )
+        row = int(first_rows[g])
+        head = [values[indices[row]] for indices, values in encoded]
+        key: SourceKey = at.key if at is not None else (head[-3], head[-2], head[-1])
         rows = end - start
         part = LakePart(
-            directory([head[k] for k in by]),
+            directory(head[: len(by)]),
             key,
             lows[g],
             highs[g],
-            whole if rows == n else whole.slice(start, rows),
+            batch if rows == n else batch.slice(start, rows),
             round(per_row * rows),
         )
-        out.append((int(first_rows[g]), part))
+        out.append((row, part))
     out.sort(key=lambda item: item[0])
     return [part for _, part in out]
 
@@ -437,7 +455,7 @@ def merge_parts(parts: Sequence[LakePart]) -> LakeFile:
     directory, key = parts[0].directory, parts[0].key
     if any(p.directory != directory or p.key != key for p in parts):
         raise ValueError("parts of one file must share directory and source partition")
-    table = parts[0].table if len(parts) == 1 else pa.concat_tables([p.table for p in parts])
+    table = pa.Table.from_batches([p.table for p in parts])
     first = min(p.first for p in parts)
     last = max(p.last for p in parts)
     return LakeFile(f"{directory}/{file_name(key, first, last)}", table)
@@ -458,10 +476,32 @@ def encode_alerts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakeFi
     return [merge_parts([p]) for p in alert_parts(alerts, first)]
 
 
+#: Columns whose values are (nearly) all distinct: written plain, without first trying a
+#: dictionary that Parquet would drop again.
+_DISTINCT_COLUMNS = frozenset(
+    {
+        "review_id",
+        "review_text",
+        "event_time",
+        "p_negative",
+        "p_neutral",
+        "p_positive",
+        "source_offset",
+        "raw",
+        "detail",
+        "alert_id",
+        "summary",
+        "evidence_json",
+    }
+)
+
+
 def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
-    """Encode one table as a Parquet file (the only place the project encodes Parquet)."""
+    """Encode one table as a Parquet file (the only place the project encodes Parquet): one
+    chunk per column, dictionaries only for columns that repeat."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression)
+    dictionary = [name for name in table.column_names if name not in _DISTINCT_COLUMNS]
+    pq.write_table(table.combine_chunks(), buf, compression=compression, use_dictionary=dictionary)
     return buf.getvalue()
 
 
