@@ -107,28 +107,31 @@ def batches(scored: list[ScoredBatch], *, as_rows: bool = False) -> list[Batch]:
     return out
 
 
-def best_of(repeats: int, run: Callable[[], float]) -> float:
-    return min(run() for _ in range(repeats))
+Timing = tuple[float, float, int]  # wall seconds, CPU seconds (all threads), files
 
 
-def ceiling(table: pa.Table, directory: Path, compression: str) -> float:
+def timed(run: Callable[[], int]) -> Timing:
+    wall, cpu = time.perf_counter(), time.process_time()
+    files = run()
+    return time.perf_counter() - wall, time.process_time() - cpu, files
+
+
+def ceiling(table: pa.Table, directory: Path, compression: str) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     pq.write_table(table, directory / "all.parquet", compression=compression)
-    return time.perf_counter() - started
+    return 1
 
 
 async def through_sink(
     writer: LakeWriter, work: list[Batch], compression: str, build: bool = False
-) -> tuple[float, int]:
+) -> int:
     sink = LakeSink(writer, compression=compression)
-    started = time.perf_counter()
     for b in work:
         if build and isinstance(b.scored, ScoredBatch):
             b.scored.table  # noqa: B018 - what the pipeline does once per batch
         await sink.write(b)
     await sink.close()
-    return time.perf_counter() - started, sink.files_written
+    return sink.files_written
 
 
 def main() -> None:
@@ -151,24 +154,24 @@ def main() -> None:
     table = pa.concat_tables([b.scored.table for b in built if isinstance(b.scored, ScoredBatch)])
     n = table.num_rows
     scratch = Path(tempfile.mkdtemp(prefix="lake-bench-"))
-    results: dict[str, tuple[float, int]] = {}
 
-    def local(work: list[Batch], build: bool = False) -> tuple[float, int]:
+    def local(work: list[Batch], build: bool = False) -> int:
         target = scratch / f"local-{time.monotonic_ns()}"
         return asyncio.run(through_sink(LocalLakeWriter(target), work, comp, build))
 
+    # Each path: (prepare its input untimed, then the timed run of that input).
+    paths: dict[str, tuple[Callable[[], list[Batch]], Callable[[list[Batch]], int]]] = {
+        "pq.write_table (ceiling)": (list, lambda _: ceiling(table, scratch / "raw", comp)),
+        "lake sink -> local dir": (lambda: built, local),
+        "  incl. building the table": (fresh, lambda w: local(w, build=True)),
+        "  from ScoredReview rows": (lambda: fresh(as_rows=True), local),
+    }
+    results: dict[str, list[Timing]] = {name: [] for name in paths}
     try:
-        results["pq.write_table (ceiling)"] = (
-            best_of(args.repeats, lambda: ceiling(table, scratch / "raw", comp)),
-            1,
-        )
-        results["lake sink -> local dir"] = min(local(built) for _ in range(args.repeats))
-        results["  incl. building the table"] = min(
-            local(fresh(), build=True) for _ in range(args.repeats)
-        )
-        results["  from ScoredReview rows"] = min(
-            local(fresh(as_rows=True)) for _ in range(args.repeats)
-        )
+        for _ in range(args.repeats):  # interleaved: every path sees the same machine load
+            for name, (prepare, run) in paths.items():
+                work = prepare()
+                results[name].append(timed(lambda: run(work)))  # noqa: B023 - called at once
         if args.s3:
             results["lake sink -> S3 (SeaweedFS)"] = _s3(built, comp, args.repeats)
         if args.profile:
@@ -176,25 +179,27 @@ def main() -> None:
             profiler.enable()
             local(built)
             profiler.disable()
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
-    base = n / results["pq.write_table (ceiling)"][0]
+    best = {name: min(runs) for name, runs in results.items()}
+    cpu = {name: min(r[1] for r in runs) for name, runs in results.items()}
+    base, base_cpu = best["pq.write_table (ceiling)"][0], cpu["pq.write_table (ceiling)"]
     print(f"{n:,} scored reviews, batches of {args.batch}, {comp}, best of {args.repeats}")
-    print(f"{'path':32} {'rows/s':>12} {'files':>6} {'ratio to ceiling':>17}")
-    for name, (seconds, files) in results.items():
-        rate = n / seconds
-        print(f"{name:32} {rate:12,.0f} {files:6d} {rate / base:17.3f}")
+    print(f"{'path':32} {'rows/s':>10} {'files':>6} {'ratio (wall)':>13} {'ratio (CPU)':>12}")
+    for name, (wall, _cpu, files) in best.items():
+        ratio_cpu = base_cpu / cpu[name] if cpu[name] > 0 else float("nan")
+        print(f"{name:32} {n / wall:10,.0f} {files:6d} {base / wall:13.3f} {ratio_cpu:12.3f}")
 
 
-def _s3(work: list[Batch], compression: str, repeats: int) -> tuple[float, int]:
+def _s3(work: list[Batch], compression: str, repeats: int) -> list[Timing]:
     from sinks.s3 import S3LakeWriter, s3_session
     from tests.servers.seaweedfs import SeaweedFS
 
     with SeaweedFS() as server:
 
-        def once() -> tuple[float, int]:
+        def once() -> int:
             bucket = server.create_bucket(f"bench-{time.monotonic_ns()}")
             session = s3_session(
                 region=server.region,
@@ -205,7 +210,7 @@ def _s3(work: list[Batch], compression: str, repeats: int) -> tuple[float, int]:
             writer = S3LakeWriter(bucket, "lake", session=session)
             return asyncio.run(through_sink(writer, work, compression))
 
-        return min(once() for _ in range(repeats))
+        return [timed(once) for _ in range(repeats)]
 
 
 if __name__ == "__main__":

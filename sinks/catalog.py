@@ -101,6 +101,7 @@ class GlueCatalog:
         self._compression = None if compression == "none" else compression
         self._known: set[str] = set()
         self._ready = False
+        self._lock = asyncio.Lock()
 
     def ensure_tables(self) -> None:
         """Create the database and any missing table (existing tables keep their partitions)."""
@@ -132,7 +133,12 @@ class GlueCatalog:
             if found is None or found[1] in self._known:
                 continue
             view, directory, values = found
-            new.setdefault(view, {})[f"{self._base}{directory}/"] = self._values(view, path, values)
+            plain = self._values(view, path, values)
+            if "" in plain:  # Hive (and Glue) cannot hold an empty partition value
+                _log.warning("not registering %s in Glue: an empty partition value", directory)
+                self._known.add(directory)
+                continue
+            new.setdefault(view, {})[f"{self._base}{directory}/"] = plain
         for view, partitions in new.items():
             wr.catalog.add_parquet_partitions(
                 database=self.database,
@@ -162,7 +168,8 @@ class GlueCatalog:
         if _partition_of(path) is None or path.rpartition("/")[0] in self._known:
             return
         try:
-            await asyncio.to_thread(self.add_partitions, [path])
+            async with self._lock:  # the sink writes several directories at once
+                await asyncio.to_thread(self.add_partitions, [path])
         except (BotoCoreError, ClientError, wr.exceptions.ServiceApiError) as err:
             _log.warning("registering the partition of %s in Glue failed: %s", path, err)
 
