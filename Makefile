@@ -46,7 +46,7 @@ model: setup ## Rebuild the shipped model from ../shared/data/reviews.csv (or DA
 	$(BIN)/sentiment-monitor model train --data $${DATA:-../shared/data/reviews.csv}
 
 benchmarks: setup kafka-jars ## Run every benchmark (prints ratios measured in one run)
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(BIN)/python $$b || exit 1; done
 
 clean: ## Remove the local lake, alert log and caches
 	rm -rf lake alerts.jsonl .pytest_cache .mypy_cache .ruff_cache

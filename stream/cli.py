@@ -95,10 +95,7 @@ def run(
     ] = 0.0,
 ) -> None:
     """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
-    from sinks import JsonlAlertSink
-    from sinks.webhook import build_notifiers
     from stream.app import run_pipeline
-    from stream.lake_factory import build_lake_sink
     from stream.sources import ReplaySource
 
     settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
@@ -106,8 +103,7 @@ def run(
         monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
         settings = settings.model_copy(update={"monitor": monitor})
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
-    source = ReplaySource(records, name=name, rate=rate)
-    lake_sink = build_lake_sink(settings)
+    source = ReplaySource(records, name=name, rate=rate, chunk=settings.batch.max_events)
 
     def show_alert(alert: Alert) -> None:
         style = "bold red" if alert.status == "firing" else "green"
@@ -133,23 +129,15 @@ def run(
         speed = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
         bar.update(task, completed=done, rate=speed)
 
-    notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
-
     async def go() -> Pipeline:
-        try:
-            return await run_pipeline(
-                settings,
-                source,
-                [lake_sink],
-                source_name="replay",
-                alert_sinks=[JsonlAlertSink(settings.alerts_path), *notifiers],
-                on_batch=on_batch,
-                on_alert=show_alert,
-                linger_s=linger,
-            )
-        finally:
-            for notifier in notifiers:
-                await notifier.close()
+        return await run_pipeline(
+            settings,
+            source,
+            source_name="replay",
+            on_batch=on_batch,
+            on_alert=show_alert,
+            linger_s=linger,
+        )
 
     with bar:
         pipeline = asyncio.run(go())
