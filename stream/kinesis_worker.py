@@ -20,8 +20,9 @@ from stream.app import run_pipeline
 from stream.checkpoints import open_checkpoint_store
 from stream.lake_factory import build_lake_sink
 from stream.pipeline import Pipeline
+from stream.retry import Backoff
 from stream.settings import Settings
-from stream.sources.kinesis import Backoff, KinesisSource, ensure_stream, kinesis_client
+from stream.sources.kinesis import KinesisSource, ensure_stream, kinesis_client
 
 __all__ = ["run_kinesis_worker", "serve"]
 
