@@ -72,7 +72,8 @@ class DeliveryError(SentimentMonitorError):
         self.retry_after = retry_after
 
 
-_URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]+""")
+#: a URL in running text (trailing punctuation left to the sentence)
+_URL = re.compile(r"""\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s"'<>]*[^\s"'<>.,;:!?)\]]""")
 
 
 def redact_url(url: str) -> str:
