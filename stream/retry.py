@@ -280,7 +280,13 @@ async def retrying(
         before_sleep=before_sleep,
         reraise=True,
     )
-    return await retryer(call)
+
+    async def attempt() -> _T:
+        # awaited here: tenacity would hand back, unawaited, the coroutine of a callable it does
+        # not recognise as async (a partial of an aiobotocore method, a lambda)
+        return await call()
+
+    return await retryer(attempt)
 
 
 def _failure(state: RetryCallState) -> BaseException:

@@ -347,3 +347,10 @@ def test_urls_inside_text_are_redacted() -> None:
     assert redact_urls("no url here") == "no url here"
     assert describe(ValueError("see http://u:p@h/x")) == "ValueError: see http://h"
     assert describe(TimeoutError()) == "TimeoutError"
+
+
+async def test_a_plain_callable_returning_an_awaitable_is_awaited() -> None:
+    calls = Flaky(ConnectionResetError())
+    # not an ``async def``: the way aiobotocore's methods and lambdas look
+    result = await retrying(lambda: calls(), what="x", backoff=None, sleep=Sleeps())
+    assert result == "ok" and calls.calls == 2
