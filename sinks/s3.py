@@ -29,7 +29,7 @@ import awswrangler as wr
 import boto3
 from botocore.config import Config
 
-from stream.errors import LakeUnavailable
+from stream.errors import LakeUnavailable, redact_url
 from stream.retry import Backoff as _Backoff
 from stream.retry import RetryStopped, retrying
 
@@ -207,7 +207,7 @@ class S3LakeWriter:
             # that, when the upload fails, tries again from __del__ at garbage collection.)
             self._client().put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
-        await self._retrying(f"put into {self.base_url} ({len(data)} bytes)", upload)
+        await self._retrying(f"put into {redact_url(self.base_url)} ({len(data)} bytes)", upload)
 
     async def list_files(self, prefix: str) -> list[str]:
         url = self.url(prefix.strip("/") + "/")
@@ -217,7 +217,7 @@ class S3LakeWriter:
             found = wr.s3.list_objects(url, suffix=".parquet", boto3_session=self._session)
             return sorted(str(p)[base:] for p in found)
 
-        return await self._retrying(f"list in {self.base_url}", listing)
+        return await self._retrying(f"list in {redact_url(self.base_url)}", listing)
 
     async def delete_files(self, paths: Sequence[str]) -> None:
         if not paths:
@@ -227,7 +227,7 @@ class S3LakeWriter:
         def delete() -> None:
             wr.s3.delete_objects(urls, use_threads=False, boto3_session=self._session)
 
-        await self._retrying(f"delete {len(urls)} objects in {self.base_url}", delete)
+        await self._retrying(f"delete {len(urls)} objects in {redact_url(self.base_url)}", delete)
 
     async def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
         def count(err: BaseException, delay: float) -> None:

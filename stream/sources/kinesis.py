@@ -18,10 +18,10 @@ A reader loops on ``GetRecords`` (``Limit`` = ``records_per_call``). After a cal
 returned a full page, or records while the shard is behind, it waits ``min_call_interval_s``
 (AWS allows five calls per second per shard); otherwise ``poll_interval_s``. Throttling
 (``ProvisionedThroughputExceededException``, ``LimitExceededException``, KMS throttling),
-5xx answers and lost connections are retried with capped exponential backoff and jitter, the
-shard's other readers carrying on; an expired iterator is fetched again after the last record
-read. Records go through one bounded queue, so a slow pipeline stops every reader
-(backpressure) instead of buffering.
+5xx answers and lost connections are retried with capped exponential backoff and jitter
+(:mod:`stream.retry`), the shard's other readers carrying on; an expired iterator is fetched
+again after the last record read. Records go through one bounded queue, so a slow pipeline
+stops every reader (backpressure) instead of buffering.
 
 Checkpoints
 -----------
