@@ -31,9 +31,10 @@ test: setup kafka-jars lint typecheck ## Set up, then lint, type-check and run e
 test-unit: setup ## Only the fast pure unit tests
 	$(BIN)/pytest tests/unit
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check, import layering contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup ## mypy --strict over every package and the tests
 	$(BIN)/mypy

@@ -21,8 +21,9 @@ from stream.checkpoints import open_checkpoint_store
 from stream.lake_factory import build_lake_sink, lake_session
 from stream.monitor_state import MonitorStateSaving, monitor_state_store
 from stream.pipeline import Pipeline
+from stream.retry import Backoff
 from stream.settings import Settings
-from stream.sources.kinesis import Backoff, KinesisSource, ensure_stream, kinesis_client
+from stream.sources.kinesis import KinesisSource, ensure_stream, kinesis_client
 
 __all__ = ["run_kinesis_worker", "serve"]
 

@@ -165,19 +165,22 @@ class LakeSettings(BaseModel):
 
 class AlertSettings(BaseModel):
     """Where the monitors' alerts go besides the alert log and the lake: a signed webhook and
-    an SNS topic, each optional. Review texts reach a receiver only with its ``include_text``."""
+    an SNS topic, each optional. Review texts and evidence terms (words from reviews) reach a
+    receiver only with its ``include_text``."""
 
     webhook_url: str | None = Field(None, description="POST each alert here (JSON).")
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of the X-Sentiment-Signature header."
     )
-    webhook_include_text: bool = Field(False, description="Send review texts to the webhook.")
+    webhook_include_text: bool = Field(
+        False, description="Send review texts and terms to the webhook."
+    )
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_max_attempts: int = Field(6, ge=1, description="Tries per alert (with backoff).")
     sns_topic_arn: str | None = Field(None, description="Publish each alert to this topic.")
     sns_region: str = "us-east-1"
     sns_endpoint_url: str | None = Field(None, description="SNS-API server; default: AWS.")
-    sns_include_text: bool = Field(False, description="Send review texts to SNS.")
+    sns_include_text: bool = Field(False, description="Send review texts and terms to SNS.")
 
 
 class Settings(BaseSettings):

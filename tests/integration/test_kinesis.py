@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from stream.checkpoints import CheckpointConflict, ShardCheckpoint, open_checkpoint_store
+from stream.checkpoints import ShardCheckpoint, open_checkpoint_store
+from stream.errors import CheckpointConflict
 from stream.producer import publish
 from stream.producer_kinesis import KinesisReviewProducer
 from stream.settings import KinesisSettings
