@@ -135,7 +135,7 @@ class AlertReceivers(Protocol):
     """Where alerts go besides the alert log (``stream.settings.AlertSettings``)."""
 
     @property
-    def webhook_url(self) -> str | None: ...
+    def webhook_url(self) -> SecretStr | None: ...
     @property
     def webhook_secret(self) -> SecretStr | None: ...
     @property
@@ -157,11 +157,11 @@ class AlertReceivers(Protocol):
 def build_notifiers(receivers: AlertReceivers) -> list[Notifier]:
     """One notifier per configured receiver (none when neither a webhook nor SNS is set)."""
     out: list[Notifier] = []
-    if receivers.webhook_url:
+    if receivers.webhook_url is not None and receivers.webhook_url.get_secret_value():
         secret = receivers.webhook_secret
         out.append(
             WebhookAlertSink(
-                receivers.webhook_url,
+                receivers.webhook_url.get_secret_value(),
                 secret=secret.get_secret_value() if secret is not None else None,
                 include_text=receivers.webhook_include_text,
                 timeout_s=receivers.webhook_timeout_s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -109,7 +110,7 @@ def run(
         style = "bold red" if alert.status == "firing" else "green"
         console.print(
             f"[{style}]ALERT {alert.status}[/] "
-            + escape(f"{alert.name} [{alert.category}] {alert.summary}")
+            + _shown(f"{alert.name} [{alert.category}] {alert.summary}")
         )
 
     bar = Progress(
@@ -144,6 +145,17 @@ def run(
     _print_summary(pipeline.summary, settings)
 
 
+#: C0 and C1 controls, DEL, and the bidirectional formatting characters: never sent raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(value: object) -> str:
+    """``value`` as console markup that prints exactly its text: rich markup escaped, control
+    characters (ANSI escapes, bidi overrides) written visibly as ``\\x1b`` / ``\\u202e``."""
+    text = _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(value))
+    return escape(text)
+
+
 def _print_summary(summary: Summary, settings: Settings) -> None:
     out = Console()
     table = Table(title="Sentiment mix per category", show_footer=True)
@@ -159,7 +171,7 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
     for cat in sorted(summary.mix):
         counts = summary.mix[cat]
         n = sum(counts.values())
-        table.add_row(cat, f"{n:,}", *(f"{counts[v] / n:.1%}" for v in LABELS))
+        table.add_row(_shown(cat), f"{n:,}", *(f"{counts[v] / n:.1%}" for v in LABELS))
     out.print(table)
 
     totals_table = Table(title="Run summary")
@@ -169,13 +181,13 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
     totals_table.add_row("scored", f"{summary.scored:,}")
     totals_table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
     for reason, n in sorted(summary.dead_letters.items()):
-        totals_table.add_row(f"  {reason}", f"{n:,}")
+        totals_table.add_row(_shown(f"  {reason}"), f"{n:,}")
     firing = [a for a in summary.alerts if a.status == "firing"]
     totals_table.add_row("alerts fired", f"{len(firing):,}")
     for a in firing:
-        totals_table.add_row(f"  {a.name} [{a.category}]", a.raised_at.strftime("%H:%M:%S"))
+        totals_table.add_row(_shown(f"  {a.name} [{a.category}]"), a.raised_at.strftime("%H:%M:%S"))
     out.print(totals_table)
-    out.print(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}")
+    out.print(_shown(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}"))
 
 
 def main() -> None:

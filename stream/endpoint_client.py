@@ -16,7 +16,9 @@
   is raised as it is: either ends the run, and what was not delivered is not committed.
 
 Without AWS credentials and with an endpoint URL (the local server), requests go unsigned;
-without either the scorer refuses to start. Every failed request is reported to ``on_error``
+without either the scorer refuses to start. With ``auth_token`` set (local server only) every
+request carries ``Authorization: Bearer <token>``; a 401 from the server is a
+:class:`~stream.errors.ConfigurationError`. Every failed request is reported to ``on_error``
 with its kind (``throttled``, ``server``, ``timeout``, ``connection``, ``rejected``); the
 breaker's state is exported through :meth:`EndpointScorer.readings`.
 """
@@ -149,6 +151,17 @@ class CircuitBreaker:
             self.opened += 1
 
 
+def _bearer(token: str) -> Callable[..., None]:
+    """A botocore ``before-send`` hook: the local endpoint server's bearer token (it replaces
+    any signature: the token is only for a local server, see ``EndpointSettings``)."""
+    value = f"Bearer {token}"
+
+    def add_token(request: Any, **_: Any) -> None:
+        request.headers["Authorization"] = value
+
+    return add_token
+
+
 def _classify(err: BaseException) -> tuple[str, Literal["retry", "reject", "fatal", "raise"]]:
     """(metric kind, what to do) for a failed request: retry it (:func:`stream.retry.retriable`
     says waiting may help), reject it (ScoringRejected), end the run with a ConfigurationError,
@@ -250,6 +263,11 @@ class EndpointScorer:
                 self._client = await stack.enter_async_context(
                     session.create_client("sagemaker-runtime", **kwargs)
                 )
+                if s.auth_token is not None:
+                    self._client.meta.events.register(
+                        "before-send.sagemaker-runtime.InvokeEndpoint",
+                        _bearer(s.auth_token.get_secret_value()),
+                    )
                 self._stack = stack
                 self.signed = signed
             return self._client

@@ -342,7 +342,7 @@ def _credentials(settings: Settings) -> Any:
     if k.sasl_mechanism:
         return faust.SASLCredentials(
             username=k.sasl_username,
-            password=k.sasl_password,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
             mechanism=k.sasl_mechanism,
             ssl_context=(
                 faust.ssl.create_default_context(cafile=str(k.ssl_cafile))  # type: ignore[attr-defined]

@@ -65,6 +65,19 @@ class EndpointSettings(BaseModel):
     records_per_request: int = Field(100, ge=1)
     max_in_flight: int = Field(4, ge=1)
     timeout_s: float = Field(10.0, gt=0)
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the local endpoint server asks for (its --auth-token-file).",
+    )
+
+    @model_validator(mode="after")
+    def _token_needs_url(self) -> EndpointSettings:
+        if self.auth_token is not None and self.url is None:
+            raise ValueError(
+                "endpoint.auth_token is for the local endpoint server (endpoint.url); "
+                "SageMaker itself authenticates requests with AWS credentials"
+            )
+        return self
 
 
 class KafkaSettings(BaseModel):
@@ -81,7 +94,7 @@ class KafkaSettings(BaseModel):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
 
 
@@ -140,7 +153,7 @@ class LakeSettings(BaseModel):
     region: str = "us-east-1"
     profile: str | None = Field(None, description="AWS profile; default: the usual chain.")
     sse: Literal["none", "AES256", "aws:kms"] = Field(
-        "none", description="Server-side encryption of lake objects: SSE-S3 or SSE-KMS."
+        "AES256", description="Server-side encryption of lake objects: SSE-S3 or SSE-KMS."
     )
     kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms.")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
@@ -168,7 +181,9 @@ class AlertSettings(BaseModel):
     an SNS topic, each optional. Review texts and evidence terms (words from reviews) reach a
     receiver only with its ``include_text``."""
 
-    webhook_url: str | None = Field(None, description="POST each alert here (JSON).")
+    webhook_url: SecretStr | None = Field(
+        None, description="POST each alert here (JSON); secret: its path often is a token."
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of the X-Sentiment-Signature header."
     )
