@@ -1,32 +1,47 @@
 """Turn a micro-batch of scored reviews into column arrays, once per batch.
 
-Everything downstream (windows, detectors, drift tests) works on these arrays; this is the
-only per-event Python loop of the monitors (attribute access, ``len``, one regex per text).
+Everything downstream (windows, detectors, drift tests) works on these arrays. A batch comes
+either as Arrow columns (``stream.events.ScoredBatch``: :func:`extract` reads its ``table``
+without building a review object per row) or as a plain sequence of
+:class:`~stream.events.ScoredReview` (read attribute by attribute). Text features are computed
+with Arrow kernels in both cases; the one per-text Python left is lower-casing (as the model
+does it) and, for alert evidence, tokenising the texts that need terms.
+
+``oov_rate`` is the share of the model's own tokens (:data:`MODEL_TOKEN_PATTERN` on the
+lower-cased text, as ``endpoint.model`` tokenises) that are not in its vocabulary.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from monitors._stats import FloatArray, IntArray
 from monitors.terms import tokenize
 from monitors.windows import to_us
-from stream.events import ScoredReview
+from stream.events import ScoredBatch, ScoredReview
 
 __all__ = [
     "CATEGORICAL_FEATURES",
     "FEATURES",
+    "MODEL_TOKEN_PATTERN",
     "NUMERIC_FEATURES",
     "BatchFeatures",
+    "TextFeatures",
     "concat",
     "extract",
     "features_from_state",
     "features_state",
+    "model_tokens",
     "oov_rate",
+    "partitions",
+    "text_features",
 ]
 
 #: Monitored numeric features (name -> meaning); the unit is in the name.
@@ -44,12 +59,23 @@ CATEGORICAL_FEATURES: dict[str, str] = {
 }
 FEATURES: tuple[str, ...] = (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
 
+#: The model's word tokens: runs of two or more word characters of the lower-cased text
+#: (scikit-learn's default ``token_pattern``, ``endpoint.model.DEFAULT_WORD_PATTERN``, which a
+#: unit test keeps equal to this).
+MODEL_TOKEN_PATTERN = r"(?u)\b\w\w+\b"
+_MODEL_TOKEN = re.compile(MODEL_TOKEN_PATTERN)
+#: Runs of non-word characters for Arrow's RE2: splitting on them and keeping the parts of two
+#: or more characters gives :data:`MODEL_TOKEN_PATTERN`'s tokens (Python's ``\w`` is
+#: ``[\p{L}\p{N}_]`` for every character its Unicode database assigns).
+_NON_WORD = r"[^\p{L}\p{N}_]+"
+
 
 @dataclass(frozen=True, slots=True)
 class BatchFeatures:
     """Column view of a batch. Class indices are ``sentiment + 1`` (0 negative, 1 neutral,
     2 positive); ``true`` is -1 and ``rating`` NaN without a rating; ``oov_rate`` is NaN
-    without a vocabulary or tokens."""
+    without a vocabulary or tokens; ``tokens`` are the evidence tokens (empty for reviews
+    that were not tokenised)."""
 
     review_ids: list[str]
     t_us: IntArray
@@ -95,11 +121,140 @@ class BatchFeatures:
         )
 
 
+# -- text ------------------------------------------------------------------------------------
+
+
+def model_tokens(text: str) -> list[str]:
+    """The model's word tokens of ``text`` (see :data:`MODEL_TOKEN_PATTERN`)."""
+    return _MODEL_TOKEN.findall(text.lower())
+
+
 def oov_rate(tokens: Sequence[str], vocabulary: Collection[str]) -> float:
     """Share of ``tokens`` not in ``vocabulary`` (NaN for no tokens)."""
     if not tokens:
         return float("nan")
     return sum(1 for t in tokens if t not in vocabulary) / len(tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class TextFeatures:
+    """Per-text numeric features: words (whitespace-separated, as ``str.split``), characters
+    (code points) and the out-of-vocabulary rate of the model's tokens."""
+
+    words: FloatArray
+    chars: FloatArray
+    oov: FloatArray
+
+
+def _arrow_texts(texts: Sequence[str]) -> pa.StringArray | None:
+    """``texts`` as Arrow, or None when one cannot be UTF-8 (a lone surrogate)."""
+    try:
+        return pa.array(texts, type=pa.string())
+    except (UnicodeEncodeError, pa.ArrowException):
+        return None
+
+
+def _per_text(parts: pa.ListArray, keep: FloatArray | None, n: int) -> FloatArray:
+    """How many list items of each text (only those where ``keep``)."""
+    parent = pc.list_parent_indices(parts).to_numpy()
+    counts: FloatArray = np.bincount(parent, weights=keep, minlength=n).astype(np.float64)
+    return counts
+
+
+def _oov_arrow(lowered: pa.StringArray, vocabulary: Collection[str]) -> FloatArray:
+    n = len(lowered)
+    parts = pc.split_pattern_regex(lowered, _NON_WORD)
+    flat = pc.list_flatten(parts)
+    token = (pc.utf8_length(flat).to_numpy(zero_copy_only=False) >= 2).astype(np.float64)
+    codes = pc.dictionary_encode(flat)
+    known = np.fromiter((t in vocabulary for t in codes.dictionary.to_pylist()), dtype=bool)
+    unknown = token * ~known[codes.indices.to_numpy(zero_copy_only=False)]
+    total, out = _per_text(parts, token, n), _per_text(parts, unknown, n)
+    rate: FloatArray = np.divide(out, total, out=np.full(n, np.nan), where=total > 0)
+    return rate
+
+
+def text_features(
+    texts: Sequence[str], vocabulary: Collection[str] | None, arrow: pa.StringArray | None = None
+) -> TextFeatures:
+    """:class:`TextFeatures` of ``texts`` (``arrow``: the same texts as an Arrow array, when
+    the caller has them); ``oov`` is NaN without a vocabulary."""
+    n = len(texts)
+    arr = arrow if arrow is not None else _arrow_texts(texts)
+    if arr is None:  # not UTF-8: the same numbers, one text at a time
+        return TextFeatures(
+            np.array([len(t.split()) for t in texts], dtype=np.float64),
+            np.array([len(t) for t in texts], dtype=np.float64),
+            np.full(n, np.nan)
+            if vocabulary is None
+            else np.array([oov_rate(model_tokens(t), vocabulary) for t in texts]),
+        )
+    words = pc.utf8_split_whitespace(arr)
+    nonempty = pc.utf8_length(pc.list_flatten(words)).to_numpy(zero_copy_only=False) > 0
+    oov = np.full(n, np.nan)
+    if vocabulary is not None:
+        oov = _oov_arrow(pa.array([t.lower() for t in texts], type=pa.string()), vocabulary)
+    return TextFeatures(
+        _per_text(words, nonempty.astype(np.float64), n),
+        pc.utf8_length(arr).to_numpy(zero_copy_only=False).astype(np.float64),
+        oov,
+    )
+
+
+def _evidence_tokens(texts: Sequence[str], wanted: np.ndarray[Any, np.dtype[np.bool_]]) -> list[list[str]]:
+    return [tokenize(t) if w else [] for t, w in zip(texts, wanted.tolist(), strict=True)]
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def _true_class(rating: FloatArray) -> IntArray:
+    out: IntArray = np.where(
+        np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)
+    ).astype(np.int64)
+    return out
+
+
+def _from_table(table: pa.Table) -> tuple[dict[str, Any], pa.StringArray]:
+    """The plain columns of an Arrow batch (``SCORED_SCHEMA``) and its texts."""
+
+    def np_col(name: str, dtype: Any) -> Any:
+        col = table.column(name)
+        if col.null_count:
+            col = pc.fill_null(col.cast(pa.float64()), np.nan)
+        return np.asarray(col.to_numpy(), dtype=dtype)
+
+    texts = table.column("review_text").combine_chunks()
+    probs = np.stack([np_col(c, np.float64) for c in ("p_negative", "p_neutral", "p_positive")], 1)
+    cols = {
+        "review_ids": table.column("review_id").to_pylist(),
+        "t_us": np_col("event_time", np.int64) if table.num_rows else np.zeros(0, np.int64),
+        "category": table.column("product_category").to_pylist(),
+        "channel": table.column("channel").to_pylist(),
+        "sentiment": np_col("sentiment", np.int64),
+        "rating": np_col("rating", np.float64),
+        "probabilities": probs.reshape(table.num_rows, 3),
+        "texts": texts.to_pylist(),
+    }
+    return cols, texts
+
+
+def _from_rows(batch: Sequence[ScoredReview]) -> dict[str, Any]:
+    """The plain columns of a sequence of reviews."""
+    n = len(batch)
+    ratings = [s.event.rating for s in batch]
+    return {
+        "review_ids": [s.event.review_id for s in batch],
+        "t_us": np.fromiter((to_us(s.event.event_time) for s in batch), dtype=np.int64, count=n),
+        "category": [s.event.product_category for s in batch],
+        "channel": [s.event.channel for s in batch],
+        "sentiment": np.fromiter((s.sentiment for s in batch), dtype=np.int64, count=n),
+        "rating": np.array([np.nan if r is None else float(r) for r in ratings], np.float64),
+        "probabilities": np.array(
+            [(s.p_negative, s.p_neutral, s.p_positive) for s in batch], dtype=np.float64
+        ).reshape(n, 3),
+        "texts": [s.event.review_text for s in batch],
+    }
 
 
 def extract(
@@ -108,46 +263,55 @@ def extract(
     *,
     all_tokens: bool = True,
 ) -> BatchFeatures:
-    """Columns of one batch (see :class:`BatchFeatures`). With ``all_tokens`` false and no
-    vocabulary, only predicted-negative reviews are tokenised (the others get no tokens):
+    """Columns of one batch (see :class:`BatchFeatures`); a ``ScoredBatch`` is read from its
+    Arrow table. With ``all_tokens`` false, only predicted-negative reviews get evidence tokens:
     after the baseline, tokens serve only the evidence of negative-share alerts."""
-    n = len(batch)
-    t_us = np.fromiter((to_us(s.event.event_time) for s in batch), dtype=np.int64, count=n)
-    predicted = np.fromiter((s.sentiment + 1 for s in batch), dtype=np.int64, count=n)
-    ratings = [s.event.rating for s in batch]
-    rating = np.array([np.nan if r is None else float(r) for r in ratings], dtype=np.float64)
-    true = np.where(np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)).astype(
-        np.int64
-    )
-    probs = np.array(
-        [(s.p_negative, s.p_neutral, s.p_positive) for s in batch], dtype=np.float64
-    ).reshape(n, 3)
-    texts = [s.event.review_text for s in batch]
-    if all_tokens or vocabulary is not None:
-        tokens = [tokenize(t) for t in texts]
+    arrow = None
+    if isinstance(batch, ScoredBatch):
+        cols, arrow = _from_table(batch.table)
     else:
-        tokens = [
-            tokenize(t) if s.sentiment == -1 else [] for t, s in zip(texts, batch, strict=True)
-        ]
-    if vocabulary is None:
-        oov = np.full(n, np.nan)
-    else:
-        oov = np.array([oov_rate(tok, vocabulary) for tok in tokens], dtype=np.float64)
+        cols = _from_rows(batch)
+    texts: list[str] = cols["texts"]
+    predicted: IntArray = cols["sentiment"] + 1
+    probs: FloatArray = cols["probabilities"]
+    text = text_features(texts, vocabulary, arrow)
     return BatchFeatures(
-        review_ids=[s.event.review_id for s in batch],
-        t_us=t_us,
-        category=[s.event.product_category for s in batch],
-        channel=[s.event.channel for s in batch],
+        review_ids=cols["review_ids"],
+        t_us=cols["t_us"],
+        category=cols["category"],
+        channel=cols["channel"],
         predicted=predicted,
-        true=true,
+        true=_true_class(cols["rating"]),
         probabilities=probs,
-        review_words=np.array([len(t.split()) for t in texts], dtype=np.float64),
-        review_chars=np.array([len(t) for t in texts], dtype=np.float64),
-        rating=rating,
-        oov_rate=oov,
-        confidence=probs.max(axis=1) if n else np.zeros(0),
-        tokens=tokens,
+        review_words=text.words,
+        review_chars=text.chars,
+        rating=cols["rating"],
+        oov_rate=text.oov,
+        confidence=probs.max(axis=1) if len(texts) else np.zeros(0),
+        tokens=_evidence_tokens(texts, np.full(len(texts), True) if all_tokens else predicted == 0),
     )
+
+
+def partitions(batch: Sequence[ScoredReview]) -> tuple[IntArray, list[str]]:
+    """Each event's source partition (``"source/stream/partition"`` of its position) as an
+    index into the returned names, in order of first appearance."""
+    if isinstance(batch, ScoredBatch):
+        t = batch.table
+        keys = pc.binary_join_element_wise(
+            t.column("source"), t.column("source_stream"), t.column("source_partition"), "/"
+        )
+        codes = pc.dictionary_encode(keys).combine_chunks()
+        return (
+            np.asarray(codes.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
+            [str(k) for k in codes.dictionary.to_pylist()],
+        )
+    names: dict[str, int] = {}
+    out = np.fromiter(
+        (names.setdefault("/".join(s.position.key), len(names)) for s in batch),
+        dtype=np.int64,
+        count=len(batch),
+    )
+    return out, list(names)
 
 
 def concat(parts: Sequence[BatchFeatures]) -> BatchFeatures:

@@ -15,15 +15,10 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from monitors.catalog import DEFAULT_CATEGORIES, STEADY_MIX
 from stream.events import CHANNELS, ReviewEvent, ScoredReview, SourcePosition
 
-__all__ = ["DEFAULT_CATEGORIES", "StreamSpec", "make_review", "synthetic_stream"]
-
-DEFAULT_CATEGORIES: tuple[str, ...] = (
-    "Dresses", "Knits", "Blouses", "Sweaters", "Pants", "Jeans", "Fine gauge", "Skirts",
-    "Jackets", "Outerwear", "Shorts", "Lounge", "Swim", "Sleep", "Trend", "Legwear",
-    "Intimates", "Layering",
-)  # fmt: skip
+__all__ = ["DEFAULT_CATEGORIES", "StreamSpec", "batches", "make_review", "synthetic_stream"]
 
 _WORDS = {
     -1: ("returned", "disappointed", "cheap", "poor", "itchy", "ripped", "awful", "refund"),
@@ -49,7 +44,7 @@ class StreamSpec:
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
     #: category shares (None: uniform)
     category_weights: tuple[float, ...] | None = None
-    priors: tuple[float, float, float] = (0.2, 0.2, 0.6)
+    priors: tuple[float, float, float] = STEADY_MIX
     category_priors: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     change_at: int | None = None
     priors_after: tuple[float, float, float] | None = None

@@ -29,7 +29,7 @@ import io
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
@@ -46,6 +46,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
+from monitors.readings import Reading
 from stream.errors import ConfigurationError, ScoringRejected
 from stream.events import ReviewEvent
 from stream.pipeline import ScoringResult
@@ -178,17 +179,6 @@ def _classify(err: BaseException) -> tuple[str, Literal["retry", "reject", "fata
     return "connection", "fatal"
 
 
-@dataclass(frozen=True, slots=True)
-class ScorerReading:
-    """One sample for :class:`~stream.metrics.ReadingsCollector`."""
-
-    name: str
-    documentation: str
-    kind: Literal["gauge", "counter"]
-    value: float
-    labels: dict[str, str] = field(default_factory=dict)
-
-
 class EndpointScorer:
     """The pipeline's :class:`~stream.pipeline.Scorer` over ``InvokeEndpoint``.
 
@@ -269,19 +259,21 @@ class EndpointScorer:
         if stack is not None:
             await stack.aclose()
 
-    def readings(self) -> list[ScorerReading]:
+    def readings(self) -> list[Reading]:
         """The breaker's state for ``/metrics`` (see :class:`~stream.metrics.ReadingsCollector`)."""
         return [
-            ScorerReading(
+            Reading(
                 "sentiment_endpoint_circuit_open",
                 "1 while the endpoint circuit breaker is open or half-open (requests held back).",
                 "gauge",
+                {},
                 0.0 if self.breaker.state == "closed" else 1.0,
             ),
-            ScorerReading(
+            Reading(
                 "sentiment_endpoint_circuit_opened_total",
                 "Times the endpoint circuit breaker opened after repeated failures.",
                 "counter",
+                {},
                 float(self.breaker.opened),
             ),
         ]
