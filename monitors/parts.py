@@ -79,10 +79,10 @@ class SuiteParts:
         self.config = config
         self.groups: tuple[str, ...] = _groups(config)
         # Bonferroni over the per-group detectors and "all"
-        self.shift_threshold = cusum_threshold(
+        self.shift_threshold: float = cusum_threshold(
             c.false_alarm_rate / (len(self.groups) + 1), c.horizon_events
         )
-        self.windows = EventTimeWindows(
+        self.windows: EventTimeWindows = EventTimeWindows(
             groups=len(self.groups),
             tumbling=c.window,
             sliding=c.sliding_windows,
@@ -91,13 +91,13 @@ class SuiteParts:
             idle_timeout=c.idle_timeout,
             max_ahead=c.max_event_ahead,
         )
-        self.builder = BaselineBuilder(
+        self.builder: BaselineBuilder = BaselineBuilder(
             c.baseline_events,
             confusion=None if c.confusion is None else np.asarray(c.confusion),
         )
-        self.tester = WindowTester(_levels(c), self.groups, self.windows.tumbling_us)
-        self.book = AlertBook()
-        self.counters = Counters()
+        self.tester: WindowTester = WindowTester(_levels(c), self.groups, self.windows.tumbling_us)
+        self.book: AlertBook = AlertBook()
+        self.counters: Counters = Counters()
         self.baseline: Baseline | None = None
         self.shift: SentimentShiftMonitor | None = None
 

@@ -11,7 +11,9 @@ speeds is not counted late. Each partition has its own event clock: the newest e
 in it, advanced by processing time while it is idle (``now`` minus the processing time at which
 that newest event arrived). The watermark is the smallest event clock over the partitions that
 had an event within ``idle_timeout`` of processing time; when every partition is idle, the
-largest (an idle stream still closes its windows); it never moves back. With one partition this
+largest (an idle stream still closes its windows); it never moves back. A partition holds the
+watermark from its first event on (a consumer's first fetch normally brings every partition
+with data); one idle for longer than the longest window is forgotten. With one partition this
 is the newest event time seen, advanced by processing time while the stream is idle.
 
 A tumbling window ``[s, e)`` closes once ``clock >= e + allowed_lateness``; an event whose

@@ -29,7 +29,6 @@ import io
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
