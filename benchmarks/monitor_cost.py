@@ -10,7 +10,8 @@ to 60 % negative halfway, so alerts and their evidence are built too) are fed tw
 * **columns**: each batch as a :class:`stream.events.ScoredBatch` read from its Arrow table, as
   the Kafka monitor feed delivers it (the table is decoded before timing starts).
 
-Timing starts once both suites have their baseline. Also printed: feature extraction alone on
+Timing starts once both suites have their baseline; the two suites take turns batch by batch,
+so a busy machine slows both alike. Also printed: feature extraction alone on
 each path, and the share of the column path that extraction takes.
 
 Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch 500]``
@@ -19,6 +20,7 @@ Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch 500]``
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -42,22 +44,29 @@ def _timed(fn: Callable[[], object], repeat: int = 1) -> float:
     return best
 
 
-def _suite_cost(
-    inputs: Sequence[Sequence[ScoredReview]], vocabulary: frozenset[str], now: datetime
-) -> tuple[float, int, int]:
-    """Seconds per timed event, timed events, alerts raised."""
-    suite = MonitorSuite(MonitorConfig(categories=DEFAULT_CATEGORIES), vocabulary=vocabulary)
-    warm = WARMUP_EVENTS // len(inputs[0])
-    for b in inputs[:warm]:
-        suite.observe(b, now)
-    assert suite.baseline is not None, "the warm-up must learn the baseline"
-    alerts = 0
-    t0 = time.perf_counter()
-    for b in inputs[warm:]:
-        alerts += len(suite.observe(b, now))
-    elapsed = time.perf_counter() - t0
-    n = sum(len(b) for b in inputs[warm:])
-    return elapsed / n, n, alerts
+def _suite_costs(
+    paths: dict[str, Sequence[Sequence[ScoredReview]]], vocabulary: frozenset[str], now: datetime
+) -> tuple[dict[str, float], int, dict[str, int]]:
+    """Seconds per timed event of each path, timed events, alerts raised per path. The suites
+    take turns batch by batch, so a busy machine slows every path alike."""
+    config = MonitorConfig(categories=DEFAULT_CATEGORIES)
+    suites = {name: MonitorSuite(config, vocabulary=vocabulary) for name in paths}
+    first = next(iter(paths.values()))
+    warm = WARMUP_EVENTS // len(first[0])
+    for name, inputs in paths.items():
+        for b in inputs[:warm]:
+            suites[name].observe(b, now)
+        assert suites[name].baseline is not None, "the warm-up must learn the baseline"
+    spent = dict.fromkeys(paths, 0.0)
+    alerts = dict.fromkeys(paths, 0)
+    for i in range(warm, len(first)):
+        for name, inputs in paths.items():
+            t0 = time.perf_counter()
+            raised = suites[name].observe(inputs[i], now)
+            spent[name] += time.perf_counter() - t0
+            alerts[name] += len(raised)
+    n = sum(len(b) for b in first[warm:])
+    return {name: t / n for name, t in spent.items()}, n, alerts
 
 
 def main() -> None:
@@ -76,24 +85,19 @@ def main() -> None:
     now = reviews[-1].event.event_time + timedelta(minutes=1)
     columns = [ScoredBatch.from_table(scored_table(b)) for b in batches(reviews, args.batch)]
     rows = [list(b) for b in columns]  # the same values as rows
-
-    row_cost, n, row_alerts = _suite_cost(rows, vocabulary, now)
-    col_cost, _, col_alerts = _suite_cost(columns, vocabulary, now)
-    sample = columns[len(columns) // 2]
-    sample_rows = rows[len(rows) // 2]
-    ex_rows = _timed(lambda: extract(sample_rows, vocabulary, all_tokens=False), 5)
-    ex_cols = _timed(lambda: extract(sample, vocabulary, all_tokens=False), 5)
-
+    costs, n, alerts = _suite_costs({"rows": rows, "columns": columns}, vocabulary, now)
+    mid = len(columns) // 2
+    extract_s = {
+        "rows": _timed(lambda: extract(rows[mid], vocabulary, all_tokens=False), 5),
+        "columns": _timed(lambda: extract(columns[mid], vocabulary, all_tokens=False), 5),
+    }
     print(f"MonitorSuite per event, {n:,} events after the baseline, batches of {args.batch}")
     print(f"  {'path':<10} {'us/event':>9} {'extract us/event':>17} {'alerts':>7}")
-    print(
-        f"  {'rows':<10} {row_cost * 1e6:9.1f} {ex_rows / len(sample) * 1e6:17.1f} {row_alerts:7d}"
-    )
-    print(
-        f"  {'columns':<10} {col_cost * 1e6:9.1f} {ex_cols / len(sample) * 1e6:17.1f} {col_alerts:7d}"
-    )
-    print(f"  columns / rows: {col_cost / row_cost:.2f} x the time")
-    print(f"  (measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC)")
+    for name, cost in costs.items():
+        per_event = extract_s[name] / len(columns[mid]) * 1e6
+        print(f"  {name:<10} {cost * 1e6:9.1f} {per_event:17.1f} {alerts[name]:7d}")
+    print(f"  columns / rows: {costs['columns'] / costs['rows']:.2f} x the time")
+    print(f"  (measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ __all__ = [
     "MODEL_WORD_PATTERN",
     "NUMERIC_FEATURES",
     "BatchFeatures",
+    "ModelVocabulary",
     "TextFeatures",
     "concat",
     "extract",
@@ -152,14 +153,41 @@ class TextFeatures:
     oov: FloatArray
 
 
-def text_features(texts: Sequence[str], vocabulary: Collection[str] | None) -> TextFeatures:
+class ModelVocabulary:
+    """The terms a model knows that one of its tokens can be (two characters or more), with a
+    fast out-of-vocabulary rate. Build it once per vocabulary (:func:`extract` accepts either)."""
+
+    __slots__ = ("_contains", "terms")
+
+    def __init__(self, terms: Collection[str]) -> None:
+        self.terms = frozenset(t for t in terms if len(t) > 1)
+        self._contains = self.terms.__contains__
+
+    def oov_rate(self, text: str) -> float:
+        """``oov_rate(model_tokens(text), self.terms)``, counted without building the token
+        list on ASCII text."""
+        low = text.lower()
+        if not low.isascii():
+            return oov_rate(_MODEL_WORD.findall(low), self.terms)
+        words = low.translate(_ASCII_NON_WORD).split()
+        tokens = len(words) - list(map(len, words)).count(1)
+        if not tokens:
+            return float("nan")
+        return (tokens - sum(map(self._contains, words))) / tokens
+
+
+def text_features(
+    texts: Sequence[str], vocabulary: ModelVocabulary | Collection[str] | None
+) -> TextFeatures:
     """:class:`TextFeatures` of ``texts``."""
     n = len(texts)
-    oov = (
-        np.full(n, np.nan)
-        if vocabulary is None
-        else np.fromiter((oov_rate(model_tokens(t), vocabulary) for t in texts), np.float64, n)
-    )
+    if vocabulary is None:
+        oov = np.full(n, np.nan)
+    else:
+        vocab = (
+            vocabulary if isinstance(vocabulary, ModelVocabulary) else ModelVocabulary(vocabulary)
+        )
+        oov = np.fromiter((vocab.oov_rate(t) for t in texts), np.float64, n)
     return TextFeatures(
         np.fromiter((len(t.split()) for t in texts), np.float64, n),
         np.fromiter((len(t) for t in texts), np.float64, n),
@@ -226,7 +254,7 @@ def _from_rows(batch: Sequence[ScoredReview]) -> dict[str, Any]:
 
 def extract(
     batch: Sequence[ScoredReview],
-    vocabulary: Collection[str] | None,
+    vocabulary: ModelVocabulary | Collection[str] | None,
     *,
     all_tokens: bool = True,
 ) -> BatchFeatures:

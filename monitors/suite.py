@@ -41,7 +41,7 @@ from monitors.alerts import shift_alert, window_alerts
 from monitors.baseline import Baseline
 from monitors.config import MonitorConfig
 from monitors.evaluation import WindowReport
-from monitors.features import BatchFeatures, extract, partitions
+from monitors.features import BatchFeatures, ModelVocabulary, extract, partitions
 from monitors.parts import Counters, SuiteParts
 from monitors.readings import METRICS, Reading, collect
 from monitors.window_tests import EvaluatedWindow
@@ -62,7 +62,7 @@ class MonitorSuite:
         vocabulary: Collection[str] | None = None,
     ) -> None:
         self.config = config
-        self._vocabulary = None if vocabulary is None else frozenset(vocabulary)
+        self._vocabulary = None if vocabulary is None else ModelVocabulary(vocabulary)
         self._given_baseline = baseline
         self.reset()
 
