@@ -31,7 +31,6 @@ import functools
 import io
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -45,6 +44,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from monitors.readings import Reading
 from stream.errors import ConfigurationError, ScoringRejected, describe, redact_urls
 from stream.events import ReviewEvent
 from stream.pipeline import ScoringResult
@@ -184,17 +184,6 @@ def _classify(err: BaseException) -> tuple[str, Literal["retry", "reject", "fata
     return "connection", "fatal"
 
 
-@dataclass(frozen=True, slots=True)
-class ScorerReading:
-    """One sample for :class:`~stream.metrics.ReadingsCollector`."""
-
-    name: str
-    documentation: str
-    kind: Literal["gauge", "counter"]
-    value: float
-    labels: dict[str, str] = field(default_factory=dict)
-
-
 class EndpointScorer:
     """The pipeline's :class:`~stream.pipeline.Scorer` over ``InvokeEndpoint``.
 
@@ -280,19 +269,21 @@ class EndpointScorer:
         if stack is not None:
             await stack.aclose()
 
-    def readings(self) -> list[ScorerReading]:
+    def readings(self) -> list[Reading]:
         """The breaker's state for ``/metrics`` (see :class:`~stream.metrics.ReadingsCollector`)."""
         return [
-            ScorerReading(
+            Reading(
                 "sentiment_endpoint_circuit_open",
                 "1 while the endpoint circuit breaker is open or half-open (requests held back).",
                 "gauge",
+                {},
                 0.0 if self.breaker.state == "closed" else 1.0,
             ),
-            ScorerReading(
+            Reading(
                 "sentiment_endpoint_circuit_opened_total",
                 "Times the endpoint circuit breaker opened after repeated failures.",
                 "counter",
+                {},
                 float(self.breaker.opened),
             ),
         ]

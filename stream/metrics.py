@@ -10,8 +10,8 @@ readings, so the monitors stay free of Prometheus.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from monitors.readings import Reading
 from stream.events import LABELS, Batch, Reason, scored_table
 from stream.pipeline import mix_counts
 
@@ -36,21 +37,6 @@ OTHER = "other"
 #: the ``kind`` values of ``sentiment_endpoint_errors_total``
 ENDPOINT_ERROR_KINDS = ("throttled", "server", "timeout", "connection", "rejected")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class Reading(Protocol):
-    """One sample as the monitors report it."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def documentation(self) -> str: ...
-    @property
-    def kind(self) -> Literal["gauge", "counter"]: ...
-    @property
-    def labels(self) -> Mapping[str, str]: ...
-    @property
-    def value(self) -> float: ...
 
 
 @runtime_checkable
