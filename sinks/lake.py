@@ -81,7 +81,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import functools
 import hashlib
 import io
@@ -104,7 +103,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from sinks.retry import Backoff
 from stream.events import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -116,12 +114,12 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
+from stream.retry import Backoff, RetryStopped, retriable_os_error, retrying
 
 __all__ = [
     "MAX_PARTITION_VALUE_BYTES",
     "PATH_VALUE_COLUMNS",
     "TABLES",
-    "TRANSIENT_DISK_ERRNOS",
     "BufferLimits",
     "LakeFile",
     "LakeListener",
@@ -522,11 +520,6 @@ def _after(part: LakePart, mark: int) -> LakePart | None:
 # -- writers -----------------------------------------------------------------------------------
 
 
-#: ``OSError`` numbers of a local disk that waiting (or an operator) may fix: read-only, no
-#: permission, full, over quota, an I/O error.
-TRANSIENT_DISK_ERRNOS = frozenset(
-    {errno.EROFS, errno.EACCES, errno.ENOSPC, errno.EDQUOT, errno.EIO}
-)
 _TMP_PREFIX = ".tmp-"
 _TMP_SUFFIX = ".partial"
 
@@ -554,10 +547,11 @@ class LocalLakeWriter:
     ``read_parquet('**/*.parquet')``, pyarrow datasets) never read a half-written file; those
     a killed process left behind are removed when a writer first touches the lake (the ones of
     a live process are left alone: two workers may share a lake). Errors a disk recovers from
-    (:data:`TRANSIENT_DISK_ERRNOS`) are retried with capped exponential backoff
-    (:class:`~sinks.retry.Backoff`) for as long as the writer runs, so a full or read-only disk
-    makes the sink wait (backpressure) rather than fail the batch; :meth:`stop` ends the
-    waiting (the pending call raises the last error). ``retries`` counts them."""
+    (:data:`stream.retry.TRANSIENT_ERRNOS`: read-only, no permission, full, over quota, I/O)
+    are retried with :func:`stream.retry.retrying` for as long as the writer runs, so a full
+    or read-only disk makes the sink wait (backpressure) rather than fail the batch;
+    :meth:`stop` ends the waiting (the pending call raises the last error). ``retries``
+    counts them."""
 
     #: Temporary files this process is writing now (a stale one may carry a reused pid).
     _in_flight: ClassVar[set[Path]] = set()
@@ -601,23 +595,26 @@ class LocalLakeWriter:
         if not self._swept:
             self._swept = True
             self.stale_removed += await asyncio.to_thread(self._sweep)
-        attempt = 0
-        stop = self._stopping()
-        while True:
-            try:
-                return await asyncio.to_thread(call)
-            except OSError as err:
-                if err.errno not in TRANSIENT_DISK_ERRNOS or stop.is_set():
-                    raise
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                self.retries += 1
-                _log.warning("%s failed (%s); retry %d in %.1fs", what, err, attempt, delay)
-                try:
-                    await asyncio.wait_for(stop.wait(), delay)
-                except TimeoutError:
-                    continue
-                raise
+
+        def count(err: BaseException, delay: float) -> None:
+            self.retries += 1
+
+        try:
+            return await retrying(
+                lambda: asyncio.to_thread(call),
+                what=what,
+                backoff=self._backoff,
+                is_retriable=retriable_os_error,
+                stop=self._stopping(),
+                rng=self._rng.random,
+                on_retry=count,
+                log=_log,
+            )
+        except RetryStopped as stopped:
+            # Stopped while the disk was still failing: that failure is the answer.
+            if isinstance(stopped.__cause__, OSError):
+                raise stopped.__cause__ from None
+            raise
 
     def _sweep(self) -> int:
         """Remove the temporary files that dead processes left in the lake's tables (best

@@ -24,7 +24,6 @@ from typing import Any, Final, overload
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 __all__ = [
     "ALERT_SCHEMA",
@@ -370,7 +369,11 @@ ALERT_SCHEMA: Final = pa.schema(
 )
 
 
-_LABEL_NAMES: Final = pa.array([LABELS[-1], LABELS[0], LABELS[1]], pa.string())
+def _label_names() -> pa.Array:
+    # Built on first use: a pa.array at import time would load pandas (pyarrow looks for it).
+    return pa.array([LABELS[-1], LABELS[0], LABELS[1]], pa.string())
+
+
 _EVENT_COLUMNS: Final = (
     "review_id",
     "product_id",
@@ -571,6 +574,8 @@ class ScoredBatch(Sequence[ScoredReview]):
     @cached_property
     def table(self) -> pa.Table:
         """The batch as the lake's table (:data:`SCORED_SCHEMA`), built column by column."""
+        import pyarrow.compute as pc
+
         events, positions, n = self.events, self.positions, self._n
         event_time = pa.array([e.event_time for e in events], _TS)
         sentiment = pa.array(self._sentiment, pa.int8())
@@ -584,7 +589,7 @@ class ScoredBatch(Sequence[ScoredReview]):
             event_time=event_time,
             rating=pa.array([e.rating for e in events], pa.int8()),
             sentiment=sentiment,
-            sentiment_label=pc.take(_LABEL_NAMES, label_index),
+            sentiment_label=pc.take(_label_names(), label_index),
             p_negative=pa.array(probs[:, 0], pa.float32()),
             p_neutral=pa.array(probs[:, 1], pa.float32()),
             p_positive=pa.array(probs[:, 2], pa.float32()),

@@ -35,7 +35,7 @@ PRELUDE = textwrap.dedent(
     from datetime import UTC, datetime
     from pathlib import Path
     from sinks.lake import BufferLimits, LakeSink, LocalLakeWriter
-    from sinks.retry import Backoff
+    from stream.retry import Backoff
     from stream.events import Batch, ReviewEvent, ScoredReview, SourcePosition
 
     T = datetime(2026, 3, 4, 12, tzinfo=UTC)
