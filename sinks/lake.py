@@ -94,7 +94,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -114,7 +114,9 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
-from stream.retry import Backoff, RetryStopped, retriable_os_error, retrying
+
+if TYPE_CHECKING:  # stream.retry loads botocore: only when a disk fails
+    from stream.retry import Backoff
 
 __all__ = [
     "MAX_PARTITION_VALUE_BYTES",
@@ -551,7 +553,8 @@ class LocalLakeWriter:
     are retried with :func:`stream.retry.retrying` for as long as the writer runs, so a full
     or read-only disk makes the sink wait (backpressure) rather than fail the batch;
     :meth:`stop` ends the waiting (the pending call raises the last error). ``retries``
-    counts them."""
+    counts them. ``backoff`` (a :class:`stream.retry.Backoff`) sets the waits; without one,
+    the default waits capped at ``max_backoff_s``."""
 
     #: Temporary files this process is writing now (a stale one may carry a reused pid).
     _in_flight: ClassVar[set[Path]] = set()
@@ -561,10 +564,12 @@ class LocalLakeWriter:
         root: Path,
         *,
         backoff: Backoff | None = None,
+        max_backoff_s: float = 30.0,
         rng: random.Random | None = None,
     ) -> None:
         self.root = root
-        self._backoff = backoff or Backoff()
+        self._backoff = backoff
+        self._max_backoff_s = max_backoff_s
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._stop: asyncio.Event | None = None
         self._swept = False
@@ -595,6 +600,21 @@ class LocalLakeWriter:
         if not self._swept:
             self._swept = True
             self.stale_removed += await asyncio.to_thread(self._sweep)
+        try:
+            return await asyncio.to_thread(call)
+        except OSError as err:
+            first = err
+        return await self._retry(what, call, first)
+
+    async def _retry(self, what: str, call: Callable[[], _T], first: OSError) -> _T:
+        """Retry a failed call while the disk's error is a passing one (the shared policy,
+        imported only now: it loads botocore)."""
+        from stream.retry import Backoff, RetryStopped, retriable_os_error, retrying
+
+        if not retriable_os_error(first) or self._stopping().is_set():
+            raise first
+        self.retries += 1
+        _log.warning("%s failed (%s); retrying", what, first)
 
         def count(err: BaseException, delay: float) -> None:
             self.retries += 1
@@ -603,7 +623,7 @@ class LocalLakeWriter:
             return await retrying(
                 lambda: asyncio.to_thread(call),
                 what=what,
-                backoff=self._backoff,
+                backoff=self._backoff or Backoff(max_s=self._max_backoff_s),
                 is_retriable=retriable_os_error,
                 stop=self._stopping(),
                 rng=self._rng.random,

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 
 from sinks.lake import BufferLimits, LakeListener, LakeSink, LakeWriter, LocalLakeWriter
 from stream.errors import ConfigurationError
-from stream.retry import Backoff as RetryBackoff
 from stream.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: a local lake never loads boto3 or awswrangler
@@ -74,8 +73,9 @@ def _location(settings: Settings) -> tuple[str, str]:
 
 def build_lake_writer(settings: Settings, session: EndpointSession | None = None) -> LakeWriter:
     if not is_s3_lake(settings):
-        backoff = RetryBackoff(max_s=settings.lake.retry_max_backoff_s)
-        return LocalLakeWriter(Path(settings.lake_path), backoff=backoff)
+        return LocalLakeWriter(
+            Path(settings.lake_path), max_backoff_s=settings.lake.retry_max_backoff_s
+        )
     from sinks.s3 import Encryption, S3LakeWriter
 
     bucket, prefix = _location(settings)

@@ -5,6 +5,7 @@ read-only or filled; skipped where the test may not mount)."""
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import json
 import os
@@ -261,3 +262,24 @@ def test_a_read_only_and_a_full_disk_are_waited_out(tmp_path: Path) -> None:
     assert out["still_buffered"] == 1
     assert out["read_only_logged"] and out["full_logged"]
     assert out["ids"] == [f"r-{i}" for i in range(2005)]
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores directory permissions"
+)
+async def test_an_unwritable_directory_is_waited_out(tmp_path: Path) -> None:
+    from stream.retry import Backoff
+
+    tmp_path.chmod(0o500)
+    writer = LocalLakeWriter(tmp_path, backoff=Backoff(initial_s=0.02, max_s=0.05))
+    sink = LakeSink(writer)
+    await sink.write(Batch(scored=[review(0)], dead=[], positions={}, seq=0))
+    flush = asyncio.ensure_future(sink.flush())
+    for _ in range(3000):
+        if writer.retries >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.retries >= 3 and not flush.done()
+    tmp_path.chmod(0o700)
+    await flush
+    assert sink.rows_written == 1 and sink.durable_seq() == 0
