@@ -303,6 +303,8 @@ class Batch:
         )
         offsets = [p.offset for p in scored_positions if p.key == key]
         offsets += [d.position.offset for d in self.dead if d.position.key == key]
+        if not offsets:  # a batch of alerts alone (the Kafka monitor): its one position
+            return self.positions[key]
         return SourcePosition(*key, min(offsets))
 
 

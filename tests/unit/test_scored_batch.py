@@ -108,3 +108,10 @@ def test_mismatched_columns_are_refused() -> None:
             scored_at=SCORED_AT,
             latency_ms=0.0,
         )
+
+
+def test_a_batch_of_alerts_alone_is_named_by_its_position() -> None:
+    from stream.events import Batch
+
+    at = SourcePosition("kafka", "feed", "0", 41)
+    assert Batch([], [], {at.key: at}).first_position == at
