@@ -28,11 +28,12 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream.synthetic import GeneratedRecord, generate
 from tests.history import Report
@@ -67,19 +68,22 @@ STALL_S = 15.0
 
 @pytest.fixture
 async def workers(
-    kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str
+    kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str, request: pytest.FixtureRequest
 ) -> AsyncIterator[KafkaWorkers]:
+    """Workers of a fresh group; the input topic has ``PARTITIONS`` partitions (or the count
+    an indirect parametrisation gives)."""
+    partitions = int(getattr(request, "param", PARTITIONS))
     w = KafkaWorkers(
         root=tmp_path,
         bootstrap=kafka_broker.bootstrap,
         group=unique_group,
-        partitions=PARTITIONS,
+        partitions=partitions,
         env_extra=dict(BASE_ENV),
     )
     await create_topics(
         kafka_broker.bootstrap,
         [w.topic("reviews")],
-        PARTITIONS,
+        partitions,
         configs={"max.message.bytes": str(INPUT_MAX_BYTES)},
     )
     try:
@@ -113,8 +117,10 @@ def use_s3_lake(w: KafkaWorkers, s3: SeaweedFS, proxy: FaultyS3Proxy) -> S3Lake:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def stream_of(n: int, seed: int, scenario: str = "bad-input") -> list[GeneratedRecord]:
-    return list(generate(scenario, events=n, seed=seed))
+def stream_of(
+    n: int, seed: int, scenario: str = "bad-input", span: timedelta = timedelta(hours=48)
+) -> list[GeneratedRecord]:
+    return list(generate(scenario, events=n, seed=seed, span=span))
 
 
 async def produce(
@@ -191,6 +197,12 @@ class Run:
         self.recorder = HistoryRecorder(w.bootstrap, w.group, w.topic("reviews"), lake)
         self.supervisor = Supervisor(w)
         self.how = ""
+        self.began = time.monotonic()
+        self.timeline: dict[str, float] = {}
+
+    def mark(self, what: str) -> None:
+        """Note when (seconds since the run began) something happened, for the verdict."""
+        self.timeline[what] = round(time.monotonic() - self.began, 1)
 
     async def __aenter__(self) -> Run:
         await self.recorder.__aenter__()
@@ -213,6 +225,7 @@ class Run:
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             if sum(self.recorder.committed_now().values()) >= at_least:
+                self.mark(f"{at_least} committed")
                 return
             await asyncio.sleep(0.2)
         pytest.fail(
@@ -243,16 +256,20 @@ class Run:
     async def finish(self, total: int, *, max_text_bytes: int = 5_000) -> Report:
         """Settle, stop the workers (SIGTERM, SIGKILL after 10 s) and check the history."""
         self.how = await self.settle(total)
+        self.mark("settled")
         await self.supervisor.stop()
         await asyncio.to_thread(self.w.stop_all, 10)
-        history = await self.recorder.finish(PARTITIONS)
+        self.mark("stopped")
+        history = await self.recorder.finish(self.w.partitions)
+        self.mark("recorded")
         assert len(history.produced) == total, "the topic does not hold what was published"
         return history.check(max_text_bytes=max_text_bytes)
 
     def verdict(self, report: Report) -> str:
         exits = {n: p.returncode for n, p in self.w.procs.items()}
         return (
-            f"{report.describe()}\nrun: {self.how}; worker exits {exits}; "
+            f"{report.describe()}\nrun: {self.how}; timeline {self.timeline}; "
+            f"worker exits {exits}; "
             f"restarted {self.supervisor.restarts}; samples failed "
             f"{self.recorder.failed_samples}\n{self.w.logs()[-3000:]}"
         )
@@ -267,6 +284,53 @@ def insert(
     for i, value in enumerate(extra):
         out.insert(rng.randrange(len(out) + 1), (f"hostile-{i}".encode(), value))
     return out
+
+
+# -- monitors ----------------------------------------------------------------------------------
+
+# Every event the monitors saw: in a window, or too late for one.
+SEEN = ("sentiment_monitor_events_total", "sentiment_monitor_late_events_total")
+LATE = "sentiment_monitor_late_events_total"
+# negative-surge dense enough for the monitors' windows: about 500 events an hour of event time.
+SURGE_EVENTS = 5_000
+SURGE_SPAN = timedelta(hours=10)
+SURGE_ENV = {"SENTIMENT_MONITOR__BASELINE_EVENTS": "1000"}
+
+
+async def alerts_raised(w: KafkaWorkers) -> set[tuple[str, str]]:
+    """(name, category) of every alert on the alerts topic."""
+    consumer = AIOKafkaConsumer(
+        w.topic("alerts"),
+        bootstrap_servers=w.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        found: set[tuple[str, str]] = set()
+        for _ in range(3):
+            batch = await consumer.getmany(timeout_ms=1000)
+            for msgs in batch.values():
+                for m in msgs:
+                    doc = json.loads(m.value or b"{}")
+                    found.add((str(doc.get("name")), str(doc.get("category"))))
+        return found
+    finally:
+        await consumer.stop()
+
+
+async def monitored(w: KafkaWorkers, name: str, at_least: int, within_s: float = 40) -> float:
+    """What one worker's monitors saw (in windows or late), once it reaches ``at_least`` or
+    ``within_s`` passed (the monitor agent follows the scoring agent through a topic)."""
+    deadline = time.monotonic() + within_s
+    value = 0.0
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            value = w.metric(name, *SEEN)
+        if value >= at_least:
+            break
+        await asyncio.sleep(1)
+    return value
 
 
 # -- the tests ---------------------------------------------------------------------------------
@@ -306,13 +370,13 @@ async def test_the_fault_proxy_forwards_and_fails_puts_as_s3_does(
 
 async def test_a_read_only_local_lake_for_four_seconds(workers: KafkaWorkers) -> None:
     """Two workers; the lake directory turns read-only (EROFS) for 4 s mid-run."""
-    records = pairs(stream_of(3_000, seed=101))
+    records = pairs(stream_of(2_500, seed=101))
     workers.lake.mkdir()
     ro = ReadOnlyDir(workers.lake)
     try:
         async with Run(workers, LocalLake(workers.lake)) as run:
             run.start("w1", "w2")
-            sending = asyncio.create_task(produce(workers, records, rate=300))
+            sending = asyncio.create_task(produce(workers, records, rate=400))
             await run.working(300)
             ro.read_only()
             refused = ro.probe()
@@ -329,15 +393,15 @@ async def test_a_read_only_local_lake_for_four_seconds(workers: KafkaWorkers) ->
 async def test_s3_answering_500_for_a_while(
     workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
 ) -> None:
-    """S3 answers every PUT with 500 InternalError for 6 s: the lake must wait and retry."""
-    records = pairs(stream_of(2_500, seed=102))
+    """S3 answers every PUT with 500 InternalError for 5 s: the lake must wait and retry."""
+    records = pairs(stream_of(2_000, seed=102))
     lake = use_s3_lake(workers, seaweedfs, s3_proxy)
     async with Run(workers, lake) as run:
         run.start("w1")
-        sending = asyncio.create_task(produce(workers, records, rate=300))
+        sending = asyncio.create_task(produce(workers, records, rate=400))
         await run.working(300)
-        s3_proxy.fail(500, "InternalError", seconds=6)
-        await asyncio.sleep(6)
+        s3_proxy.fail(500, "InternalError", seconds=5)
+        await asyncio.sleep(5)
         await sending
         report = await run.finish(len(records))
     assert s3_proxy.injected[("PUT", 500)] > 0
@@ -348,12 +412,12 @@ async def test_s3_answering_400_for_a_while(
     workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
 ) -> None:
     """S3 answers every PUT with 400 InvalidRequest for 4 s. The records are fine: nothing may
-    be lost or committed unstored, whether the worker retries or restarts."""
-    records = pairs(stream_of(2_500, seed=103))
+    be lost or committed unstored, whether the worker retries or exits to be restarted."""
+    records = pairs(stream_of(2_000, seed=103))
     lake = use_s3_lake(workers, seaweedfs, s3_proxy)
     async with Run(workers, lake) as run:
         run.start("w1")
-        sending = asyncio.create_task(produce(workers, records, rate=300))
+        sending = asyncio.create_task(produce(workers, records, rate=400))
         await run.working(300)
         s3_proxy.fail(400, "InvalidRequest", seconds=4)
         await asyncio.sleep(4)
@@ -364,18 +428,18 @@ async def test_s3_answering_400_for_a_while(
 
 
 async def test_a_ten_megabyte_record_among_valid_ones(workers: KafkaWorkers) -> None:
-    """One valid event with a 10 MB unknown field (the input topic takes 16 MB records, the
-    output topics keep the broker's 1 MB default) among 2,000 valid ones."""
-    records = pairs(stream_of(2_000, seed=104, scenario="steady"))
-    doc = json.loads(records[1_000][1])
+    """One event with a 10 MB unknown field (the input topic takes 16 MB records, the output
+    topics keep the broker's 1 MB default) among 1,500 valid ones."""
+    records = pairs(stream_of(1_500, seed=104, scenario="steady"))
+    doc = json.loads(records[800][1])
     doc["review_id"] = "oversize-1"
     doc["attachment"] = "A" * (10 * 2**20)
-    records.insert(1_000, (b"oversize", json.dumps(doc).encode()))
+    records.insert(800, (b"oversize", json.dumps(doc).encode()))
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1")
-        await produce(workers, records[:500])
+        await produce(workers, records[:400])
         await run.working(300)
-        await produce(workers, records[500:], rate=400)
+        await produce(workers, records[400:], rate=500)
         report = await run.finish(len(records))
     assert report.ok, run.verdict(report)
 
@@ -383,12 +447,12 @@ async def test_a_ten_megabyte_record_among_valid_ones(workers: KafkaWorkers) -> 
 async def test_a_hostile_corpus_among_valid_events(workers: KafkaWorkers) -> None:
     """200 hostile records drawn with hypothesis (``tests/hostile.py``: any bytes, surrogates in
     each string field, 5,000-digit integers, years 0001 and 9999, 300-byte Unicode categories,
-    deep nesting, 40 KB unknown fields) among 3,000 events, two workers."""
+    deep nesting, 40 KB unknown fields) among 2,500 events; two workers."""
     corpus = hostile_corpus(200, 16)
-    records = insert(pairs(stream_of(3_000, seed=105)), corpus, seed=105)
+    records = insert(pairs(stream_of(2_500, seed=105)), corpus, seed=105)
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1", "w2")
-        await produce(workers, records, rate=400)
+        await produce(workers, records, rate=500)
         report = await run.finish(len(records))
     assert report.ok, run.verdict(report)
 
@@ -399,7 +463,7 @@ async def test_a_worker_killed_mid_run(workers: KafkaWorkers) -> None:
     workers.env_extra["SENTIMENT_BATCH__MAX_EVENTS"] = "100"
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1", "w2")
-        sending = asyncio.create_task(produce(workers, records, rate=300))
+        sending = asyncio.create_task(produce(workers, records, rate=400))
         await run.working(600)
         workers.kill("w1")
         await sending
@@ -413,12 +477,41 @@ async def test_the_broker_restarted_mid_run(
     workers: KafkaWorkers, kafka_broker: KafkaBroker
 ) -> None:
     """The broker stops (SIGTERM), stays away 2 s and comes back while a worker is busy."""
-    records = pairs(stream_of(2_500, seed=107))
+    records = pairs(stream_of(2_000, seed=107))
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1")
-        await produce(workers, records[:1_500])
+        await produce(workers, records[:1_200])
         await run.working(300)
         await asyncio.to_thread(kafka_broker.restart)
-        await produce(workers, records[1_500:])
+        await produce(workers, records[1_200:])
         report = await run.finish(len(records))
+    assert report.ok, run.verdict(report)
+
+
+@pytest.mark.parametrize("workers", [1], indirect=True)
+async def test_a_far_future_event_time_does_not_silence_a_sentiment_shift(
+    workers: KafkaWorkers,
+) -> None:
+    """``negative-surge`` (Dresses turn 60% negative half-way) on one partition, in order, with
+    ONE early event dated 9999-12-31: the SentimentShift on Dresses must still reach the alerts
+    topic, and the history must hold as in every run. (Without that event this run raises the
+    alert on the current worker.)"""
+    records = pairs(stream_of(SURGE_EVENTS, seed=108, scenario="negative-surge", span=SURGE_SPAN))
+    doc = json.loads(records[300][1])
+    doc["event_time"] = "9999-12-31T23:59:59Z"
+    records[300] = (records[300][0], json.dumps(doc).encode())
+    workers.env_extra.update(SURGE_ENV)
+    async with Run(workers, LocalLake(workers.lake)) as run:
+        run.start("w1")
+        await produce(workers, records)
+        await run.working(1)
+        how = await run.settle(len(records))
+        seen = await monitored(workers, "w1", len(records))
+        late = workers.metric("w1", LATE)
+        alerts = await alerts_raised(workers)
+        report = await run.finish(len(records))
+    assert ("SentimentShift", "Dresses") in alerts, (
+        f"alerts {sorted(alerts)}; the monitors saw {seen:.0f} events, {late:.0f} of them "
+        f"late ({how})"
+    )
     assert report.ok, run.verdict(report)
