@@ -61,6 +61,8 @@ BASE_ENV = {
 #: (no commit, no new lake file) before the run counts as settled.
 SETTLE_S = 60.0
 STALL_S = 15.0
+#: Records published (and committed) before a fault, so that it hits workers at work.
+PRIME = 300
 
 
 # -- fixtures ----------------------------------------------------------------------------------
@@ -219,9 +221,22 @@ class Run:
         if self.supervisor._task is None:
             self.supervisor.start()
 
+    async def prime(self, records: Sequence[tuple[bytes | None, bytes]]) -> None:
+        """Publish the first ``PRIME`` records and wait until the group committed them: the
+        workers started, joined the group and store, so what follows hits a run in full
+        swing."""
+        await produce(self.w, records[:PRIME])
+        await self.working(PRIME)
+
+    def stream(
+        self, records: Sequence[tuple[bytes | None, bytes]], rate: float
+    ) -> asyncio.Task[None]:
+        """Publish the records after the primed ones at ``rate`` per second, in the
+        background."""
+        return asyncio.create_task(produce(self.w, records[PRIME:], rate=rate))
+
     async def working(self, at_least: int, within_s: float = 120) -> None:
-        """Wait until the group committed ``at_least`` records (the workers started, joined
-        the group and store), so that a fault injected next hits a run in full swing."""
+        """Wait until the group committed ``at_least`` records."""
         deadline = time.monotonic() + within_s
         while time.monotonic() < deadline:
             if sum(self.recorder.committed_now().values()) >= at_least:
@@ -376,12 +391,15 @@ async def test_a_read_only_local_lake_for_four_seconds(workers: KafkaWorkers) ->
     try:
         async with Run(workers, LocalLake(workers.lake)) as run:
             run.start("w1", "w2")
-            sending = asyncio.create_task(produce(workers, records, rate=400))
-            await run.working(300)
+            await run.prime(records)
+            sending = run.stream(records, rate=300)
+            await asyncio.sleep(1)
             ro.read_only()
+            run.mark("read-only")
             refused = ro.probe()
             await asyncio.sleep(4)
             ro.writable()
+            run.mark("writable")
             await sending
             report = await run.finish(len(records))
     finally:
@@ -390,40 +408,58 @@ async def test_a_read_only_local_lake_for_four_seconds(workers: KafkaWorkers) ->
     assert report.ok, run.verdict(report)
 
 
+async def refusing(run: Run, proxy: FaultyS3Proxy, status: int, at_least: int) -> None:
+    """Keep the proxy's fault until it refused ``at_least`` PUTs (at most 30 s), then 3 s
+    more; then heal it."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proxy.injected[("PUT", status)] >= at_least:
+            break
+        await asyncio.sleep(0.1)
+    run.mark(f"{proxy.injected[('PUT', status)]} PUTs refused")
+    await asyncio.sleep(3)
+    proxy.heal()
+    run.mark(f"healed after {proxy.injected[('PUT', status)]} refused")
+
+
 async def test_s3_answering_500_for_a_while(
     workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
 ) -> None:
-    """S3 answers every PUT with 500 InternalError for 5 s: the lake must wait and retry."""
+    """S3 answers every PUT with 500 InternalError for a while (until it refused 3 PUTs, then
+    3 s more): the lake must wait and retry."""
     records = pairs(stream_of(2_000, seed=102))
     lake = use_s3_lake(workers, seaweedfs, s3_proxy)
     async with Run(workers, lake) as run:
         run.start("w1")
-        sending = asyncio.create_task(produce(workers, records, rate=400))
-        await run.working(300)
-        s3_proxy.fail(500, "InternalError", seconds=5)
-        await asyncio.sleep(5)
+        await run.prime(records)
+        sending = run.stream(records, rate=300)
+        s3_proxy.fail(500, "InternalError")
+        await refusing(run, s3_proxy, 500, 3)
         await sending
         report = await run.finish(len(records))
-    assert s3_proxy.injected[("PUT", 500)] > 0
+    print(run.timeline)
+    assert s3_proxy.injected[("PUT", 500)] >= 3
     assert report.ok, run.verdict(report)
 
 
 async def test_s3_answering_400_for_a_while(
     workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
 ) -> None:
-    """S3 answers every PUT with 400 InvalidRequest for 4 s. The records are fine: nothing may
-    be lost or committed unstored, whether the worker retries or exits to be restarted."""
+    """S3 answers every PUT with 400 InvalidRequest for a while (from the first refused PUT,
+    3 s). The records are fine: nothing may be lost or committed unstored, whether the worker
+    retries or exits to be restarted."""
     records = pairs(stream_of(2_000, seed=103))
     lake = use_s3_lake(workers, seaweedfs, s3_proxy)
     async with Run(workers, lake) as run:
         run.start("w1")
-        sending = asyncio.create_task(produce(workers, records, rate=400))
-        await run.working(300)
-        s3_proxy.fail(400, "InvalidRequest", seconds=4)
-        await asyncio.sleep(4)
+        await run.prime(records)
+        sending = run.stream(records, rate=300)
+        s3_proxy.fail(400, "InvalidRequest")
+        await refusing(run, s3_proxy, 400, 1)
         await sending
         report = await run.finish(len(records))
-    assert s3_proxy.injected[("PUT", 400)] > 0
+    print(run.timeline)
+    assert s3_proxy.injected[("PUT", 400)] >= 1
     assert report.ok, run.verdict(report)
 
 
@@ -437,10 +473,10 @@ async def test_a_ten_megabyte_record_among_valid_ones(workers: KafkaWorkers) -> 
     records.insert(800, (b"oversize", json.dumps(doc).encode()))
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1")
-        await produce(workers, records[:400])
-        await run.working(300)
-        await produce(workers, records[400:], rate=500)
+        await run.prime(records)
+        await run.stream(records, rate=500)
         report = await run.finish(len(records))
+    print(run.timeline)
     assert report.ok, run.verdict(report)
 
 
@@ -454,6 +490,7 @@ async def test_a_hostile_corpus_among_valid_events(workers: KafkaWorkers) -> Non
         run.start("w1", "w2")
         await produce(workers, records, rate=500)
         report = await run.finish(len(records))
+    print(run.timeline)
     assert report.ok, run.verdict(report)
 
 
@@ -463,11 +500,14 @@ async def test_a_worker_killed_mid_run(workers: KafkaWorkers) -> None:
     workers.env_extra["SENTIMENT_BATCH__MAX_EVENTS"] = "100"
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1", "w2")
-        sending = asyncio.create_task(produce(workers, records, rate=400))
-        await run.working(600)
+        await run.prime(records)
+        sending = run.stream(records, rate=400)
+        await asyncio.sleep(1.5)
         workers.kill("w1")
+        run.mark("w1 killed")
         await sending
         report = await run.finish(len(records))
+    print(run.timeline)
     assert workers.procs["w1"].returncode == -signal.SIGKILL
     assert "w1+" in workers.procs
     assert report.ok, run.verdict(report)
@@ -480,11 +520,13 @@ async def test_the_broker_restarted_mid_run(
     records = pairs(stream_of(2_000, seed=107))
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1")
-        await produce(workers, records[:1_200])
-        await run.working(300)
+        await run.prime(records)
+        await produce(workers, records[PRIME:1_200])  # a backlog the worker is busy with
         await asyncio.to_thread(kafka_broker.restart)
+        run.mark("broker back")
         await produce(workers, records[1_200:])
         report = await run.finish(len(records))
+    print(run.timeline)
     assert report.ok, run.verdict(report)
 
 
@@ -510,6 +552,7 @@ async def test_a_far_future_event_time_does_not_silence_a_sentiment_shift(
         late = workers.metric("w1", LATE)
         alerts = await alerts_raised(workers)
         report = await run.finish(len(records))
+    print(run.timeline)
     assert ("SentimentShift", "Dresses") in alerts, (
         f"alerts {sorted(alerts)}; the monitors saw {seen:.0f} events, {late:.0f} of them "
         f"late ({how})"
