@@ -18,10 +18,10 @@ A reader loops on ``GetRecords`` (``Limit`` = ``records_per_call``). After a cal
 returned a full page, or records while the shard is behind, it waits ``min_call_interval_s``
 (AWS allows five calls per second per shard); otherwise ``poll_interval_s``. Throttling
 (``ProvisionedThroughputExceededException``, ``LimitExceededException``, KMS throttling),
-5xx answers and lost connections are retried with capped exponential backoff and jitter, the
-shard's other readers carrying on; an expired iterator is fetched again after the last record
-read. Records go through one bounded queue, so a slow pipeline stops every reader
-(backpressure) instead of buffering.
+5xx answers and lost connections are retried with capped exponential backoff and jitter
+(:mod:`stream.retry`), the shard's other readers carrying on; an expired iterator is fetched
+again after the last record read. Records go through one bounded queue, so a slow pipeline
+stops every reader (backpressure) instead of buffering.
 
 Checkpoints
 -----------
@@ -51,27 +51,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-)
+from botocore.exceptions import ClientError
 
-from sinks.retry import Backoff, error_code, retriable
 from stream.checkpoints import CheckpointStore, ShardCheckpoint
-from stream.errors import ConfigurationError
+from stream.errors import ConfigurationError, ServiceUnavailable
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
+from stream.retry import Backoff, error_code, retriable, retrying, throttled
 from stream.settings import KinesisSettings
 
 __all__ = [
     "SOURCE",
-    "Backoff",
     "KinesisSource",
     "ShardInfo",
     "ensure_stream",
-    "error_code",
-    "is_retriable",
-    "is_throttling",
     "kinesis_client",
     "readable_shards",
     "shards_from_listing",
@@ -81,35 +74,7 @@ _log = logging.getLogger(__name__)
 
 SOURCE = "kinesis"
 
-#: Error codes that mean "too many requests: slow down".
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "KMSThrottlingException",
-        "RequestLimitExceeded",
-        "SlowDown",
-    }
-)
-#: Error codes of the service's own trouble (5xx).
-SERVER_CODES = frozenset(
-    {"InternalFailure", "InternalFailureException", "ServiceUnavailable", "InternalError"}
-)
-
 InitialPosition = Literal["TRIM_HORIZON", "LATEST"]
-
-
-def is_throttling(err: BaseException) -> bool:
-    return error_code(err) in THROTTLING_CODES
-
-
-def is_retriable(err: BaseException) -> bool:
-    """Whether waiting may help: throttling, 5xx, no connection, timeouts."""
-    if retriable(err, THROTTLING_CODES | SERVER_CODES):
-        return True
-    return isinstance(err, BotoCoreError) and "connect" in type(err).__name__.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,22 +338,20 @@ class KinesisSource:
                 return shards_from_listing(raw)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except (ClientError, BotoCoreError, OSError) as err:
-                if not is_retriable(err):
-                    raise
-                if is_throttling(err):
-                    self.throttled += 1
-                self.retries += 1
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                _log.warning(
-                    "%s on %s failed (%s); retrying in %.2fs", what, self.stream, err, delay
-                )
-                await self._sleep(delay)
+        def count(err: BaseException, delay: float) -> None:
+            self.retries += 1
+            if throttled(err):
+                self.throttled += 1
+
+        return await retrying(
+            call,
+            what=f"{what} on {self.stream}",
+            backoff=self._backoff,
+            sleep=self._sleep,
+            rng=self._rng.random,
+            on_retry=count,
+            log=_log,
+        )
 
     # -- one shard ------------------------------------------------------------------------
 
@@ -517,35 +480,45 @@ async def ensure_stream(
     """Create ``stream_name`` with ``shards`` shards unless it exists, and wait until it is
     ACTIVE (or UPDATING: readable and writable). Waits for a server that is still starting.
     Returns whether this call created it."""
-    backoff = backoff or Backoff(max_s=5.0)
-    rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-    deadline = time.monotonic() + timeout_s
     created = False
-    attempt = 0
-    while True:
+
+    async def ready() -> None:
+        nonlocal created
         try:
             summary = await client.describe_stream_summary(StreamName=stream_name)
-            status = summary["StreamDescriptionSummary"]["StreamStatus"]
-            if status in ("ACTIVE", "UPDATING"):
-                return created
         except ClientError as err:
             if error_code(err) != "ResourceNotFoundException":
-                if not is_retriable(err):
+                raise
+            try:
+                await client.create_stream(StreamName=stream_name, ShardCount=shards)
+            except ClientError as create_err:
+                if error_code(create_err) != "ResourceInUseException":
                     raise
             else:
-                try:
-                    await client.create_stream(StreamName=stream_name, ShardCount=shards)
-                    created = True
-                    _log.info("created Kinesis stream %s with %d shards", stream_name, shards)
-                except ClientError as create_err:
-                    if error_code(create_err) != "ResourceInUseException":
-                        raise
-        except (BotoCoreError, OSError) as err:
-            if not is_retriable(err) and not isinstance(err, BotoCoreError):
-                raise
-        if time.monotonic() > deadline:
-            raise ConfigurationError(
-                f"Kinesis stream {stream_name!r} did not become ACTIVE in {timeout_s:.0f}s"
-            )
-        await asyncio.sleep(backoff.delay(attempt, rng))
-        attempt += 1
+                created = True
+                _log.info("created Kinesis stream %s with %d shards", stream_name, shards)
+            raise _NotActive(f"Kinesis stream {stream_name!r} is being created") from None
+        status = summary["StreamDescriptionSummary"]["StreamStatus"]
+        if status not in ("ACTIVE", "UPDATING"):
+            raise _NotActive(f"Kinesis stream {stream_name!r} is {status}")
+
+    try:
+        await retrying(
+            ready,
+            what=f"waiting for Kinesis stream {stream_name}",
+            backoff=backoff or Backoff(max_s=5.0),
+            give_up_after_s=timeout_s,
+            rng=(rng or random.Random()).random,  # noqa: S311 - jitter, not secrets
+            log=None,
+        )
+    except Exception as err:
+        if not retriable(err):
+            raise
+        raise ConfigurationError(
+            f"Kinesis stream {stream_name!r} did not become ACTIVE in {timeout_s:.0f}s"
+        ) from err
+    return created
+
+
+class _NotActive(ServiceUnavailable):
+    """The stream exists but is not readable yet (CREATING): ask again."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from stream.events import SourcePosition
@@ -26,6 +26,7 @@ class ReplaySource:
         *,
         name: str = "replay",
         rate: float | None = None,
+        chunk: int = 500,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if rate is not None and rate <= 0:
@@ -33,6 +34,7 @@ class ReplaySource:
         self._records = records
         self._name = name
         self._rate = rate
+        self._chunk = max(1, chunk)
         self._clock = clock
         self.committed: SourcePosition | None = None
 
@@ -51,6 +53,26 @@ class ReplaySource:
                 received_at=datetime.fromtimestamp(self._clock(), UTC),
                 key=key,
             )
+
+    async def batches(self) -> AsyncIterator[Sequence[RawRecord]]:
+        """The records in slices of ``chunk`` (paced ones one at a time)."""
+        if self._rate is not None:
+            async for record in self.records():
+                yield (record,)
+            return
+        chunk: list[RawRecord] = []
+        for i, (key, value) in enumerate(self._records):
+            if not chunk:
+                received = datetime.fromtimestamp(self._clock(), UTC)
+            chunk.append(
+                RawRecord(value, SourcePosition("replay", self._name, "0", i), received, key)
+            )
+            if len(chunk) >= self._chunk:
+                yield chunk
+                chunk = []
+                await asyncio.sleep(0)  # let the other stages run between slices
+        if chunk:
+            yield chunk
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
         for pos in positions.values():

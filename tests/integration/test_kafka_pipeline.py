@@ -8,6 +8,7 @@ review in the lake exactly once, every invalid record in ``reviews.dlq`` with it
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections import Counter
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.dataset as ds
 import pytest
 from aiokafka import AIOKafkaConsumer
 
@@ -248,3 +250,56 @@ async def test_monitor_state_survives_a_worker_restart(workers: Workers) -> None
     # than were published since it started).
     assert workers.metric("w2", "sentiment_baseline_ready") == 1
     assert workers.metric("w2", *SEEN) >= seen + 500
+
+
+async def topic_values(w: Workers, name: str, expected: int) -> list[bytes]:
+    consumer = AIOKafkaConsumer(
+        w.topic(name),
+        bootstrap_servers=w.broker.bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(values) < expected:
+            batch = await consumer.getmany(timeout_ms=1000)
+            values += [m.value or b"" for msgs in batch.values() for m in msgs]
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def test_every_output_of_the_kafka_path_is_written(workers: Workers) -> None:
+    """The Kafka path writes what every path writes -- lake reviews, dead letters and alerts,
+    the alert log -- plus its topics (enriched, dlq, alerts)."""
+    recs = list(generate("negative-surge", events=8_000, seed=12))
+    bad = [(b"k", b"{broken"), (b"k", b'{"review_id": 1}'), (b"k", b"\xff\xfe")]
+    workers.env_extra["SENTIMENT_MONITOR__BASELINE_EVENTS"] = "1000"
+    workers.env_extra["SENTIMENT_ALERTS_PATH"] = str(workers.root / "alerts.jsonl")
+    workers.start("w1")
+    async with KafkaReviewProducer(workers.broker.bootstrap, topic=workers.topic("reviews")) as p:
+        await publish(p, [(r.key, r.value) for r in recs] + bad)
+    ids = await asyncio.to_thread(wait_for_lake, workers, len(recs), 240)
+    assert sorted(ids) == sorted(r.event.review_id for r in recs if r.event is not None)
+    dead = list((workers.lake / "dlq").rglob("*.parquet"))
+    assert dead, "no dead letters in the lake"
+    assert len(await topic_values(workers, "enriched", len(recs))) == len(recs)
+    assert len(await topic_values(workers, "dlq", len(bad))) == len(bad)
+    alerts_log = workers.root / "alerts.jsonl"
+
+    def shift_logged() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (
+            alerts_log.exists() and "SentimentShift" in alerts_log.read_text()
+        ):
+            time.sleep(1)
+
+    await asyncio.to_thread(shift_logged)
+    fired = [json.loads(line) for line in alerts_log.read_text().splitlines()]
+    assert ("SentimentShift", "Dresses") in {(a["name"], a["category"]) for a in fired}
+    on_topic = [json.loads(v) for v in await topic_values(workers, "alerts", len(fired))]
+    assert {a["alert_id"] for a in on_topic} >= {a["alert_id"] for a in fired}
+    in_lake = ds.dataset(workers.lake / "alerts", format="parquet", partitioning="hive")
+    assert {a["alert_id"] for a in fired} <= set(in_lake.to_table().column("alert_id").to_pylist())
