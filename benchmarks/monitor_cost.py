@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from endpoint.inference import default_model_dir
 from endpoint.model import SentimentModel
 from monitors import MonitorConfig, MonitorSuite
-from monitors.features import extract
+from monitors.features import ModelVocabulary, extract
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
 from stream.events import ScoredBatch, ScoredReview, scored_table
 
@@ -87,9 +87,10 @@ def main() -> None:
     rows = [list(b) for b in columns]  # the same values as rows
     costs, n, alerts = _suite_costs({"rows": rows, "columns": columns}, vocabulary, now)
     mid = len(columns) // 2
+    vocab = ModelVocabulary(vocabulary)  # as the suite holds it
     extract_s = {
-        "rows": _timed(lambda: extract(rows[mid], vocabulary, all_tokens=False), 5),
-        "columns": _timed(lambda: extract(columns[mid], vocabulary, all_tokens=False), 5),
+        "rows": _timed(lambda: extract(rows[mid], vocab, all_tokens=False), 5),
+        "columns": _timed(lambda: extract(columns[mid], vocab, all_tokens=False), 5),
     }
     print(f"MonitorSuite per event, {n:,} events after the baseline, batches of {args.batch}")
     print(f"  {'path':<10} {'us/event':>9} {'extract us/event':>17} {'alerts':>7}")

@@ -97,6 +97,7 @@ def run(
 ) -> None:
     """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
     from stream.app import run_pipeline
+    from stream.lake_factory import build_lake_sink
     from stream.sources import ReplaySource
 
     settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
@@ -104,7 +105,15 @@ def run(
         monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
         settings = settings.model_copy(update={"monitor": monitor})
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
-    source = ReplaySource(records, name=name, rate=rate, chunk=settings.batch.max_events)
+    lake_sink = build_lake_sink(settings)
+    # A rerun of the same stream replaces what an earlier run stored in this lake.
+    source = ReplaySource(
+        records,
+        name=name,
+        rate=rate,
+        chunk=settings.batch.max_events,
+        on_rewind=lake_sink.rewind,
+    )
 
     def show_alert(alert: Alert) -> None:
         style = "bold red" if alert.status == "firing" else "green"
@@ -135,6 +144,7 @@ def run(
             settings,
             source,
             source_name="replay",
+            lake=lake_sink,
             on_batch=on_batch,
             on_alert=show_alert,
             linger_s=linger,

@@ -369,10 +369,10 @@ ALERT_SCHEMA: Final = pa.schema(
 )
 
 
-
 def _label_names() -> pa.Array:
     # Built on first use: a pa.array at import time would load pandas (pyarrow looks for it).
     return pa.array([LABELS[-1], LABELS[0], LABELS[1]], pa.string())
+
 
 _EVENT_COLUMNS: Final = (
     "review_id",

@@ -2,11 +2,12 @@
 the Glue catalog when configured) and the query engine.
 
 ``lake_path`` decides: a directory, or ``s3://bucket/prefix``. The encoder, the layout and the
-buffering are the same for both; only the writer differs. To stop an S3 sink from waiting for
-a store that is down (say on a second SIGTERM), call ``stop()`` on its writer::
+buffering are the same for both; only the writer differs. Both writers wait out a store or a
+disk that is down (retrying with backoff); to stop a sink from waiting (say on a second
+SIGTERM), call ``stop()`` on its writer::
 
     sink = build_lake_sink(settings)
-    if isinstance(sink.writer, S3LakeWriter):
+    if isinstance(sink.writer, S3LakeWriter | LocalLakeWriter):
         sink.writer.stop()
 """
 
@@ -72,7 +73,9 @@ def _location(settings: Settings) -> tuple[str, str]:
 
 def build_lake_writer(settings: Settings, session: EndpointSession | None = None) -> LakeWriter:
     if not is_s3_lake(settings):
-        return LocalLakeWriter(Path(settings.lake_path))
+        return LocalLakeWriter(
+            Path(settings.lake_path), max_backoff_s=settings.lake.retry_max_backoff_s
+        )
     from sinks.s3 import Encryption, S3LakeWriter
 
     bucket, prefix = _location(settings)

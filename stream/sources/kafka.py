@@ -98,11 +98,22 @@ class KafkaBatchSource:
         self._stopping = True
 
     async def batches(self) -> AsyncIterator[Sequence[RawRecord]]:
+        """Chunks of at most ``max_records``, taken evenly from every assigned partition that
+        has records buffered: a backlog is read at the same pace on every partition, so event
+        time moves forward together across them (the monitors' watermark is their minimum)."""
         while not self._stopping:
-            fetched = await self._consumer.getmany(
-                timeout_ms=self._poll_ms, max_records=self._max_records
+            held = sorted(
+                (tp for tp in self._consumer.assignment() if tp.topic == self._topic),
+                key=lambda tp: tp.partition,
             )
-            if not fetched or self._stopping:
+            share = max(1, self._max_records // max(1, len(held)))
+            fetched: dict[Any, list[Any]] = {}
+            for tp in held:
+                got = await self._consumer.getmany(tp, timeout_ms=0, max_records=share)
+                fetched.update(got)
+            if not any(fetched.values()):
+                fetched = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=share)
+            if not any(fetched.values()) or self._stopping:
                 continue
             received = datetime.fromtimestamp(self._clock(), UTC)
             chunk: list[RawRecord] = []

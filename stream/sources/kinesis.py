@@ -20,8 +20,10 @@ returned a full page, or records while the shard is behind, it waits ``min_call_
 (``ProvisionedThroughputExceededException``, ``LimitExceededException``, KMS throttling),
 5xx answers and lost connections are retried with capped exponential backoff and jitter
 (:mod:`stream.retry`), the shard's other readers carrying on; an expired iterator is fetched
-again after the last record read. Records go through one bounded queue, so a slow pipeline
-stops every reader (backpressure) instead of buffering.
+again after the last record read. Each shard's records go through a bounded queue of their
+own, so a slow pipeline stops every reader (backpressure) instead of buffering; the consumer
+takes them evenly from every shard with records waiting, so event time advances together
+across shards.
 
 Checkpoints
 -----------
@@ -112,11 +114,10 @@ def readable_shards(
     )
 
 
-class _Failure:
-    """A reader's or the supervisor's fatal error, passed to the consumer through the queue."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+#: records taken from one shard before the next shard's turn
+_TURN = 50
+#: how long the first record waits for every shard's first GetRecords answer
+_FIRST_WAIT_S = 5.0
 
 
 class KinesisSource:
@@ -180,7 +181,10 @@ class KinesisSource:
         self._read_last: dict[str, int] = {}
         self._seen: set[str] = set()
         self._latest_at_start: set[str] = set()
-        self._queue: asyncio.Queue[RawRecord | _Failure] = asyncio.Queue(queue_records)
+        self._queues: dict[str, asyncio.Queue[RawRecord]] = {}
+        self._answered: set[str] = set()  # shards whose first GetRecords came back
+        self._failure: BaseException | None = None
+        self._ready = asyncio.Event()  # a reader queued records, answered, or failed
         self._wake = asyncio.Event()
         self._save_lock = asyncio.Lock()
         self._running = False
@@ -193,44 +197,70 @@ class KinesisSource:
     # -- the Source protocol ------------------------------------------------------------
 
     async def records(self) -> AsyncGenerator[RawRecord, None]:
+        """Records of every shard, merged evenly: up to ``_TURN`` records of each shard with
+        records waiting, in turn, so event time advances together across shards (the
+        monitors' watermark is their minimum). The first record waits (at most
+        ``_FIRST_WAIT_S``) until every shard being read has answered once."""
         if self._running:
             raise RuntimeError("KinesisSource.records() is already running")
         self._running = True
-        queue: asyncio.Queue[RawRecord | _Failure] = asyncio.Queue(self._queue_size)
-        self._queue = queue
+        self._queues = {}
+        self._answered = set()
+        self._failure = None
         self._checkpoints = await self._store.load()
         fresh = not self._checkpoints
         self._finished = {s for s, cp in self._checkpoints.items() if cp.ended}
         readers: dict[str, asyncio.Task[None]] = {}
         supervisor = asyncio.create_task(self._supervise(fresh, readers), name="kinesis-shards")
         try:
+            await self._first_answers(readers)
             while True:
-                item = await queue.get()
-                if isinstance(item, _Failure):
-                    raise item.error
-                shard = item.position.partition
-                if shard not in self._seen:
-                    # First record of this shard in this process: the checkpoint (or the
-                    # shard's start) is where the lake's committed data ends.
-                    self._seen.add(shard)
-                    self.rewinds += 1
-                    dropped = None
-                    if self._on_rewind is not None:
-                        dropped = await self._on_rewind(item.position)
-                    _log.info(
-                        "shard %s of %s: first record %d (lake rewind dropped %s files)",
-                        shard,
-                        self.stream,
-                        item.position.offset,
-                        dropped,
-                    )
-                yield item
+                if self._failure is not None:
+                    raise self._failure
+                self._ready.clear()
+                taken = 0
+                for shard, queue in list(self._queues.items()):
+                    for _ in range(min(queue.qsize(), _TURN)):
+                        item = queue.get_nowait()
+                        taken += 1
+                        if shard not in self._seen:
+                            await self._first_record(item)
+                        yield item
+                if not taken:
+                    await self._ready.wait()
         finally:
             tasks = [supervisor, *readers.values()]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._running = False
+
+    async def _first_answers(self, readers: Mapping[str, asyncio.Task[None]]) -> None:
+        deadline = time.monotonic() + _FIRST_WAIT_S
+        while self._failure is None and time.monotonic() < deadline:
+            if readers and set(readers) <= self._answered:
+                return
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._ready.wait()
+
+    async def _first_record(self, item: RawRecord) -> None:
+        # First record of this shard in this process: the checkpoint (or the shard's start)
+        # is where the lake's committed data ends.
+        shard = item.position.partition
+        self._seen.add(shard)
+        self.rewinds += 1
+        dropped = None
+        if self._on_rewind is not None:
+            dropped = await self._on_rewind(item.position)
+        _log.info(
+            "shard %s of %s: first record %d (lake rewind dropped %s files)",
+            shard,
+            self.stream,
+            item.position.offset,
+            dropped,
+        )
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
         """Every record up to each position is held by every sink: checkpoint it (and mark
@@ -314,7 +344,9 @@ class KinesisSource:
             await self._fail(err)
 
     async def _fail(self, err: BaseException) -> None:
-        await self._queue.put(_Failure(err))
+        if self._failure is None:
+            self._failure = err
+        self._ready.set()
 
     async def _list_shards(self) -> dict[str, ShardInfo]:
         raw: list[Mapping[str, Any]] = []
@@ -397,7 +429,7 @@ class KinesisSource:
             await self._fail(err)
 
     async def _read(self, shard: str) -> None:
-        queue = self._queue
+        queue = self._queues.setdefault(shard, asyncio.Queue(self._queue_size))
         iterator = await self._iterator(shard)
         while iterator is not None:
             try:
@@ -417,6 +449,8 @@ class KinesisSource:
                     break
                 raise
             records = resp.get("Records", [])
+            self._answered.add(shard)
+            self._ready.set()
             for r in records:
                 seq = int(r["SequenceNumber"])
                 key = r.get("PartitionKey")
@@ -429,6 +463,7 @@ class KinesisSource:
                     )
                 )
                 self._read_last[shard] = seq
+                self._ready.set()
             for child in resp.get("ChildShards") or []:
                 sid = str(child["ShardId"])
                 self._shards.setdefault(sid, ShardInfo(sid, tuple(child.get("ParentShards", []))))

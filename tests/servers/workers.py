@@ -106,12 +106,26 @@ class WorkerProcesses:
         return self.metric(name, "sentiment_records_received_total")
 
     def table(self, top: str, columns: list[str]) -> dict[str, list[Any]]:
-        """Columns of the lake's ``reviews`` or ``dlq`` tables (empty before any file)."""
+        """Columns of the lake's ``reviews`` or ``dlq`` tables (empty before any file).
+
+        Read while workers write: a restarting worker deletes its uncommitted leftovers, so a
+        file listed may be gone when it is read; such a read is simply taken again."""
         path = self.lake / top
-        if not path.exists():
-            return {c: [] for c in columns}
-        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns)
-        return {c: table.column(c).to_pylist() for c in columns}
+        for attempt in range(20):
+            if not path.exists():
+                return {c: [] for c in columns}
+            dataset = ds.dataset(path, format="parquet", partitioning="hive")
+            if not dataset.files:
+                return {c: [] for c in columns}
+            try:
+                table = dataset.to_table(columns=columns)
+            except FileNotFoundError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.2)
+                continue
+            return {c: table.column(c).to_pylist() for c in columns}
+        raise AssertionError("unreachable")
 
     def lake_ids(self) -> list[str]:
         return [str(x) for x in self.table("reviews", ["review_id"])["review_id"]]
