@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.servers.ports import free_port
 from tests.servers.process import terminate
 
-__all__ = ["WorkerProcesses"]
+__all__ = ["KafkaWorkers", "WorkerProcesses"]
 
 
 @dataclass
@@ -73,12 +73,15 @@ class WorkerProcesses:
         proc.send_signal(signal.SIGTERM)
         return proc.wait(60)
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 30) -> None:
+        """SIGTERM every running worker, then SIGKILL whichever still runs ``timeout`` s
+        after the signal (the workers stop side by side)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for proc in self.procs.values():
-            terminate(proc, 30)
+            terminate(proc, max(0.1, deadline - time.monotonic()))
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
@@ -126,3 +129,30 @@ class WorkerProcesses:
 
     def lake_ids(self) -> list[str]:
         return [str(x) for x in self.table("reviews", ["review_id"])["review_id"]]
+
+
+@dataclass(kw_only=True)
+class KafkaWorkers(WorkerProcesses):
+    """Kafka workers (``python -m stream worker``) of one consumer group on ``bootstrap``,
+    whose topics are named ``<group>.<name>``."""
+
+    bootstrap: str
+    group: str
+    partitions: int = 4
+    args: tuple[str, ...] = ("worker", "--loglevel", "warning")
+
+    def topic(self, name: str) -> str:
+        return f"{self.group}.{name}"
+
+    def transport_env(self) -> dict[str, str]:
+        return {
+            "SENTIMENT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "SENTIMENT_KAFKA__GROUP_ID": self.group,
+            "SENTIMENT_KAFKA__PARTITIONS": str(self.partitions),
+            "SENTIMENT_KAFKA__REVIEWS_TOPIC": self.topic("reviews"),
+            "SENTIMENT_KAFKA__ENRICHED_TOPIC": self.topic("enriched"),
+            "SENTIMENT_KAFKA__DLQ_TOPIC": self.topic("dlq"),
+            "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
+            "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
+            "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": self.topic("state"),
+        }
