@@ -295,10 +295,14 @@ def _high_water(paths: Iterable[str], key: SourceKey, before: int) -> dict[str, 
 _SOURCE_COLUMNS = ("source", "source_stream", "source_partition")
 
 
-def _offsets(table: pa.Table | pa.RecordBatch) -> npt.NDArray[np.int64]:
-    """The rows' source offsets as integers (they are stored as decimal strings)."""
-    column = pc.cast(table.column("source_offset"), pa.int64())
-    return np.asarray(column.to_numpy(), dtype=np.int64)
+def _offsets(table: pa.Table | pa.RecordBatch) -> npt.NDArray[Any]:
+    """The rows' source offsets as integers (they are stored as decimal strings): int64, or
+    Python ints where they do not fit (Kinesis sequence numbers exceed 64 bits)."""
+    column = table.column("source_offset")
+    try:
+        return np.asarray(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)
+    except pa.ArrowInvalid:
+        return np.array([int(v) for v in column.to_pylist()], dtype=object)
 
 
 def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], list[Any]]:
@@ -349,7 +353,10 @@ def _group(
         nbytes = batch.get_total_buffer_size()  # freshly allocated: exactly its rows
     else:
         nbytes = batch.nbytes
-    offsets = np.full(n, at.offset, np.int64) if at is not None else _offsets(table)[order]
+    if at is not None:
+        offsets = np.full(n, at.offset, np.int64 if at.offset < 2**63 else object)
+    else:
+        offsets = _offsets(table)[order]
     lows = np.minimum.reduceat(offsets, starts).tolist()
     highs = np.maximum.reduceat(offsets, starts).tolist()
     per_row = nbytes / n

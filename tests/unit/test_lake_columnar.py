@@ -4,12 +4,13 @@ building a single ScoredReview."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sinks.lake import encode_scored, scored_parts
-from stream.events import SCORED_SCHEMA, ReviewEvent, ScoredBatch, SourcePosition
+from sinks.lake import LakeSink, LocalLakeWriter, encode_batch, encode_scored, scored_parts
+from stream.events import SCORED_SCHEMA, Batch, ReviewEvent, ScoredBatch, SourcePosition
 
 T = datetime(2026, 3, 4, 12, tzinfo=UTC)
 CATEGORIES = ("Dresses", "Fine gauge", "x" * 300, "__HIVE_DEFAULT_PARTITION__")
@@ -76,3 +77,32 @@ def test_parts_keep_arrival_order_and_exact_ranges() -> None:
         }
     assert sum(p.table.num_rows for p in parts) == 60
     assert parts[0].directory == "reviews/dt=2026-03-04/product_category=Dresses"
+
+
+async def test_kinesis_sequence_numbers_beyond_64_bits_name_files_and_dedupe(
+    tmp_path: Path,
+) -> None:
+    big = 49680742836640151080967348868823911969249551137435025410
+    events = [
+        ReviewEvent(f"r{i}", "p", "Dresses", "t", "web", datetime(2024, 1, 1, tzinfo=UTC))
+        for i in range(5)
+    ]
+    positions = [SourcePosition("kinesis", "s", "shardId-0", big + i) for i in range(5)]
+    scored = ScoredBatch.from_predictions(
+        events,
+        positions,
+        np.zeros(5, np.int8),
+        np.full((5, 3), 1 / 3, np.float32),
+        model=("m", "1"),
+        scored_at=datetime(2024, 1, 2, tzinfo=UTC),
+        latency_ms=1.0,
+    )
+    batch = Batch(scored, [], {positions[0].key: positions[-1]}, seq=0)
+    [part] = encode_batch(batch)
+    assert (part.first, part.last) == (big, big + 4)
+    sink = LakeSink(LocalLakeWriter(tmp_path))
+    await sink.write(batch)
+    await sink.write(batch)  # the same batch again adds nothing
+    await sink.close()
+    files = list(tmp_path.rglob("*.parquet"))
+    assert [f.name.endswith(f"-{big}-{big + 4}.parquet") for f in files] == [True]
