@@ -1,10 +1,14 @@
-"""Kafka path throughput on a real broker, measured side by side in one run.
+"""Streaming throughput on a real broker, measured side by side in one run.
 
 Prints events/s for
-  1. the ceiling: a raw aiokafka consumer that only fetches and JSON-decodes the records;
-  2. the full worker (``sentiment-monitor worker``) with the model in-process;
-  3. the full worker scoring through the local SageMaker-compatible endpoint over HTTP;
-the ratio of each pipeline to the ceiling, and each worker's peak RSS.
+  1. the in-process scorer alone (the slowest stage), on the same events in batches of 500;
+  2. the ceiling: a raw aiokafka consumer that only fetches and JSON-decodes the records;
+  3. the full worker (``sentiment-monitor worker``) with the model in-process;
+  4. two such workers sharing the 4 partitions;
+  5. the full worker scoring through the local SageMaker-compatible endpoint over HTTP;
+  6. the embedded ``sentiment-monitor run`` (replay, lake, monitors), with its time from
+     process start to the first delivered batch;
+each against the scorer alone and the ceiling, and each worker's peak RSS.
 
     .venv/bin/python benchmarks/kafka_throughput.py [--events 20000]
 """
@@ -22,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -31,8 +36,11 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from stream.events import ReviewEvent, SourcePosition
 from stream.producer import KafkaReviewProducer, publish
+from stream.scoring import InProcessScorer
 from stream.synthetic import generate
+from stream.validation import decode_event
 from tests.servers.kafka import KafkaBroker, create_topics, kafka_jars
 from tests.servers.ports import free_port
 
@@ -44,6 +52,28 @@ async def fill(bootstrap: str, topic: str, events: int) -> None:
     records = [(r.key, r.value) for r in generate("steady", events=events, seed=5)]
     async with KafkaReviewProducer(bootstrap, topic=topic) as producer:
         await publish(producer, records)
+
+
+async def scorer_alone(events: int) -> float:
+    """Reviews/s of the in-process scorer on the benchmark's events, batches of 500."""
+    now = time.time
+    decoded = [
+        decode_event(r.value, SourcePosition("bench", "x", "0", i), _utc(now()))
+        for i, r in enumerate(generate("steady", events=events, seed=5))
+    ]
+    valid = [e for e in decoded if isinstance(e, ReviewEvent)]
+    scorer = InProcessScorer()
+    await scorer.score(valid[:500])  # warm up
+    started = time.perf_counter()
+    for i in range(0, len(valid), 500):
+        await scorer.score(valid[i : i + 500])
+    return len(valid) / (time.perf_counter() - started)
+
+
+def _utc(t: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(t, UTC)
 
 
 async def ceiling(bootstrap: str, topic: str, events: int) -> float:
@@ -102,11 +132,10 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def run_worker(
-    bootstrap: str, topic: str, events: int, workdir: Path, extra_env: dict[str, str]
-) -> tuple[float, float]:
-    group = f"bench-{extra_env.get('SENTIMENT_ENDPOINT__MODE', 'inprocess')}"
-    env = {
+def worker_env(
+    bootstrap: str, topic: str, group: str, workdir: Path, extra_env: dict[str, str]
+) -> dict[str, str]:
+    return {
         **os.environ,
         "SENTIMENT_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
         "SENTIMENT_KAFKA__GROUP_ID": group,
@@ -118,38 +147,97 @@ def run_worker(
         "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": f"{group}.feed",
         "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": f"{group}.state",
         "SENTIMENT_LAKE_PATH": str(workdir / group / "lake"),
+        "SENTIMENT_ALERTS_PATH": str(workdir / group / "alerts.jsonl"),
         "SENTIMENT_METRICS_PORT": str(free_port()),
         **extra_env,
     }
+
+
+def run_workers(
+    bootstrap: str,
+    topic: str,
+    events: int,
+    workdir: Path,
+    extra_env: dict[str, str],
+    *,
+    group: str,
+    workers: int = 1,
+) -> tuple[float, float]:
+    """Events/s of ``workers`` worker processes of one group over the whole topic, and the
+    largest peak RSS among them."""
     (workdir / group).mkdir(parents=True, exist_ok=True)
-    with (workdir / group / "worker.log").open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stream", "worker", "--loglevel", "error"],
-            cwd=workdir / group,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    port = int(env["SENTIMENT_METRICS_PORT"])
+    procs: list[tuple[subprocess.Popen[bytes], int]] = []
+    for n in range(workers):
+        env = worker_env(bootstrap, topic, group, workdir, extra_env)
+        with (workdir / group / f"worker{n}.log").open("wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "stream", "worker", "--loglevel", "error"],
+                cwd=workdir / group,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        procs.append((proc, int(env["SENTIMENT_METRICS_PORT"])))
     try:
-        # Timed from the first record the worker takes to the last: start-up and the consumer
+        # Timed from the first record a worker takes to the last committed: start-up and the
         # group's join are left out, the whole pipeline (and its commits) is in.
         started: float | None = None
+        first = 0.0
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            done = received(port)
+            done = sum(received(port) for _proc, port in procs)
             if started is None and done > 0:
                 started, first = time.perf_counter(), done
-            if done >= events:
-                assert started is not None
+            if started is not None and asyncio.run(committed(bootstrap, group, topic)) >= events:
                 elapsed = time.perf_counter() - started
-                while asyncio.run(committed(bootstrap, group, topic)) < events:
-                    time.sleep(0.05)
-                return (done - first) / elapsed, peak_rss_mb(proc.pid)
-            if proc.poll() is not None:
-                raise RuntimeError((workdir / group / "worker.log").read_text()[-3000:])
+                return (events - first) / elapsed, max(peak_rss_mb(p.pid) for p, _ in procs)
+            for proc, _port in procs:
+                if proc.poll() is not None:
+                    logs = (workdir / group / "worker0.log").read_text()[-3000:]
+                    raise RuntimeError(logs)
             time.sleep(0.05)
-        raise RuntimeError("worker did not finish")
+        raise RuntimeError("workers did not finish")
+    finally:
+        for proc, _port in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc, _port in procs:
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def embedded_run(events: int, workdir: Path) -> tuple[float, float]:
+    """The embedded ``run`` as a user starts it: events/s once it delivers, and seconds from
+    the process start to its first delivered batch (imports and model load included)."""
+    port = free_port()
+    launched = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "stream", "run", "--events", str(events), "--no-progress",
+            "--lake", str(workdir / "embedded" / "lake"),
+            "--alerts", str(workdir / "embedded" / "alerts.jsonl"),
+            "--metrics-port", str(port), "--linger", "30",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        first_at: float | None = None
+        first = 0.0
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            done = received(port)
+            now = time.perf_counter()
+            if first_at is None and done > 0:
+                first_at, first = now, done
+            if first_at is not None and done >= events:
+                return (events - first) / (now - first_at), first_at - launched
+            if proc.poll() is not None:
+                raise RuntimeError(f"run exited {proc.returncode}")
+            time.sleep(0.02)
+        raise RuntimeError("run did not finish")
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -179,42 +267,52 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     args = parser.parse_args()
+    n = args.events
+    alone = asyncio.run(scorer_alone(n))
     with tempfile.TemporaryDirectory() as tmp, KafkaBroker(kafka_jars()) as broker:
         topic = "bench.reviews"
-        asyncio.run(fill(broker.bootstrap, topic, args.events))
-        ceil = asyncio.run(ceiling(broker.bootstrap, topic, args.events))
-        inproc, rss_in = run_worker(
-            broker.bootstrap,
-            topic,
-            args.events,
-            Path(tmp),
-            {"SENTIMENT_ENDPOINT__MODE": "inprocess"},
-        )
+        work = Path(tmp)
+        asyncio.run(fill(broker.bootstrap, topic, n))
+        ceil = asyncio.run(ceiling(broker.bootstrap, topic, n))
+        inproc = {"SENTIMENT_ENDPOINT__MODE": "inprocess"}
+        one, rss_one = run_workers(broker.bootstrap, topic, n, work, inproc, group="one")
+        two, rss_two = run_workers(broker.bootstrap, topic, n, work, inproc, group="two", workers=2)
         port = free_port()
         endpoint = start_endpoint(port)
         try:
-            http, rss_http = run_worker(
+            http, rss_http = run_workers(
                 broker.bootstrap,
                 topic,
-                args.events,
-                Path(tmp),
+                n,
+                work,
                 {
                     "SENTIMENT_ENDPOINT__MODE": "sagemaker",
                     "SENTIMENT_ENDPOINT__URL": f"http://127.0.0.1:{port}",
                     "AWS_ACCESS_KEY_ID": "local",
                     "AWS_SECRET_ACCESS_KEY": "local",
                 },
+                group="http",
             )
         finally:
             endpoint.terminate()
             endpoint.wait(10)
-    print(f"events: {args.events:,} on {PARTITIONS} partitions, one worker, {os.cpu_count()} cores")
-    print(f"{'path':44s} {'events/s':>10s} {'/ceiling':>9s} {'peak RSS':>10s}")
-    print(f"{'raw aiokafka consume + JSON decode (ceiling)':44s} {ceil:10,.0f} {1:9.2f} {'':>10s}")
-    print(f"{'worker, model in-process':44s} {inproc:10,.0f} {inproc / ceil:9.3f} {rss_in:8.0f}MB")
-    print(
-        f"{'worker, local endpoint over HTTP':44s} {http:10,.0f} {http / ceil:9.3f} {rss_http:8.0f}MB"
-    )
+    embedded, first_batch_s = embedded_run(n, Path(tmp))
+    print(f"events: {n:,} on {PARTITIONS} partitions, {os.cpu_count()} cores")
+    head = f"{'path':46s} {'events/s':>10s} {'/scorer':>8s} {'/ceiling':>9s} {'peak RSS':>9s}"
+    print(head)
+
+    def row(name: str, rate: float, rss: float | None = None) -> None:
+        mem = f"{rss:7.0f}MB" if rss is not None else ""
+        print(f"{name:46s} {rate:10,.0f} {rate / alone:8.2f} {rate / ceil:9.3f} {mem:>9s}")
+
+    row("in-process scorer alone (slowest stage)", alone)
+    row("raw aiokafka consume + JSON decode (ceiling)", ceil)
+    row("1 worker, model in-process", one, rss_one)
+    row("2 workers, model in-process", two, rss_two)
+    row("1 worker, local endpoint over HTTP", http, rss_http)
+    row("embedded run (replay -> lake + monitors)", embedded)
+    print(f"2 workers / 1 worker: {two / one:.2f} (on {os.cpu_count()} cores, broker included)")
+    print(f"embedded run: first batch {first_batch_s:.2f} s after the process started")
 
 
 if __name__ == "__main__":

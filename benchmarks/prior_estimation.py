@@ -9,7 +9,7 @@ give exactly the validation confusion matrix stored with the model.
 Each run draws a window of ``n`` reviews with known class priors ``q``: the class of each review
 from ``q`` (multinomial), then a review of that class from the pool (uniform, with
 replacement). The three estimates of ``sentiment-monitor priors`` (the same function,
-:func:`stream.monitor_cli.prior_estimates`) are taken on the window:
+:func:`monitors.prior_estimates`) are taken on the window:
 
 * naive: the predicted-label shares;
 * BBSE: the model's validation confusion matrix inverted (``monitors.bbse``);
@@ -47,8 +47,8 @@ import numpy.typing as npt
 
 from endpoint.model import SentimentModel
 from endpoint.train import load_reviews
-from monitors import PriorEstimate, bbse, em_priors
-from stream.monitor_cli import load_model, prior_estimates, score
+from monitors import PriorEstimate, bbse, em_priors, prior_estimates
+from stream.monitor_cli import load_model, score
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "reviews.csv"
 PRIORS: tuple[tuple[float, float, float], ...] = (

@@ -124,15 +124,42 @@ def serve_command(
         typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
     ] = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    body_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request body may take (else 408).")
+    ] = 10.0,
+    idle_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Close a connection idle this many seconds.")
+    ] = 30.0,
+    auth_token_file: Annotated[
+        Path | None,
+        typer.Option(
+            dir_okay=False,
+            help="Require 'Authorization: Bearer <first line of this file>' on every route "
+            "but /ping; default $ENDPOINT_AUTH_TOKEN_FILE, else the token in "
+            "$ENDPOINT_AUTH_TOKEN, else no check.",
+        ),
+    ] = None,
 ) -> None:
     """Serve /ping, /invocations and /endpoints/{name}/invocations until Ctrl-C."""
     import logging
 
-    from endpoint.server import DEFAULT_PORT, PORT_ENV, serve
+    from endpoint.server import DEFAULT_PORT, PORT_ENV, read_auth_token, serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
     bind_port = port if port is not None else int(os.environ.get(PORT_ENV, DEFAULT_PORT))
-    serve(host, bind_port, workers, model_dir)
+    try:
+        token = read_auth_token(auth_token_file)
+    except (OSError, ValueError) as err:
+        raise typer.BadParameter(str(err), param_hint="--auth-token-file") from None
+    serve(
+        host,
+        bind_port,
+        workers,
+        model_dir,
+        body_timeout_s=body_timeout,
+        idle_timeout_s=idle_timeout,
+        auth_token=token,
+    )
 
 
 class DeployAction(StrEnum):

@@ -394,14 +394,28 @@ def _request(args: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: error codes of a Describe* call on a resource that does not exist
+_NOT_FOUND_CODES = frozenset({"ResourceNotFound", "ResourceNotFoundException", "NotFound"})
+
+
 def _missing(err: Exception) -> bool:
-    """Whether a Describe* call failed because the resource does not exist."""
+    """Whether a Describe* call failed because the resource does not exist.
+
+    SageMaker answers a missing model, endpoint configuration or endpoint with its generic
+    ``ValidationException``, and only the message (``Could not find ...``) tells that apart from
+    a malformed request, so for that one code the message decides. (This package imports
+    nothing else of the project, since its artifact runs alone in the model container, so it
+    keeps this small check of its own instead of using :mod:`stream.retry`.)"""
     from botocore.exceptions import ClientError
 
     if not isinstance(err, ClientError):
         return False
-    message = str(err.response.get("Error", {}).get("Message", ""))
-    return "Could not find" in message or "does not exist" in message
+    error = err.response.get("Error", {})
+    code = str(error.get("Code", ""))
+    if code in _NOT_FOUND_CODES:
+        return True
+    message = str(error.get("Message", ""))
+    return code == "ValidationException" and message.startswith("Could not find")
 
 
 def execute(

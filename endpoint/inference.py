@@ -270,7 +270,7 @@ def _from_json(text: str) -> list[str]:
     except ValueError as err:
         raise InvalidInput(f"malformed JSON: {err}") from None
     except RecursionError:
-        raise InvalidInput("malformed JSON: nested too deep") from None
+        raise InvalidInput("malformed JSON: nested too deeply") from None
     if isinstance(doc, dict):
         if "instances" not in doc:
             raise InvalidInput('a JSON request must be {"instances": [...]} or a list')
@@ -291,7 +291,7 @@ def _from_jsonlines(text: str) -> list[str]:
         except ValueError as err:
             raise InvalidInput(f"line {n}: malformed JSON: {err}") from None
         except RecursionError:
-            raise InvalidInput(f"line {n}: malformed JSON: nested too deep") from None
+            raise InvalidInput(f"line {n}: malformed JSON: nested too deeply") from None
         texts.append(_instance_text(item, f"line {n}"))
     return texts
 

@@ -17,7 +17,20 @@ loaded yet 503 ``ServiceUnavailable`` (botocore retries it); an unexpected handl
 ``ModelError`` (500 on the container route). Successful responses carry ``Content-Type`` and
 ``x-Amzn-Invoked-Production-Variant``; every response carries ``x-amzn-RequestId``. On the
 container route bad input is 400, an unsupported content type 415 and an unsupported Accept
-406, as the SageMaker inference toolkit answers.
+406, as the SageMaker inference toolkit answers. JSON nested deeper than the parser allows
+is a malformed body (400), and the message of an unexpected failure stays in the server's log:
+the client gets a fixed one.
+
+A body that is not complete ``body_timeout_s`` (default 10 s) after its headers is answered
+408 ``RequestTimeout`` and its connection closed, so a client that sends headers and stalls
+holds nothing for long; an idle connection is closed after ``idle_timeout_s`` (default 30 s).
+
+Optional bearer token: with ``--auth-token-file F`` (or ``$ENDPOINT_AUTH_TOKEN_FILE``, or the
+token itself in ``$ENDPOINT_AUTH_TOKEN``) every route but ``/ping`` (the health check) needs
+``Authorization: Bearer <token>``; a request without it is answered 401
+``MissingAuthenticationToken``, one with another token 401 ``UnrecognizedClientException``
+(tokens are compared in constant time). The stream's scorer sends it when
+``SENTIMENT_ENDPOINT__AUTH_TOKEN`` is set.
 
 Several worker processes share one listening socket (pre-fork: the socket is bound before the
 workers are forked and the kernel hands each connection to one of them). Every worker loads the
@@ -31,10 +44,14 @@ Public API::
           endpoint_name=None, load_delay_s=0.0) -> None      # blocks until SIGTERM / SIGINT
     create_app(config: ServerConfig) -> aiohttp.web.Application  # one worker's app
     ServerConfig(model_dir, variant="AllTraffic", endpoint_name=None, load_delay_s=0.0,
-                 max_body_bytes=MAX_BODY_BYTES)
-    MAX_BODY_BYTES, DEFAULT_PORT, PORT_ENV ("SAGEMAKER_BIND_TO_PORT"), DEFAULT_VARIANT
+                 max_body_bytes=MAX_BODY_BYTES, body_timeout_s=10.0, idle_timeout_s=30.0,
+                 auth_token=None)
+    read_auth_token(path=None, env=os.environ) -> str | None
+    MAX_BODY_BYTES, DEFAULT_PORT, PORT_ENV ("SAGEMAKER_BIND_TO_PORT"), DEFAULT_VARIANT,
+    TOKEN_ENV ("ENDPOINT_AUTH_TOKEN"), TOKEN_FILE_ENV ("ENDPOINT_AUTH_TOKEN_FILE")
     python -m endpoint.server [--host H] [--port P] [--workers N] [--model-dir DIR]
                               [--variant NAME] [--endpoint-name NAME] [--load-delay S]
+                              [--body-timeout S] [--idle-timeout S] [--auth-token-file F]
     (port: --port, else $SAGEMAKER_BIND_TO_PORT, else 8080)
 """
 
@@ -43,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import multiprocessing
@@ -53,7 +71,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +94,12 @@ __all__ = [
     "DEFAULT_VARIANT",
     "MAX_BODY_BYTES",
     "PORT_ENV",
+    "TOKEN_ENV",
+    "TOKEN_FILE_ENV",
     "ServerConfig",
     "create_app",
     "main",
+    "read_auth_token",
     "serve",
 ]
 
@@ -89,6 +110,8 @@ MAX_BODY_BYTES = 6 * 1024 * 1024
 DEFAULT_PORT = 8080
 PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 DEFAULT_VARIANT = "AllTraffic"
+TOKEN_ENV = "ENDPOINT_AUTH_TOKEN"  # noqa: S105 - a variable name, not a secret
+TOKEN_FILE_ENV = "ENDPOINT_AUTH_TOKEN_FILE"  # noqa: S105 - a variable name
 #: Past this much of an oversize body, stop reading it and close the connection.
 _DRAIN_LIMIT = 64 * 1024 * 1024
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -100,13 +123,24 @@ class ServerConfig:
     """What one worker serves. ``endpoint_name``: answer only that name on the runtime route
     (others: 400 "not found", as the service does); None accepts any name. ``load_delay_s``
     waits before loading the model (simulates a slow container start: ``/ping`` is 503 and
-    invocations are 503 ``ServiceUnavailable`` meanwhile)."""
+    invocations are 503 ``ServiceUnavailable`` meanwhile). ``body_timeout_s``: the whole body
+    must arrive within this (else 408); ``idle_timeout_s``: close a connection idle this long.
+    ``auth_token``: when set, every route but ``/ping`` asks for ``Bearer <auth_token>``."""
 
     model_dir: Path = field(default_factory=default_model_dir)
     variant: str = DEFAULT_VARIANT
     endpoint_name: str | None = None
     load_delay_s: float = 0.0
     max_body_bytes: int = MAX_BODY_BYTES
+    body_timeout_s: float = 10.0
+    idle_timeout_s: float = 30.0
+    auth_token: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.body_timeout_s <= 0 or self.idle_timeout_s <= 0:
+            raise ValueError("body_timeout_s and idle_timeout_s must be > 0")
+        if self.auth_token is not None and not self.auth_token:
+            raise ValueError("auth_token must not be empty")
 
 
 class _State:
@@ -139,21 +173,80 @@ def _error(status: int, code: str, message: str, request_id: str, **extra: objec
     )
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes | None:
+class _BodyTimeout(Exception):
+    """The body did not arrive in time."""
+
+
+async def _read_body(request: web.Request, limit: int, timeout_s: float) -> bytes | None:
     """The body, or None when it is longer than ``limit`` (read and dropped up to a bound,
-    so the client sees the 413 instead of a reset connection)."""
+    so the client sees the 413 instead of a reset connection). Raises :class:`_BodyTimeout`
+    when the whole body has not arrived ``timeout_s`` after the headers."""
     if request.content_length is not None and request.content_length > _DRAIN_LIMIT:
         return None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(1 << 16):
-        size += len(chunk)
-        if size > limit:
-            if size > _DRAIN_LIMIT:
-                break
-            continue
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.content.iter_chunked(1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    if size > _DRAIN_LIMIT:
+                        break
+                    continue
+                chunks.append(chunk)
+    except TimeoutError:
+        raise _BodyTimeout from None
     return None if size > limit else b"".join(chunks)
+
+
+def read_auth_token(
+    path: str | Path | None = None, env: Mapping[str, str] = os.environ
+) -> str | None:
+    """The bearer token to ask for: the first line of ``path`` (else of the file named by
+    ``$ENDPOINT_AUTH_TOKEN_FILE``), else ``$ENDPOINT_AUTH_TOKEN``; None: no check. An empty
+    token is refused (``ValueError``): it would look like a check and be none."""
+    if path is None and env.get(TOKEN_FILE_ENV):
+        path = env[TOKEN_FILE_ENV]
+    if path is not None:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        token = lines[0].strip() if lines else ""
+        where = f"the token file {path}"
+    elif TOKEN_ENV in env:
+        token, where = env[TOKEN_ENV].strip(), f"${TOKEN_ENV}"
+    else:
+        return None
+    if not token:
+        raise ValueError(f"{where} is empty")
+    return token
+
+
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_OPEN_ROUTES = frozenset({"/ping"})
+
+
+def _bearer_check(token: str) -> Any:
+    expected = token.encode("utf-8")
+
+    @web.middleware
+    async def check(request: web.Request, handler: _Handler) -> web.StreamResponse:
+        if request.path in _OPEN_ROUTES:
+            return await handler(request)
+        given = request.headers.get("Authorization", "")
+        scheme, _, credentials = given.partition(" ")
+        if scheme.lower() != "bearer" or not credentials.strip():
+            response = _error(
+                401, "MissingAuthenticationToken", "Missing bearer token.", _request_id()
+            )
+        elif not hmac.compare_digest(credentials.strip().encode("utf-8"), expected):
+            response = _error(
+                401, "UnrecognizedClientException", "The bearer token is invalid.", _request_id()
+            )
+        else:
+            return await handler(request)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="endpoint"'
+        return response
+
+    return check
 
 
 async def _ping(request: web.Request) -> web.Response:
@@ -190,7 +283,17 @@ async def _invoke(request: web.Request, *, runtime: bool) -> web.Response:
             return _error(400, "ValidationError", f"invalid endpoint name {name!r}", rid)
         if config.endpoint_name is not None and name != config.endpoint_name:
             return _error(400, "ValidationError", f"Endpoint {name} not found.", rid)
-    body = await _read_body(request, config.max_body_bytes)
+    try:
+        body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
+    except _BodyTimeout:
+        timed_out = _error(
+            408,
+            "RequestTimeout",
+            f"The request body did not arrive within {config.body_timeout_s:g} s.",
+            rid,
+        )
+        timed_out.force_close()
+        return timed_out
     if body is None:
         return _error(
             413,
@@ -221,17 +324,19 @@ async def _invoke(request: web.Request, *, runtime: bool) -> web.Response:
             elif isinstance(err, UnsupportedContentType):
                 status = 415
         return _error(status, "ValidationError", str(err), rid)
-    except Exception as err:
-        log.exception("handler failed")
+    except Exception:
+        # The details (which may quote the request) stay in this log, with the request id.
+        log.exception("handler failed (request %s)", rid)
+        message = f"model handler failed (request {rid})"
         if not runtime:
-            return _error(500, "InternalFailure", f"model handler failed: {err}", rid)
+            return _error(500, "InternalFailure", message, rid)
         return _error(
             424,
             "ModelError",
-            f'Received server error (500) from primary with message "model handler failed: {err}".',
+            f'Received server error (500) from primary with message "{message}".',
             rid,
             OriginalStatusCode=500,
-            OriginalMessage=f"model handler failed: {err}",
+            OriginalMessage=message,
         )
     return web.Response(
         body=out,
@@ -271,7 +376,8 @@ def create_app(config: ServerConfig | None = None) -> web.Application:
     """One worker's application; the model loads in the background once it starts."""
     config = config or ServerConfig()
     # Bodies are read by hand (6 MB limit, 413); this only bounds aiohttp's own readers.
-    app = web.Application(client_max_size=config.max_body_bytes + 1)
+    middlewares = [_bearer_check(config.auth_token)] if config.auth_token is not None else []
+    app = web.Application(client_max_size=config.max_body_bytes + 1, middlewares=middlewares)
     app[_STATE] = _State(config)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/ping", _ping)
@@ -303,7 +409,14 @@ def _run_worker(sock: socket.socket, config: ServerConfig, parent: int | None) -
             task.cancel()
 
         app.cleanup_ctx.append(watchdog)
-    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=5.0)
+    web.run_app(
+        app,
+        sock=sock,
+        print=None,
+        access_log=None,
+        shutdown_timeout=5.0,
+        keepalive_timeout=config.idle_timeout_s,
+    )
 
 
 def serve(
@@ -315,11 +428,14 @@ def serve(
     variant: str = DEFAULT_VARIANT,
     endpoint_name: str | None = None,
     load_delay_s: float = 0.0,
+    body_timeout_s: float = 10.0,
+    idle_timeout_s: float = 30.0,
+    auth_token: str | None = None,
 ) -> None:
     """Serve until SIGTERM / SIGINT with ``workers`` processes on ``host:port``.
 
     The model directory is checked once here (a broken one fails at once, not in every
-    worker); ``port=0`` picks a free port (logged)."""
+    worker); ``port=0`` picks a free port (logged). ``auth_token``: see :class:`ServerConfig`."""
     if workers < 1:
         raise ValueError("workers must be >= 1")
     model_path = Path(model_dir) if model_dir is not None else default_model_dir()
@@ -329,11 +445,20 @@ def serve(
         variant=variant,
         endpoint_name=endpoint_name,
         load_delay_s=load_delay_s,
+        body_timeout_s=body_timeout_s,
+        idle_timeout_s=idle_timeout_s,
+        auth_token=auth_token,
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.create_server((host, port), family=family, backlog=1024)
     bound = sock.getsockname()[1]
-    log.info("serving on http://%s:%d with %d worker(s)", host, bound, workers)
+    log.info(
+        "serving on http://%s:%d with %d worker(s)%s",
+        host,
+        bound,
+        workers,
+        ", bearer token required" if auth_token is not None else "",
+    )
     try:
         if workers == 1:
             _run_worker(sock, config, parent=None)
@@ -401,6 +526,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--load-delay", type=float, default=0.0, help="seconds to wait before loading the model"
     )
+    parser.add_argument(
+        "--body-timeout",
+        type=float,
+        default=10.0,
+        help="seconds a request body may take to arrive (else 408; default 10)",
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=30.0,
+        help="close a connection idle this many seconds (default 30)",
+    )
+    parser.add_argument(
+        "--auth-token-file",
+        type=Path,
+        default=None,
+        help=f"require 'Authorization: Bearer <first line of this file>' (default "
+        f"${TOKEN_FILE_ENV}, else the token in ${TOKEN_ENV}; none: no check)",
+    )
     args = parser.parse_args(argv)
     port = args.port if args.port is not None else int(os.environ.get(PORT_ENV, DEFAULT_PORT))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(message)s")
@@ -413,8 +557,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             variant=args.variant,
             endpoint_name=args.endpoint_name,
             load_delay_s=args.load_delay,
+            body_timeout_s=args.body_timeout,
+            idle_timeout_s=args.idle_timeout,
+            auth_token=read_auth_token(args.auth_token_file),
         )
-    except (OSError, ValueError) as err:  # no model, bad model, port taken
+    except (OSError, ValueError) as err:  # no model, bad model, port taken, no token
         log.error("cannot serve: %s", err)  # noqa: TRY400 - the message says it all
         return 2
     return 0

@@ -2,25 +2,43 @@
 
 The pipeline core calls :class:`MonitorSuite` (``observe`` / ``readings`` / ``state`` /
 ``from_state`` / ``reset``); the pieces below are usable on their own, on plain arrays.
+
+The names are imported on first use, so importing one light module of the package (say
+:mod:`monitors.readings`) does not load scipy.
 """
 
-from monitors.baseline import (
-    Baseline,
-    BaselineBuilder,
-    FeatureReference,
-    baseline_from_dict,
-    baseline_to_dict,
-    dumps_baseline,
-    loads_baseline,
-)
-from monitors.bias import FacetCounts, clarify_analysis, facet_metrics
-from monitors.drift import accuracy_drift, distribution_drift, feature_drift
-from monitors.priors import PriorEstimate, PriorShift, bbse, em_priors, prior_shift
-from monitors.readings import Reading
-from monitors.shift import BernoulliCusum, SentimentShiftMonitor, cusum_threshold
-from monitors.suite import MonitorConfig, MonitorSuite
-from monitors.terms import distinctive_terms
-from monitors.windows import EventTimeWindows
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from monitors.baseline import (
+        Baseline,
+        BaselineBuilder,
+        FeatureReference,
+        baseline_from_dict,
+        baseline_to_dict,
+        dumps_baseline,
+        loads_baseline,
+    )
+    from monitors.bias import FacetCounts, bias_report, clarify_analysis, facet_metrics
+    from monitors.config import MonitorConfig
+    from monitors.drift import accuracy_drift, distribution_drift, feature_drift
+    from monitors.priors import (
+        PriorEstimate,
+        PriorShift,
+        bbse,
+        em_priors,
+        naive_priors,
+        prior_estimates,
+        prior_shift,
+    )
+    from monitors.readings import Reading
+    from monitors.shift import BernoulliCusum, SentimentShiftMonitor, cusum_threshold
+    from monitors.suite import MonitorSuite
+    from monitors.terms import distinctive_terms
+    from monitors.windows import EventTimeWindows
 
 __all__ = [
     "Baseline",
@@ -39,6 +57,7 @@ __all__ = [
     "baseline_from_dict",
     "baseline_to_dict",
     "bbse",
+    "bias_report",
     "clarify_analysis",
     "cusum_threshold",
     "distinctive_terms",
@@ -48,5 +67,51 @@ __all__ = [
     "facet_metrics",
     "feature_drift",
     "loads_baseline",
+    "naive_priors",
+    "prior_estimates",
     "prior_shift",
 ]
+
+_HOME = {
+    **dict.fromkeys(
+        (
+            "Baseline",
+            "BaselineBuilder",
+            "FeatureReference",
+            "baseline_from_dict",
+            "baseline_to_dict",
+            "dumps_baseline",
+            "loads_baseline",
+        ),
+        "baseline",
+    ),
+    **dict.fromkeys(("FacetCounts", "bias_report", "clarify_analysis", "facet_metrics"), "bias"),
+    "MonitorConfig": "config",
+    **dict.fromkeys(("accuracy_drift", "distribution_drift", "feature_drift"), "drift"),
+    **dict.fromkeys(
+        (
+            "PriorEstimate",
+            "PriorShift",
+            "bbse",
+            "em_priors",
+            "naive_priors",
+            "prior_estimates",
+            "prior_shift",
+        ),
+        "priors",
+    ),
+    "Reading": "readings",
+    **dict.fromkeys(("BernoulliCusum", "SentimentShiftMonitor", "cusum_threshold"), "shift"),
+    "MonitorSuite": "suite",
+    "distinctive_terms": "terms",
+    "EventTimeWindows": "windows",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'monitors' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"monitors.{home}"), name)
+    globals()[name] = value
+    return value

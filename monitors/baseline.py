@@ -30,7 +30,7 @@ from monitors.features import (
     extract,
     features_from_state,
     features_state,
-    oov_rate,
+    text_features,
 )
 from monitors.terms import content_words, tokenize
 from stream.events import CHANNELS, ScoredReview
@@ -202,12 +202,7 @@ class Baseline:
             y = np.where(
                 np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)
             ).astype(np.int64)
-        tokens = [tokenize(t) for t in texts]
-        oov = (
-            np.full(n, np.nan)
-            if vocabulary is None
-            else np.array([oov_rate(tok, vocabulary) for tok in tokens], dtype=np.float64)
-        )
+        text = text_features(texts, vocabulary)
         feats = BatchFeatures(
             review_ids=[str(i) for i in range(n)],
             t_us=np.zeros(n, dtype=np.int64),
@@ -216,12 +211,12 @@ class Baseline:
             predicted=pred,
             true=y,
             probabilities=probs,
-            review_words=np.array([len(t.split()) for t in texts], dtype=np.float64),
-            review_chars=np.array([len(t) for t in texts], dtype=np.float64),
+            review_words=text.words,
+            review_chars=text.chars,
             rating=rating,
-            oov_rate=oov,
+            oov_rate=text.oov,
             confidence=probs.max(axis=1),
-            tokens=tokens,
+            tokens=[tokenize(t) for t in texts],
         )
         return cls.from_features(
             feats,
@@ -259,53 +254,10 @@ class Baseline:
             per_cat[cat] = np.bincount(f.predicted[sel], minlength=3)
         labelled = f.true >= 0
         true_counts = np.bincount(f.true[labelled], minlength=3) if labelled.any() else None
-        if confusion is not None:
-            conf = np.asarray(confusion, dtype=np.int64).reshape(3, 3)
-        elif labelled.any():
-            conf = np.zeros((3, 3), dtype=np.int64)
-            np.add.at(conf, (f.predicted[labelled], f.true[labelled]), 1)
-        else:
-            conf = None
-        shares = pred_counts / n
-        if true_counts is not None:
-            priors = true_counts / true_counts.sum()
-        elif conf is not None:
-            m = conf / np.maximum(conf.sum(axis=0, keepdims=True), 1)
-            priors = project_to_simplex(np.linalg.lstsq(m, shares, rcond=None)[0])
-        else:
-            priors = shares
-        features: dict[str, FeatureReference] = {}
-        for name in NUMERIC_FEATURES:
-            x = f.numeric(name)
-            ok = np.isfinite(x)
-            if not ok.any():
-                continue
-            edges: tuple[float, ...]
-            if name == "rating":
-                edges = _RATING_EDGES
-            else:
-                qs = np.quantile(x[ok], np.linspace(0, 1, bins + 1)[1:-1])
-                edges = tuple(float(e) for e in np.unique(qs))
-            ref = FeatureReference(name, "numeric", _zero_counts(len(edges) + 1), edges=edges)
-            binned = ref.bin_numeric(x[ok])
-            features[name] = _with_counts(ref, f.predicted[ok], binned)
-        for name in CATEGORICAL_FEATURES:
-            if name == "channel" and not monitor_channel:
-                continue
-            xs = f.categorical(name)
-            values = tuple(CHANNELS) if name == "channel" else tuple(sorted(set(xs)))
-            ref = FeatureReference(
-                name, "categorical", _zero_counts(len(values) + 1), values=values
-            )
-            features[name] = _with_counts(ref, f.predicted, ref.bin_categorical(xs))
-        all_terms: Counter[str] = Counter(terms or {})
-        neg_terms: Counter[str] = Counter(negative_terms or {})
-        if terms is None:
-            for tok, p in zip(f.tokens, f.predicted.tolist(), strict=True):
-                words = content_words(tok)
-                all_terms.update(words)
-                if p == 0:
-                    neg_terms.update(words)
+        conf = _confusion(f, confusion)
+        priors = _priors(pred_counts / n, true_counts, conf)
+        features = _feature_references(f, bins, monitor_channel)
+        all_terms, neg_terms = _term_counts(f, terms, negative_terms)
         return cls(
             n=n,
             predicted_counts=_triple(pred_counts),
@@ -318,6 +270,75 @@ class Baseline:
             terms=dict(all_terms.most_common(max_terms)),
             negative_terms=dict(neg_terms.most_common(max_terms)),
         )
+
+
+def _confusion(f: BatchFeatures, confusion: npt.ArrayLike | None) -> IntArray | None:
+    """The given confusion matrix, else the labelled reviews' own (None without labels)."""
+    if confusion is not None:
+        given: IntArray = np.asarray(confusion, dtype=np.int64).reshape(3, 3)
+        return given
+    labelled = f.true >= 0
+    if not labelled.any():
+        return None
+    conf = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(conf, (f.predicted[labelled], f.true[labelled]), 1)
+    return conf
+
+
+def _priors(shares: FloatArray, true_counts: IntArray | None, conf: IntArray | None) -> FloatArray:
+    """Label shares, else the BBSE-style solve of the confusion matrix, else the predictions."""
+    if true_counts is not None:
+        out: FloatArray = true_counts / true_counts.sum()
+        return out
+    if conf is not None:
+        m = conf / np.maximum(conf.sum(axis=0, keepdims=True), 1)
+        return project_to_simplex(np.linalg.lstsq(m, shares, rcond=None)[0])
+    return shares
+
+
+def _feature_references(
+    f: BatchFeatures, bins: int, monitor_channel: bool
+) -> dict[str, FeatureReference]:
+    """Reference histograms of every monitored feature the events carry."""
+    features: dict[str, FeatureReference] = {}
+    for name in NUMERIC_FEATURES:
+        x = f.numeric(name)
+        ok = np.isfinite(x)
+        if not ok.any():
+            continue
+        edges: tuple[float, ...]
+        if name == "rating":
+            edges = _RATING_EDGES
+        else:
+            qs = np.quantile(x[ok], np.linspace(0, 1, bins + 1)[1:-1])
+            edges = tuple(float(e) for e in np.unique(qs))
+        ref = FeatureReference(name, "numeric", _zero_counts(len(edges) + 1), edges=edges)
+        features[name] = _with_counts(ref, f.predicted[ok], ref.bin_numeric(x[ok]))
+    for name in CATEGORICAL_FEATURES:
+        if name == "channel" and not monitor_channel:
+            continue
+        xs = f.categorical(name)
+        values = tuple(CHANNELS) if name == "channel" else tuple(sorted(set(xs)))
+        ref = FeatureReference(name, "categorical", _zero_counts(len(values) + 1), values=values)
+        features[name] = _with_counts(ref, f.predicted, ref.bin_categorical(xs))
+    return features
+
+
+def _term_counts(
+    f: BatchFeatures,
+    terms: Mapping[str, int] | None,
+    negative_terms: Mapping[str, int] | None,
+) -> tuple[Counter[str], Counter[str]]:
+    """Term counts of all reviews and of predicted negatives (given, or from ``f.tokens``)."""
+    all_terms: Counter[str] = Counter(terms or {})
+    neg_terms: Counter[str] = Counter(negative_terms or {})
+    if terms is None:
+        for tok, p in zip(f.tokens, f.predicted.tolist(), strict=True):
+            words = content_words(tok)
+            all_terms.update(words)
+            if p == 0:
+                neg_terms.update(words)
+    return all_terms, neg_terms
 
 
 def _zero_counts(bins: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:

@@ -38,7 +38,7 @@ Quirks of Clarify's definitions, kept so that our numbers match a Clarify job (s
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,7 +46,14 @@ import numpy as np
 
 from monitors._stats import FloatArray
 
-__all__ = ["DESCRIPTIONS", "METRICS", "FacetCounts", "clarify_analysis", "facet_metrics"]
+__all__ = [
+    "DESCRIPTIONS",
+    "METRICS",
+    "FacetCounts",
+    "bias_report",
+    "clarify_analysis",
+    "facet_metrics",
+]
 
 #: Metric names in Clarify's report order (alphabetical).
 METRICS: tuple[str, ...] = ("CI", "DPL", "JS", "KL", "KS", "LP", "TVD")
@@ -147,3 +154,41 @@ def clarify_analysis(
             "facets": {facet_name: reports},
         },
     }
+
+
+def _same_value(value: str, positive: str) -> bool:
+    a, b = value.strip(), positive.strip()
+    if a == b:
+        return True
+    try:
+        return math.isclose(float(a), float(b))
+    except ValueError:
+        return False
+
+
+def bias_report(
+    facet_values: Sequence[str],
+    labels: Sequence[str],
+    *,
+    facet: str,
+    label: str,
+    positive: str,
+) -> dict[str, Any]:
+    """Clarify's pre-training bias metrics of each facet value against all other rows, as
+    ``analysis.json``'s ``pre_training_bias_metrics`` section. A label counts as positive when
+    it equals ``positive`` (as text, or as a number: ``1`` matches ``1.0``); rows with an
+    empty facet value or label are left out. Facet values are reported in sorted order."""
+    if len(facet_values) != len(labels):
+        raise ValueError("facet values and labels differ in length")
+    totals: dict[str, int] = {}
+    positives: dict[str, int] = {}
+    for value, y in zip(facet_values, labels, strict=True):
+        value, y = value.strip(), y.strip()
+        if not value or not y:
+            continue
+        totals[value] = totals.get(value, 0) + 1
+        positives[value] = positives.get(value, 0) + int(_same_value(y, positive))
+    if not totals:
+        raise ValueError(f"no row has both a {facet} value and a {label}")
+    facets = {v: FacetCounts(totals[v], positives[v]) for v in sorted(totals)}
+    return clarify_analysis(facets, label=label, facet_name=facet, positive_label=positive)

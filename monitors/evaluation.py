@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from monitors._stats import FloatArray, IntArray
 from monitors.baseline import Baseline
@@ -224,6 +225,61 @@ def _bias(groups: Sequence[str], counts: IntArray, min_count: int) -> dict[str, 
     return clarify_analysis(facets)
 
 
+def _feature_tests(
+    acc: WindowAccumulator, baseline: Baseline, tests: WindowTests
+) -> tuple[dict[str, FeatureDrift], dict[str, bool]]:
+    """Drift of every feature with enough data (DataDrift's level split over the features it
+    alerts on), and whether each is clean enough to resolve an episode."""
+    features: dict[str, FeatureDrift] = {}
+    clean: dict[str, bool] = {}
+    tested = [name for name in baseline.features if name not in REPORT_ONLY]
+    per_feature = tests.alpha / max(1, len(tested))
+    for name, ref in baseline.features.items():
+        h = acc.hists[name]
+        if h.sum() < tests.min_count:
+            continue
+        level = per_feature if name in tested else 0.0
+        r = feature_drift(ref, h, alpha=level, min_psi=tests.min_psi)
+        features[name] = r
+        clean[name] = r.p_value >= tests.resolve_alpha or r.psi < tests.min_psi / 2
+    return features, clean
+
+
+def _mix_test(
+    reference: npt.ArrayLike, counts: npt.ArrayLike, tests: WindowTests
+) -> tuple[DistributionDrift, bool]:
+    d = distribution_drift(reference, counts, alpha=tests.alpha, min_change=tests.min_share_change)
+    return d, d.p_value >= tests.resolve_alpha or d.tvd < tests.min_share_change / 2
+
+
+def _accuracy_test(
+    baseline_confusion: npt.ArrayLike, conf: IntArray, tests: WindowTests
+) -> tuple[AccuracyDrift, bool]:
+    a = accuracy_drift(
+        baseline_confusion, conf, alpha=tests.alpha, min_drop=tests.min_accuracy_drop
+    )
+    clean = (
+        a.p_value >= tests.resolve_alpha
+        or a.baseline_accuracy - a.accuracy < tests.min_accuracy_drop / 2
+    )
+    return a, clean
+
+
+def _bias_reports(
+    acc: WindowAccumulator, groups: Sequence[str], min_count: int
+) -> dict[str, dict[str, Any]]:
+    """Clarify analyses on predicted and on true classes (where there is enough of each)."""
+    bias: dict[str, dict[str, Any]] = {}
+    pred_bias = _bias(groups, acc.group_predicted, min_count)
+    if pred_bias is not None:
+        pred_bias["pre_training_bias_metrics"]["label"] = "predicted_sentiment"
+        bias["predicted"] = pred_bias
+    true_bias = _bias(groups, acc.group_confusion.sum(axis=1), min_count)
+    if true_bias is not None:
+        bias["true"] = true_bias
+    return bias
+
+
 def evaluate_window(
     acc: WindowAccumulator,
     baseline: Baseline,
@@ -231,101 +287,62 @@ def evaluate_window(
     tests: WindowTests,
 ) -> WindowReport:
     """Run every window test on ``acc`` against ``baseline``."""
-    a = tests.alpha
-    features: dict[str, FeatureDrift] = {}
-    clean: dict[str, bool] = {}
-    enough = acc.n >= tests.min_count
-    if enough:
-        tested = [name for name in baseline.features if name not in REPORT_ONLY]
-        per_feature = a / max(1, len(tested))
-        for name, ref in baseline.features.items():
-            h = acc.hists[name]
-            if h.sum() < tests.min_count:
-                continue
-            level = per_feature if name in tested else 0.0
-            r = feature_drift(ref, h, alpha=level, min_psi=tests.min_psi)
-            features[name] = r
-            clean[name] = r.p_value >= tests.resolve_alpha or r.psi < tests.min_psi / 2
-    prediction = None
-    prediction_clean = True
-    if enough:
-        prediction = distribution_drift(
-            baseline.predicted_counts, acc.predicted, alpha=a, min_change=tests.min_share_change
-        )
-        prediction_clean = (
-            prediction.p_value >= tests.resolve_alpha or prediction.tvd < tests.min_share_change / 2
-        )
     conf = acc.confusion
     labelled = int(conf.sum())
-    label = accuracy = None
-    label_clean = accuracy_clean = True
-    if labelled >= tests.min_count and baseline.true_counts is not None:
-        label = distribution_drift(
-            baseline.true_counts, conf.sum(axis=0), alpha=a, min_change=tests.min_share_change
-        )
-        label_clean = label.p_value >= tests.resolve_alpha or label.tvd < tests.min_share_change / 2
-    if labelled >= tests.min_count and baseline.confusion is not None:
-        accuracy = accuracy_drift(
-            baseline.confusion, conf, alpha=a, min_drop=tests.min_accuracy_drop
-        )
-        accuracy_clean = (
-            accuracy.p_value >= tests.resolve_alpha
-            or accuracy.baseline_accuracy - accuracy.accuracy < tests.min_accuracy_drop / 2
-        )
-    priors: dict[str, PriorShift] = {}
-    priors_clean = True
-    shifted = False
-    withheld = None
-    if enough:
-        priors, priors_clean = _priors(acc, baseline, groups, tests)
-        shifted = bool(priors) and all(p.shifted for p in priors.values())
-        drifted = sorted(name for name, r in features.items() if r.drifted)
-        if shifted and drifted:
-            shifted = False
-            withheld = f"data drift in {', '.join(drifted)} breaks the label-shift assumption"
-    bias: dict[str, dict[str, Any]] = {}
-    if enough:
-        pred_bias = _bias(groups, acc.group_predicted, tests.min_count)
-        if pred_bias is not None:
-            pred_bias["pre_training_bias_metrics"]["label"] = "predicted_sentiment"
-            bias["predicted"] = pred_bias
-        true_bias = _bias(groups, acc.group_confusion.sum(axis=1), tests.min_count)
-        if true_bias is not None:
-            bias["true"] = true_bias
-    return WindowReport(
+    out = WindowReport(
         start_us=acc.start_us,
         end_us=acc.end_us,
         count=acc.n,
         labelled=labelled,
+        features={},
+        features_clean={},
+        prediction=None,
+        prediction_clean=True,
+        label=None,
+        label_clean=True,
+        accuracy=None,
+        accuracy_clean=True,
+    )
+    if labelled >= tests.min_count and baseline.true_counts is not None:
+        label, label_clean = _mix_test(baseline.true_counts, conf.sum(axis=0), tests)
+        out = replace(out, label=label, label_clean=label_clean)
+    if labelled >= tests.min_count and baseline.confusion is not None:
+        accuracy, accuracy_clean = _accuracy_test(baseline.confusion, conf, tests)
+        out = replace(out, accuracy=accuracy, accuracy_clean=accuracy_clean)
+    if acc.n < tests.min_count:
+        return out
+    features, clean = _feature_tests(acc, baseline, tests)
+    prediction, prediction_clean = _mix_test(baseline.predicted_counts, acc.predicted, tests)
+    priors, priors_clean = _priors(acc, baseline, groups, tests)
+    shifted = bool(priors) and all(p.shifted for p in priors.values())
+    drifted = sorted(name for name, r in features.items() if r.drifted)
+    withheld = None
+    if shifted and drifted:
+        shifted = False
+        withheld = f"data drift in {', '.join(drifted)} breaks the label-shift assumption"
+    return replace(
+        out,
         features=features,
         features_clean=clean,
         prediction=prediction,
         prediction_clean=prediction_clean,
-        label=label,
-        label_clean=label_clean,
-        accuracy=accuracy,
-        accuracy_clean=accuracy_clean,
         priors=priors,
         priors_clean=priors_clean,
         prior_shift=shifted,
         prior_withheld=withheld,
-        bias=bias,
+        bias=_bias_reports(acc, groups, tests.min_count),
     )
 
 
-def _priors(
-    acc: WindowAccumulator, baseline: Baseline, groups: Sequence[str], tests: WindowTests
-) -> tuple[dict[str, PriorShift], bool]:
-    """BBSE and EM estimates against the baseline's, each at level alpha / 2 (the verdict
-    needs both, so the pair keeps the level).
+_Estimator = tuple[Callable[[int | None], PriorEstimate], FloatArray, FloatArray]
 
-    A prior shift must be broad-based: it is flagged only if it still shows with any one
-    product category left out. A surge in one category is that category's SentimentShift;
-    it does not also read as a stream-wide prior shift, however large the category."""
-    methods = 2 if baseline.confusion is not None else 1
-    alpha = tests.alpha / methods
-    estimators: dict[str, tuple[Callable[[int | None], PriorEstimate], FloatArray, FloatArray]]
-    estimators = {}
+
+def _estimators(
+    acc: WindowAccumulator, baseline: Baseline, tests: WindowTests
+) -> dict[str, _Estimator]:
+    """Per method: the window's estimate with one group left out (None: none), the baseline's
+    priors and their covariance."""
+    estimators: dict[str, _Estimator] = {}
     if baseline.confusion is not None:
         confusion = baseline.confusion
         try:
@@ -350,6 +367,21 @@ def _priors(
 
         ref_cov = (np.diag(src) - np.outer(src, src)) / max(baseline.n, 1)
         estimators["em"] = (by_em, src, ref_cov)
+    return estimators
+
+
+def _priors(
+    acc: WindowAccumulator, baseline: Baseline, groups: Sequence[str], tests: WindowTests
+) -> tuple[dict[str, PriorShift], bool]:
+    """BBSE and EM estimates against the baseline's, each at level alpha / 2 (the verdict
+    needs both, so the pair keeps the level).
+
+    A prior shift must be broad-based: it is flagged only if it still shows with any one
+    product category left out. A surge in one category is that category's SentimentShift;
+    it does not also read as a stream-wide prior shift, however large the category."""
+    methods = 2 if baseline.confusion is not None else 1
+    alpha = tests.alpha / methods
+    estimators = _estimators(acc, baseline, tests)
     out: dict[str, PriorShift] = {}
     clean = True
     present = [g for g in range(len(groups)) if acc.group_predicted[g].sum() > 0]

@@ -1,32 +1,48 @@
 """Turn a micro-batch of scored reviews into column arrays, once per batch.
 
-Everything downstream (windows, detectors, drift tests) works on these arrays; this is the
-only per-event Python loop of the monitors (attribute access, ``len``, one regex per text).
+Everything downstream (windows, detectors, drift tests) works on these arrays. A batch comes
+either as Arrow columns (``stream.events.ScoredBatch``: :func:`extract` reads its ``table``
+without building a review object per row) or as a plain sequence of
+:class:`~stream.events.ScoredReview` (read attribute by attribute). The per-text Python left is
+the text features (length, the model's tokens for the out-of-vocabulary rate) and, for alert
+evidence, tokenising the texts that need terms (predicted negatives once there is a baseline).
+
+``oov_rate`` is the share of the model's own tokens (:data:`MODEL_WORD_PATTERN` on the
+lower-cased text, as ``endpoint.model`` tokenises) that are not in its vocabulary.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from monitors._stats import FloatArray, IntArray
 from monitors.terms import tokenize
 from monitors.windows import to_us
-from stream.events import ScoredReview
+from stream.events import ScoredBatch, ScoredReview
 
 __all__ = [
     "CATEGORICAL_FEATURES",
     "FEATURES",
+    "MODEL_WORD_PATTERN",
     "NUMERIC_FEATURES",
     "BatchFeatures",
+    "ModelVocabulary",
+    "TextFeatures",
     "concat",
     "extract",
     "features_from_state",
     "features_state",
+    "model_tokens",
     "oov_rate",
+    "partitions",
+    "text_features",
 ]
 
 #: Monitored numeric features (name -> meaning); the unit is in the name.
@@ -44,12 +60,25 @@ CATEGORICAL_FEATURES: dict[str, str] = {
 }
 FEATURES: tuple[str, ...] = (*NUMERIC_FEATURES, *CATEGORICAL_FEATURES)
 
+#: The model's word tokens: runs of two or more word characters of the lower-cased text
+#: (scikit-learn's default ``token_pattern``, ``endpoint.model.DEFAULT_WORD_PATTERN``, which a
+#: unit test keeps equal to this).
+MODEL_WORD_PATTERN = r"(?u)\b\w\w+\b"
+_MODEL_WORD = re.compile(MODEL_WORD_PATTERN)
+#: ASCII characters that are not word characters, to spaces: on ASCII text, splitting the
+#: translation on whitespace gives the word runs of :data:`MODEL_WORD_PATTERN`, several times
+#: faster than the regex engine.
+_ASCII_NON_WORD = str.maketrans(
+    {c: " " for c in map(chr, range(128)) if not (c.isalnum() or c == "_")}
+)
+
 
 @dataclass(frozen=True, slots=True)
 class BatchFeatures:
     """Column view of a batch. Class indices are ``sentiment + 1`` (0 negative, 1 neutral,
     2 positive); ``true`` is -1 and ``rating`` NaN without a rating; ``oov_rate`` is NaN
-    without a vocabulary or tokens."""
+    without a vocabulary or tokens; ``tokens`` are the evidence tokens (empty for reviews
+    that were not tokenised)."""
 
     review_ids: list[str]
     t_us: IntArray
@@ -95,6 +124,17 @@ class BatchFeatures:
         )
 
 
+# -- text ------------------------------------------------------------------------------------
+
+
+def model_tokens(text: str) -> list[str]:
+    """The model's word tokens of ``text`` (see :data:`MODEL_WORD_PATTERN`)."""
+    low = text.lower()
+    if low.isascii():
+        return [w for w in low.translate(_ASCII_NON_WORD).split() if len(w) > 1]
+    return _MODEL_WORD.findall(low)
+
+
 def oov_rate(tokens: Sequence[str], vocabulary: Collection[str]) -> float:
     """Share of ``tokens`` not in ``vocabulary`` (NaN for no tokens)."""
     if not tokens:
@@ -102,52 +142,167 @@ def oov_rate(tokens: Sequence[str], vocabulary: Collection[str]) -> float:
     return sum(1 for t in tokens if t not in vocabulary) / len(tokens)
 
 
-def extract(
-    batch: Sequence[ScoredReview],
-    vocabulary: Collection[str] | None,
-    *,
-    all_tokens: bool = True,
-) -> BatchFeatures:
-    """Columns of one batch (see :class:`BatchFeatures`). With ``all_tokens`` false and no
-    vocabulary, only predicted-negative reviews are tokenised (the others get no tokens):
-    after the baseline, tokens serve only the evidence of negative-share alerts."""
-    n = len(batch)
-    t_us = np.fromiter((to_us(s.event.event_time) for s in batch), dtype=np.int64, count=n)
-    predicted = np.fromiter((s.sentiment + 1 for s in batch), dtype=np.int64, count=n)
-    ratings = [s.event.rating for s in batch]
-    rating = np.array([np.nan if r is None else float(r) for r in ratings], dtype=np.float64)
-    true = np.where(np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)).astype(
-        np.int64
-    )
-    probs = np.array(
-        [(s.p_negative, s.p_neutral, s.p_positive) for s in batch], dtype=np.float64
-    ).reshape(n, 3)
-    texts = [s.event.review_text for s in batch]
-    if all_tokens or vocabulary is not None:
-        tokens = [tokenize(t) for t in texts]
-    else:
-        tokens = [
-            tokenize(t) if s.sentiment == -1 else [] for t, s in zip(texts, batch, strict=True)
-        ]
+@dataclass(frozen=True, slots=True)
+class TextFeatures:
+    """Per-text numeric features: words (whitespace-separated, as ``str.split``), characters
+    (code points) and the out-of-vocabulary rate of the model's tokens (NaN without a
+    vocabulary or tokens)."""
+
+    words: FloatArray
+    chars: FloatArray
+    oov: FloatArray
+
+
+class ModelVocabulary:
+    """The terms a model knows that one of its tokens can be (two characters or more), with a
+    fast out-of-vocabulary rate. Build it once per vocabulary (:func:`extract` accepts either)."""
+
+    __slots__ = ("_contains", "terms")
+
+    def __init__(self, terms: Collection[str]) -> None:
+        self.terms = frozenset(t for t in terms if len(t) > 1)
+        self._contains = self.terms.__contains__
+
+    def oov_rate(self, text: str) -> float:
+        """``oov_rate(model_tokens(text), self.terms)``, counted without building the token
+        list on ASCII text."""
+        low = text.lower()
+        if not low.isascii():
+            return oov_rate(_MODEL_WORD.findall(low), self.terms)
+        words = low.translate(_ASCII_NON_WORD).split()
+        tokens = len(words) - list(map(len, words)).count(1)
+        if not tokens:
+            return float("nan")
+        return (tokens - sum(map(self._contains, words))) / tokens
+
+
+def text_features(
+    texts: Sequence[str], vocabulary: ModelVocabulary | Collection[str] | None
+) -> TextFeatures:
+    """:class:`TextFeatures` of ``texts``."""
+    n = len(texts)
     if vocabulary is None:
         oov = np.full(n, np.nan)
     else:
-        oov = np.array([oov_rate(tok, vocabulary) for tok in tokens], dtype=np.float64)
-    return BatchFeatures(
-        review_ids=[s.event.review_id for s in batch],
-        t_us=t_us,
-        category=[s.event.product_category for s in batch],
-        channel=[s.event.channel for s in batch],
-        predicted=predicted,
-        true=true,
-        probabilities=probs,
-        review_words=np.array([len(t.split()) for t in texts], dtype=np.float64),
-        review_chars=np.array([len(t) for t in texts], dtype=np.float64),
-        rating=rating,
-        oov_rate=oov,
-        confidence=probs.max(axis=1) if n else np.zeros(0),
-        tokens=tokens,
+        vocab = (
+            vocabulary if isinstance(vocabulary, ModelVocabulary) else ModelVocabulary(vocabulary)
+        )
+        oov = np.fromiter((vocab.oov_rate(t) for t in texts), np.float64, n)
+    return TextFeatures(
+        np.fromiter((len(t.split()) for t in texts), np.float64, n),
+        np.fromiter((len(t) for t in texts), np.float64, n),
+        oov,
     )
+
+
+def _evidence_tokens(
+    texts: Sequence[str], wanted: np.ndarray[Any, np.dtype[np.bool_]]
+) -> list[list[str]]:
+    return [tokenize(t) if w else [] for t, w in zip(texts, wanted.tolist(), strict=True)]
+
+
+# -- batches ---------------------------------------------------------------------------------
+
+
+def _true_class(rating: FloatArray) -> IntArray:
+    out: IntArray = np.where(
+        np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)
+    ).astype(np.int64)
+    return out
+
+
+def _from_table(table: pa.Table) -> dict[str, Any]:
+    """The plain columns of an Arrow batch (``SCORED_SCHEMA``)."""
+
+    def np_col(name: str, dtype: Any) -> Any:
+        col = table.column(name)
+        if col.null_count:
+            col = pc.fill_null(col.cast(pa.float64()), np.nan)
+        return np.asarray(col.to_numpy(), dtype=dtype)
+
+    probs = np.stack([np_col(c, np.float64) for c in ("p_negative", "p_neutral", "p_positive")], 1)
+    cols = {
+        "review_ids": table.column("review_id").to_pylist(),
+        "t_us": np_col("event_time", np.int64) if table.num_rows else np.zeros(0, np.int64),
+        "category": table.column("product_category").to_pylist(),
+        "channel": table.column("channel").to_pylist(),
+        "sentiment": np_col("sentiment", np.int64),
+        "rating": np_col("rating", np.float64),
+        "probabilities": probs.reshape(table.num_rows, 3),
+        "texts": table.column("review_text").to_pylist(),
+    }
+    return cols
+
+
+def _from_rows(batch: Sequence[ScoredReview]) -> dict[str, Any]:
+    """The plain columns of a sequence of reviews."""
+    n = len(batch)
+    ratings = [s.event.rating for s in batch]
+    return {
+        "review_ids": [s.event.review_id for s in batch],
+        "t_us": np.fromiter((to_us(s.event.event_time) for s in batch), dtype=np.int64, count=n),
+        "category": [s.event.product_category for s in batch],
+        "channel": [s.event.channel for s in batch],
+        "sentiment": np.fromiter((s.sentiment for s in batch), dtype=np.int64, count=n),
+        "rating": np.array([np.nan if r is None else float(r) for r in ratings], np.float64),
+        "probabilities": np.array(
+            [(s.p_negative, s.p_neutral, s.p_positive) for s in batch], dtype=np.float64
+        ).reshape(n, 3),
+        "texts": [s.event.review_text for s in batch],
+    }
+
+
+def extract(
+    batch: Sequence[ScoredReview],
+    vocabulary: ModelVocabulary | Collection[str] | None,
+    *,
+    all_tokens: bool = True,
+) -> BatchFeatures:
+    """Columns of one batch (see :class:`BatchFeatures`); a ``ScoredBatch`` is read from its
+    Arrow table. With ``all_tokens`` false, only predicted-negative reviews get evidence tokens:
+    after the baseline, tokens serve only the evidence of negative-share alerts."""
+    cols = _from_table(batch.table) if isinstance(batch, ScoredBatch) else _from_rows(batch)
+    texts: list[str] = cols["texts"]
+    predicted: IntArray = cols["sentiment"] + 1
+    probs: FloatArray = cols["probabilities"]
+    text = text_features(texts, vocabulary)
+    return BatchFeatures(
+        review_ids=cols["review_ids"],
+        t_us=cols["t_us"],
+        category=cols["category"],
+        channel=cols["channel"],
+        predicted=predicted,
+        true=_true_class(cols["rating"]),
+        probabilities=probs,
+        review_words=text.words,
+        review_chars=text.chars,
+        rating=cols["rating"],
+        oov_rate=text.oov,
+        confidence=probs.max(axis=1) if len(texts) else np.zeros(0),
+        tokens=_evidence_tokens(texts, np.full(len(texts), True) if all_tokens else predicted == 0),
+    )
+
+
+def partitions(batch: Sequence[ScoredReview]) -> tuple[IntArray, list[str]]:
+    """Each event's source partition (``"source/stream/partition"`` of its position) as an
+    index into the returned names, in order of first appearance."""
+    if isinstance(batch, ScoredBatch):
+        t = batch.table
+        keys = pc.binary_join_element_wise(
+            t.column("source"), t.column("source_stream"), t.column("source_partition"), "/"
+        )
+        codes = pc.dictionary_encode(keys).combine_chunks()
+        return (
+            np.asarray(codes.indices.to_numpy(zero_copy_only=False), dtype=np.int64),
+            [str(k) for k in codes.dictionary.to_pylist()],
+        )
+    names: dict[str, int] = {}
+    out = np.fromiter(
+        (names.setdefault("/".join(s.position.key), len(names)) for s in batch),
+        dtype=np.int64,
+        count=len(batch),
+    )
+    return out, list(names)
 
 
 def concat(parts: Sequence[BatchFeatures]) -> BatchFeatures:

@@ -34,7 +34,15 @@ from scipy import stats
 
 from monitors._stats import FloatArray, project_to_simplex
 
-__all__ = ["PriorEstimate", "PriorShift", "bbse", "em_priors", "prior_shift"]
+__all__ = [
+    "PriorEstimate",
+    "PriorShift",
+    "bbse",
+    "em_priors",
+    "naive_priors",
+    "prior_estimates",
+    "prior_shift",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,3 +202,40 @@ def prior_shift(
     excluded = (lo > 0) | (hi < 0)
     shifted = bool(np.any(excluded & (np.abs(diff) >= min_change)))
     return PriorShift(estimate, ref, diff, lo, hi, shifted)
+
+
+def naive_priors(predicted_counts: npt.ArrayLike, *, confidence: float = 0.95) -> PriorEstimate:
+    """The predicted-label shares taken as the class priors, with the simultaneous
+    (Bonferroni) normal interval of those shares. It ignores the model's errors, so it is
+    biased whenever the priors differ from the validation data's: the reference to beat."""
+    counts = np.asarray(predicted_counts, dtype=np.float64)
+    n = float(counts.sum())
+    if n <= 0:
+        raise ValueError("the window holds no predictions")
+    mu = counts / n
+    cov = (np.diag(mu) - np.outer(mu, mu)) / n
+    z = float(stats.norm.ppf(1 - (1 - confidence) / (2 * mu.shape[0])))
+    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
+    lo, hi = np.clip(mu - z * sd, 0.0, 1.0), np.clip(mu + z * sd, 0.0, 1.0)
+    return PriorEstimate("naive", mu, mu.copy(), cov, lo, hi, confidence, round(n))
+
+
+def prior_estimates(
+    probabilities: npt.ArrayLike,
+    predicted_counts: npt.ArrayLike,
+    *,
+    confusion: npt.ArrayLike | None,
+    source_priors: npt.ArrayLike,
+    confidence: float = 0.95,
+    weights: npt.ArrayLike | None = None,
+) -> dict[str, PriorEstimate]:
+    """Naive, BBSE (with ``confusion`` ``[predicted, true]``, when given) and EM (with the
+    model's training priors ``source_priors``) estimates of a window's class priors.
+
+    ``probabilities`` are the window's (n, 3) rows, each standing for ``weights`` reviews
+    (default one each)."""
+    out = {"naive": naive_priors(predicted_counts, confidence=confidence)}
+    if confusion is not None:
+        out["bbse"] = bbse(confusion, predicted_counts, confidence=confidence)
+    out["em"] = em_priors(probabilities, source_priors, weights=weights, confidence=confidence)
+    return out

@@ -12,18 +12,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import numpy as np
 
+from monitors.catalog import DEFAULT_CATEGORIES, STEADY_MIX
 from stream.events import CHANNELS, ReviewEvent, ScoredReview, SourcePosition
 
-__all__ = ["DEFAULT_CATEGORIES", "StreamSpec", "make_review", "synthetic_stream"]
-
-DEFAULT_CATEGORIES: tuple[str, ...] = (
-    "Dresses", "Knits", "Blouses", "Sweaters", "Pants", "Jeans", "Fine gauge", "Skirts",
-    "Jackets", "Outerwear", "Shorts", "Lounge", "Swim", "Sleep", "Trend", "Legwear",
-    "Intimates", "Layering",
-)  # fmt: skip
+__all__ = ["DEFAULT_CATEGORIES", "StreamSpec", "batches", "make_review", "synthetic_stream"]
 
 _WORDS = {
     -1: ("returned", "disappointed", "cheap", "poor", "itchy", "ripped", "awful", "refund"),
@@ -49,7 +45,7 @@ class StreamSpec:
     categories: tuple[str, ...] = DEFAULT_CATEGORIES
     #: category shares (None: uniform)
     category_weights: tuple[float, ...] | None = None
-    priors: tuple[float, float, float] = (0.2, 0.2, 0.6)
+    priors: tuple[float, float, float] = STEADY_MIX
     category_priors: Mapping[str, tuple[float, float, float]] = field(default_factory=dict)
     change_at: int | None = None
     priors_after: tuple[float, float, float] | None = None
@@ -109,8 +105,8 @@ def _rating_of(true: int, u: float) -> int:
     return 3 if true == 0 else (4 if u < 0.4 else 5)
 
 
-def synthetic_stream(spec: StreamSpec) -> list[ScoredReview]:
-    """The reviews of ``spec``, in event-time order (``spacing`` apart)."""
+def _draws(spec: StreamSpec, change: int) -> dict[str, Any]:
+    """Every per-event random draw of ``spec``, in the generator's fixed order."""
     rng = np.random.default_rng(spec.seed)
     n = spec.events
     if spec.category_weights is None:
@@ -118,49 +114,57 @@ def synthetic_stream(spec: StreamSpec) -> list[ScoredReview]:
     else:
         w = np.asarray(spec.category_weights, dtype=np.float64)
         cats = rng.choice(len(spec.categories), size=n, p=w / w.sum())
-    u = rng.random(n)
-    err = rng.random(n)
-    other = rng.integers(1, 3, size=n)
-    conf = rng.beta(6, 2, size=n)
-    ur = rng.random(n)
-    has_rating = rng.random(n) < spec.rating_share
-    change = n if spec.change_at is None else spec.change_at
+    out: dict[str, Any] = {"cats": cats}
+    out["u"], out["err"] = rng.random(n), rng.random(n)
+    out["other"] = rng.integers(1, 3, size=n)
+    out["conf"], out["ur"] = rng.beta(6, 2, size=n), rng.random(n)
+    out["has_rating"] = rng.random(n) < spec.rating_share
     words_after = spec.words_mean if spec.words_mean_after is None else spec.words_mean_after
     lengths = np.where(
         np.arange(n) < change,
         rng.lognormal(np.log(spec.words_mean) - 0.125, 0.5, size=n),
         rng.lognormal(np.log(words_after) - 0.125, 0.5, size=n),
     )
-    lengths = np.maximum(1, np.round(lengths)).astype(int)
+    out["lengths"] = np.maximum(1, np.round(lengths)).astype(int)
+    out["channel_draw"] = rng.random(n)
+    return out
+
+
+def _priors_of(spec: StreamSpec, category: str, after: bool) -> tuple[float, float, float]:
+    if after:
+        return spec.category_priors_after.get(
+            category, spec.priors_after or spec.category_priors.get(category, spec.priors)
+        )
+    return spec.category_priors.get(category, spec.priors)
+
+
+def synthetic_stream(spec: StreamSpec) -> list[ScoredReview]:
+    """The reviews of ``spec``, in event-time order (``spacing`` apart)."""
+    n = spec.events
+    change = n if spec.change_at is None else spec.change_at
+    d = _draws(spec, change)
     ch_before = np.asarray(spec.channels) / np.sum(spec.channels)
     ch_after = ch_before if spec.channels_after is None else np.asarray(spec.channels_after)
     ch_after = ch_after / ch_after.sum()
-    channel_draw = rng.random(n)
     word_rng = np.random.default_rng(spec.seed + 1)
     out: list[ScoredReview] = []
     for i in range(n):
-        cat = spec.categories[int(cats[i])]
+        cat = spec.categories[int(d["cats"][i])]
         after = i >= change
-        if after:
-            pri = spec.category_priors_after.get(
-                cat, spec.priors_after or spec.category_priors.get(cat, spec.priors)
-            )
-        else:
-            pri = spec.category_priors.get(cat, spec.priors)
-        cum = np.cumsum(pri)
-        true = int(np.searchsorted(cum / cum[-1], u[i], side="right")) - 1
-        true = min(true, 1)
-        pred = true if err[i] < spec.accuracy else (true + 1 + int(other[i])) % 3 - 1
-        p_top = float(0.34 + 0.66 * conf[i])
+        cum = np.cumsum(_priors_of(spec, cat, after))
+        true = min(int(np.searchsorted(cum / cum[-1], d["u"][i], side="right")) - 1, 1)
+        pred = true if d["err"][i] < spec.accuracy else (true + 1 + int(d["other"][i])) % 3 - 1
+        p_top = float(0.34 + 0.66 * d["conf"][i])
         probs = [(1 - p_top) / 2] * 3
         probs[pred + 1] = p_top
-        k = int(lengths[i])
+        k = int(d["lengths"][i])
         n_class = max(1, k // 5)
         words = list(word_rng.choice(_WORDS[true], size=n_class)) + list(
             word_rng.choice(_FILLER, size=k - n_class)
         )
         ch = ch_after if after else ch_before
-        channel = CHANNELS[min(int(np.searchsorted(np.cumsum(ch), channel_draw[i])), 6)]
+        channel = CHANNELS[min(int(np.searchsorted(np.cumsum(ch), d["channel_draw"][i])), 6)]
+        rating = _rating_of(true, float(d["ur"][i])) if d["has_rating"][i] else None
         out.append(
             make_review(
                 i,
@@ -169,7 +173,7 @@ def synthetic_stream(spec: StreamSpec) -> list[ScoredReview]:
                 sentiment=pred,
                 text=" ".join(words),
                 channel=channel,
-                rating=_rating_of(true, float(ur[i])) if has_rating[i] else None,
+                rating=rating,
                 probabilities=(probs[0], probs[1], probs[2]),
             )
         )

@@ -5,13 +5,24 @@ in *panes*, short tumbling slices of ``pane`` length; a tumbling window is a run
 aligned to the epoch, a sliding window is the last ``k`` panes before the watermark. Every
 window length must therefore be a multiple of the pane.
 
-The watermark (:attr:`EventTimeWindows.clock`) is the newest event time seen, advanced by
-processing time while the stream is idle (``now`` minus the processing time at which that
-newest event arrived), so an idle stream still closes its windows. A tumbling window
-``[s, e)`` closes once ``clock >= e + allowed_lateness``; an event whose tumbling window has
-already closed is *late*: it is counted and dropped. An event older than one already seen is
-*out of order*: it is counted and kept. Lateness is judged against the watermark at the start of
-each micro-batch (events of one batch are never late relative to each other).
+The watermark (:attr:`EventTimeWindows.clock`) follows the source partitions (Kafka
+partitions, Kinesis shards) separately, so a backlog read from several partitions at different
+speeds is not counted late. Each partition has its own event clock: the newest event time seen
+in it, advanced by processing time while it is idle (``now`` minus the processing time at which
+that newest event arrived). The watermark is the smallest event clock over the partitions that
+had an event within ``idle_timeout`` of processing time; when every partition is idle, the
+largest (an idle stream still closes its windows); it never moves back. A partition holds the
+watermark from its first event on (a consumer's first fetch normally brings every partition
+with data); one idle for longer than the longest window is forgotten. With one partition this
+is the newest event time seen, advanced by processing time while the stream is idle.
+
+A tumbling window ``[s, e)`` closes once ``clock >= e + allowed_lateness``; an event whose
+tumbling window has already closed is *late*: it is counted and dropped. An event older than
+one already seen in its partition is *out of order*: it is counted and kept. An event more than
+``max_ahead`` ahead of processing time is *future*: it is counted and dropped, and neither moves
+nor holds the watermark (one bad clock must not close every window). Lateness is judged against
+the watermark at the start of each micro-batch (events of one batch are never late relative to
+each other).
 
 State is a JSON-able dict (:meth:`EventTimeWindows.state`), so a Kafka deployment can keep it
 in a table.
@@ -92,6 +103,19 @@ class AddResult:
     late: int
     out_of_order: int
     closed: list[ClosedWindow]
+    future: int = 0
+
+
+@dataclass(slots=True)
+class _Partition:
+    """Event clock of one source partition (microseconds)."""
+
+    max_event: int  #: newest accepted event time
+    arrival: int  #: processing time at which ``max_event`` arrived
+    seen: int  #: processing time of the partition's last event
+
+    def clock(self, now: int) -> int:
+        return self.max_event + max(0, now - self.arrival)
 
 
 class EventTimeWindows:
@@ -99,7 +123,8 @@ class EventTimeWindows:
 
     ``groups`` is the number of rows (e.g. the allowed categories plus ``other``); ``tumbling``
     the evaluation window; ``sliding`` the lengths of the rolling views (each a multiple of
-    ``pane``); counts older than the longest window are discarded.
+    ``pane``); counts older than the longest window are discarded. ``idle_timeout`` (None:
+    never) and ``max_ahead`` (None: no bound) are described in the module doc.
     """
 
     def __init__(
@@ -110,6 +135,8 @@ class EventTimeWindows:
         sliding: Sequence[timedelta] = (),
         pane: timedelta | None = None,
         allowed_lateness: timedelta = timedelta(0),
+        idle_timeout: timedelta | None = None,
+        max_ahead: timedelta | None = None,
     ) -> None:
         if groups < 1:
             raise ValueError("groups must be >= 1")
@@ -123,6 +150,8 @@ class EventTimeWindows:
         for length in (self._tumbling, *self._sliding):
             if length <= 0 or length % self._pane:
                 raise ValueError(f"window {from_us(length) - _EPOCH} is not a multiple of pane")
+        self._idle = None if idle_timeout is None else to_us(idle_timeout)
+        self._max_ahead = None if max_ahead is None else to_us(max_ahead)
         self._groups = groups
         self._horizon = max(self._tumbling, *self._sliding) if self._sliding else self._tumbling
         self.reset()
@@ -131,20 +160,29 @@ class EventTimeWindows:
 
     def reset(self) -> None:
         self._panes: dict[int, tuple[IntArray, IntArray]] = {}
-        self._max_event: int | None = None
-        self._arrival_now: int | None = None
+        self._partitions: dict[str, _Partition] = {}
+        self._watermark: int | None = None
         self._now: int | None = None
         self._closed_until: int | None = None  # tumbling windows with index < this are closed
         self.accepted_total = 0
         self.late_total = 0
         self.out_of_order_total = 0
+        self.future_total = 0
 
     @property
     def clock(self) -> int | None:
         """The watermark in microseconds (None before the first event)."""
-        if self._max_event is None or self._arrival_now is None or self._now is None:
-            return self._max_event
-        return self._max_event + max(0, self._now - self._arrival_now)
+        return self._watermark
+
+    @property
+    def partitions(self) -> dict[str, tuple[int, int, int]]:
+        """Per partition: newest event time, its arrival and the last arrival (microseconds)."""
+        return {k: (p.max_event, p.arrival, p.seen) for k, p in self._partitions.items()}
+
+    @property
+    def newest_event(self) -> int | None:
+        """The newest accepted event time over every partition (None before one)."""
+        return max((p.max_event for p in self._partitions.values()), default=None)
 
     @property
     def closed_until(self) -> int | None:
@@ -179,31 +217,78 @@ class EventTimeWindows:
         predicted: IntArray,
         true: IntArray,
         now_us: int,
+        partition: IntArray | None = None,
+        partition_names: Sequence[str] = ("",),
     ) -> AddResult:
         """Add one micro-batch (arrays of equal length; ``predicted``/``true`` are class
         indices 0..2, ``true`` -1 when unlabelled) and advance the watermark to ``now_us``.
-        Returns which events were accepted and the tumbling windows that closed."""
-        n = t_us.shape[0]
-        late_mask = self.is_late(t_us)
-        accepted = ~late_mask
+        ``partition`` holds each event's index into ``partition_names`` (None: all in the
+        first). Returns which events were accepted and the tumbling windows that closed."""
+        future = self._is_future(t_us, now_us)
+        late_mask = self.is_late(t_us) & ~future
+        accepted = ~(late_mask | future)
+        codes = np.zeros(t_us.shape[0], dtype=np.int64) if partition is None else partition
         ooo = 0
-        if n:
-            prior = self._max_event if self._max_event is not None else int(t_us[0])
-            running = np.maximum.accumulate(np.concatenate(([prior], t_us)))[:-1]
-            ooo = int(np.count_nonzero(t_us[accepted] < running[accepted]))
+        for code in np.unique(codes[~future]).tolist():
+            ooo += self._add_partition(
+                str(partition_names[code]), t_us, accepted, codes == code, now_us
+            )
         self._add_counts(t_us[accepted], group[accepted], predicted[accepted], true[accepted])
-        late = int(late_mask.sum())
+        late, n_future = int(late_mask.sum()), int(future.sum())
         self.accepted_total += int(accepted.sum())
         self.late_total += late
         self.out_of_order_total += ooo
-        if n and accepted.any():
-            newest = int(t_us[accepted].max())
-            if self._max_event is None or newest > self._max_event:
-                self._max_event = newest
-                self._arrival_now = now_us
+        self.future_total += n_future
         self._now = now_us if self._now is None else max(self._now, now_us)
+        self._advance()
         closed = self._close()
-        return AddResult(accepted, late, ooo, closed)
+        return AddResult(accepted, late, ooo, closed, n_future)
+
+    def _is_future(self, t_us: IntArray, now_us: int) -> np.ndarray[Any, np.dtype[np.bool_]]:
+        if self._max_ahead is None:
+            return np.zeros(t_us.shape, dtype=bool)
+        future: np.ndarray[Any, np.dtype[np.bool_]] = t_us > now_us + self._max_ahead
+        return future
+
+    def _add_partition(
+        self,
+        name: str,
+        t_us: IntArray,
+        accepted: np.ndarray[Any, np.dtype[np.bool_]],
+        mine: np.ndarray[Any, np.dtype[np.bool_]],
+        now_us: int,
+    ) -> int:
+        """Advance partition ``name`` by its events (``mine``); returns its out-of-order count."""
+        p = self._partitions.get(name)
+        if p is not None:
+            p.seen = now_us
+        ok = mine & accepted
+        if not ok.any():
+            return 0
+        t = t_us[ok]
+        prior = p.max_event if p is not None else int(t[0])
+        running = np.maximum.accumulate(np.concatenate(([prior], t)))[:-1]
+        newest = int(t.max())
+        if p is None:
+            self._partitions[name] = _Partition(newest, now_us, now_us)
+        elif newest > p.max_event:
+            p.max_event, p.arrival = newest, now_us
+        return int(np.count_nonzero(t < running))
+
+    def _advance(self) -> None:
+        """Move the watermark (see module doc) and forget partitions idle past the horizon."""
+        now = self._now
+        if not self._partitions or now is None:
+            return
+        clocks = [(p.clock(now), now - p.seen) for p in self._partitions.values()]
+        active = [c for c, idle in clocks if self._idle is None or idle < self._idle]
+        mark = min(active) if active else max(c for c, _ in clocks)
+        self._watermark = mark if self._watermark is None else max(self._watermark, mark)
+        stale = [
+            k for k, p in self._partitions.items() if now - p.seen > self._horizon + self._lateness
+        ]
+        for k in stale[: len(self._partitions) - 1]:
+            del self._partitions[k]
 
     def _add_counts(self, t: IntArray, g: IntArray, p: IntArray, y: IntArray) -> None:
         if not t.size:
@@ -286,13 +371,16 @@ class EventTimeWindows:
             "panes": {
                 str(p): [a.tolist(), b.tolist()] for p, (a, b) in sorted(self._panes.items())
             },
-            "max_event": self._max_event,
-            "arrival_now": self._arrival_now,
+            "partitions": {
+                k: [p.max_event, p.arrival, p.seen] for k, p in sorted(self._partitions.items())
+            },
+            "watermark": self._watermark,
             "now": self._now,
             "closed_until": self._closed_until,
             "accepted_total": self.accepted_total,
             "late_total": self.late_total,
             "out_of_order_total": self.out_of_order_total,
+            "future_total": self.future_total,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -302,13 +390,22 @@ class EventTimeWindows:
                 np.asarray(a, dtype=np.int64).reshape(self._groups, 3),
                 np.asarray(b, dtype=np.int64).reshape(self._groups, 3),
             )
-        self._max_event = state["max_event"]
-        self._arrival_now = state["arrival_now"]
         self._now = state["now"]
+        if "partitions" in state:
+            self._partitions = {
+                str(k): _Partition(int(a), int(b), int(c))
+                for k, (a, b, c) in state["partitions"].items()
+            }
+            self._watermark = state["watermark"]
+        elif state.get("max_event") is not None:  # written before partitions were followed
+            p = _Partition(int(state["max_event"]), int(state["arrival_now"]), int(self._now))
+            self._partitions = {"": p}
+            self._watermark = p.clock(int(self._now))
         self._closed_until = state["closed_until"]
         self.accepted_total = int(state["accepted_total"])
         self.late_total = int(state["late_total"])
         self.out_of_order_total = int(state["out_of_order_total"])
+        self.future_total = int(state.get("future_total", 0))
 
 
 def _gcd_pane(*lengths: timedelta) -> timedelta:

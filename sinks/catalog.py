@@ -7,11 +7,13 @@ partition columns are also stored inside the files (so a file read alone is comp
 catalog lists them only as partition keys, as Hive requires.
 
 Partitions are registered explicitly rather than through partition projection: directory names
-carry URI-quoted values (``product_category=Fine%20gauge``), and an explicit partition maps the
-plain value to its real location, where a projection template would insert the plain value into
-the path. Registering is outside the durability path: a failure is logged and retried with the
-next file of that partition, and :meth:`GlueCatalog.sync` registers every partition the lake
-holds (after an outage, or for a lake written without a catalog).
+carry URI-quoted values (``product_category=Fine%20gauge``), or a shortened name for a value
+that is too long or escaped (:func:`sinks.lake.partition_dir_value`; the value is then read from
+the file), and an explicit partition maps the plain value to its real location, where a
+projection template would insert the plain value into the path. Registering is outside the
+durability path: a failure is logged and retried with the next file of that partition, and
+:meth:`GlueCatalog.sync` registers every partition the lake holds (after an outage, or for a
+lake written without a catalog).
 """
 
 from __future__ import annotations
@@ -19,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from urllib.parse import unquote
 
 import awswrangler as wr
 import boto3
 import pyarrow as pa
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sinks.lake import TABLES
+from sinks.lake import TABLES, partition_value
 
 __all__ = ["GlueCatalog", "athena_type", "glue_columns"]
 
@@ -64,8 +65,9 @@ def glue_columns(
     return columns, {k: athena_type(schema.field(k).type) for k in keys}
 
 
-def _partition_of(path: str) -> tuple[str, str, list[str]] | None:
-    """``reviews/dt=X/product_category=Y/part-...parquet`` -> (view, directory, values)."""
+def _partition_of(path: str) -> tuple[str, str, list[str | None]] | None:
+    """``reviews/dt=X/product_category=Y/part-...parquet`` -> (view, directory, values); a
+    value is None where the directory name is shortened (the value is in the file)."""
     directory, _, _name = path.rpartition("/")
     top, *segments = directory.split("/")
     for view, (table_dir, _schema, keys) in TABLES.items():
@@ -74,7 +76,7 @@ def _partition_of(path: str) -> tuple[str, str, list[str]] | None:
         pairs = [s.partition("=") for s in segments]
         if [k for k, _, _ in pairs] != list(keys):
             return None
-        return view, directory, [unquote(v) for _, _, v in pairs]
+        return view, directory, [partition_value(v) for _, _, v in pairs]
     return None
 
 
@@ -99,6 +101,7 @@ class GlueCatalog:
         self._compression = None if compression == "none" else compression
         self._known: set[str] = set()
         self._ready = False
+        self._lock = asyncio.Lock()
 
     def ensure_tables(self) -> None:
         """Create the database and any missing table (existing tables keep their partitions)."""
@@ -130,7 +133,12 @@ class GlueCatalog:
             if found is None or found[1] in self._known:
                 continue
             view, directory, values = found
-            new.setdefault(view, {})[f"{self._base}{directory}/"] = values
+            plain = self._values(view, path, values)
+            if "" in plain:  # Hive (and Glue) cannot hold an empty partition value
+                _log.warning("not registering %s in Glue: an empty partition value", directory)
+                self._known.add(directory)
+                continue
+            new.setdefault(view, {})[f"{self._base}{directory}/"] = plain
         for view, partitions in new.items():
             wr.catalog.add_parquet_partitions(
                 database=self.database,
@@ -142,12 +150,26 @@ class GlueCatalog:
             self._known.update(loc[len(self._base) : -1] for loc in partitions)
         return sum(len(p) for p in new.values())
 
+    def _values(self, view: str, path: str, values: list[str | None]) -> list[str]:
+        """The partition values of a file, read from the file where its directory name is
+        shortened (a long or escaped category)."""
+        if all(v is not None for v in values):
+            return [v for v in values if v is not None]
+        keys = TABLES[view][2]
+        missing = [k for k, v in zip(keys, values, strict=True) if v is None]
+        table = wr.s3.read_parquet(
+            f"{self._base}{path}", columns=missing, boto3_session=self._session
+        )
+        found = {k: str(table[k].iloc[0]) for k in missing}
+        return [found[k] if v is None else v for k, v in zip(keys, values, strict=True)]
+
     async def file_written(self, path: str) -> None:
         """A lake file landed: register its partition if it is new (errors are logged)."""
         if _partition_of(path) is None or path.rpartition("/")[0] in self._known:
             return
         try:
-            await asyncio.to_thread(self.add_partitions, [path])
+            async with self._lock:  # the sink writes several directories at once
+                await asyncio.to_thread(self.add_partitions, [path])
         except (BotoCoreError, ClientError, wr.exceptions.ServiceApiError) as err:
             _log.warning("registering the partition of %s in Glue failed: %s", path, err)
 

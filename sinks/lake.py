@@ -8,8 +8,17 @@ Layout under the lake root::
 
 Partition values are URI-quoted (``Fine gauge`` -> ``Fine%20gauge``), the encoding pyarrow and
 DuckDB decode and the Glue partitions map back (awswrangler's ``dataset=True`` reads take the
-value from the path undecoded; the column inside each file is always plain). The local and the
-S3 lake share this encoder and layout; only the :class:`LakeWriter` differs.
+value from the path undecoded; the column inside each file is always plain). A value producers
+choose (``product_category``) must never break the lake, so a value that is empty, longer than
+:data:`MAX_PARTITION_VALUE_BYTES` quoted, or Hive's NULL marker ``__HIVE_DEFAULT_PARTITION__``
+gets a directory named by a readable prefix and a hash (``<prefix>~<16 hex>``; a ``~`` in any
+other value is quoted), see :func:`partition_dir_value`. ``.`` and ``..`` are harmless (the
+name is ``key=..``). The exact value is the column inside each file, which is what
+:mod:`sinks.query` reads for such columns (it takes only ``dt`` and ``reason`` from paths).
+S3 and Linux file systems are case-sensitive; on a case-insensitive one, two categories that
+differ only in case would share a directory (their files still differ by offsets, and reads
+stay exact, but a rewind there can keep a duplicate). The local and the S3 lake share this
+encoder and layout; only the :class:`LakeWriter` differs.
 
 File names
 ----------
@@ -35,7 +44,9 @@ Replay without duplicates
 -------------------------
 After a crash the source resumes each partition at its committed offset ``C`` and calls
 :meth:`LakeSink.rewind` with it (the Kafka source does so on the first record of a partition
-it is handed). What the lake may hold of that partition then falls in three groups:
+it is handed; the Kinesis source on the first record of a shard; the replay source at index 0
+when it starts, so a rerun of a replay replaces the earlier run's files of that stream). What
+the lake may hold of that partition then falls in three groups:
 
 * files whose ``first`` >= ``C``: only uncommitted rows, all about to come again. They are
   deleted (``leftovers``), so the replay writes them afresh, cut as it likes.
@@ -69,20 +80,27 @@ are not rewound. Both are noted limits of the exactly-once promise, which covers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import hashlib
 import io
 import json
+import logging
 import os
+import random
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from stream.events import (
@@ -94,9 +112,15 @@ from stream.events import (
     DeadLetter,
     ScoredReview,
     SourcePosition,
+    scored_table,
 )
 
+if TYPE_CHECKING:  # stream.retry loads botocore: only when a disk fails
+    from stream.retry import Backoff
+
 __all__ = [
+    "MAX_PARTITION_VALUE_BYTES",
+    "PATH_VALUE_COLUMNS",
     "TABLES",
     "BufferLimits",
     "LakeFile",
@@ -113,10 +137,14 @@ __all__ = [
     "merge_parts",
     "parse_file_name",
     "parse_file_range",
+    "partition_dir_value",
+    "partition_value",
     "to_parquet_bytes",
 ]
 
 SourceKey = tuple[str, str, str]
+_T = TypeVar("_T")
+_log = logging.getLogger(__name__)
 
 #: The lake's tables: name -> (top directory, schema, Hive partition columns).
 TABLES: dict[str, tuple[str, pa.Schema, tuple[str, ...]]] = {
@@ -138,13 +166,14 @@ class LakeFile:
 
 @dataclass(frozen=True, slots=True)
 class LakePart:
-    """Rows bound for one lake directory from one source partition, offsets first..last."""
+    """Rows bound for one lake directory from one source partition, offsets first..last
+    (a zero-copy slice of the batch's rows, grouped)."""
 
     directory: str
     key: SourceKey
     first: int
     last: int
-    table: pa.Table
+    table: pa.RecordBatch
     nbytes: int = 0  #: Arrow bytes of the rows (estimated for slices of a larger table)
 
 
@@ -170,7 +199,45 @@ class LakeListener(Protocol):
 
 @functools.lru_cache(maxsize=4096)
 def _quote(value: str) -> str:
-    return quote(value, safe="")
+    return quote(value, safe="", errors="surrogatepass")
+
+
+#: The most bytes a partition value takes in a directory name (``key=`` comes on top). Well
+#: under a file system's 255-byte name limit and S3's 1,024-byte key limit together with the
+#: rest of the path.
+MAX_PARTITION_VALUE_BYTES = 120
+#: Hive's (and pyarrow's, DuckDB's, Spark's) name for a NULL partition value.
+_HIVE_NULL = "__HIVE_DEFAULT_PARTITION__"
+_HASH_CHARS = 16  # 64 bits of SHA-256
+#: Partition columns whose directory value is the value itself: the project generates them
+#: (a date, a reason code), so readers may take them from the path and skip directories.
+#: Any other partition value (``product_category`` comes from producers) may be shortened or
+#: escaped in its directory name: read it from the column inside the files.
+PATH_VALUE_COLUMNS = frozenset({"dt", "reason"})
+
+
+@functools.lru_cache(maxsize=4096)
+def partition_dir_value(value: str) -> str:
+    """The directory name of a partition value: URI-quoted (``Fine gauge`` ->
+    ``Fine%20gauge``), with ``~`` quoted too (``%7E``), so that a ``~`` marks the other kind
+    of name: ``<quoted prefix>~<hash>`` for a value that is empty, too long
+    (:data:`MAX_PARTITION_VALUE_BYTES`) or Hive's NULL marker. Distinct values always get
+    distinct names; the exact value is the column inside the files."""
+    quoted = _quote(value).replace("~", "%7E")
+    if quoted and len(quoted) <= MAX_PARTITION_VALUE_BYTES and value.upper() != _HIVE_NULL:
+        return quoted
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]
+    prefix = quoted[: MAX_PARTITION_VALUE_BYTES - _HASH_CHARS - 1]
+    cut = prefix.rfind("%", len(prefix) - 2)  # never end inside a %XX escape
+    if cut >= 0:
+        prefix = prefix[:cut]
+    return f"{prefix}~{digest}"
+
+
+def partition_value(name: str) -> str | None:
+    """The value of a directory name that :func:`partition_dir_value` made, or None when the
+    name is shortened (the value is then only in the files)."""
+    return None if "~" in name else unquote(name)
 
 
 def file_name(key: SourceKey, first: int, last: int) -> str:
@@ -225,102 +292,160 @@ def _high_water(paths: Iterable[str], key: SourceKey, before: int) -> dict[str, 
 
 # -- the encoder -------------------------------------------------------------------------------
 
+_SOURCE_COLUMNS = ("source", "source_stream", "source_partition")
+
+
+def _offsets(table: pa.Table | pa.RecordBatch) -> npt.NDArray[Any]:
+    """The rows' source offsets as integers (they are stored as decimal strings): int64, or
+    Python ints where they do not fit (Kinesis sequence numbers exceed 64 bits)."""
+    column = table.column("source_offset")
+    try:
+        return np.asarray(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)
+    except pa.ArrowInvalid:
+        return np.array([int(v) for v in column.to_pylist()], dtype=object)
+
+
+def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], list[Any]]:
+    """Each row's index into the column's distinct values, and those values (None last)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    encoded = pc.dictionary_encode(column)
+    values = encoded.dictionary.to_pylist()
+    indices = encoded.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, len(values))
+    return np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64), [*values, None]
+
 
 def _group(
-    cols: dict[str, list[Any]],
-    keyed: list[tuple[str, SourcePosition]],
-    schema: pa.Schema,
+    table: pa.Table,
+    by: Sequence[str],
+    directory: Callable[[Sequence[Any]], str],
+    at: SourcePosition | None = None,
 ) -> list[LakePart]:
-    """One part per (directory, source partition), rows in arrival order."""
-    groups: dict[tuple[str, SourceKey], list[int]] = defaultdict(list)
-    for i, (directory, position) in enumerate(keyed):
-        groups[(directory, position.key)].append(i)
-    whole = pa.table(cols, schema=schema)
-    if len(groups) > 1:  # one take puts each group's rows together; then zero-copy slices
-        whole = whole.take([i for rows in groups.values() for i in rows])
-    per_row = whole.nbytes / max(1, whole.num_rows)
-    out: list[LakePart] = []
-    start = 0
-    for (directory, key), rows in groups.items():
-        offsets = [keyed[i][1].offset for i in rows]
-        table = whole.slice(start, len(rows)) if len(groups) > 1 else whole
-        start += len(rows)
-        size = round(per_row * len(rows))
-        out.append(LakePart(directory, key, min(offsets), max(offsets), table, size))
-    return out
+    """One part per (directory, source partition), rows in arrival order, parts in order of
+    their first row; ``directory`` names a group from its ``by`` values. Rows carry their
+    source position in the ``source*`` columns, or all share position ``at`` (alerts).
+
+    Columnar: the key columns are dictionary-encoded into one group number per row, a stable
+    argsort of those puts each group's rows together, one ``take`` moves them, and each part
+    is a zero-copy slice of that record batch. Python work is per group, never per row."""
+    n = table.num_rows
+    if n == 0:
+        return []
+    keys = list(by) if at is not None else [*by, *_SOURCE_COLUMNS]
+    encoded = [_codes(table.column(k)) for k in keys]
+    group = np.zeros(n, dtype=np.int64)
+    span = 1
+    for indices, values in encoded:
+        if span * len(values) >= 2**62:  # renumber the groups so far: 0..n-1
+            group = np.unique(group, return_inverse=True)[1].reshape(n)
+            span = n
+        group = group * len(values) + indices
+        span *= len(values)
+    order = np.argsort(group, kind="stable")
+    starts = np.flatnonzero(np.diff(group[order], prepend=-1))
+    ends = np.append(starts[1:], n)
+    first_rows = order[starts]  # each group's earliest row (the sort is stable)
+    [batch] = table.combine_chunks().to_batches()
+    if len(starts) > 1:
+        batch = batch.take(pa.array(order))
+        nbytes = batch.get_total_buffer_size()  # freshly allocated: exactly its rows
+    else:
+        nbytes = batch.nbytes
+    if at is not None:
+        offsets = np.full(n, at.offset, np.int64 if at.offset < 2**63 else object)
+    else:
+        offsets = _offsets(table)[order]
+    lows = np.minimum.reduceat(offsets, starts).tolist()
+    highs = np.maximum.reduceat(offsets, starts).tolist()
+    per_row = nbytes / n
+    out: list[tuple[int, LakePart]] = []
+    for g, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
+        row = int(first_rows[g])
+        head = [values[indices[row]] for indices, values in encoded]
+        key: SourceKey = at.key if at is not None else (head[-3], head[-2], head[-1])
+        rows = end - start
+        part = LakePart(
+            directory(head[: len(by)]),
+            key,
+            lows[g],
+            highs[g],
+            batch if rows == n else batch.slice(start, rows),
+            round(per_row * rows),
+        )
+        out.append((row, part))
+    out.sort(key=lambda item: item[0])
+    return [part for _, part in out]
+
+
+def _review_directory(values: Sequence[Any]) -> str:
+    dt, category = values
+    return f"reviews/dt={dt}/product_category={partition_dir_value(category)}"
 
 
 def scored_parts(scored: Sequence[ScoredReview]) -> list[LakePart]:
-    """Scored reviews -> one part per (dt, product_category, source partition)."""
-    cols: dict[str, list[Any]] = {name: [] for name in SCORED_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition]] = []
-    for s in scored:
-        ev, pos = s.event, s.position
-        dt = ev.event_time.date().isoformat()
-        cols["review_id"].append(ev.review_id)
-        cols["product_id"].append(ev.product_id)
-        cols["product_category"].append(ev.product_category)
-        cols["review_text"].append(ev.review_text)
-        cols["channel"].append(ev.channel)
-        cols["event_time"].append(ev.event_time)
-        cols["rating"].append(ev.rating)
-        cols["language"].append(ev.language)
-        cols["customer_segment"].append(ev.customer_segment)
-        cols["sentiment"].append(s.sentiment)
-        cols["sentiment_label"].append(s.sentiment_label)
-        cols["p_negative"].append(s.p_negative)
-        cols["p_neutral"].append(s.p_neutral)
-        cols["p_positive"].append(s.p_positive)
-        cols["model_name"].append(s.model_name)
-        cols["model_version"].append(s.model_version)
-        cols["scored_at"].append(s.scored_at)
-        cols["endpoint_latency_ms"].append(s.endpoint_latency_ms)
-        cols["source"].append(pos.source)
-        cols["source_stream"].append(pos.stream)
-        cols["source_partition"].append(pos.partition)
-        cols["source_offset"].append(str(pos.offset))
-        cols["dt"].append(dt)
-        keyed.append((f"reviews/dt={dt}/product_category={_quote(ev.product_category)}", pos))
-    return _group(cols, keyed, SCORED_SCHEMA)
+    """Scored reviews -> one part per (dt, product_category, source partition). A
+    :class:`~stream.events.ScoredBatch` brings its Arrow table; nothing is rebuilt row by
+    row."""
+    return _group(scored_table(scored), ("dt", "product_category"), _review_directory)
+
+
+def _rows_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pylist(list(rows), schema=schema)
 
 
 def dead_letter_parts(dead: Sequence[DeadLetter]) -> list[LakePart]:
     """Dead letters -> one part per (dt, reason, source partition), raw bytes kept (as far
-    as the dead letter kept them, with the full size and hash)."""
-    cols: dict[str, list[Any]] = {name: [] for name in DEAD_LETTER_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition]] = []
-    for d in dead:
-        dt = d.received_at.date().isoformat()
-        cols["reason"].append(d.reason.value)
-        cols["detail"].append(d.detail)
-        cols["raw"].append(d.raw)
-        cols["raw_size"].append(d.raw_size)
-        cols["raw_sha256"].append(d.raw_sha256)
-        cols["received_at"].append(d.received_at)
-        cols["source"].append(d.position.source)
-        cols["source_stream"].append(d.position.stream)
-        cols["source_partition"].append(d.position.partition)
-        cols["source_offset"].append(str(d.position.offset))
-        cols["dt"].append(dt)
-        keyed.append((f"dlq/dt={dt}/reason={d.reason.value}", d.position))
-    return _group(cols, keyed, DEAD_LETTER_SCHEMA)
+    as the dead letter kept them, with the whole record's size and hash)."""
+    if not dead:
+        return []
+    table = _rows_table(
+        [
+            {
+                "reason": d.reason.value,
+                "detail": d.detail,
+                "raw": d.raw,
+                "raw_size": d.raw_size,
+                "raw_sha256": d.raw_sha256,
+                "received_at": d.received_at,
+                "source": d.position.source,
+                "source_stream": d.position.stream,
+                "source_partition": d.position.partition,
+                "source_offset": str(d.position.offset),
+                "dt": d.received_at.date().isoformat(),
+            }
+            for d in dead
+        ],
+        DEAD_LETTER_SCHEMA,
+    )
+    return _group(table, ("dt", "reason"), lambda v: f"dlq/dt={v[0]}/reason={v[1]}")
 
 
 def alert_parts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakePart]:
     """Alerts raised by one batch -> one part per dt, at the batch's first position."""
-    cols: dict[str, list[Any]] = {name: [] for name in ALERT_SCHEMA.names}
-    keyed: list[tuple[str, SourcePosition]] = []
-    for a in alerts:
-        dt = a.raised_at.date().isoformat()
-        for name in ("alert_id", "name", "status", "category", "summary"):
-            cols[name].append(getattr(a, name))
-        for name in ("window_start", "window_end", "raised_at"):
-            cols[name].append(getattr(a, name))
-        cols["severity"].append(a.severity.value)
-        cols["evidence_json"].append(json.dumps(a.evidence, sort_keys=True, default=str))
-        cols["dt"].append(dt)
-        keyed.append((f"alerts/dt={dt}", first))
-    return _group(cols, keyed, ALERT_SCHEMA)
+    if not alerts:
+        return []
+    table = _rows_table(
+        [
+            {
+                "alert_id": a.alert_id,
+                "name": a.name,
+                "status": a.status,
+                "category": a.category,
+                "summary": a.summary,
+                "window_start": a.window_start,
+                "window_end": a.window_end,
+                "raised_at": a.raised_at,
+                "severity": a.severity.value,
+                "evidence_json": json.dumps(a.evidence, sort_keys=True, default=str),
+                "dt": a.raised_at.date().isoformat(),
+            }
+            for a in alerts
+        ],
+        ALERT_SCHEMA,
+    )
+    return _group(table, ("dt",), lambda v: f"alerts/dt={v[0]}", at=first)
 
 
 def encode_batch(batch: Batch) -> list[LakePart]:
@@ -340,7 +465,7 @@ def merge_parts(parts: Sequence[LakePart]) -> LakeFile:
     directory, key = parts[0].directory, parts[0].key
     if any(p.directory != directory or p.key != key for p in parts):
         raise ValueError("parts of one file must share directory and source partition")
-    table = parts[0].table if len(parts) == 1 else pa.concat_tables([p.table for p in parts])
+    table = pa.Table.from_batches([p.table for p in parts])
     first = min(p.first for p in parts)
     last = max(p.last for p in parts)
     return LakeFile(f"{directory}/{file_name(key, first, last)}", table)
@@ -361,10 +486,32 @@ def encode_alerts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakeFi
     return [merge_parts([p]) for p in alert_parts(alerts, first)]
 
 
+#: Columns whose values are (nearly) all distinct: written plain, without first trying a
+#: dictionary that Parquet would drop again.
+_DISTINCT_COLUMNS = frozenset(
+    {
+        "review_id",
+        "review_text",
+        "event_time",
+        "p_negative",
+        "p_neutral",
+        "p_positive",
+        "source_offset",
+        "raw",
+        "detail",
+        "alert_id",
+        "summary",
+        "evidence_json",
+    }
+)
+
+
 def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
-    """Encode one table as a Parquet file (the only place the project encodes Parquet)."""
+    """Encode one table as a Parquet file (the only place the project encodes Parquet): one
+    chunk per column, dictionaries only for columns that repeat."""
     buf = io.BytesIO()
-    pq.write_table(table, buf, compression=compression)
+    dictionary = [name for name in table.column_names if name not in _DISTINCT_COLUMNS]
+    pq.write_table(table.combine_chunks(), buf, compression=compression, use_dictionary=dictionary)
     return buf.getvalue()
 
 
@@ -374,27 +521,151 @@ def _after(part: LakePart, mark: int) -> LakePart | None:
         return part
     if part.last <= mark:
         return None
-    offsets = [int(o) for o in part.table.column("source_offset").to_pylist()]
-    keep = [o > mark for o in offsets]
-    kept = [o for o in offsets if o > mark]
+    offsets = _offsets(part.table)
+    keep = offsets > mark
+    kept = offsets[keep]
     size = part.nbytes * len(kept) // max(1, len(offsets))
-    return LakePart(part.directory, part.key, min(kept), max(kept), part.table.filter(keep), size)
+    table = part.table.filter(pa.array(keep))
+    return LakePart(part.directory, part.key, int(kept.min()), int(kept.max()), table, size)
 
 
 # -- writers -----------------------------------------------------------------------------------
 
 
-class LocalLakeWriter:
-    """Writes lake files under a local directory, atomically (temp file + rename)."""
+_TMP_PREFIX = ".tmp-"
+_TMP_SUFFIX = ".partial"
 
-    def __init__(self, root: Path) -> None:
+
+def _tmp_owner(name: str) -> int | None:
+    """The process id in a temporary file's name (``.tmp-<pid>-<random>.partial``)."""
+    pid = name[len(_TMP_PREFIX) :].partition("-")[0]
+    return int(pid) if pid.isdigit() else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class LocalLakeWriter:
+    """Writes lake files under a local directory, atomically (temp file + rename).
+
+    Temporary files are named ``.tmp-<pid>-<random>.partial``, so ``*.parquet`` globs (DuckDB's
+    ``read_parquet('**/*.parquet')``, pyarrow datasets) never read a half-written file; those
+    a killed process left behind are removed when a writer first touches the lake (the ones of
+    a live process are left alone: two workers may share a lake). Errors a disk recovers from
+    (:data:`stream.retry.TRANSIENT_ERRNOS`: read-only, no permission, full, over quota, I/O)
+    are retried with :func:`stream.retry.retrying` for as long as the writer runs, so a full
+    or read-only disk makes the sink wait (backpressure) rather than fail the batch;
+    :meth:`stop` ends the waiting (the pending call raises the last error). ``retries``
+    counts them. ``backoff`` (a :class:`stream.retry.Backoff`) sets the waits; without one,
+    the default waits capped at ``max_backoff_s``."""
+
+    #: Temporary files this process is writing now (a stale one may carry a reused pid).
+    _in_flight: ClassVar[set[Path]] = set()
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        backoff: Backoff | None = None,
+        max_backoff_s: float = 30.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self.root = root
+        self._backoff = backoff
+        self._max_backoff_s = max_backoff_s
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._stop: asyncio.Event | None = None
+        self._swept = False
+        self.retries = 0
+        self.stale_removed = 0
+
+    def stop(self) -> None:
+        """Stop waiting for the disk: the pending and later calls that fail raise. Idempotent;
+        call it from the event loop's thread."""
+        self._stopping().set()
+
+    def _stopping(self) -> asyncio.Event:
+        if self._stop is None:
+            self._stop = asyncio.Event()
+        return self._stop
 
     async def put(self, path: str, data: bytes) -> None:
-        await asyncio.to_thread(self._put, path, data)
+        await self._retrying(f"writing {path}", functools.partial(self._put, path, data))
 
     async def list_files(self, prefix: str) -> list[str]:
-        return await asyncio.to_thread(self._list, prefix)
+        return await self._retrying(f"listing {prefix}", functools.partial(self._list, prefix))
+
+    async def delete_files(self, paths: Sequence[str]) -> None:
+        call = functools.partial(self._delete, list(paths))
+        await self._retrying(f"deleting {len(paths)} files", call)
+
+    async def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
+        if not self._swept:
+            self._swept = True
+            self.stale_removed += await asyncio.to_thread(self._sweep)
+        try:
+            return await asyncio.to_thread(call)
+        except OSError as err:
+            first = err
+        return await self._retry(what, call, first)
+
+    async def _retry(self, what: str, call: Callable[[], _T], first: OSError) -> _T:
+        """Retry a failed call while the disk's error is a passing one (the shared policy,
+        imported only now: it loads botocore)."""
+        from stream.retry import Backoff, RetryStopped, retriable_os_error, retrying
+
+        if not retriable_os_error(first) or self._stopping().is_set():
+            raise first
+        self.retries += 1
+        _log.warning("%s failed (%s); retrying", what, first)
+
+        def count(err: BaseException, delay: float) -> None:
+            self.retries += 1
+
+        try:
+            return await retrying(
+                lambda: asyncio.to_thread(call),
+                what=what,
+                backoff=self._backoff or Backoff(max_s=self._max_backoff_s),
+                is_retriable=retriable_os_error,
+                stop=self._stopping(),
+                rng=self._rng.random,
+                on_retry=count,
+                log=_log,
+            )
+        except RetryStopped as stopped:
+            # Stopped while the disk was still failing: that failure is the answer.
+            if isinstance(stopped.__cause__, OSError):
+                raise stopped.__cause__ from None
+            raise
+
+    def _sweep(self) -> int:
+        """Remove the temporary files that dead processes left in the lake's tables (best
+        effort: they are invisible to readers anyway)."""
+        removed = 0
+        for directory, _schema, _keys in TABLES.values():
+            base = self.root / directory
+            try:
+                for tmp in base.rglob(f"{_TMP_PREFIX}*") if base.is_dir() else ():
+                    owner = _tmp_owner(tmp.name)
+                    if owner == os.getpid():
+                        if tmp.resolve() in LocalLakeWriter._in_flight:
+                            continue  # another writer of this process is writing it
+                    elif owner is not None and _alive(owner):
+                        continue
+                    with contextlib.suppress(FileNotFoundError):
+                        tmp.unlink()
+                        removed += 1
+            except OSError as err:
+                _log.warning("removing stale temporary files under %s failed: %s", base, err)
+        return removed
 
     def _list(self, prefix: str) -> list[str]:
         base = self.root / prefix
@@ -403,11 +674,8 @@ class LocalLakeWriter:
         return sorted(
             p.relative_to(self.root).as_posix()
             for p in base.rglob("*.parquet")
-            if not p.name.startswith(".tmp-")
+            if not p.name.startswith(_TMP_PREFIX)
         )
-
-    async def delete_files(self, paths: Sequence[str]) -> None:
-        await asyncio.to_thread(self._delete, list(paths))
 
     def _delete(self, paths: list[str]) -> None:
         for path in paths:
@@ -416,7 +684,11 @@ class LocalLakeWriter:
     def _put(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".parquet")
+        fd, tmp = tempfile.mkstemp(
+            dir=target.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=_TMP_SUFFIX
+        )
+        mine = Path(tmp).resolve()
+        LocalLakeWriter._in_flight.add(mine)
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
@@ -426,6 +698,8 @@ class LocalLakeWriter:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        finally:
+            LocalLakeWriter._in_flight.discard(mine)
 
 
 # -- the sink ----------------------------------------------------------------------------------

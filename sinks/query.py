@@ -1,12 +1,13 @@
 """SQL over the lake: DuckDB locally (a directory or S3), Athena when configured.
 
 The SQL sees three views, ``reviews``, ``dead_letters`` and ``alerts``, with the lake's own
-schemas. DuckDB reads them as pyarrow datasets (Hive partitions decoded, so a filter on ``dt``
-or ``product_category`` skips whole directories); on S3 through pyarrow's S3 filesystem with
-the lake session's endpoint and credentials. (DuckDB's ``httpfs`` extension would read S3
-itself, but it is downloaded at run time, and no build of it exists offline for the DuckDB
-in use; pyarrow's S3 client ships inside the wheel.) A view of a table that has no file yet is
-empty, with its schema.
+schemas. DuckDB reads them as pyarrow datasets: ``dt`` and ``reason`` from the Hive paths (a
+filter on them skips whole directories), ``product_category`` from the column in the files
+(its directory name may be shortened or escaped; a filter on it uses the files' statistics).
+On S3 through pyarrow's S3 filesystem with the lake session's endpoint and credentials.
+(DuckDB's ``httpfs`` extension would read S3 itself, but it is downloaded at run time, and no
+build of it exists offline for the DuckDB in use; pyarrow's S3 client ships inside the wheel.)
+A view of a table that has no file yet is empty, with its schema.
 
 Athena runs the same SQL in the Glue database that :mod:`sinks.catalog` keeps up to date
 (its tables are named like the views).
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from sinks.lake import TABLES
+from sinks.lake import PATH_VALUE_COLUMNS, TABLES
 from sinks.s3 import EndpointSession, parse_s3_url
 
 __all__ = ["AthenaLake", "DuckDBLake", "LakeQuery", "lake_datasets", "s3_filesystem"]
@@ -64,9 +65,10 @@ def lake_datasets(root: str, filesystem: pafs.FileSystem) -> dict[str, ds.Datase
         if info.type != pafs.FileType.Directory:
             out[view] = schema.empty_table()
             continue
-        partitioning = ds.partitioning(
-            pa.schema([schema.field(c) for c in partition_cols]), flavor="hive"
-        )
+        # Only partition values the project generates come from paths; the others (a product
+        # category may be shortened or escaped in its directory name) from the files.
+        from_path = [schema.field(c) for c in partition_cols if c in PATH_VALUE_COLUMNS]
+        partitioning = ds.partitioning(pa.schema(from_path), flavor="hive")
         out[view] = ds.dataset(
             base,
             schema=schema,

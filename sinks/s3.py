@@ -3,13 +3,13 @@ awswrangler.
 
 The sink encodes; this module only moves bytes: ``PutObject`` with the session's S3 client,
 listing and deleting with awswrangler. Each call runs synchronously in a worker thread
-(``asyncio.to_thread``). Outages are retried twice over: botocore retries each
-request (``standard`` mode, a few attempts), and around it a loop with capped exponential
-backoff and jitter that never gives up while the writer runs, so a store that is down makes
-``put`` wait, the sink's ``write`` wait, and the pipeline's bounded queues stop the source:
-backpressure, nothing dropped. :meth:`S3LakeWriter.stop` ends the waiting (the pending call
-raises :class:`LakeUnavailable`). Errors that waiting cannot fix (access denied, no such bucket,
-a bad KMS key) are raised at once.
+(``asyncio.to_thread``). Outages are retried twice over: botocore retries each request
+(``standard`` mode, a few attempts), and around it :func:`stream.retry.retrying` with capped
+exponential backoff and jitter that never gives up while the writer runs, so a store that is
+down makes ``put`` wait, the sink's ``write`` wait, and the pipeline's bounded queues stop the
+source: backpressure, nothing dropped. :meth:`S3LakeWriter.stop` ends the waiting (the pending
+call raises :class:`~stream.errors.LakeUnavailable`). Errors that waiting cannot fix (access
+denied, no such bucket, a bad KMS key) are raised at once.
 
 ``endpoint_url`` points the clients at an S3-compatible server (SeaweedFS, MinIO, moto). It is
 applied per session (:class:`EndpointSession`), not through awswrangler's process-wide
@@ -28,19 +28,15 @@ from typing import Any, Literal, TypeVar
 import awswrangler as wr
 import boto3
 from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-)
 
-from sinks.retry import Backoff as _Backoff
-from sinks.retry import retriable as _retriable
+from stream.errors import LakeUnavailable, redact_url
+from stream.retry import Backoff as _Backoff
+from stream.retry import RetryStopped, retrying
 
 __all__ = [
     "Backoff",
     "Encryption",
     "EndpointSession",
-    "LakeUnavailable",
     "S3LakeWriter",
     "parse_s3_url",
     "s3_session",
@@ -48,28 +44,6 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-#: S3 error codes that mean "try again later".
-_RETRIABLE_CODES = frozenset(
-    {
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "ServiceUnavailable",
-        "InternalError",
-        "503",
-        "500",
-    }
-)
-
-
-class LakeUnavailable(Exception):
-    """The store stayed unavailable until the writer was stopped. ``retriable``: a later run
-    writes the same files again (nothing was committed past them)."""
-
-    retriable = True
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -106,7 +80,7 @@ class Encryption:
 
 @dataclass(frozen=True, slots=True)
 class Backoff(_Backoff):
-    """The outer retry loop's waits (see :class:`sinks.retry.Backoff`), plus botocore's own
+    """The outer retry loop's waits (see :class:`stream.retry.Backoff`), plus botocore's own
     retry count for one request (``attempts_per_call``) and its timeouts."""
 
     attempts_per_call: int = 3
@@ -181,11 +155,6 @@ def s3_session(
     )
 
 
-def retriable(error: BaseException) -> bool:
-    """Whether waiting may help: no connection, timeouts, throttling, 5xx."""
-    return _retriable(error, _RETRIABLE_CODES)
-
-
 class S3LakeWriter:
     """Writes lake files to ``s3://bucket/prefix/<path>`` with awswrangler."""
 
@@ -205,8 +174,7 @@ class S3LakeWriter:
         self._encryption = encryption or Encryption()
         self._backoff = backoff or Backoff()
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-        self._stop: asyncio.Event | None = None
-        self._stopped = False
+        self._stop = asyncio.Event()
         self._s3: Any = None
         self.retries = 0
 
@@ -228,9 +196,7 @@ class S3LakeWriter:
     def stop(self) -> None:
         """Stop waiting for the store: pending and later calls that fail raise
         :class:`LakeUnavailable`. Idempotent; call it from the event loop's thread."""
-        self._stopped = True
-        if self._stop is not None:
-            self._stop.set()
+        self._stop.set()
 
     async def put(self, path: str, data: bytes) -> None:
         key = self.key(path)
@@ -241,7 +207,7 @@ class S3LakeWriter:
             # that, when the upload fails, tries again from __del__ at garbage collection.)
             self._client().put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
 
-        await self._retrying(f"put s3://{self.bucket}/{key}", upload)
+        await self._retrying(f"put into {redact_url(self.base_url)} ({len(data)} bytes)", upload)
 
     async def list_files(self, prefix: str) -> list[str]:
         url = self.url(prefix.strip("/") + "/")
@@ -251,7 +217,7 @@ class S3LakeWriter:
             found = wr.s3.list_objects(url, suffix=".parquet", boto3_session=self._session)
             return sorted(str(p)[base:] for p in found)
 
-        return await self._retrying(f"list {url}", listing)
+        return await self._retrying(f"list in {redact_url(self.base_url)}", listing)
 
     async def delete_files(self, paths: Sequence[str]) -> None:
         if not paths:
@@ -261,32 +227,23 @@ class S3LakeWriter:
         def delete() -> None:
             wr.s3.delete_objects(urls, use_threads=False, boto3_session=self._session)
 
-        await self._retrying(f"delete {len(urls)} objects", delete)
+        await self._retrying(f"delete {len(urls)} objects in {redact_url(self.base_url)}", delete)
 
     async def _retrying(self, what: str, call: Callable[[], _T]) -> _T:
-        attempt = 0
-        while True:
-            try:
-                return await asyncio.to_thread(call)
-            except (BotoCoreError, ClientError, OSError) as err:
-                if not retriable(err):
-                    raise
-                if self._stopped:
-                    raise LakeUnavailable(f"{what}: store unavailable, writer stopped") from err
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                self.retries += 1
-                _log.warning("%s failed (%s); retry %d in %.1fs", what, err, attempt, delay)
-                if await self._stopped_within(delay):
-                    raise LakeUnavailable(f"{what}: store unavailable, writer stopped") from err
+        def count(err: BaseException, delay: float) -> None:
+            self.retries += 1
 
-    async def _stopped_within(self, seconds: float) -> bool:
-        if self._stop is None:
-            self._stop = asyncio.Event()
-            if self._stopped:
-                self._stop.set()
         try:
-            await asyncio.wait_for(self._stop.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
+            return await retrying(
+                lambda: asyncio.to_thread(call),
+                what=what,
+                backoff=self._backoff,
+                stop=self._stop,
+                rng=self._rng.random,
+                on_retry=count,
+                log=_log,
+            )
+        except RetryStopped as stopped:
+            raise LakeUnavailable(f"{what}: store unavailable, writer stopped") from (
+                stopped.__cause__
+            )

@@ -1,16 +1,17 @@
 """Alert notifications to an Amazon SNS topic (optional receiver).
 
-The message is the webhook's JSON document (:func:`sinks.webhook.alert_payload`, texts
-stripped unless ``include_text``); the identity is repeated as message attributes
+:class:`SnsAlertSink` is a :class:`~sinks.notifier.Notifier` (queue, retries, ``close()``) over
+:class:`SnsTransport`. The message is the document of :mod:`sinks.alert_format` (words from
+reviews stripped unless ``include_text``); the identity is repeated as message attributes
 (``alertname``, ``category``, ``severity``, ``team``, ``alert_id``, ``status``), so that
 subscriptions can filter on them. For a FIFO topic (``.fifo``) the message group is the
 alert name and category, and the de-duplication id the delivery id (the same on retries).
-Delivery, retries and ``close()`` are those of :class:`sinks.webhook.Notifier`.
+Throttling, 5xx and lost connections are retried (:func:`stream.retry.retriable`); anything
+else (a bad parameter, no such topic, no permission) is final.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,28 +19,20 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from sinks.webhook import DeliveryError, Notifier
+from sinks.alert_format import encode_payload
+from sinks.notifier import Notifier
+from stream.errors import DeliveryError, describe, redact_url
+from stream.retry import retriable
 
-__all__ = ["SnsAlertSink"]
-
-_FINAL_CODES = frozenset(
-    {"InvalidParameter", "InvalidParameterValue", "NotFound", "AuthorizationError"}
-)
+__all__ = ["SnsAlertSink", "SnsTransport"]
 
 
-class SnsAlertSink(Notifier):
-    """Publishes each alert to ``topic_arn``."""
+class SnsTransport:
+    """Publishes each notification to ``topic_arn``."""
 
     def __init__(
-        self,
-        topic_arn: str,
-        *,
-        region: str = "us-east-1",
-        endpoint_url: str | None = None,
-        include_text: bool = False,
-        **options: Any,
+        self, topic_arn: str, *, region: str = "us-east-1", endpoint_url: str | None = None
     ) -> None:
-        super().__init__(include_text=include_text, **options)
         if not topic_arn.startswith("arn:"):
             raise ValueError(f"sns topic must be an ARN (arn:aws:sns:...), got {topic_arn!r}")
         self.topic_arn = topic_arn
@@ -48,8 +41,10 @@ class SnsAlertSink(Notifier):
         self._client: Any = None
         self._client_cm: Any = None
 
-    def __repr__(self) -> str:
-        return f"SnsAlertSink({self.topic_arn!r}, include_text={self.include_text})"
+    @property
+    def target(self) -> str:
+        where = f" at {redact_url(self._endpoint_url)}" if self._endpoint_url else ""
+        return self.topic_arn + where
 
     async def _ensure_client(self) -> Any:
         if self._client is None:
@@ -63,7 +58,7 @@ class SnsAlertSink(Notifier):
             self._client = await self._client_cm.__aenter__()
         return self._client
 
-    async def _send(self, payload: Mapping[str, Any], delivery_id: str) -> None:
+    async def send(self, payload: Mapping[str, Any], delivery_id: str) -> None:
         labels = payload["labels"]
         attributes = {
             **{k: str(v) for k, v in labels.items()},
@@ -72,7 +67,7 @@ class SnsAlertSink(Notifier):
         }
         request: dict[str, Any] = {
             "TopicArn": self.topic_arn,
-            "Message": json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str),
+            "Message": encode_payload(payload),
             "Subject": f"[{payload['status']}] {labels['alertname']} {labels['category']}"[:100],
             "MessageAttributes": {
                 k: {"DataType": "String", "StringValue": v} for k, v in attributes.items() if v
@@ -84,13 +79,31 @@ class SnsAlertSink(Notifier):
         try:
             client = await self._ensure_client()
             await client.publish(**request)
-        except ClientError as err:
-            code = err.response.get("Error", {}).get("Code", "")
-            raise DeliveryError(f"SNS {code}: {err}", retriable=code not in _FINAL_CODES) from err
-        except (BotoCoreError, OSError) as err:
-            raise DeliveryError(f"SNS {type(err).__name__}: {err}", retriable=True) from err
+        except (ClientError, BotoCoreError, OSError) as err:
+            raise DeliveryError(f"SNS {describe(err)}", retriable=retriable(err)) from err
 
-    async def _release(self) -> None:
+    async def close(self) -> None:
         cm, self._client_cm, self._client = self._client_cm, None, None
         if cm is not None:
             await cm.__aexit__(None, None, None)
+
+
+class SnsAlertSink(Notifier):
+    """A :class:`~sinks.notifier.Notifier` that publishes each alert to ``topic_arn``;
+    ``options`` are the notifier's (``max_attempts``, ``backoff_s``, ...)."""
+
+    def __init__(
+        self,
+        topic_arn: str,
+        *,
+        region: str = "us-east-1",
+        endpoint_url: str | None = None,
+        include_text: bool = False,
+        **options: Any,
+    ) -> None:
+        transport = SnsTransport(topic_arn, region=region, endpoint_url=endpoint_url)
+        super().__init__(transport, include_text=include_text, **options)
+        self.topic_arn = topic_arn
+
+    def __repr__(self) -> str:
+        return f"SnsAlertSink({self.topic_arn!r}, include_text={self.include_text})"

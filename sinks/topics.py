@@ -2,24 +2,82 @@
 A dead letter's message is its raw record (as much as the dead letter kept), with the reason,
 detail, source position and the whole record's size and SHA-256 in headers. ``write`` returns
 only when the broker has acknowledged every record (``acks=all``, idempotent producer), so the
-core may then commit the source offsets."""
+core may then commit the source offsets.
+
+Records are produced in per-partition batches (``create_batch`` / ``send_batch``): the key
+(the product id for enriched reviews) picks the partition as the Java client's default
+partitioner does, so consumers see the same keying as with one ``send`` per record, at a
+fraction of the cost."""
 
 from __future__ import annotations
 
 import asyncio
-import json
+import functools
+from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
 
-from stream.events import Alert, Batch
+from stream.events import Alert, Batch, ScoredBatch, ScoredReview
 
-__all__ = ["KafkaTopicsSink"]
+__all__ = ["KafkaTopicsSink", "enriched_values"]
+
+_encoder = msgspec.json.Encoder()
 
 
 def _json(doc: object) -> bytes:
-    return json.dumps(doc, ensure_ascii=False, default=str).encode("utf-8")
+    return _encoder.encode(doc)
+
+
+@functools.lru_cache(maxsize=65_536)
+def _partition_of(key: bytes, partitions: int) -> int:
+    """The Java client's default partitioner (murmur2 of the key)."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+def enriched_values(scored: Sequence[ScoredReview]) -> list[bytes]:
+    """The ``reviews.enriched`` value of each review (see :meth:`ScoredReview.to_json_dict`),
+    from a batch's columns when it has them."""
+    if not isinstance(scored, ScoredBatch):
+        return [_json(s.to_json_dict()) for s in scored]
+    t = scored.table
+    sentiment = t.column("sentiment").to_pylist()
+    labels = t.column("sentiment_label").to_pylist()
+    probs = zip(
+        t.column("p_negative").to_pylist(),
+        t.column("p_neutral").to_pylist(),
+        t.column("p_positive").to_pylist(),
+        strict=True,
+    )
+    models = t.column("model_name").to_pylist()
+    versions = t.column("model_version").to_pylist()
+    scored_at = [v.isoformat() for v in t.column("scored_at").to_pylist()]
+    latency = t.column("endpoint_latency_ms").to_pylist()
+    out = []
+    for i, (event, position, (neg, neu, pos)) in enumerate(
+        zip(scored.events, scored.positions, probs, strict=True)
+    ):
+        doc = event.to_json_dict()
+        doc.update(
+            sentiment=sentiment[i],
+            sentiment_label=labels[i],
+            probabilities={"negative": neg, "neutral": neu, "positive": pos},
+            model_name=models[i],
+            model_version=versions[i],
+            scored_at=scored_at[i],
+            endpoint_latency_ms=latency[i],
+            source={
+                "source": position.source,
+                "stream": position.stream,
+                "partition": position.partition,
+                "offset": str(position.offset),
+            },
+        )
+        out.append(_json(doc))
+    return out
 
 
 class KafkaTopicsSink:
@@ -44,17 +102,46 @@ class KafkaTopicsSink:
         return self._durable
 
     async def _send_all(self, sends: list[tuple[str, bytes | None, bytes, list[Any]]]) -> None:
-        futures = [
-            await self._producer.send(topic, value=value, key=key, headers=headers)
-            for topic, key, value, headers in sends
-        ]
+        """Send records in per-partition batches; returns once the broker acknowledged all."""
+        by_partition: dict[tuple[str, int], list[tuple[bytes | None, bytes, list[Any]]]] = (
+            defaultdict(list)
+        )
+        counts: dict[str, int] = {}
+        for i, (topic, key, value, headers) in enumerate(sends):
+            if topic not in counts:
+                counts[topic] = len(await self._producer.partitions_for(topic))
+            # Keyed records go where the Java client would put them; unkeyed ones round-robin.
+            partition = _partition_of(key, counts[topic]) if key is not None else i % counts[topic]
+            by_partition[(topic, partition)].append((key, value, headers))
+        futures = []
+        for (topic, partition), records in by_partition.items():
+            builder = self._producer.create_batch()
+            for key, value, headers in records:
+                if builder.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    futures.append(
+                        await self._producer.send_batch(builder, topic, partition=partition)
+                    )
+                    builder = self._producer.create_batch()
+                    if (
+                        builder.append(key=key, value=value, timestamp=None, headers=headers)
+                        is None
+                    ):
+                        raise ValueError(f"a record of {len(value)} bytes does not fit a batch")
+            if builder.record_count():
+                futures.append(await self._producer.send_batch(builder, topic, partition=partition))
         if futures:
             await asyncio.gather(*futures)
 
     async def write(self, batch: Batch) -> None:
+        values = enriched_values(batch.scored)
+        events = (
+            batch.scored.events
+            if isinstance(batch.scored, ScoredBatch)
+            else [s.event for s in batch.scored]
+        )
         sends: list[tuple[str, bytes | None, bytes, list[Any]]] = [
-            (self._enriched, s.event.product_id.encode(), _json(s.to_json_dict()), [])
-            for s in batch.scored
+            (self._enriched, ev.product_id.encode(), value, [])
+            for ev, value in zip(events, values, strict=True)
         ]
         for d in batch.dead:
             headers = [

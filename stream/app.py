@@ -11,22 +11,36 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import start_http_server
 
 from stream.events import Alert, Batch
 from stream.metrics import PipelineMetrics, ReadingsCollector, ReadingSource
-from stream.pipeline import AlertSink, Monitor, Pipeline, PipelineOptions, Scorer, Sink, Source
+from stream.pipeline import (
+    AlertSink,
+    BatchSource,
+    Monitor,
+    Pipeline,
+    PipelineOptions,
+    Scorer,
+    Sink,
+    Source,
+)
 from stream.settings import Settings
 from stream.validation import DecodeLimits
 
+if TYPE_CHECKING:
+    from sinks.lake import LakeSink
+
 __all__ = [
     "MetricsServer",
+    "Runtime",
     "TimedSink",
     "build_monitor",
     "build_scorer",
     "close_scorer",
+    "pipeline_options",
     "run_pipeline",
 ]
 
@@ -181,13 +195,110 @@ def _signals(stop: Callable[[], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+class Runtime:
+    """The parts every path shares, built once from :class:`Settings`: metrics, the scorer,
+    the lake, the alert outputs (alert log, webhook, SNS) and the ``/metrics`` server. A path
+    (embedded replay, Kafka, Kinesis) only chooses its source and adds the outputs its
+    transport has (Kafka topics); :meth:`pipeline` assembles the core from the rest.
+
+    Use ``async with Runtime(settings) as rt:``; leaving closes the scorer (when this runtime
+    built it), the notifiers and the metrics server.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics: PipelineMetrics | None = None,
+        scorer: Scorer | None = None,
+    ) -> None:
+        from sinks.webhook import build_notifiers
+
+        self.settings = settings
+        self.metrics = metrics or PipelineMetrics(settings.categories)
+        self._own_scorer = scorer is None
+        self.scorer = scorer or build_scorer(settings, self.metrics)
+        self.notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
+        self._server = MetricsServer(self.metrics, settings.metrics_host, settings.metrics_port)
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def serve_metrics(self, monitor: object | None = None) -> None:
+        """Serve ``/metrics`` (with the readings of ``monitor``, when it has any)."""
+        self._server.start(monitor if isinstance(monitor, ReadingSource) else None)
+
+    def lake(self) -> LakeSink:
+        """A fresh lake sink (a Kafka generation gets its own, so nothing of a failed one
+        is carried over)."""
+        from stream.lake_factory import build_lake_sink
+
+        return build_lake_sink(self.settings)
+
+    def alert_sinks(self) -> list[AlertSink]:
+        """Where alerts go besides the lake: the alert log (``alerts_path``, when set) and
+        every configured notifier."""
+        from sinks import JsonlAlertSink
+
+        return [JsonlAlertSink(self.settings.alerts_path), *self.notifiers]
+
+    def pipeline(
+        self,
+        source: Source | BatchSource,
+        sinks: Sequence[Sink],
+        monitor: Monitor,
+        *,
+        source_name: str,
+        alert_sinks: Sequence[AlertSink] | None = None,
+        on_batch: Callable[[Batch], None] | None = None,
+    ) -> Pipeline:
+        """The core over ``source`` with every sink timed into the metrics."""
+        metrics = self.metrics
+
+        def batch_done(batch: Batch) -> None:
+            metrics.observe_batch(batch, source_name)
+            if on_batch is not None:
+                on_batch(batch)
+
+        pipeline = Pipeline(
+            source,
+            self.scorer,
+            [TimedSink(s, sink_name(s), metrics) for s in sinks],
+            monitor,
+            self.alert_sinks() if alert_sinks is None else alert_sinks,
+            options=pipeline_options(self.settings),
+            on_batch=batch_done,
+        )
+        metrics.queue_depth.set_function(lambda: pipeline.inflight_batches)
+        return pipeline
+
+    async def close(self) -> None:
+        self._server.stop()
+        for notifier in self.notifiers:
+            await notifier.close()
+        if self._own_scorer:
+            await close_scorer(self.scorer)
+
+
+def pipeline_options(settings: Settings) -> PipelineOptions:
+    return PipelineOptions(
+        max_batch_events=settings.batch.max_events,
+        max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
+        queue_batches=settings.batch.queue_batches,
+        max_text_bytes=settings.max_text_bytes,
+        decode_limits=DecodeLimits.from_settings(settings),
+    )
+
+
 async def run_pipeline(
     settings: Settings,
-    source: Source,
-    sinks: Sequence[Sink],
+    source: Source | BatchSource,
+    sinks: Sequence[Sink] | None = None,
     *,
     source_name: str,
-    alert_sinks: Sequence[AlertSink] = (),
     scorer: Scorer | None = None,
     monitor: Monitor | None = None,
     metrics: PipelineMetrics | None = None,
@@ -195,56 +306,46 @@ async def run_pipeline(
     on_alert: Callable[[Alert], None] | None = None,
     serve_metrics: bool = True,
     linger_s: float = 0.0,
+    lake: LakeSink | None = None,
+    alert_sinks: Sequence[AlertSink] | None = None,
 ) -> Pipeline:
-    """Runs the core until the source ends or SIGINT/SIGTERM; returns the finished pipeline
-    (its ``summary`` says what happened)."""
-    metrics = metrics or PipelineMetrics(settings.categories)
-    monitor = monitor or build_monitor(settings)
-    own_scorer = scorer is None
-    scorer = scorer or build_scorer(settings, metrics)
-    server = MetricsServer(metrics, settings.metrics_host, settings.metrics_port)
-    if serve_metrics:
-        server.start(monitor if isinstance(monitor, ReadingSource) else None)
+    """Runs the core over ``source`` with every output the settings configure (lake, alert
+    log, notifiers, monitors, metrics) until the source ends or SIGINT/SIGTERM; returns the
+    finished pipeline (its ``summary`` says what happened). The embedded replay and the
+    Kinesis worker both run through here; they differ only in their source. ``sinks``
+    replaces the lake (``lake`` gives the lake sink to use); ``alert_sinks`` replaces the
+    configured alert outputs."""
+    async with Runtime(settings, metrics=metrics, scorer=scorer) as rt:
+        monitor = monitor or build_monitor(settings)
+        if serve_metrics:
+            rt.serve_metrics(monitor)
 
-    def batch_done(batch: Batch) -> None:
-        metrics.observe_batch(batch, source_name)
-        if on_alert is not None:
-            for alert in batch.alerts:
-                on_alert(alert)
-        if on_batch is not None:
-            on_batch(batch)
+        def batch_done(batch: Batch) -> None:
+            if on_alert is not None:
+                for alert in batch.alerts:
+                    on_alert(alert)
+            if on_batch is not None:
+                on_batch(batch)
 
-    pipeline = Pipeline(
-        source,
-        scorer,
-        [TimedSink(s, sink_name(s), metrics) for s in sinks],
-        monitor,
-        alert_sinks,
-        options=PipelineOptions(
-            max_batch_events=settings.batch.max_events,
-            max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
-            queue_batches=settings.batch.queue_batches,
-            max_text_bytes=settings.max_text_bytes,
-            decode_limits=DecodeLimits.from_settings(settings),
-        ),
-        on_batch=batch_done,
-    )
-    metrics.queue_depth.set_function(lambda: pipeline.inflight_batches)
-    stopped = asyncio.Event()
+        outputs = list(sinks) if sinks is not None else [lake or rt.lake()]
+        pipeline = rt.pipeline(
+            source,
+            outputs,
+            monitor,
+            source_name=source_name,
+            alert_sinks=alert_sinks,
+            on_batch=batch_done,
+        )
+        stopped = asyncio.Event()
 
-    def stop() -> None:
-        stopped.set()
-        pipeline.stop()
+        def stop() -> None:
+            stopped.set()
+            pipeline.stop()
 
-    try:
         with _signals(stop):
             await pipeline.run()
             if linger_s > 0 and not stopped.is_set():
                 # Keep /metrics up so a scraper sees the final values; a signal ends it early.
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stopped.wait(), linger_s)
-    finally:
-        server.stop()
-        if own_scorer:
-            await close_scorer(scorer)
     return pipeline

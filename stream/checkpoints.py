@@ -43,19 +43,19 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
-from stream.errors import ConfigurationError, SentimentMonitorError
+from stream.errors import CheckpointConflict, ConfigurationError
+from stream.retry import Backoff, error_code, http_status, retrying
 
 __all__ = [
-    "CheckpointConflict",
     "CheckpointStore",
     "LocalCheckpointStore",
     "S3CheckpointStore",
@@ -66,6 +66,7 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 VERSION = 1
 
@@ -77,11 +78,6 @@ class ShardCheckpoint:
 
     sequence: str | None = None
     ended: bool = False
-
-
-class CheckpointConflict(SentimentMonitorError):
-    """Another worker holds or wrote this stream's checkpoints. Not retriable: run one worker
-    per stream (see docs/kinesis.md), or give each its own stream."""
 
 
 class CheckpointStore(Protocol):
@@ -191,19 +187,6 @@ class LocalCheckpointStore:
             os.close(fd)
 
 
-_RETRIABLE_S3 = frozenset(
-    {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
-)
-
-
-def _code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _status(err: ClientError) -> int:
-    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
 class S3CheckpointStore:
     """Checkpoints in ``s3://<bucket>/<prefix>/<stream>.json`` through an aiobotocore S3
     client, written with conditional requests so that two workers cannot both go on.
@@ -232,34 +215,31 @@ class S3CheckpointStore:
             if prefix.strip("/")
             else (_file_name(stream))
         )
-        self._max_backoff_s = max_backoff_s
+        self._backoff = Backoff(initial_s=min(0.2, max_backoff_s), max_s=max_backoff_s)
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._etag: str | None = None  # of the document we last read or wrote
         self._loaded = False
         self.retries = 0
 
-    async def _retrying(self, what: str, call: Any) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except (ClientError, BotoCoreError, OSError) as err:
-                if isinstance(err, ClientError) and not (
-                    _code(err) in _RETRIABLE_S3 or _status(err) >= 500
-                ):
-                    raise
-                delay = min(self._max_backoff_s, 0.2 * 2**attempt) * (0.5 + self._rng.random() / 2)
-                attempt += 1
-                self.retries += 1
-                _log.warning("checkpoint %s failed (%s); retrying in %.1fs", what, err, delay)
-                await asyncio.sleep(delay)
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        def count(err: BaseException, delay: float) -> None:
+            self.retries += 1
+
+        return await retrying(
+            call,
+            what=f"checkpoint {what}",
+            backoff=self._backoff,
+            rng=self._rng.random,
+            on_retry=count,
+            log=_log,
+        )
 
     async def _get(self) -> tuple[bytes, str] | None:
         async def call() -> tuple[bytes, str] | None:
             try:
                 resp = await self._s3.get_object(Bucket=self.bucket, Key=self.key)
             except ClientError as err:
-                if _code(err) in ("NoSuchKey", "404") or _status(err) == 404:
+                if error_code(err) in ("NoSuchKey", "404") or http_status(err) == 404:
                     return None
                 raise
             async with resp["Body"] as body:
@@ -297,7 +277,7 @@ class S3CheckpointStore:
         try:
             self._etag = await self._retrying("write", call)
         except ClientError as err:
-            if _code(err) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error_code(err) not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
                 raise
             there = await self._get()
             if there is not None and there[0] == data:

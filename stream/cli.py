@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections import Counter
 from enum import StrEnum
 from pathlib import Path
@@ -95,8 +96,6 @@ def run(
     ] = 0.0,
 ) -> None:
     """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
-    from sinks import JsonlAlertSink
-    from sinks.webhook import build_notifiers
     from stream.app import run_pipeline
     from stream.lake_factory import build_lake_sink
     from stream.sources import ReplaySource
@@ -106,14 +105,21 @@ def run(
         monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
         settings = settings.model_copy(update={"monitor": monitor})
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
-    source = ReplaySource(records, name=name, rate=rate)
     lake_sink = build_lake_sink(settings)
+    # A rerun of the same stream replaces what an earlier run stored in this lake.
+    source = ReplaySource(
+        records,
+        name=name,
+        rate=rate,
+        chunk=settings.batch.max_events,
+        on_rewind=lake_sink.rewind,
+    )
 
     def show_alert(alert: Alert) -> None:
         style = "bold red" if alert.status == "firing" else "green"
         console.print(
             f"[{style}]ALERT {alert.status}[/] "
-            + escape(f"{alert.name} [{alert.category}] {alert.summary}")
+            + _shown(f"{alert.name} [{alert.category}] {alert.summary}")
         )
 
     bar = Progress(
@@ -133,27 +139,31 @@ def run(
         speed = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
         bar.update(task, completed=done, rate=speed)
 
-    notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
-
     async def go() -> Pipeline:
-        try:
-            return await run_pipeline(
-                settings,
-                source,
-                [lake_sink],
-                source_name="replay",
-                alert_sinks=[JsonlAlertSink(settings.alerts_path), *notifiers],
-                on_batch=on_batch,
-                on_alert=show_alert,
-                linger_s=linger,
-            )
-        finally:
-            for notifier in notifiers:
-                await notifier.close()
+        return await run_pipeline(
+            settings,
+            source,
+            source_name="replay",
+            lake=lake_sink,
+            on_batch=on_batch,
+            on_alert=show_alert,
+            linger_s=linger,
+        )
 
     with bar:
         pipeline = asyncio.run(go())
     _print_summary(pipeline.summary, settings)
+
+
+#: C0 and C1 controls, DEL, and the bidirectional formatting characters: never sent raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _shown(value: object) -> str:
+    """``value`` as console markup that prints exactly its text: rich markup escaped, control
+    characters (ANSI escapes, bidi overrides) written visibly as ``\\x1b`` / ``\\u202e``."""
+    text = _CONTROL.sub(lambda m: ascii(m.group())[1:-1], str(value))
+    return escape(text)
 
 
 def _print_summary(summary: Summary, settings: Settings) -> None:
@@ -171,7 +181,7 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
     for cat in sorted(summary.mix):
         counts = summary.mix[cat]
         n = sum(counts.values())
-        table.add_row(cat, f"{n:,}", *(f"{counts[v] / n:.1%}" for v in LABELS))
+        table.add_row(_shown(cat), f"{n:,}", *(f"{counts[v] / n:.1%}" for v in LABELS))
     out.print(table)
 
     totals_table = Table(title="Run summary")
@@ -181,13 +191,13 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
     totals_table.add_row("scored", f"{summary.scored:,}")
     totals_table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
     for reason, n in sorted(summary.dead_letters.items()):
-        totals_table.add_row(f"  {reason}", f"{n:,}")
+        totals_table.add_row(_shown(f"  {reason}"), f"{n:,}")
     firing = [a for a in summary.alerts if a.status == "firing"]
     totals_table.add_row("alerts fired", f"{len(firing):,}")
     for a in firing:
-        totals_table.add_row(f"  {a.name} [{a.category}]", a.raised_at.strftime("%H:%M:%S"))
+        totals_table.add_row(_shown(f"  {a.name} [{a.category}]"), a.raised_at.strftime("%H:%M:%S"))
     out.print(totals_table)
-    out.print(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}")
+    out.print(_shown(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}"))
 
 
 def main() -> None:

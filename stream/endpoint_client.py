@@ -16,7 +16,9 @@
   is raised as it is: either ends the run, and what was not delivered is not committed.
 
 Without AWS credentials and with an endpoint URL (the local server), requests go unsigned;
-without either the scorer refuses to start. Every failed request is reported to ``on_error``
+without either the scorer refuses to start. With ``auth_token`` set (local server only) every
+request carries ``Authorization: Bearer <token>``; a 401 from the server is a
+:class:`~stream.errors.ConfigurationError`. Every failed request is reported to ``on_error``
 with its kind (``throttled``, ``server``, ``timeout``, ``connection``, ``rejected``); the
 breaker's state is exported through :meth:`EndpointScorer.readings`.
 """
@@ -25,11 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
-import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
@@ -42,13 +43,12 @@ from botocore.exceptions import (
     HTTPClientError,
     ReadTimeoutError,
 )
-from botocore.exceptions import (
-    ConnectionError as BotoConnectionError,
-)
 
-from stream.errors import ConfigurationError, ScoringRejected
+from monitors.readings import Reading
+from stream.errors import ConfigurationError, ScoringRejected, describe, redact_urls
 from stream.events import ReviewEvent
 from stream.pipeline import ScoringResult
+from stream.retry import Backoff, error_code, http_status, retriable, retrying, throttled
 from stream.scoring import parse_response, request_body
 from stream.settings import EndpointSettings
 
@@ -57,6 +57,8 @@ __all__ = ["BOTOCORE_MAX_ATTEMPTS", "CircuitBreaker", "EndpointScorer", "ErrorHo
 ErrorHook = Callable[[str], None]
 #: Attempts per request inside botocore (standard mode) before the breaker hears of a failure.
 BOTOCORE_MAX_ATTEMPTS = 3
+#: The waits between tries once botocore's own retries are spent (0.2 s doubling up to 5 s).
+_BACKOFF = Backoff(initial_s=0.2, max_s=5.0, jitter=0.5)
 _AUTH_CODES = frozenset(
     {
         "AccessDeniedException",
@@ -149,44 +151,37 @@ class CircuitBreaker:
             self.opened += 1
 
 
-def _status(err: ClientError) -> int:
-    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    return int(status or 0)
+def _bearer(token: str) -> Callable[..., None]:
+    """A botocore ``before-send`` hook: the local endpoint server's bearer token (it replaces
+    any signature: the token is only for a local server, see ``EndpointSettings``)."""
+    value = f"Bearer {token}"
+
+    def add_token(request: Any, **_: Any) -> None:
+        request.headers["Authorization"] = value
+
+    return add_token
 
 
 def _classify(err: BaseException) -> tuple[str, Literal["retry", "reject", "fatal", "raise"]]:
-    """(metric kind, what to do) for a failed request: retry it, reject it (ScoringRejected),
-    end the run with a ConfigurationError, or end it with the error itself (not ours to
-    retry: a bug or an unexpected failure inside the HTTP client)."""
-    if isinstance(err, ClientError):
-        status = _status(err)
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if status == 429 or "Throttl" in code or code == "ModelNotReadyException":
+    """(metric kind, what to do) for a failed request: retry it (:func:`stream.retry.retriable`
+    says waiting may help), reject it (ScoringRejected), end the run with a ConfigurationError,
+    or end it with the error itself (not ours to retry: a bug or an unexpected failure inside
+    the HTTP client)."""
+    if retriable(err):
+        if throttled(err):
             return "throttled", "retry"
-        if status >= 500:
+        if isinstance(err, ClientError):
             return "server", "retry"
-        if status in (401, 403) or code in _AUTH_CODES:
-            return "rejected", "fatal"
-        return "rejected", "reject"
-    if isinstance(err, ReadTimeoutError | asyncio.TimeoutError):
-        return "timeout", "retry"
+        if isinstance(err, ReadTimeoutError | TimeoutError):
+            return "timeout", "retry"
+        return "connection", "retry"
+    if isinstance(err, ClientError):
+        auth = http_status(err) in (401, 403) or error_code(err) in _AUTH_CODES
+        return "rejected", "fatal" if auth else "reject"
     if type(err) is HTTPClientError:  # botocore's wrapper of an unexpected client failure
         return "connection", "raise"
-    if isinstance(err, HTTPClientError | BotoConnectionError | aiohttp.ClientError | OSError):
-        return "connection", "retry"
     # NoCredentialsError, ParamValidationError, NoRegionError, ...: waiting cannot help.
     return "connection", "fatal"
-
-
-@dataclass(frozen=True, slots=True)
-class ScorerReading:
-    """One sample for :class:`~stream.metrics.ReadingsCollector`."""
-
-    name: str
-    documentation: str
-    kind: Literal["gauge", "counter"]
-    value: float
-    labels: dict[str, str] = field(default_factory=dict)
 
 
 class EndpointScorer:
@@ -257,6 +252,11 @@ class EndpointScorer:
                 self._client = await stack.enter_async_context(
                     session.create_client("sagemaker-runtime", **kwargs)
                 )
+                if s.auth_token is not None:
+                    self._client.meta.events.register(
+                        "before-send.sagemaker-runtime.InvokeEndpoint",
+                        _bearer(s.auth_token.get_secret_value()),
+                    )
                 self._stack = stack
                 self.signed = signed
             return self._client
@@ -269,19 +269,21 @@ class EndpointScorer:
         if stack is not None:
             await stack.aclose()
 
-    def readings(self) -> list[ScorerReading]:
+    def readings(self) -> list[Reading]:
         """The breaker's state for ``/metrics`` (see :class:`~stream.metrics.ReadingsCollector`)."""
         return [
-            ScorerReading(
+            Reading(
                 "sentiment_endpoint_circuit_open",
                 "1 while the endpoint circuit breaker is open or half-open (requests held back).",
                 "gauge",
+                {},
                 0.0 if self.breaker.state == "closed" else 1.0,
             ),
-            ScorerReading(
+            Reading(
                 "sentiment_endpoint_circuit_opened_total",
                 "Times the endpoint circuit breaker opened after repeated failures.",
                 "counter",
+                {},
                 float(self.breaker.opened),
             ),
         ]
@@ -319,56 +321,66 @@ class EndpointScorer:
 
     async def _score_chunk(self, events: Sequence[ReviewEvent]) -> ScoringResult:
         body = request_body(events)
-        attempt = 0
-        while True:
-            async with self._slots:
-                await self._admit()
-                settled = False
-                try:
-                    client = await self._ensure_client()
-                    started = time.perf_counter()
-                    self.requests += 1
-                    response = await client.invoke_endpoint(
-                        EndpointName=self._settings.name,
-                        # a stream: aiohttp sends it in chunks (raw bytes over 1 MB warn)
-                        Body=io.BytesIO(body),
-                        ContentType="application/json",
-                        Accept="application/json",
-                    )
-                    async with response["Body"] as stream:
-                        payload = await stream.read()
-                except (
-                    TimeoutError,
-                    ClientError,
-                    BotoCoreError,
-                    aiohttp.ClientError,
-                    OSError,
-                ) as err:
-                    settled = True
-                    kind, action = _classify(err)
-                    self.failures += 1
-                    if self._on_error is not None:
-                        self._on_error(kind)
-                    if action == "reject":
-                        self._settle(self.breaker.success)  # the endpoint answered: it is up
-                        raise ScoringRejected(f"endpoint rejected the request: {err}") from err
-                    if action == "fatal":
-                        self._settle(self.breaker.release)
-                        raise ConfigurationError(
-                            f"InvokeEndpoint on {self._settings.name!r} cannot work: {err}"
-                        ) from err
-                    if action == "raise":
-                        self._settle(self.breaker.release)
-                        raise
-                    self._settle(self.breaker.failure)
-                    attempt += 1
-                else:
-                    settled = True
-                    self._settle(self.breaker.success)
-                    latency = (time.perf_counter() - started) * 1000.0
-                    return parse_response(payload, len(events), latency)
-                finally:
-                    if not settled:  # cancelled (or a bug): let another caller probe
-                        self._settle(self.breaker.release)
-            # botocore's own retries are spent: back off (jittered), then try again.
-            await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0))  # noqa: S311
+        # botocore's own retries are spent on each failure that reaches here: back off
+        # (jittered), then try again, for as long as the outage lasts. Every failure is counted
+        # (``on_error``), so the retries are not logged one by one.
+        return await retrying(
+            functools.partial(self._attempt, body, len(events)),
+            what=f"InvokeEndpoint on {self._settings.name}",
+            backoff=_BACKOFF,
+            log=None,
+        )
+
+    async def _attempt(self, body: bytes, count: int) -> ScoringResult:
+        """One request: through the semaphore and the breaker; a failure worth retrying is
+        raised as it is, after the breaker heard of it."""
+        async with self._slots:
+            await self._admit()
+            settled = False
+            try:
+                client = await self._ensure_client()
+                started = time.perf_counter()
+                self.requests += 1
+                response = await client.invoke_endpoint(
+                    EndpointName=self._settings.name,
+                    # a stream: aiohttp sends it in chunks (raw bytes over 1 MB warn)
+                    Body=io.BytesIO(body),
+                    ContentType="application/json",
+                    Accept="application/json",
+                )
+                async with response["Body"] as stream:
+                    payload = await stream.read()
+            except (
+                TimeoutError,
+                ClientError,
+                BotoCoreError,
+                aiohttp.ClientError,
+                OSError,
+            ) as err:
+                settled = True
+                kind, action = _classify(err)
+                self.failures += 1
+                if self._on_error is not None:
+                    self._on_error(kind)
+                if action == "reject":
+                    self._settle(self.breaker.success)  # the endpoint answered: it is up
+                    why = redact_urls(str(err))
+                    raise ScoringRejected(f"endpoint rejected the request: {why}") from err
+                if action == "fatal":
+                    self._settle(self.breaker.release)
+                    raise ConfigurationError(
+                        f"InvokeEndpoint on {self._settings.name!r} cannot work: {describe(err)}"
+                    ) from err
+                if action == "raise":
+                    self._settle(self.breaker.release)
+                    raise
+                self._settle(self.breaker.failure)
+                raise
+            else:
+                settled = True
+                self._settle(self.breaker.success)
+                latency = (time.perf_counter() - started) * 1000.0
+                return parse_response(payload, count, latency)
+            finally:
+                if not settled:  # cancelled (or a bug): let another caller probe
+                    self._settle(self.breaker.release)

@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from functools import cached_property
+from typing import Any, Final, overload
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 
 __all__ = [
@@ -35,9 +38,11 @@ __all__ = [
     "DeadLetter",
     "Reason",
     "ReviewEvent",
+    "ScoredBatch",
     "ScoredReview",
     "Severity",
     "SourcePosition",
+    "scored_table",
     "sentiment_from_rating",
 ]
 
@@ -324,7 +329,7 @@ class Batch:
     (valid and dead records alike): what the source commits once every sink has the batch.
     """
 
-    scored: list[ScoredReview]
+    scored: Sequence[ScoredReview]  #: a :class:`ScoredBatch` on the hot path
     dead: list[DeadLetter]
     positions: dict[tuple[str, str, str], SourcePosition]
     alerts: list[Alert] = field(default_factory=list)
@@ -336,8 +341,15 @@ class Batch:
         if not self.positions:
             return None
         key = min(self.positions)
-        offsets = [r.position.offset for r in self.scored if r.position.key == key]
+        scored_positions = (
+            self.scored.positions
+            if isinstance(self.scored, ScoredBatch)
+            else [r.position for r in self.scored]
+        )
+        offsets = [p.offset for p in scored_positions if p.key == key]
         offsets += [d.position.offset for d in self.dead if d.position.key == key]
+        if not offsets:  # a batch of alerts alone (the Kafka monitor): its one position
+            return self.positions[key]
         return SourcePosition(*key, min(offsets))
 
 
@@ -404,3 +416,271 @@ ALERT_SCHEMA: Final = pa.schema(
         pa.field("dt", pa.string(), nullable=False),
     ]
 )
+
+
+def _label_names() -> pa.Array:
+    # Built on first use: a pa.array at import time would load pandas (pyarrow looks for it).
+    return pa.array([LABELS[-1], LABELS[0], LABELS[1]], pa.string())
+
+
+_EVENT_COLUMNS: Final = (
+    "review_id",
+    "product_id",
+    "product_category",
+    "review_text",
+    "channel",
+    "language",
+    "customer_segment",
+)
+
+
+class ScoredBatch(Sequence[ScoredReview]):
+    """The scored reviews of one micro-batch as columns.
+
+    The hot path carries this instead of one :class:`ScoredReview` per event: the decoded
+    events, their positions, and the model's verdict as numpy arrays. :attr:`table` is the
+    batch as the lake's Arrow table (:data:`SCORED_SCHEMA`), built once, column by column, and
+    shared by the lake, the monitor feed and the monitors. Indexing or iterating gives
+    :class:`ScoredReview` rows, built on demand, for code (and people) that look at one.
+
+    Built from the scorer's output (:meth:`from_predictions`) or from an Arrow table that
+    travelled (:meth:`from_table`, the Kafka monitor feed); a batch from a table has no unknown
+    fields (``extra``), which the lake does not keep either.
+    """
+
+    def __init__(
+        self,
+        table: pa.Table | None = None,
+        *,
+        events: Sequence[ReviewEvent] | None = None,
+        positions: Sequence[SourcePosition] | None = None,
+        sentiment: npt.NDArray[np.int8] | None = None,
+        probabilities: npt.NDArray[np.float32] | None = None,
+        model: tuple[str, str] = ("", ""),
+        scored_at: datetime | None = None,
+        latency_ms: float = 0.0,
+    ) -> None:
+        self._events = None if events is None else list(events)
+        self._positions = None if positions is None else list(positions)
+        if table is not None:
+            if table.schema != SCORED_SCHEMA:
+                table = table.select(SCORED_SCHEMA.names).cast(SCORED_SCHEMA)
+            self.__dict__["table"] = table
+            self._n = int(table.num_rows)
+            self._from_table = True
+            return
+        self._from_table = False
+        if self._events is None or self._positions is None:
+            raise ValueError("ScoredBatch needs a table, or events with positions")
+        if sentiment is None or probabilities is None or scored_at is None:
+            raise ValueError("ScoredBatch needs sentiment, probabilities and scored_at")
+        self._n = len(self._events)
+        if len(self._positions) != self._n or len(sentiment) != self._n:
+            raise ValueError("events, positions and predictions must have one row each")
+        self._sentiment = np.asarray(sentiment, dtype=np.int8)
+        self._probabilities = np.asarray(probabilities, dtype=np.float32).reshape(self._n, 3)
+        self._model = model
+        self._scored_at = scored_at
+        self._latency_ms = float(latency_ms)
+
+    @classmethod
+    def from_predictions(
+        cls,
+        events: Sequence[ReviewEvent],
+        positions: Sequence[SourcePosition],
+        sentiment: npt.NDArray[np.int8],
+        probabilities: npt.NDArray[np.float32],
+        *,
+        model: tuple[str, str],
+        scored_at: datetime,
+        latency_ms: float,
+    ) -> ScoredBatch:
+        """The verdict of one scoring call: ``sentiment`` in -1/0/1 and ``probabilities``
+        (n x 3, negative / neutral / positive), for ``events`` in order."""
+        return cls(
+            events=events,
+            positions=positions,
+            sentiment=sentiment,
+            probabilities=probabilities,
+            model=model,
+            scored_at=scored_at,
+            latency_ms=latency_ms,
+        )
+
+    @classmethod
+    def from_table(cls, table: pa.Table) -> ScoredBatch:
+        """A batch from its Arrow table (the inverse of :attr:`table`)."""
+        return cls(table)
+
+    def __len__(self) -> int:
+        return self._n
+
+    @overload
+    def __getitem__(self, index: int) -> ScoredReview: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[ScoredReview]: ...
+    def __getitem__(self, index: int | slice) -> ScoredReview | Sequence[ScoredReview]:
+        if isinstance(index, slice):
+            return [self._row(i) for i in range(*index.indices(self._n))]
+        i = int(index)
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError("ScoredBatch index out of range")
+        return self._row(i)
+
+    def __iter__(self) -> Iterator[ScoredReview]:
+        for i in range(self._n):
+            yield self._row(i)
+
+    @property
+    def positions(self) -> list[SourcePosition]:
+        """Each row's source position."""
+        if self._positions is None:
+            t = self.table
+            self._positions = [
+                SourcePosition(src, stream, part, int(off))
+                for src, stream, part, off in zip(
+                    t.column("source").to_pylist(),
+                    t.column("source_stream").to_pylist(),
+                    t.column("source_partition").to_pylist(),
+                    t.column("source_offset").to_pylist(),
+                    strict=True,
+                )
+            ]
+        return self._positions
+
+    @property
+    def events(self) -> list[ReviewEvent]:
+        """Each row's event (without unknown fields when the batch came from a table)."""
+        if self._events is None:
+            cols = {name: self.table.column(name).to_pylist() for name in _EVENT_COLUMNS}
+            times = self.table.column("event_time").to_pylist()
+            ratings = self.table.column("rating").to_pylist()
+            self._events = [
+                ReviewEvent(
+                    review_id=cols["review_id"][i],
+                    product_id=cols["product_id"][i],
+                    product_category=cols["product_category"][i],
+                    review_text=cols["review_text"][i],
+                    channel=cols["channel"][i],
+                    event_time=times[i],
+                    rating=ratings[i],
+                    language=cols["language"][i],
+                    customer_segment=cols["customer_segment"][i],
+                )
+                for i in range(self._n)
+            ]
+        return self._events
+
+    @cached_property
+    def _verdict(
+        self,
+    ) -> tuple[list[int], list[list[float]], list[str], list[str], list[Any], list[float]]:
+        t = self.table
+        probs = np.column_stack(
+            [t.column(c).to_numpy() for c in ("p_negative", "p_neutral", "p_positive")]
+        )
+        return (
+            t.column("sentiment").to_pylist(),
+            probs.tolist(),
+            t.column("model_name").to_pylist(),
+            t.column("model_version").to_pylist(),
+            t.column("scored_at").to_pylist(),
+            t.column("endpoint_latency_ms").to_pylist(),
+        )
+
+    def _row(self, i: int) -> ScoredReview:
+        event, position = self.events[i], self.positions[i]
+        if not self._from_table:
+            p = self._probabilities[i]
+            return ScoredReview(
+                event=event,
+                sentiment=int(self._sentiment[i]),
+                p_negative=float(p[0]),
+                p_neutral=float(p[1]),
+                p_positive=float(p[2]),
+                model_name=self._model[0],
+                model_version=self._model[1],
+                scored_at=self._scored_at,
+                endpoint_latency_ms=self._latency_ms,
+                position=position,
+            )
+        sentiment, probs, names, versions, scored_at, latency = self._verdict
+        return ScoredReview(
+            event=event,
+            sentiment=int(sentiment[i]),
+            p_negative=probs[i][0],
+            p_neutral=probs[i][1],
+            p_positive=probs[i][2],
+            model_name=names[i],
+            model_version=versions[i],
+            scored_at=scored_at[i],
+            endpoint_latency_ms=latency[i],
+            position=position,
+        )
+
+    @cached_property
+    def table(self) -> pa.Table:
+        """The batch as the lake's table (:data:`SCORED_SCHEMA`), built column by column."""
+        import pyarrow.compute as pc
+
+        events, positions, n = self.events, self.positions, self._n
+        event_time = pa.array([e.event_time for e in events], _TS)
+        sentiment = pa.array(self._sentiment, pa.int8())
+        label_index = pa.array(self._sentiment.astype(np.int8) + 1, pa.int8())
+        probs = self._probabilities
+        columns: dict[str, pa.Array] = {
+            name: pa.array([getattr(e, name) for e in events], pa.string())
+            for name in _EVENT_COLUMNS
+        }
+        columns.update(
+            event_time=event_time,
+            rating=pa.array([e.rating for e in events], pa.int8()),
+            sentiment=sentiment,
+            sentiment_label=pc.take(_label_names(), label_index),
+            p_negative=pa.array(probs[:, 0], pa.float32()),
+            p_neutral=pa.array(probs[:, 1], pa.float32()),
+            p_positive=pa.array(probs[:, 2], pa.float32()),
+            model_name=pa.array([self._model[0]] * n, pa.string()),
+            model_version=pa.array([self._model[1]] * n, pa.string()),
+            scored_at=pa.array([self._scored_at] * n, _TS),
+            endpoint_latency_ms=pa.array(np.full(n, self._latency_ms, np.float32)),
+            source=pa.array([p.source for p in positions], pa.string()),
+            source_stream=pa.array([p.stream for p in positions], pa.string()),
+            source_partition=pa.array([p.partition for p in positions], pa.string()),
+            source_offset=pa.array([str(p.offset) for p in positions], pa.string()),
+            dt=pc.cast(pc.cast(event_time, pa.date32()), pa.string()),
+        )
+        return pa.Table.from_arrays(
+            [columns[name] for name in SCORED_SCHEMA.names], schema=SCORED_SCHEMA
+        )
+
+
+def scored_table(scored: Sequence[ScoredReview]) -> pa.Table:
+    """Scored reviews as the lake's table: a :class:`ScoredBatch`'s own, else built row by
+    row (rows from tests and from consumers of ``reviews.enriched``)."""
+    if isinstance(scored, ScoredBatch):
+        return scored.table
+    cols: dict[str, list[Any]] = {name: [] for name in SCORED_SCHEMA.names}
+    for s in scored:
+        ev, pos = s.event, s.position
+        for name in _EVENT_COLUMNS:
+            cols[name].append(getattr(ev, name))
+        cols["event_time"].append(ev.event_time)
+        cols["rating"].append(ev.rating)
+        cols["sentiment"].append(s.sentiment)
+        cols["sentiment_label"].append(s.sentiment_label)
+        cols["p_negative"].append(s.p_negative)
+        cols["p_neutral"].append(s.p_neutral)
+        cols["p_positive"].append(s.p_positive)
+        cols["model_name"].append(s.model_name)
+        cols["model_version"].append(s.model_version)
+        cols["scored_at"].append(s.scored_at)
+        cols["endpoint_latency_ms"].append(s.endpoint_latency_ms)
+        cols["source"].append(pos.source)
+        cols["source_stream"].append(pos.stream)
+        cols["source_partition"].append(pos.partition)
+        cols["source_offset"].append(str(pos.offset))
+        cols["dt"].append(ev.event_time.date().isoformat())
+    return pa.table(cols, schema=SCORED_SCHEMA)

@@ -1,45 +1,81 @@
-"""The Kafka path: a faust app whose agents run the pipeline core.
+"""The Kafka path: a faust app whose scoring side reads ``reviews`` in batches.
 
-Two agents, because scoring scales out and monitoring needs one global view:
+Scoring scales out; monitoring needs one global view. So a worker runs two things:
 
-* ``score`` consumes ``reviews`` (N partitions, shared by every worker of the consumer group)
-  and runs the core: validate, score, write the lake, publish ``reviews.enriched`` and
-  ``reviews.dlq``, and forward the scored batch to the monitor feed. Offsets are acknowledged
-  only after all of that is stored (see :class:`~stream.sources.kafka.FaustSource`).
-* ``monitor`` consumes the monitor feed, a topic with ONE partition, so exactly one worker at a
-  time runs the monitors over the whole stream; its state is kept in a faust table (changelog
-  topic), so it moves with that partition on a rebalance and survives a restart. Alerts go to
-  ``sentiment.alerts``.
+* **scoring** (:class:`KafkaScoring`): a member of the consumer group ``kafka.group_id`` that
+  fetches many records per call from ``reviews`` (N partitions shared by every worker) and runs
+  the core over them: validate, score, write the lake, publish ``reviews.enriched`` and
+  ``reviews.dlq`` in per-partition batches, and forward each scored batch to the monitor feed as
+  Arrow IPC. Offsets are committed per batch, only once every sink holds it. The hot path
+  has no per-message dispatch: faust provides the worker's lifecycle, the monitor agent and the
+  timers, not the scoring loop.
+* **monitoring**: a faust agent on the monitor feed, a topic with ONE partition, so exactly one
+  worker at a time runs the monitors over the whole stream. Its state lives in a compacted
+  topic, saved after each group of feed messages before they are acknowledged. Alerts go to
+  every alert output: ``sentiment.alerts``, the lake's ``alerts/``, the alert log and the
+  configured notifiers.
+
+Failures inside a worker never commit past unstored data: the scoring pipeline commits only
+what every sink holds; when any stage fails, the pipeline is torn down, the worker seeks every
+partition back to its committed offset (read from the broker, never assumed), the lake drops
+that generation's uncommitted leftovers, and a fresh pipeline starts after a backoff. A
+rebalance drains the pipeline first (delivers and commits what was read) so the next owner
+replays as little as possible.
 """
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
-from aiokafka import AIOKafkaProducer
+import pyarrow as pa
+import pyarrow.ipc as ipc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.abc import ConsumerRebalanceListener
 
 from sinks.topics import KafkaTopicsSink
-from sinks.webhook import build_notifiers
-from stream.events import Alert, Batch, ScoredReview
-from stream.lake_factory import build_lake_sink
-from stream.metrics import PipelineMetrics
-from stream.pipeline import Scorer
+from stream.events import (
+    SCORED_SCHEMA,
+    Alert,
+    Batch,
+    ScoredBatch,
+    ScoredReview,
+    SourcePosition,
+    scored_table,
+)
+from stream.pipeline import Pipeline, _brief
 from stream.producer import kafka_client_options
 from stream.settings import Settings
-from stream.validation import DecodeLimits
+from stream.sources.kafka import ConsumerLag, KafkaBatchSource
 
-__all__ = ["MonitorFeedSink", "NoMonitor", "create_app"]
+if TYPE_CHECKING:
+    from stream.app import Runtime
+
+__all__ = [
+    "KafkaScoring",
+    "MonitorFeedSink",
+    "MonitorStateStore",
+    "NoMonitor",
+    "create_app",
+    "feed_messages",
+    "read_feed_message",
+]
 
 log = logging.getLogger(__name__)
 
-FEED_CHUNK = 100
 STATE_KEY = b"suite"
+LAG_INTERVAL_S = 5.0
+#: a feed message stays well under the broker's default 1 MB limit
+FEED_MAX_BYTES = 512 * 1024
+_IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 
 
 class MonitorStateStore:
@@ -57,7 +93,7 @@ class MonitorStateStore:
         self.topic = settings.kafka.monitor_state_topic
 
     async def load(self) -> dict[str, Any] | None:
-        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka import TopicPartition
 
         consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_client_options(self._k))
         await consumer.start()
@@ -79,18 +115,41 @@ class MonitorStateStore:
         await producer.send_and_wait(self.topic, value=value, key=STATE_KEY, partition=0)
 
 
-LAG_INTERVAL_S = 5.0
-
-
 class NoMonitor:
-    """The scoring agent's monitor: monitoring happens in the ``monitor`` agent."""
+    """The scoring side's monitor: monitoring happens in the ``monitor`` agent."""
 
     def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]:
         return []
 
 
+def feed_messages(table: pa.Table, max_bytes: int = FEED_MAX_BYTES) -> list[bytes]:
+    """A scored table as Arrow IPC stream messages (zstd), each under ``max_bytes`` of
+    uncompressed Arrow data unless a single row is larger (texts are bounded by the decoder,
+    so a row is small)."""
+    rows = table.num_rows
+    if rows == 0:
+        return []
+    per_row = max(1, table.nbytes // rows)
+    step = max(1, max_bytes // per_row)
+    out = []
+    for start in range(0, rows, step):
+        sink = io.BytesIO()
+        part = table.slice(start, step)
+        with ipc.new_stream(sink, part.schema, options=_IPC_OPTIONS) as writer:
+            writer.write_table(part)
+        out.append(sink.getvalue())
+    return out
+
+
+def read_feed_message(value: bytes) -> pa.Table:
+    """The inverse of :func:`feed_messages` for one message."""
+    with ipc.open_stream(value) as reader:
+        table = reader.read_all()
+    return table.cast(SCORED_SCHEMA)
+
+
 class MonitorFeedSink:
-    """Forwards scored batches to the single-partition monitor feed, in chunks."""
+    """Forwards scored batches to the single-partition monitor feed as Arrow IPC."""
 
     def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
         self._producer = producer
@@ -101,11 +160,10 @@ class MonitorFeedSink:
         return self._durable
 
     async def write(self, batch: Batch) -> None:
-        futures = []
-        for i in range(0, len(batch.scored), FEED_CHUNK):
-            chunk = [s.to_json_dict() for s in batch.scored[i : i + FEED_CHUNK]]
-            value = json.dumps(chunk, ensure_ascii=False).encode("utf-8")
-            futures.append(await self._producer.send(self._topic, value=value, partition=0))
+        futures = [
+            await self._producer.send(self._topic, value=value, partition=0)
+            for value in feed_messages(scored_table(batch.scored))
+        ]
         for fut in futures:
             await fut
         self._durable = batch.seq
@@ -117,6 +175,164 @@ class MonitorFeedSink:
         """The producer belongs to the app."""
 
 
+class KafkaScoring:
+    """The scoring side of a worker: one pipeline per generation of the group's assignment.
+
+    :meth:`run` joins the group and loops: wait for partitions, start a generation (seek to
+    the committed offsets, rewind the lake, run the core), and on an in-process failure count
+    a restart, back off and start again from the committed offsets. :meth:`stop` drains the
+    running generation (deliver and commit what was read) and ends :meth:`run`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        producer: Callable[[], Any],
+        *,
+        max_backoff_s: float = 30.0,
+        drain_timeout_s: float = 20.0,
+    ) -> None:
+        self._settings = settings
+        self._rt = runtime
+        self._producer = producer
+        self._max_backoff = max_backoff_s
+        self._drain_timeout = drain_timeout_s
+        self._assigned = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._generation_done = asyncio.Event()
+        self._generation_done.set()
+        self._source: KafkaBatchSource | None = None
+        self._pipeline: Pipeline | None = None
+        self.consumer: AIOKafkaConsumer | None = None
+        self.generations = 0
+        self.lag = ConsumerLag(settings.kafka.reviews_topic, runtime.metrics.consumer_lag)
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        k, b = self._settings.kafka, self._settings.batch
+        return AIOKafkaConsumer(
+            group_id=k.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_records=b.max_events,
+            # A worker that dies is noticed in seconds, so its partitions move on quickly.
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=1_000,
+            max_poll_interval_ms=300_000,
+            **kafka_client_options(k),
+        )
+
+    async def run(self) -> None:
+        consumer = self.consumer = self._new_consumer()
+        consumer.subscribe([self._settings.kafka.reviews_topic], listener=_Listener(self))
+        await consumer.start()
+        failures = 0
+        try:
+            while not self._stopped.is_set():
+                await _first(self._assigned.wait(), self._stopped.wait())
+                if self._stopped.is_set():
+                    break
+                try:
+                    await self._generation(consumer)
+                    failures = 0
+                except Exception as err:  # noqa: BLE001 - restart from the committed offsets
+                    failures += 1
+                    self._rt.metrics.restarts.inc()
+                    delay = min(self._max_backoff, 0.5 * 2 ** min(failures, 10))
+                    log.error(  # noqa: TRY400 - no traceback: it may quote a record
+                        "scoring pipeline failed (%s); restarting from the committed offsets "
+                        "in %.1f s",
+                        _brief(err),
+                        delay,
+                    )
+                    await _first(asyncio.sleep(delay), self._stopped.wait())
+        finally:
+            await consumer.stop()
+
+    async def _generation(self, consumer: AIOKafkaConsumer) -> None:
+        self._generation_done.clear()
+        try:
+            k = self._settings.kafka
+            self.generations += 1
+            lake = self._rt.lake()
+            source = KafkaBatchSource(consumer, k.reviews_topic, max_records=self._max_records)
+            started = await source.start(on_rewind=lake.rewind)
+            if not started:
+                self._assigned.clear()
+                return
+            producer = await self._producer()
+            topics = KafkaTopicsSink(
+                producer,
+                enriched_topic=k.enriched_topic,
+                dlq_topic=k.dlq_topic,
+                alerts_topic=k.alerts_topic,
+            )
+            feed = MonitorFeedSink(producer, k.monitor_feed_topic)
+            self._source = source
+            self._pipeline = self._rt.pipeline(
+                source, [lake, topics, feed], NoMonitor(), source_name="kafka", alert_sinks=()
+            )
+            await self._pipeline.run()
+        finally:
+            self._source = None
+            self._pipeline = None
+            self._generation_done.set()
+
+    @property
+    def _max_records(self) -> int:
+        return self._settings.batch.max_events
+
+    async def drain(self) -> None:
+        """Stop pulling and let the running generation deliver and commit what it read
+        (bounded by ``drain_timeout_s``; past it the generation is abandoned uncommitted)."""
+        source, pipeline = self._source, self._pipeline
+        if source is None or pipeline is None:
+            return
+        source.stop()
+        pipeline.stop()
+        try:
+            await asyncio.wait_for(self._generation_done.wait(), self._drain_timeout)
+        except TimeoutError:
+            log.warning("draining the scoring pipeline took over %.0f s", self._drain_timeout)
+
+    def assigned(self, partitions: set[Any]) -> None:
+        if partitions:
+            self._assigned.set()
+        else:
+            self._assigned.clear()
+
+    async def stop(self) -> None:
+        """Drain and end :meth:`run` (safe to call twice)."""
+        self._stopped.set()
+        await self.drain()
+
+    async def update_lag(self) -> None:
+        if self.consumer is not None:
+            await self.lag.update(self.consumer)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, scoring: KafkaScoring) -> None:
+        self._scoring = scoring
+
+    async def on_partitions_revoked(self, revoked: set[Any]) -> None:
+        self._scoring.assigned(set())  # the next generation waits for the new assignment
+        await self._scoring.drain()
+
+    async def on_partitions_assigned(self, assigned: set[Any]) -> None:
+        self._scoring.assigned(set(assigned))
+
+
+async def _first(*aws: Any) -> None:
+    """Wait until the first of ``aws`` completes; cancel the rest."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()
+
+
 def _broker_url(settings: Settings) -> list[str]:
     return [f"kafka://{h.strip()}" for h in settings.kafka.bootstrap_servers.split(",")]
 
@@ -126,7 +342,7 @@ def _credentials(settings: Settings) -> Any:
     if k.sasl_mechanism:
         return faust.SASLCredentials(
             username=k.sasl_username,
-            password=k.sasl_password,
+            password=k.sasl_password.get_secret_value() if k.sasl_password else None,
             mechanism=k.sasl_mechanism,
             ssl_context=(
                 faust.ssl.create_default_context(cafile=str(k.ssl_cafile))  # type: ignore[attr-defined]
@@ -143,134 +359,133 @@ def _credentials(settings: Settings) -> Any:
     return None
 
 
+class _Monitoring:
+    """The monitor agent's work on one group of feed messages: observe, send alerts to every
+    output, store alerts in the lake (files named by the feed position, so a replayed feed
+    message rewrites its own file), save the state."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: Runtime,
+        monitor_factory: Callable[[dict[str, Any] | None], Any],
+    ) -> None:
+        self._settings = settings
+        self._rt = runtime
+        self._factory = monitor_factory
+        self._store = MonitorStateStore(settings)
+        self._lake = runtime.lake()
+        self.suite: Any = None
+
+    async def handle(self, events: Sequence[Any], producer: AIOKafkaProducer) -> None:
+        k = self._settings.kafka
+        if self.suite is None:
+            self.suite = self._factory(await self._store.load())
+        topics = KafkaTopicsSink(
+            producer,
+            enriched_topic=k.enriched_topic,
+            dlq_topic=k.dlq_topic,
+            alerts_topic=k.alerts_topic,
+        )
+        outputs = [topics, *self._rt.alert_sinks()]
+        for event in events:
+            msg = event.message
+            try:
+                table = read_feed_message(bytes(event.value))
+            except (pa.ArrowException, OSError, ValueError) as err:
+                log.error("skipping an unreadable feed message: %s", _brief(err))  # noqa: TRY400
+                continue
+            alerts = self.suite.observe(ScoredBatch.from_table(table), datetime.now(UTC))
+            if not alerts:
+                continue
+            position = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
+            await self._lake.write(Batch([], [], {position.key: position}, list(alerts)))
+            await self._lake.flush()
+            for output in outputs:
+                await output.emit(alerts)
+            for a in alerts:
+                self._rt.metrics.alerts.labels(a.name, a.status).inc()
+                log.warning("ALERT %s %s", a.status, a.name)
+        await self._store.save(producer, self.suite.state())
+
+
 def create_app(
     settings: Settings,
+    runtime: Runtime,
     *,
-    scorer_factory: Callable[[], Scorer],
     monitor_factory: Callable[[dict[str, Any] | None], Any],
-    metrics: PipelineMetrics,
     datadir: Path | None = None,
-) -> faust.App:
-    """Build the faust app. ``monitor_factory(state)`` returns a monitor suite restored from
-    ``state`` (or fresh when None) with ``observe``, ``state()`` and ``readings()``."""
-    from stream.app import TimedSink
-    from stream.pipeline import Pipeline, PipelineOptions
-    from stream.sources.kafka import ConsumerLag, FaustSource
-
+) -> tuple[faust.App, KafkaScoring, Callable[[], Any]]:
+    """Build the faust app (the monitor agent, the lag timer, the lifecycle) and the scoring
+    side it runs. ``monitor_factory(state)`` returns a monitor suite restored from ``state``
+    (or fresh when None) with ``observe``, ``state()`` and ``readings()``. Returns the app,
+    the scoring side and a function that gives the monitor suite this worker runs (None until
+    it owns the feed)."""
     k = settings.kafka
     datadir = datadir or Path(".faust") / k.group_id
     datadir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        k.group_id,
+        f"{k.group_id}-monitor",
         broker=_broker_url(settings),
         broker_credentials=_credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
-        topic_partitions=k.partitions,
+        topic_partitions=1,
         topic_replication_factor=k.replication_factor,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
-        # A worker that dies is noticed in seconds, so its partitions move on quickly.
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
         web_enabled=False,
         store="memory://",
-        table_cleanup_interval=60.0,
         datadir=str(datadir),
     )
-    reviews = app.topic(k.reviews_topic, key_type=bytes, value_type=bytes, partitions=k.partitions)
     feed = app.topic(k.monitor_feed_topic, value_type=bytes, partitions=1)
-    state_store = MonitorStateStore(settings)
-    holder: dict[str, Any] = {}
-    notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
+    holder: dict[str, AIOKafkaProducer] = {}
+    lock = asyncio.Lock()
 
     async def producer() -> AIOKafkaProducer:
-        if "producer" not in holder:
-            p = AIOKafkaProducer(
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                compression_type="zstd",
-                max_request_size=8 * 1024 * 1024,
-                **kafka_client_options(k),
-            )
-            await p.start()
-            holder["producer"] = p
-        started: AIOKafkaProducer = holder["producer"]
-        return started
+        async with lock:
+            if "producer" not in holder:
+                p = AIOKafkaProducer(
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=5,
+                    compression_type="zstd",
+                    max_request_size=8 * 1024 * 1024,
+                    **kafka_client_options(k),
+                )
+                await p.start()
+                holder["producer"] = p
+            return holder["producer"]
 
-    @app.agent(reviews)
-    async def score(stream: Any) -> None:
-        out = await producer()
-        topics = KafkaTopicsSink(
-            out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
-        )
-        lake = build_lake_sink(settings)
-        sinks = [
-            TimedSink(lake, "lake", metrics),
-            TimedSink(topics, "topics", metrics),
-            TimedSink(MonitorFeedSink(out, k.monitor_feed_topic), "monitor_feed", metrics),
-        ]
-        pipeline = Pipeline(
-            FaustSource(stream, on_rewind=lake.rewind, commit_now=app.consumer.commit),
-            holder.setdefault("scorer", scorer_factory()),
-            sinks,
-            NoMonitor(),
-            options=PipelineOptions(
-                max_batch_events=settings.batch.max_events,
-                max_batch_wait_s=settings.batch.max_wait_ms / 1000.0,
-                queue_batches=settings.batch.queue_batches,
-                max_text_bytes=settings.max_text_bytes,
-                decode_limits=DecodeLimits.from_settings(settings),
-            ),
-            on_batch=lambda b: metrics.observe_batch(b, "kafka"),
-        )
-        metrics.queue_depth.set_function(lambda: pipeline.inflight_batches)
-        await pipeline.run()
+    scoring = KafkaScoring(settings, runtime, producer)
+    monitoring = _Monitoring(settings, runtime, monitor_factory)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def score() -> None:
+        await scoring.run()
 
     @app.agent(feed)
     async def monitor(stream: Any) -> None:
-        out = await producer()
-        alerts_out = KafkaTopicsSink(
-            out, enriched_topic=k.enriched_topic, dlq_topic=k.dlq_topic, alerts_topic=k.alerts_topic
-        )
-        suite = holder.get("monitor")
         # Messages come in groups (up to 50, or what arrived within state_save_s); the state
         # is saved after each group, so a burst that ends is always saved at its end.
-        async for values in stream.take(50, within=settings.monitor.state_save_s):
-            if suite is None:
-                suite = monitor_factory(await state_store.load())
-                holder["monitor"] = suite
-            for value in values:
-                batch = [ScoredReview.from_json_dict(d) for d in json.loads(value)]
-                alerts = suite.observe(batch, datetime.now(UTC))
-                if alerts:
-                    await alerts_out.emit(alerts)
-                    for notifier in notifiers:
-                        await notifier.emit(alerts)
-                    for a in alerts:
-                        metrics.alerts.labels(a.name, a.status).inc()
-                        log.warning("ALERT %s %s [%s] %s", a.status, a.name, a.category, a.summary)
-            await state_store.save(out, suite.state())
-
-    lag = ConsumerLag(k.reviews_topic, metrics.consumer_lag)
+        async for events in stream.take_events(50, within=settings.monitor.state_save_s):
+            await monitoring.handle(events, await producer())
 
     async def consumer_lag() -> None:
-        await lag.update(app.consumer)
+        await scoring.update_lag()
 
     app.timer(interval=LAG_INTERVAL_S)(consumer_lag)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_app: Any, **_kw: Any) -> None:
-        from stream.app import close_scorer
-
-        for notifier in notifiers:
-            await notifier.close()
-        scorer = holder.pop("scorer", None)
-        if scorer is not None:
-            await close_scorer(scorer)
+        started = time.monotonic()
+        await scoring.stop()
+        log.info("scoring drained in %.1f s", time.monotonic() - started)
+        await runtime.close()
         p = holder.pop("producer", None)
         if p is not None:
             await p.stop()
 
-    return app
+    return app, scoring, lambda: monitoring.suite

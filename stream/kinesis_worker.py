@@ -2,7 +2,9 @@
 
 One process reads every shard of the stream (see :mod:`stream.sources.kinesis`), runs the same
 core as the replay and Kafka paths (validate, score, lake, monitors, alerts) and checkpoints
-each shard in the checkpoint store once the lake holds its records. Because it is the only
+each shard in the checkpoint store once the lake holds its records. The monitors' state is
+saved beside the checkpoints (:mod:`stream.monitor_state`) so a restart continues its counts
+and baseline. Because it is the only
 consumer of the stream, the monitors see the whole stream in this process: no monitor-feed
 topic as on the Kafka path. SIGINT/SIGTERM drain what was read through the sinks, commit and
 exit; ``kill -9`` loses nothing either: a restart resumes from the checkpoints and the lake
@@ -14,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sinks import JsonlAlertSink
-from sinks.webhook import build_notifiers
-from stream.app import run_pipeline
+from stream.app import build_monitor, run_pipeline
 from stream.checkpoints import open_checkpoint_store
-from stream.lake_factory import build_lake_sink
+from stream.lake_factory import build_lake_sink, lake_session
+from stream.monitor_state import MonitorStateSaving, monitor_state_store
 from stream.pipeline import Pipeline
+from stream.retry import Backoff
 from stream.settings import Settings
-from stream.sources.kinesis import Backoff, KinesisSource, ensure_stream, kinesis_client
+from stream.sources.kinesis import KinesisSource, ensure_stream, kinesis_client
 
 __all__ = ["run_kinesis_worker", "serve"]
 
@@ -41,7 +43,6 @@ async def run_kinesis_worker(settings: Settings, *, serve_metrics: bool = True) 
             max_backoff_s=k.max_backoff_s,
         ) as store:
             lake = build_lake_sink(settings)
-            notifiers = build_notifiers(settings.alerts)  # webhook / SNS, when configured
             source = KinesisSource(
                 client,
                 k.stream_name,
@@ -54,18 +55,31 @@ async def run_kinesis_worker(settings: Settings, *, serve_metrics: bool = True) 
                 backoff=Backoff(max_s=k.max_backoff_s),
                 queue_records=max(2 * settings.batch.max_events, k.records_per_call),
             )
+            states = monitor_state_store(
+                k.checkpoint_location,
+                k.stream_name,
+                lambda: lake_session(settings).client(
+                    "s3", endpoint_url=k.checkpoint_s3_endpoint_url or settings.lake.s3_endpoint_url
+                ),
+            )
+            monitor = build_monitor(settings, await states.load())
+            saving = MonitorStateSaving(
+                source,
+                states,
+                lambda: monitor.state(),  # type: ignore[attr-defined]
+                every_s=settings.monitor.state_save_s,
+            )
             try:
                 return await run_pipeline(
                     settings,
-                    source,
-                    [lake],
+                    saving,
                     source_name="kinesis",
-                    alert_sinks=[JsonlAlertSink(settings.alerts_path), *notifiers],
+                    lake=lake,
+                    monitor=monitor,
                     serve_metrics=serve_metrics,
                 )
             finally:
-                for notifier in notifiers:
-                    await notifier.close()
+                await saving.save()
 
 
 def serve(settings: Settings, *, loglevel: str = "info") -> None:

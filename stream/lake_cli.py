@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.errors import ConfigurationError
+from stream.errors import ConfigurationError, describe
 from stream.settings import Settings
 
 __all__ = ["lake_app"]
@@ -91,7 +91,7 @@ def query(
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from err
     except Exception as err:
-        typer.echo(f"error: {type(err).__name__}: {err}", err=True)
+        typer.echo(f"error: {describe(err)}", err=True)  # URLs without credentials or paths
         raise typer.Exit(1) from err
     if as_json:
         rows = [{k: _json_value(v) for k, v in row.items()} for row in result.to_pylist()]

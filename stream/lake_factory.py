@@ -2,24 +2,28 @@
 the Glue catalog when configured) and the query engine.
 
 ``lake_path`` decides: a directory, or ``s3://bucket/prefix``. The encoder, the layout and the
-buffering are the same for both; only the writer differs. To stop an S3 sink from waiting for
-a store that is down (say on a second SIGTERM), call ``stop()`` on its writer::
+buffering are the same for both; only the writer differs. Both writers wait out a store or a
+disk that is down (retrying with backoff); to stop a sink from waiting (say on a second
+SIGTERM), call ``stop()`` on its writer::
 
     sink = build_lake_sink(settings)
-    if isinstance(sink.writer, S3LakeWriter):
+    if isinstance(sink.writer, S3LakeWriter | LocalLakeWriter):
         sink.writer.stop()
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sinks.catalog import GlueCatalog
 from sinks.lake import BufferLimits, LakeListener, LakeSink, LakeWriter, LocalLakeWriter
-from sinks.query import AthenaLake, DuckDBLake, LakeQuery
-from sinks.s3 import Backoff, Encryption, EndpointSession, S3LakeWriter, parse_s3_url, s3_session
 from stream.errors import ConfigurationError
 from stream.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: a local lake never loads boto3 or awswrangler
+    from sinks.catalog import GlueCatalog
+    from sinks.query import LakeQuery
+    from sinks.s3 import Backoff, EndpointSession
 
 __all__ = [
     "build_catalog",
@@ -36,11 +40,15 @@ def is_s3_lake(settings: Settings) -> bool:
 
 
 def _backoff(settings: Settings) -> Backoff:
+    from sinks.s3 import Backoff
+
     return Backoff(max_s=settings.lake.retry_max_backoff_s)
 
 
 def lake_session(settings: Settings) -> EndpointSession:
     """The boto3 session of every lake call (S3, Glue, Athena), endpoints from the settings."""
+    from sinks.s3 import s3_session
+
     lake = settings.lake
     return s3_session(
         region=lake.region,
@@ -53,6 +61,8 @@ def lake_session(settings: Settings) -> EndpointSession:
 
 
 def _location(settings: Settings) -> tuple[str, str]:
+    from sinks.s3 import parse_s3_url
+
     try:
         return parse_s3_url(settings.lake_path)
     except ValueError as err:
@@ -63,7 +73,11 @@ def _location(settings: Settings) -> tuple[str, str]:
 
 def build_lake_writer(settings: Settings, session: EndpointSession | None = None) -> LakeWriter:
     if not is_s3_lake(settings):
-        return LocalLakeWriter(Path(settings.lake_path))
+        return LocalLakeWriter(
+            Path(settings.lake_path), max_backoff_s=settings.lake.retry_max_backoff_s
+        )
+    from sinks.s3 import Encryption, S3LakeWriter
+
     bucket, prefix = _location(settings)
     lake = settings.lake
     return S3LakeWriter(
@@ -81,6 +95,8 @@ def build_catalog(settings: Settings, session: EndpointSession | None = None) ->
         return None
     if not is_s3_lake(settings):
         raise ConfigurationError("lake.glue_database needs an S3 lake (lake_path=s3://...)")
+    from sinks.catalog import GlueCatalog
+
     bucket, prefix = _location(settings)
     return GlueCatalog(
         settings.lake.glue_database,
@@ -113,6 +129,8 @@ def build_lake_sink(settings: Settings) -> LakeSink:
 
 def build_lake_query(settings: Settings, *, athena: bool = False) -> LakeQuery:
     """DuckDB over the lake's files, or Athena over the Glue tables (``athena=True``)."""
+    from sinks.query import AthenaLake, DuckDBLake
+
     if athena:
         if settings.lake.glue_database is None:
             raise ConfigurationError("querying through Athena needs lake.glue_database")

@@ -10,15 +10,18 @@ readings, so the monitors stay free of Prometheus.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from collections.abc import Callable, Collection, Iterator, Sequence
+from typing import Protocol, runtime_checkable
 
+import numpy as np
+import pyarrow as pa
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from stream.events import LABELS, Batch, Reason
+from monitors.readings import Reading
+from stream.events import LABELS, Batch, Reason, scored_table
+from stream.pipeline import mix_counts
 
 __all__ = [
     "ENDPOINT_ERROR_KINDS",
@@ -34,21 +37,6 @@ OTHER = "other"
 #: the ``kind`` values of ``sentiment_endpoint_errors_total``
 ENDPOINT_ERROR_KINDS = ("throttled", "server", "timeout", "connection", "rejected")
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-class Reading(Protocol):
-    """One sample as the monitors report it."""
-
-    @property
-    def name(self) -> str: ...
-    @property
-    def documentation(self) -> str: ...
-    @property
-    def kind(self) -> Literal["gauge", "counter"]: ...
-    @property
-    def labels(self) -> Mapping[str, str]: ...
-    @property
-    def value(self) -> float: ...
 
 
 @runtime_checkable
@@ -91,6 +79,7 @@ class PipelineMetrics:
         self.registry = registry or CollectorRegistry()
         self._categories = frozenset(categories)
         self._clock = clock
+        self._newest = 0.0
         r = self.registry
         self.records_in = Counter(
             "sentiment_records_received_total",
@@ -175,9 +164,20 @@ class PipelineMetrics:
         )
         self.consumer_lag = Gauge(
             "sentiment_consumer_lag_records",
-            "Kafka records of the reviews topic not yet fetched by this worker (highwater "
-            "minus position), by partition.",
+            "Kafka records of the reviews topic not yet committed by this worker's group (log "
+            "end offset minus committed offset), by partition.",
             ["partition"],
+            registry=r,
+        )
+        self.restarts = Counter(
+            "sentiment_pipeline_restarts_total",
+            "Times a worker's pipeline failed inside and restarted from the committed offsets.",
+            registry=r,
+        )
+        self.newest_event = Gauge(
+            "sentiment_newest_event_timestamp_seconds",
+            "Newest event_time accepted so far (Unix time): compare with time() to see events "
+            "from the future or a stalled stream.",
             registry=r,
         )
         for reason in Reason:  # every code exists from the start, so rate() sees the 0
@@ -190,16 +190,14 @@ class PipelineMetrics:
         return value if value in self._categories else OTHER
 
     def observe_batch(self, batch: Batch, source: str) -> None:
+        """Count one delivered batch (on its columns: no per-review objects)."""
         now = self._clock()
         self.records_in.labels(source).inc(len(batch.scored) + len(batch.dead))
         self.batch_records.observe(len(batch.scored) + len(batch.dead))
         counts: dict[tuple[str, str], int] = {}
-        newest: datetime | None = None
-        for s in batch.scored:
-            key = (self.category(s.event.product_category), LABELS[s.sentiment])
-            counts[key] = counts.get(key, 0) + 1
-            if newest is None or s.event.event_time > newest:
-                newest = s.event.event_time
+        for (category, sentiment), n in mix_counts(batch.scored).items():
+            key = (self.category(category), LABELS[sentiment])
+            counts[key] = counts.get(key, 0) + n
         for (cat, label), n in counts.items():
             self.scored.labels(cat, label).inc(n)
         for d in batch.dead:
@@ -207,10 +205,15 @@ class PipelineMetrics:
         for a in batch.alerts:
             self.alerts.labels(a.name, a.status).inc()
         if batch.scored:
+            table = scored_table(batch.scored)
             self.endpoint_latency.observe(batch.scored[0].endpoint_latency_ms / 1000.0)
-        if newest is not None:
-            self.event_lag.set(max(0.0, now - newest.timestamp()))
-            for s in batch.scored:
-                lag = (s.scored_at - s.event.event_time).total_seconds()
-                self.end_to_end_lag.observe(max(0.0, lag))
+            event_us = table.column("event_time").cast(pa.int64()).to_numpy()
+            scored_us = table.column("scored_at").cast(pa.int64()).to_numpy()
+            newest = float(event_us.max()) / 1e6
+            self.event_lag.set(max(0.0, now - newest))
+            self.newest_event.set(max(newest, self._newest))
+            self._newest = max(newest, self._newest)
+            lags = np.maximum(0.0, (scored_us - event_us) / 1e6)
+            for lag in lags.tolist():
+                self.end_to_end_lag.observe(lag)
         self.last_batch.set(now)

@@ -48,18 +48,15 @@ from stream.events import CHANNELS, LABELS, sentiment_from_rating
 
 if TYPE_CHECKING:
     from endpoint.model import SentimentModel
-    from monitors import Baseline, PriorEstimate
+    from monitors import Baseline
 
 __all__ = [
     "ReviewTable",
     "ScoredTable",
     "baseline_app",
     "bias_command",
-    "bias_report",
     "build_baseline",
     "load_model",
-    "naive_priors",
-    "prior_estimates",
     "priors_command",
     "priors_report",
     "read_reviews",
@@ -244,7 +241,7 @@ def _validation_confusion(model: SentimentModel) -> IntArray | None:
     return None if cm is None else np.ascontiguousarray(cm.T)
 
 
-# -- the three computations (no I/O) ---------------------------------------------------------
+# -- the computations (no I/O; the statistics live in monitors) ------------------------------
 
 
 def build_baseline(table: ReviewTable, scored: ScoredTable, model: SentimentModel) -> Baseline:
@@ -270,53 +267,12 @@ def build_baseline(table: ReviewTable, scored: ScoredTable, model: SentimentMode
     )
 
 
-def naive_priors(predicted_counts: npt.ArrayLike, *, confidence: float = 0.95) -> PriorEstimate:
-    """The predicted-label shares taken as the class priors, with the simultaneous
-    (Bonferroni) normal interval of those shares. It ignores the model's errors, so it is
-    biased whenever the priors differ from the validation data's: the reference to beat."""
-    from scipy import stats
-
-    from monitors import PriorEstimate
-
-    counts = np.asarray(predicted_counts, dtype=np.float64)
-    n = float(counts.sum())
-    if n <= 0:
-        raise ValueError("the window holds no predictions")
-    mu = counts / n
-    cov = (np.diag(mu) - np.outer(mu, mu)) / n
-    z = float(stats.norm.ppf(1 - (1 - confidence) / (2 * mu.shape[0])))
-    sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
-    lo, hi = np.clip(mu - z * sd, 0.0, 1.0), np.clip(mu + z * sd, 0.0, 1.0)
-    return PriorEstimate("naive", mu, mu.copy(), cov, lo, hi, confidence, round(n))
-
-
-def prior_estimates(
-    probabilities: npt.ArrayLike,
-    predicted_counts: npt.ArrayLike,
-    *,
-    confusion: npt.ArrayLike | None,
-    source_priors: npt.ArrayLike,
-    confidence: float = 0.95,
-    weights: npt.ArrayLike | None = None,
-) -> dict[str, PriorEstimate]:
-    """Naive, BBSE (with ``confusion`` ``[predicted, true]``, when given) and EM (with the
-    model's training priors ``source_priors``) estimates of a window's class priors.
-
-    ``probabilities`` are the window's (n, 3) rows, each standing for ``weights`` reviews
-    (default one each)."""
-    from monitors import bbse, em_priors
-
-    out = {"naive": naive_priors(predicted_counts, confidence=confidence)}
-    if confusion is not None:
-        out["bbse"] = bbse(confusion, predicted_counts, confidence=confidence)
-    out["em"] = em_priors(probabilities, source_priors, weights=weights, confidence=confidence)
-    return out
-
-
 def priors_report(
     table: ReviewTable, scored: ScoredTable, model: SentimentModel, *, confidence: float
 ) -> dict[str, Any]:
     """The JSON document ``priors`` prints."""
+    from monitors import prior_estimates
+
     if not len(table):
         raise ValueError("no review with text to score")
     estimates = prior_estimates(
@@ -346,46 +302,6 @@ def priors_report(
             },
         }
     return doc
-
-
-def _same_value(value: str, positive: str) -> bool:
-    a, b = value.strip(), positive.strip()
-    if a == b:
-        return True
-    try:
-        return math.isclose(float(a), float(b))
-    except ValueError:
-        return False
-
-
-def bias_report(
-    facet_values: Sequence[str],
-    labels: Sequence[str],
-    *,
-    facet: str,
-    label: str,
-    positive: str,
-) -> dict[str, Any]:
-    """Clarify's pre-training bias metrics of each facet value against all other rows, as
-    ``analysis.json``'s ``pre_training_bias_metrics`` section. A label counts as positive when
-    it equals ``positive`` (as text, or as a number: ``1`` matches ``1.0``); rows with an
-    empty facet value or label are left out. Facet values are reported in sorted order."""
-    from monitors import FacetCounts, clarify_analysis
-
-    if len(facet_values) != len(labels):
-        raise ValueError("facet values and labels differ in length")
-    totals: dict[str, int] = {}
-    positives: dict[str, int] = {}
-    for value, y in zip(facet_values, labels, strict=True):
-        value, y = value.strip(), y.strip()
-        if not value or not y:
-            continue
-        totals[value] = totals.get(value, 0) + 1
-        positives[value] = positives.get(value, 0) + int(_same_value(y, positive))
-    if not totals:
-        raise ValueError(f"no row has both a {facet} value and a {label}")
-    facets = {v: FacetCounts(totals[v], positives[v]) for v in sorted(totals)}
-    return clarify_analysis(facets, label=label, facet_name=facet, positive_label=positive)
 
 
 # -- commands --------------------------------------------------------------------------------
@@ -470,6 +386,8 @@ def bias_command(
     ] = False,
 ) -> None:
     """Clarify's pre-training bias metrics of a CSV, per facet value, as analysis.json."""
+    from monitors import bias_report
+
     table = _read(data)
     facet_values = table.column(facet)
     if facet_values is None:

@@ -12,8 +12,14 @@ that is here, the same for replay, Kafka and Kinesis::
             sink stage: sinks.write(batch) ─► monitors.observe ─► alert outputs
                                  └─► source.commit(positions)   (only after the sinks acked)
 
+The unit of work is the micro-batch: sources hand over whole chunks of records (a Kafka fetch,
+a Kinesis page, a slice of a replay), the batcher decodes a batch at a time, and scored batches
+travel as columns (:class:`~stream.events.ScoredBatch`) to every sink and to the monitors.
+
 Every queue is bounded, so a slow endpoint or store makes the source stop pulling instead of
-buffering without limit. :meth:`Pipeline.stop` (wired to SIGINT/SIGTERM by the CLI) stops
+buffering without limit. A stage that fails ends the run at once, without committing anything
+the sinks do not hold; the caller decides whether to restart from the committed positions.
+:meth:`Pipeline.stop` (wired to SIGINT/SIGTERM by the CLI) stops
 pulling, drains what was accepted through scoring and the sinks, flushes them and commits.
 """
 
@@ -21,12 +27,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import numpy as np
 
 from stream.errors import ScoringRejected
 from stream.events import (
@@ -35,13 +44,17 @@ from stream.events import (
     DeadLetter,
     Reason,
     ReviewEvent,
+    ScoredBatch,
     ScoredReview,
     SourcePosition,
 )
 from stream.validation import DecodeLimits, decode_batch
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "AlertSink",
+    "BatchSource",
     "Monitor",
     "Pipeline",
     "PipelineOptions",
@@ -75,6 +88,16 @@ class Source(Protocol):
         ...
 
 
+@runtime_checkable
+class BatchSource(Protocol):
+    """A source that hands over whole chunks of records (what one fetch returned), in order.
+    The core prefers this to :meth:`Source.records`: no per-record hand-over."""
+
+    def batches(self) -> AsyncIterator[Sequence[RawRecord]]: ...
+
+    async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Prediction:
     sentiment: int
@@ -89,6 +112,15 @@ class ScoringResult:
     model_name: str
     model_version: str
     latency_ms: float
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The predictions as columns: sentiment (int8, -1/0/1) and probabilities (n x 3)."""
+        n = len(self.predictions)
+        sentiment = np.fromiter((p.sentiment for p in self.predictions), np.int8, count=n)
+        probs = np.array(
+            [(p.p_negative, p.p_neutral, p.p_positive) for p in self.predictions], np.float32
+        ).reshape(n, 3)
+        return sentiment, probs
 
 
 class Scorer(Protocol):
@@ -132,6 +164,8 @@ class PipelineOptions:
     max_text_bytes: int = 5_000
     decode_limits: DecodeLimits | None = None  #: all limits (max_text_bytes is then unused)
     idle_flush_s: float = 1.0
+    #: after a failure, how long closing each sink (a last flush) may take before it is dropped
+    close_timeout_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -151,9 +185,32 @@ class Summary:
         self.scored += len(batch.scored)
         for d in batch.dead:
             self.dead_letters[d.reason.value] += 1
-        for s in batch.scored:
-            self.mix.setdefault(s.event.product_category, Counter())[s.sentiment] += 1
+        for (category, sentiment), n in mix_counts(batch.scored).items():
+            self.mix.setdefault(category, Counter())[sentiment] += n
         self.alerts.extend(batch.alerts)
+
+
+def mix_counts(scored: Sequence[ScoredReview]) -> dict[tuple[str, int], int]:
+    """Reviews per (product category, predicted sentiment), counted on the batch's columns."""
+    if not isinstance(scored, ScoredBatch):
+        counts: Counter[tuple[str, int]] = Counter(
+            (s.event.product_category, s.sentiment) for s in scored
+        )
+        return dict(counts)
+    if not len(scored):
+        return {}
+    grouped = scored.table.group_by(["product_category", "sentiment"]).aggregate(
+        [([], "count_all")]
+    )
+    return {
+        (c, int(v)): int(n)
+        for c, v, n in zip(
+            grouped.column("product_category").to_pylist(),
+            grouped.column("sentiment").to_pylist(),
+            grouped.column("count_all").to_pylist(),
+            strict=True,
+        )
+    }
 
 
 @dataclass(slots=True)
@@ -179,7 +236,7 @@ class Pipeline:
 
     def __init__(
         self,
-        source: Source,
+        source: Source | BatchSource,
         scorer: Scorer,
         sinks: Sequence[Sink],
         monitor: Monitor,
@@ -214,7 +271,7 @@ class Pipeline:
             self._read_task.cancel()
 
     async def run(self) -> Summary:
-        raw_q: asyncio.Queue[RawRecord | _Stop] = asyncio.Queue(self._opts.max_batch_events * 2)
+        raw_q: asyncio.Queue[Sequence[RawRecord] | _Stop] = asyncio.Queue(2)
         inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop] = asyncio.Queue(
             self._opts.queue_batches
         )
@@ -227,51 +284,72 @@ class Pipeline:
             asyncio.create_task(self._batch(raw_q, inflight), name="pipeline-batch"),
             asyncio.create_task(self._deliver(inflight), name="pipeline-deliver"),
         ]
+        failed = False
         try:
             # Any stage failing ends the run; the others are cancelled below.
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
             for t in done:
                 t.result()
             await asyncio.gather(*tasks)
+        except BaseException:
+            failed = True
+            raise
         finally:
             for t in tasks:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
-            await self._drain_inflight(inflight)
-            for sink in self._sinks:
-                await sink.close()
+            self._drain_inflight(inflight)
+            await self._close_sinks(failed)
         return self.summary
+
+    async def _close_sinks(self, failed: bool) -> None:
+        """Close every sink. After a failure a close (its last flush) is bounded in time and
+        its error only logged: nothing of the failed run is committed, so what a sink could
+        not store comes again from the source."""
+        for sink in self._sinks:
+            if not failed:
+                await sink.close()
+                continue
+            try:
+                await asyncio.wait_for(sink.close(), self._opts.close_timeout_s)
+            except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - already failing
+                log.warning("closing %s after a failure: %s", type(sink).__name__, _brief(err))
 
     # -- stages ---------------------------------------------------------------------------
 
-    async def _read(self, raw_q: asyncio.Queue[RawRecord | _Stop]) -> None:
+    async def _read(self, raw_q: asyncio.Queue[Sequence[RawRecord] | _Stop]) -> None:
         try:
-            async for record in self._source.records():
-                await raw_q.put(record)
+            async for chunk in _chunks(self._source, self._opts.max_batch_events):
+                if chunk:
+                    await raw_q.put(chunk)
                 if self._stopping.is_set():
                     break
         except asyncio.CancelledError:
             # stop() cancels a source that is waiting for records. A record in hand but not
             # queued was not accepted: it is not committed and comes again after a restart.
+            # A cancel for any other reason (a stage failed) ends here without a marker: the
+            # run is being torn down and nobody waits for one.
             if not self._stopping.is_set():
                 raise
-        finally:
-            await raw_q.put(_STOP)
+        await raw_q.put(_STOP)
 
     async def _batch(
         self,
-        raw_q: asyncio.Queue[RawRecord | _Stop],
+        raw_q: asyncio.Queue[Sequence[RawRecord] | _Stop],
         inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop],
     ) -> None:
+        limit = self._opts.max_batch_events
+        held: list[RawRecord] = []
         ended = False
-        while not ended:
-            first = await raw_q.get()
-            if isinstance(first, _Stop):
-                break
-            records = [first]
+        while not ended or held:
+            if not held:
+                first = await raw_q.get()
+                if isinstance(first, _Stop):
+                    break
+                held = list(first)
             deadline = time.monotonic() + self._opts.max_batch_wait_s
-            while len(records) < self._opts.max_batch_events:
+            while len(held) < limit and not ended:
                 # Take what is already queued without waiting; wait only for the rest.
                 try:
                     item = raw_q.get_nowait()
@@ -280,19 +358,23 @@ class Pipeline:
                     if remaining <= 0:
                         break
                     try:
-                        item = await asyncio.wait_for(raw_q.get(), remaining)
+                        # asyncio.timeout, not wait_for: wait_for (3.11) can swallow the
+                        # cancel that tears a failed run down when a record arrives with it.
+                        async with asyncio.timeout(remaining):
+                            item = await raw_q.get()
                     except TimeoutError:
                         break
                 if isinstance(item, _Stop):
                     ended = True
-                    break
-                records.append(item)
+                else:
+                    held.extend(item)
+            records, held = held[:limit], held[limit:]
             decoded = self._decode(records)
             task = asyncio.create_task(self._score(decoded), name="pipeline-score")
             await inflight.put(task)
         await inflight.put(_STOP)
 
-    def _decode(self, records: list[RawRecord]) -> _Decoded:
+    def _decode(self, records: Sequence[RawRecord]) -> _Decoded:
         limits = self._opts.decode_limits or DecodeLimits(max_text_bytes=self._opts.max_text_bytes)
         decoded = decode_batch(
             [r.value for r in records],
@@ -306,7 +388,7 @@ class Pipeline:
         return out
 
     async def _score(self, decoded: _Decoded) -> Batch:
-        scored: list[ScoredReview] = []
+        scored: Sequence[ScoredReview] = []
         dead = decoded.dead
         if decoded.events:
             try:
@@ -324,24 +406,14 @@ class Pipeline:
                     for ev, pos in zip(decoded.events, decoded.event_positions, strict=True)
                 ]
             else:
-                scored_at = datetime.fromtimestamp(self._clock(), UTC)
-                scored = [
-                    ScoredReview(
-                        event=ev,
-                        sentiment=p.sentiment,
-                        p_negative=p.p_negative,
-                        p_neutral=p.p_neutral,
-                        p_positive=p.p_positive,
-                        model_name=result.model_name,
-                        model_version=result.model_version,
-                        scored_at=scored_at,
-                        endpoint_latency_ms=result.latency_ms,
-                        position=pos,
-                    )
-                    for ev, pos, p in zip(
-                        decoded.events, decoded.event_positions, result.predictions, strict=True
-                    )
-                ]
+                scored = ScoredBatch.from_predictions(
+                    decoded.events,
+                    decoded.event_positions,
+                    *result.arrays(),
+                    model=(result.model_name, result.model_version),
+                    scored_at=datetime.fromtimestamp(self._clock(), UTC),
+                    latency_ms=result.latency_ms,
+                )
         return Batch(scored=scored, dead=dead, positions=decoded.positions)
 
     async def _deliver(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
@@ -349,7 +421,8 @@ class Pipeline:
         seq = 0
         while True:
             try:
-                item = await asyncio.wait_for(inflight.get(), self._opts.idle_flush_s)
+                async with asyncio.timeout(self._opts.idle_flush_s):
+                    item = await inflight.get()
             except TimeoutError:
                 # The stream is idle: push buffered sink data out so it can be committed.
                 await self._flush_and_commit(pending)
@@ -390,13 +463,31 @@ class Pipeline:
         if positions:
             await self._source.commit(positions)
 
-    async def _drain_inflight(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
+    def _drain_inflight(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
         # Only reached after a failure: cancel scoring that nobody will deliver. Those records
         # were never committed, so the source hands them out again after a restart.
         while not inflight.empty():
             item = inflight.get_nowait()
             if isinstance(item, asyncio.Task):
                 item.cancel()
+
+
+async def _chunks(source: Source | BatchSource, size: int) -> AsyncIterator[Sequence[RawRecord]]:
+    """The source's records in chunks: its own (a :class:`BatchSource`, split at ``size``),
+    or one record at a time from a plain :class:`Source`."""
+    if isinstance(source, BatchSource):
+        async for chunk in source.batches():
+            for i in range(0, len(chunk), size):
+                yield chunk[i : i + size]
+        return
+    async for record in source.records():
+        yield (record,)
+
+
+def _brief(err: BaseException) -> str:
+    """An error for a log line: its type and first line, never a record's content."""
+    first = str(err).splitlines()[0][:200] if str(err) else ""
+    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _event_bytes(event: ReviewEvent) -> bytes:

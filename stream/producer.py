@@ -44,7 +44,8 @@ def kafka_client_options(settings: KafkaSettings) -> dict[str, Any]:
     if settings.sasl_mechanism:
         opts["sasl_mechanism"] = settings.sasl_mechanism
         opts["sasl_plain_username"] = settings.sasl_username
-        opts["sasl_plain_password"] = settings.sasl_password
+        password = settings.sasl_password
+        opts["sasl_plain_password"] = password.get_secret_value() if password else None
     if settings.security_protocol in ("SSL", "SASL_SSL"):
         from aiokafka.helpers import create_ssl_context
 

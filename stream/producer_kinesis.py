@@ -35,13 +35,12 @@ from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from stream.errors import ServiceUnavailable
+from stream.errors import ServiceUnavailable, describe
 from stream.events import ReviewEvent
 from stream.producer import encode_event
+from stream.retry import Backoff, retriable, retrying
 from stream.settings import KinesisSettings
-from stream.sources.kinesis import Backoff, ensure_stream, is_retriable, kinesis_client
+from stream.sources.kinesis import ensure_stream, kinesis_client
 
 __all__ = [
     "MAX_RECORDS_PER_CALL",
@@ -200,37 +199,43 @@ class KinesisReviewProducer:
     async def put_records(self, records: list[dict[str, Any]]) -> None:
         """One batch (within the limits) through ``PutRecords``, failed records again."""
         pending = records
-        attempt = 0
-        while True:
+
+        async def attempt() -> None:
+            nonlocal pending
             self.calls += 1
-            try:
-                resp = await self._client.put_records(StreamName=self.stream, Records=pending)
-            except (ClientError, BotoCoreError, OSError) as err:
-                if not is_retriable(err):
-                    raise
-                reason = f"PutRecords failed: {err}"
-            else:
-                results = resp.get("Records", [])
-                if int(resp.get("FailedRecordCount", 0) or 0) == 0 and len(results) == len(pending):
-                    self.records_sent += len(pending)
-                    return
-                failed = [
-                    rec for rec, res in zip(pending, results, strict=True) if res.get("ErrorCode")
-                ]
-                codes = Counter(
-                    str(res.get("ErrorCode")) for res in results if res.get("ErrorCode")
-                )
-                self.records_sent += len(pending) - len(failed)
-                self.records_retried += len(failed)
-                if not failed:
-                    return
+            resp = await self._client.put_records(StreamName=self.stream, Records=pending)
+            results = resp.get("Records", [])
+            if int(resp.get("FailedRecordCount", 0) or 0) == 0 and len(results) == len(pending):
+                self.records_sent += len(pending)
+                return
+            failed = [
+                rec for rec, res in zip(pending, results, strict=True) if res.get("ErrorCode")
+            ]
+            codes = Counter(str(res.get("ErrorCode")) for res in results if res.get("ErrorCode"))
+            self.records_sent += len(pending) - len(failed)
+            self.records_retried += len(failed)
+            if failed:
                 pending = failed
-                reason = f"{len(failed)} records failed ({dict(codes)})"
-            attempt += 1
-            if attempt >= self._max_attempts:
-                raise ServiceUnavailable(
-                    f"Kinesis stream {self.stream!r}: {reason}; gave up after {attempt} attempts"
-                )
-            delay = self._backoff.delay(attempt - 1, self._rng)
-            _log.warning("%s; retrying %d records in %.2fs", reason, len(pending), delay)
-            await self._sleep(delay)
+                raise _PartlyFailed(f"{len(failed)} records failed ({dict(codes)})")
+
+        try:
+            await retrying(
+                attempt,
+                what=f"PutRecords to {self.stream}",
+                backoff=self._backoff,
+                max_attempts=self._max_attempts,
+                sleep=self._sleep,
+                rng=self._rng.random,
+                log=_log,
+            )
+        except Exception as err:
+            if not retriable(err):
+                raise
+            raise ServiceUnavailable(
+                f"Kinesis stream {self.stream!r}: {describe(err)}; "
+                f"gave up after {self._max_attempts} attempts"
+            ) from err
+
+
+class _PartlyFailed(ServiceUnavailable):
+    """Some records of a ``PutRecords`` call were refused (throttled): send those again."""

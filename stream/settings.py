@@ -65,6 +65,19 @@ class EndpointSettings(BaseModel):
     records_per_request: int = Field(100, ge=1)
     max_in_flight: int = Field(4, ge=1)
     timeout_s: float = Field(10.0, gt=0)
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Bearer token the local endpoint server asks for (its --auth-token-file).",
+    )
+
+    @model_validator(mode="after")
+    def _token_needs_url(self) -> EndpointSettings:
+        if self.auth_token is not None and self.url is None:
+            raise ValueError(
+                "endpoint.auth_token is for the local endpoint server (endpoint.url); "
+                "SageMaker itself authenticates requests with AWS credentials"
+            )
+        return self
 
 
 class KafkaSettings(BaseModel):
@@ -81,7 +94,7 @@ class KafkaSettings(BaseModel):
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
-    sasl_password: str | None = None
+    sasl_password: SecretStr | None = None
     ssl_cafile: Path | None = None
 
 
@@ -140,7 +153,7 @@ class LakeSettings(BaseModel):
     region: str = "us-east-1"
     profile: str | None = Field(None, description="AWS profile; default: the usual chain.")
     sse: Literal["none", "AES256", "aws:kms"] = Field(
-        "none", description="Server-side encryption of lake objects: SSE-S3 or SSE-KMS."
+        "AES256", description="Server-side encryption of lake objects: SSE-S3 or SSE-KMS."
     )
     kms_key_id: str | None = Field(None, description="KMS key for sse=aws:kms.")
     compression: Literal["zstd", "snappy", "gzip", "none"] = "zstd"
@@ -165,19 +178,24 @@ class LakeSettings(BaseModel):
 
 class AlertSettings(BaseModel):
     """Where the monitors' alerts go besides the alert log and the lake: a signed webhook and
-    an SNS topic, each optional. Review texts reach a receiver only with its ``include_text``."""
+    an SNS topic, each optional. Review texts and evidence terms (words from reviews) reach a
+    receiver only with its ``include_text``."""
 
-    webhook_url: str | None = Field(None, description="POST each alert here (JSON).")
+    webhook_url: SecretStr | None = Field(
+        None, description="POST each alert here (JSON); secret: its path often is a token."
+    )
     webhook_secret: SecretStr | None = Field(
         None, description="HMAC-SHA256 key of the X-Sentiment-Signature header."
     )
-    webhook_include_text: bool = Field(False, description="Send review texts to the webhook.")
+    webhook_include_text: bool = Field(
+        False, description="Send review texts and terms to the webhook."
+    )
     webhook_timeout_s: float = Field(10.0, gt=0)
     webhook_max_attempts: int = Field(6, ge=1, description="Tries per alert (with backoff).")
     sns_topic_arn: str | None = Field(None, description="Publish each alert to this topic.")
     sns_region: str = "us-east-1"
     sns_endpoint_url: str | None = Field(None, description="SNS-API server; default: AWS.")
-    sns_include_text: bool = Field(False, description="Send review texts to SNS.")
+    sns_include_text: bool = Field(False, description="Send review texts and terms to SNS.")
 
 
 class Settings(BaseSettings):

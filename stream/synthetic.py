@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 
+from monitors.catalog import CATEGORY_WEIGHTS, STEADY_MIX
 from stream.events import CHANNELS, Reason, ReviewEvent
 
 __all__ = [
@@ -60,29 +61,6 @@ DEFAULT_START: Final = datetime(2026, 1, 1, tzinfo=UTC)
 
 #: The smallest ``max_text_bytes`` the generator accepts (every valid text is cut to fit).
 MIN_TEXT_BYTES: Final = 500
-
-#: Share of each product category in the stream: real shops sell far more dresses than
-#: leggings, flattened here so that every category sees enough reviews to be monitored.
-CATEGORY_WEIGHTS: Final[Mapping[str, float]] = {
-    "Dresses": 0.14,
-    "Knits": 0.11,
-    "Blouses": 0.09,
-    "Sweaters": 0.07,
-    "Pants": 0.06,
-    "Jeans": 0.06,
-    "Fine gauge": 0.05,
-    "Skirts": 0.05,
-    "Jackets": 0.04,
-    "Outerwear": 0.04,
-    "Shorts": 0.04,
-    "Lounge": 0.04,
-    "Swim": 0.04,
-    "Sleep": 0.03,
-    "Trend": 0.03,
-    "Legwear": 0.03,
-    "Intimates": 0.02,
-    "Layering": 0.02,
-}
 
 #: Where reviews come from: mostly the web shop and the app.
 CHANNEL_WEIGHTS: Final[Mapping[str, float]] = {
@@ -121,7 +99,6 @@ MALFORMED_REASONS: Final[tuple[Reason, ...]] = tuple(
     r for r in Reason if r is not Reason.SCORING_REJECTED
 )
 
-_STEADY_MIX: Final = (0.20, 0.20, 0.60)  # negative, neutral, positive
 _T = TypeVar("_T")
 
 
@@ -152,7 +129,7 @@ class Scenario:
     description: str
     change_at: float | None = None
     affected_category: str = "all"
-    mix_before: tuple[float, float, float] = _STEADY_MIX
+    mix_before: tuple[float, float, float] = STEADY_MIX
     mix_after: tuple[float, float, float] | None = None
     length_factor_after: float = 1.0
     channel_mix_after: tuple[tuple[str, float], ...] | None = None

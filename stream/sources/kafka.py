@@ -1,10 +1,13 @@
-"""Kafka as a source for the core, through a faust stream with manual acknowledgements.
+"""Kafka as a source for the core: a consumer-group member that fetches in batches.
 
-faust commits an offset once every event up to it has been acknowledged; this adapter
-acknowledges an event only when the core commits its position, i.e. after every sink holds the
-batch, and then asks the consumer to commit at once. A crash or a rebalance therefore replays
-at most the batches still in flight, starting exactly at a batch boundary; ``on_rewind`` lets
-the lake drop what those batches had already written, so the replay leaves no duplicate.
+One :class:`KafkaBatchSource` serves one *generation*: the partitions the group assigned to
+this worker, from the moment they were assigned (or the pipeline restarted) until they are
+revoked (or the pipeline fails). A generation starts by reading each partition's committed
+offset from the broker and seeking there explicitly (:meth:`KafkaBatchSource.start`), so
+the core never assumes where the consumer resumed: what the lake holds beyond that offset is
+an uncommitted leftover, and ``on_rewind`` lets the lake drop it before the records come
+again. Commits are explicit and synchronous, per batch, and only ever for positions the
+sinks hold (the core decides which).
 """
 
 from __future__ import annotations
@@ -12,80 +15,136 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from aiokafka import TopicPartition
 from prometheus_client import Gauge
 
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
 
-__all__ = ["ConsumerLag", "FaustSource"]
+__all__ = ["ConsumerLag", "KafkaBatchSource", "committed_offsets"]
 
 log = logging.getLogger(__name__)
 
+Rewind = Callable[[SourcePosition], Awaitable[object]]
 
-class FaustSource:
-    """Adapts a faust agent's stream (``value_type=bytes``) to :class:`~stream.pipeline.Source`."""
+
+async def committed_offsets(consumer: Any, partitions: Sequence[Any]) -> dict[Any, int]:
+    """Each partition's committed offset for the consumer's group, or the log's first
+    offset where the group never committed (what ``auto_offset_reset=earliest`` reads)."""
+    out: dict[Any, int] = {}
+    missing = []
+    for tp in partitions:
+        committed = await consumer.committed(tp)
+        if committed is None:
+            missing.append(tp)
+        else:
+            out[tp] = int(committed)
+    if missing:
+        first = await consumer.beginning_offsets(missing)
+        out.update({tp: int(first[tp]) for tp in missing})
+    return out
+
+
+class KafkaBatchSource:
+    """The records of the partitions assigned to this worker, a fetch at a time.
+
+    ``consumer`` is a started ``AIOKafkaConsumer`` subscribed to ``topic`` with auto-commit
+    off. :meth:`batches` ends when :meth:`stop` is called (a rebalance or shutdown drains the
+    generation); :meth:`commit` commits positions the sinks hold, at once.
+    """
 
     def __init__(
         self,
-        stream: Any,
+        consumer: Any,
+        topic: str,
         *,
-        on_rewind: Callable[[SourcePosition], Awaitable[object]] | None = None,
-        commit_now: Callable[[], Awaitable[object]] | None = None,
+        max_records: int = 500,
+        poll_timeout_s: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._stream = stream
-        self._on_rewind = on_rewind
-        self._commit_now = commit_now
+        self._consumer = consumer
+        self._topic = topic
+        self._max_records = max_records
+        self._poll_ms = max(1, int(poll_timeout_s * 1000))
         self._clock = clock
-        self._pending: dict[tuple[str, str, str], deque[tuple[int, Any]]] = {}
-        self._next: dict[tuple[str, str, str], int] = {}
-        self.rewinds = 0
+        self._stopping = False
+        self.started_at: dict[tuple[str, str, str], int] = {}
 
-    async def records(self) -> AsyncIterator[RawRecord]:
-        async for event in self._stream.noack().events():
-            msg = event.message
-            pos = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
-            if self._next.get(pos.key) != msg.offset:
-                # First record of a partition since start or (re)assignment: the consumer
-                # resumed at the committed offset. Anything stored from there on is an
-                # uncommitted leftover that is about to be written again.
-                self.rewinds += 1
-                # Events of the old assignment will not be acknowledged: they come again.
-                self._pending[pos.key] = deque()
-                if self._on_rewind is not None:
-                    await self._on_rewind(pos)
-            self._next[pos.key] = msg.offset + 1
-            self._pending.setdefault(pos.key, deque()).append((msg.offset, event))
-            value = event.value
-            if not isinstance(value, bytes):
-                value = bytes(value) if value is not None else b""
-            yield RawRecord(
-                value=value,
-                position=pos,
-                received_at=datetime.fromtimestamp(self._clock(), UTC),
-                key=msg.key if isinstance(msg.key, bytes) else None,
+    async def start(self, on_rewind: Rewind | None = None) -> dict[tuple[str, str, str], int]:
+        """Seek every assigned partition to its committed offset and report each to
+        ``on_rewind``; returns (source, topic, partition) -> the offset the generation
+        starts at."""
+        assigned = sorted(
+            (tp for tp in self._consumer.assignment() if tp.topic == self._topic),
+            key=lambda tp: tp.partition,
+        )
+        offsets = await committed_offsets(self._consumer, assigned)
+        started: dict[tuple[str, str, str], int] = {}
+        for tp in assigned:
+            self._consumer.seek(tp, offsets[tp])
+            position = SourcePosition("kafka", tp.topic, str(tp.partition), offsets[tp])
+            started[position.key] = position.offset
+            if on_rewind is not None:
+                await on_rewind(position)
+        self.started_at = started
+        return started
+
+    def stop(self) -> None:
+        """End :meth:`batches` after the fetch in progress."""
+        self._stopping = True
+
+    async def batches(self) -> AsyncIterator[Sequence[RawRecord]]:
+        """Chunks of at most ``max_records``, taken evenly from every assigned partition that
+        has records buffered: a backlog is read at the same pace on every partition, so event
+        time moves forward together across them (the monitors' watermark is their minimum)."""
+        while not self._stopping:
+            held = sorted(
+                (tp for tp in self._consumer.assignment() if tp.topic == self._topic),
+                key=lambda tp: tp.partition,
             )
+            share = max(1, self._max_records // max(1, len(held)))
+            fetched: dict[Any, list[Any]] = {}
+            for tp in held:
+                got = await self._consumer.getmany(tp, timeout_ms=0, max_records=share)
+                fetched.update(got)
+            if not any(fetched.values()):
+                fetched = await self._consumer.getmany(timeout_ms=self._poll_ms, max_records=share)
+            if not any(fetched.values()) or self._stopping:
+                continue
+            received = datetime.fromtimestamp(self._clock(), UTC)
+            chunk: list[RawRecord] = []
+            for tp, messages in fetched.items():
+                partition = str(tp.partition)
+                chunk.extend(
+                    RawRecord(
+                        value=m.value if m.value is not None else b"",
+                        position=SourcePosition("kafka", tp.topic, partition, m.offset),
+                        received_at=received,
+                        key=m.key,
+                    )
+                    for m in messages
+                )
+            yield chunk
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
-        for key, pos in positions.items():
-            pending = self._pending.get(key)
-            while pending and pending[0][0] <= pos.offset:
-                _offset, event = pending.popleft()
-                event.ack()
-        if self._commit_now is not None:
-            # Commit now rather than on faust's timer, so the committed offset is always a
-            # batch boundary the sinks hold (what makes rewinding to it exact).
-            await self._commit_now()
+        """Commit each partition past ``position`` (the next offset to read)."""
+        offsets = {
+            TopicPartition(pos.stream, int(pos.partition)): pos.offset + 1
+            for pos in positions.values()
+        }
+        if offsets:
+            await self._consumer.commit(offsets)
 
 
 class ConsumerLag:
-    """Sets ``gauge{partition}`` to highwater minus position for each partition of ``topic``
-    that a faust consumer holds, and drops the partitions it no longer holds."""
+    """Sets ``gauge{partition}`` to the log end offset minus the group's *committed* offset
+    for each partition of ``topic`` that the consumer holds, and drops the partitions it no
+    longer holds. Committed, not fetched: a worker that reads but cannot store (and so cannot
+    commit) shows its lag growing."""
 
     def __init__(self, topic: str, gauge: Gauge, timeout_s: float = 5.0) -> None:
         self._topic = topic
@@ -96,16 +155,18 @@ class ConsumerLag:
     async def update(self, consumer: Any) -> None:
         seen: set[str] = set()
         try:
-            for tp in sorted(consumer.assignment()):
-                if tp.topic != self._topic:
-                    continue
-                high = consumer.highwater(tp)
-                position = await asyncio.wait_for(consumer.position(tp), self._timeout)
-                if high is None or position is None:
-                    continue  # nothing fetched from this partition yet
-                self._gauge.labels(str(tp.partition)).set(max(0, high - position))
-                seen.add(str(tp.partition))
-        except Exception:  # a rebalance or a consumer not started yet: try again next time
+            held = sorted(
+                (tp for tp in consumer.assignment() if tp.topic == self._topic),
+                key=lambda tp: tp.partition,
+            )
+            if held:
+                ends = await asyncio.wait_for(consumer.end_offsets(held), self._timeout)
+                committed = await asyncio.wait_for(committed_offsets(consumer, held), self._timeout)
+                for tp in held:
+                    lag = max(0, int(ends[tp]) - committed[tp])
+                    self._gauge.labels(str(tp.partition)).set(lag)
+                    seen.add(str(tp.partition))
+        except Exception:
             log.debug("consumer lag not available now", exc_info=True)
             return
         for gone in self._reported - seen:

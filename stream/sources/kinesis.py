@@ -18,10 +18,12 @@ A reader loops on ``GetRecords`` (``Limit`` = ``records_per_call``). After a cal
 returned a full page, or records while the shard is behind, it waits ``min_call_interval_s``
 (AWS allows five calls per second per shard); otherwise ``poll_interval_s``. Throttling
 (``ProvisionedThroughputExceededException``, ``LimitExceededException``, KMS throttling),
-5xx answers and lost connections are retried with capped exponential backoff and jitter, the
-shard's other readers carrying on; an expired iterator is fetched again after the last record
-read. Records go through one bounded queue, so a slow pipeline stops every reader
-(backpressure) instead of buffering.
+5xx answers and lost connections are retried with capped exponential backoff and jitter
+(:mod:`stream.retry`), the shard's other readers carrying on; an expired iterator is fetched
+again after the last record read. Each shard's records go through a bounded queue of their
+own, so a slow pipeline stops every reader (backpressure) instead of buffering; the consumer
+takes them evenly from every shard with records waiting, so event time advances together
+across shards.
 
 Checkpoints
 -----------
@@ -51,27 +53,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-)
+from botocore.exceptions import ClientError
 
-from sinks.retry import Backoff, error_code, retriable
 from stream.checkpoints import CheckpointStore, ShardCheckpoint
-from stream.errors import ConfigurationError
+from stream.errors import ConfigurationError, ServiceUnavailable
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
+from stream.retry import Backoff, error_code, retriable, retrying, throttled
 from stream.settings import KinesisSettings
 
 __all__ = [
     "SOURCE",
-    "Backoff",
     "KinesisSource",
     "ShardInfo",
     "ensure_stream",
-    "error_code",
-    "is_retriable",
-    "is_throttling",
     "kinesis_client",
     "readable_shards",
     "shards_from_listing",
@@ -81,35 +76,7 @@ _log = logging.getLogger(__name__)
 
 SOURCE = "kinesis"
 
-#: Error codes that mean "too many requests: slow down".
-THROTTLING_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "LimitExceededException",
-        "ThrottlingException",
-        "Throttling",
-        "KMSThrottlingException",
-        "RequestLimitExceeded",
-        "SlowDown",
-    }
-)
-#: Error codes of the service's own trouble (5xx).
-SERVER_CODES = frozenset(
-    {"InternalFailure", "InternalFailureException", "ServiceUnavailable", "InternalError"}
-)
-
 InitialPosition = Literal["TRIM_HORIZON", "LATEST"]
-
-
-def is_throttling(err: BaseException) -> bool:
-    return error_code(err) in THROTTLING_CODES
-
-
-def is_retriable(err: BaseException) -> bool:
-    """Whether waiting may help: throttling, 5xx, no connection, timeouts."""
-    if retriable(err, THROTTLING_CODES | SERVER_CODES):
-        return True
-    return isinstance(err, BotoCoreError) and "connect" in type(err).__name__.lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,11 +114,10 @@ def readable_shards(
     )
 
 
-class _Failure:
-    """A reader's or the supervisor's fatal error, passed to the consumer through the queue."""
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
+#: records taken from one shard before the next shard's turn
+_TURN = 50
+#: how long the first record waits for every shard's first GetRecords answer
+_FIRST_WAIT_S = 5.0
 
 
 class KinesisSource:
@@ -215,7 +181,10 @@ class KinesisSource:
         self._read_last: dict[str, int] = {}
         self._seen: set[str] = set()
         self._latest_at_start: set[str] = set()
-        self._queue: asyncio.Queue[RawRecord | _Failure] = asyncio.Queue(queue_records)
+        self._queues: dict[str, asyncio.Queue[RawRecord]] = {}
+        self._answered: set[str] = set()  # shards whose first GetRecords came back
+        self._failure: BaseException | None = None
+        self._ready = asyncio.Event()  # a reader queued records, answered, or failed
         self._wake = asyncio.Event()
         self._save_lock = asyncio.Lock()
         self._running = False
@@ -228,44 +197,70 @@ class KinesisSource:
     # -- the Source protocol ------------------------------------------------------------
 
     async def records(self) -> AsyncGenerator[RawRecord, None]:
+        """Records of every shard, merged evenly: up to ``_TURN`` records of each shard with
+        records waiting, in turn, so event time advances together across shards (the
+        monitors' watermark is their minimum). The first record waits (at most
+        ``_FIRST_WAIT_S``) until every shard being read has answered once."""
         if self._running:
             raise RuntimeError("KinesisSource.records() is already running")
         self._running = True
-        queue: asyncio.Queue[RawRecord | _Failure] = asyncio.Queue(self._queue_size)
-        self._queue = queue
+        self._queues = {}
+        self._answered = set()
+        self._failure = None
         self._checkpoints = await self._store.load()
         fresh = not self._checkpoints
         self._finished = {s for s, cp in self._checkpoints.items() if cp.ended}
         readers: dict[str, asyncio.Task[None]] = {}
         supervisor = asyncio.create_task(self._supervise(fresh, readers), name="kinesis-shards")
         try:
+            await self._first_answers(readers)
             while True:
-                item = await queue.get()
-                if isinstance(item, _Failure):
-                    raise item.error
-                shard = item.position.partition
-                if shard not in self._seen:
-                    # First record of this shard in this process: the checkpoint (or the
-                    # shard's start) is where the lake's committed data ends.
-                    self._seen.add(shard)
-                    self.rewinds += 1
-                    dropped = None
-                    if self._on_rewind is not None:
-                        dropped = await self._on_rewind(item.position)
-                    _log.info(
-                        "shard %s of %s: first record %d (lake rewind dropped %s files)",
-                        shard,
-                        self.stream,
-                        item.position.offset,
-                        dropped,
-                    )
-                yield item
+                if self._failure is not None:
+                    raise self._failure
+                self._ready.clear()
+                taken = 0
+                for shard, queue in list(self._queues.items()):
+                    for _ in range(min(queue.qsize(), _TURN)):
+                        item = queue.get_nowait()
+                        taken += 1
+                        if shard not in self._seen:
+                            await self._first_record(item)
+                        yield item
+                if not taken:
+                    await self._ready.wait()
         finally:
             tasks = [supervisor, *readers.values()]
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._running = False
+
+    async def _first_answers(self, readers: Mapping[str, asyncio.Task[None]]) -> None:
+        deadline = time.monotonic() + _FIRST_WAIT_S
+        while self._failure is None and time.monotonic() < deadline:
+            if readers and set(readers) <= self._answered:
+                return
+            self._ready.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    await self._ready.wait()
+
+    async def _first_record(self, item: RawRecord) -> None:
+        # First record of this shard in this process: the checkpoint (or the shard's start)
+        # is where the lake's committed data ends.
+        shard = item.position.partition
+        self._seen.add(shard)
+        self.rewinds += 1
+        dropped = None
+        if self._on_rewind is not None:
+            dropped = await self._on_rewind(item.position)
+        _log.info(
+            "shard %s of %s: first record %d (lake rewind dropped %s files)",
+            shard,
+            self.stream,
+            item.position.offset,
+            dropped,
+        )
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
         """Every record up to each position is held by every sink: checkpoint it (and mark
@@ -349,7 +344,9 @@ class KinesisSource:
             await self._fail(err)
 
     async def _fail(self, err: BaseException) -> None:
-        await self._queue.put(_Failure(err))
+        if self._failure is None:
+            self._failure = err
+        self._ready.set()
 
     async def _list_shards(self) -> dict[str, ShardInfo]:
         raw: list[Mapping[str, Any]] = []
@@ -373,22 +370,20 @@ class KinesisSource:
                 return shards_from_listing(raw)
 
     async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]]) -> Any:
-        attempt = 0
-        while True:
-            try:
-                return await call()
-            except (ClientError, BotoCoreError, OSError) as err:
-                if not is_retriable(err):
-                    raise
-                if is_throttling(err):
-                    self.throttled += 1
-                self.retries += 1
-                delay = self._backoff.delay(attempt, self._rng)
-                attempt += 1
-                _log.warning(
-                    "%s on %s failed (%s); retrying in %.2fs", what, self.stream, err, delay
-                )
-                await self._sleep(delay)
+        def count(err: BaseException, delay: float) -> None:
+            self.retries += 1
+            if throttled(err):
+                self.throttled += 1
+
+        return await retrying(
+            call,
+            what=f"{what} on {self.stream}",
+            backoff=self._backoff,
+            sleep=self._sleep,
+            rng=self._rng.random,
+            on_retry=count,
+            log=_log,
+        )
 
     # -- one shard ------------------------------------------------------------------------
 
@@ -434,7 +429,7 @@ class KinesisSource:
             await self._fail(err)
 
     async def _read(self, shard: str) -> None:
-        queue = self._queue
+        queue = self._queues.setdefault(shard, asyncio.Queue(self._queue_size))
         iterator = await self._iterator(shard)
         while iterator is not None:
             try:
@@ -454,6 +449,8 @@ class KinesisSource:
                     break
                 raise
             records = resp.get("Records", [])
+            self._answered.add(shard)
+            self._ready.set()
             for r in records:
                 seq = int(r["SequenceNumber"])
                 key = r.get("PartitionKey")
@@ -466,6 +463,7 @@ class KinesisSource:
                     )
                 )
                 self._read_last[shard] = seq
+                self._ready.set()
             for child in resp.get("ChildShards") or []:
                 sid = str(child["ShardId"])
                 self._shards.setdefault(sid, ShardInfo(sid, tuple(child.get("ParentShards", []))))
@@ -517,35 +515,45 @@ async def ensure_stream(
     """Create ``stream_name`` with ``shards`` shards unless it exists, and wait until it is
     ACTIVE (or UPDATING: readable and writable). Waits for a server that is still starting.
     Returns whether this call created it."""
-    backoff = backoff or Backoff(max_s=5.0)
-    rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
-    deadline = time.monotonic() + timeout_s
     created = False
-    attempt = 0
-    while True:
+
+    async def ready() -> None:
+        nonlocal created
         try:
             summary = await client.describe_stream_summary(StreamName=stream_name)
-            status = summary["StreamDescriptionSummary"]["StreamStatus"]
-            if status in ("ACTIVE", "UPDATING"):
-                return created
         except ClientError as err:
             if error_code(err) != "ResourceNotFoundException":
-                if not is_retriable(err):
+                raise
+            try:
+                await client.create_stream(StreamName=stream_name, ShardCount=shards)
+            except ClientError as create_err:
+                if error_code(create_err) != "ResourceInUseException":
                     raise
             else:
-                try:
-                    await client.create_stream(StreamName=stream_name, ShardCount=shards)
-                    created = True
-                    _log.info("created Kinesis stream %s with %d shards", stream_name, shards)
-                except ClientError as create_err:
-                    if error_code(create_err) != "ResourceInUseException":
-                        raise
-        except (BotoCoreError, OSError) as err:
-            if not is_retriable(err) and not isinstance(err, BotoCoreError):
-                raise
-        if time.monotonic() > deadline:
-            raise ConfigurationError(
-                f"Kinesis stream {stream_name!r} did not become ACTIVE in {timeout_s:.0f}s"
-            )
-        await asyncio.sleep(backoff.delay(attempt, rng))
-        attempt += 1
+                created = True
+                _log.info("created Kinesis stream %s with %d shards", stream_name, shards)
+            raise _NotActive(f"Kinesis stream {stream_name!r} is being created") from None
+        status = summary["StreamDescriptionSummary"]["StreamStatus"]
+        if status not in ("ACTIVE", "UPDATING"):
+            raise _NotActive(f"Kinesis stream {stream_name!r} is {status}")
+
+    try:
+        await retrying(
+            ready,
+            what=f"waiting for Kinesis stream {stream_name}",
+            backoff=backoff or Backoff(max_s=5.0),
+            give_up_after_s=timeout_s,
+            rng=(rng or random.Random()).random,  # noqa: S311 - jitter, not secrets
+            log=None,
+        )
+    except Exception as err:
+        if not retriable(err):
+            raise
+        raise ConfigurationError(
+            f"Kinesis stream {stream_name!r} did not become ACTIVE in {timeout_s:.0f}s"
+        ) from err
+    return created
+
+
+class _NotActive(ServiceUnavailable):
+    """The stream exists but is not readable yet (CREATING): ask again."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +23,10 @@ from botocore.exceptions import ClientError
 from endpoint.inference import default_model_dir
 from endpoint.model import SentimentModel
 from endpoint.server import MAX_BODY_BYTES
+from stream.endpoint_client import EndpointScorer
+from stream.errors import ConfigurationError
+from stream.settings import EndpointSettings
+from stream.synthetic import generate
 from tests.servers.endpoint import EndpointServer, children_of, http_status
 from tests.servers.ports import free_port
 
@@ -299,3 +304,141 @@ def test_broken_model_directory_fails_at_start(tmp_path: Path) -> None:
     server = EndpointServer("--model-dir", str(tmp_path), workers=1, start_timeout_s=30)
     with pytest.raises(RuntimeError, match=r"exited \(2\).*model file missing"):
         server.__enter__()
+
+
+# -- hostile requests: deep JSON, stalled bodies ---------------------------------------------
+
+DEEP = b"[" * 200_000 + b"]" * 200_000
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (DEEP, "application/json"),
+        (b'{"instances": ' + DEEP + b"}", "application/json"),
+        (b'"fine"\n' + DEEP + b"\n", "application/jsonlines"),
+    ],
+)
+def test_json_nested_too_deeply_is_a_short_400(
+    server: EndpointServer, client: Any, body: bytes, content_type: str
+) -> None:
+    with pytest.raises(ClientError) as info:
+        client.invoke_endpoint(EndpointName="any", Body=body, ContentType=content_type)
+    assert_validation_error(client, info, 400)
+    message = info.value.response["Error"]["Message"]
+    assert "nested too deeply" in message
+    assert len(message) < 200 and "Recursion" not in message
+    status, _, raw = post(server.url + "/invocations", body, {"Content-Type": content_type})
+    assert status == 400
+    doc = json.loads(raw)
+    assert doc["__type"] == "ValidationError" and "nested too deeply" in doc["message"]
+    assert b"Traceback" not in raw and len(raw) < 300
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes the connection (fails after 60 s)."""
+    sock.settimeout(60)
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_a_stalled_body_is_answered_408_and_closed_while_others_are_served() -> None:
+    with EndpointServer("--body-timeout", "1", workers=1) as s:
+        with socket.create_connection(("127.0.0.1", s.port)) as stalled:
+            stalled.sendall(
+                b"POST /invocations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n["only part of it'
+            )
+            # The one worker still answers others while that body is missing.
+            status, _, body = post(
+                s.url + "/invocations", b'["fine"]', {"Content-Type": "application/json"}
+            )
+            assert status == 200 and json.loads(body)["predictions"]
+            answer = read_until_closed(stalled)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+        assert b"RequestTimeout" in answer
+        assert http_status(s.url + "/ping") == 200
+
+
+def test_a_connection_that_stalls_in_its_headers_is_closed() -> None:
+    with (
+        EndpointServer("--idle-timeout", "1", workers=1) as s,
+        socket.create_connection(("127.0.0.1", s.port)) as stalled,
+    ):
+        stalled.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n")
+        answer = read_until_closed(stalled)
+        assert not answer.startswith(b"HTTP/1.1 2"), answer[:200]
+
+
+# -- the optional bearer token ---------------------------------------------------------------
+
+TOKEN = "s3cr3t-t0ken-for-the-test"  # noqa: S105 - a throwaway token
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointServer]:
+    path = tmp_path_factory.mktemp("token") / "token"
+    path.write_text(TOKEN + "\n")
+    with EndpointServer("--auth-token-file", str(path), workers=1) as s:
+        yield s
+
+
+def invoke_status(url: str, authorization: str | None) -> tuple[int, dict[str, Any]]:
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    status, _, body = post(url, b'["fine"]', headers)
+    return status, json.loads(body)
+
+
+def test_with_a_token_file_every_invocation_needs_the_bearer_token(
+    token_server: EndpointServer,
+) -> None:
+    assert http_status(token_server.url + "/ping") == 200  # the health check stays open
+    for route in ("/invocations", "/endpoints/any/invocations"):
+        url = token_server.url + route
+        status, doc = invoke_status(url, None)
+        assert (status, doc["__type"]) == (401, "MissingAuthenticationToken")
+        assert TOKEN not in json.dumps(doc)
+        status, doc = invoke_status(url, "Bearer not-the-token")
+        assert (status, doc["__type"]) == (401, "UnrecognizedClientException")
+        assert TOKEN not in json.dumps(doc)
+        assert invoke_status(url, f"Basic {TOKEN}")[0] == 401
+        status, doc = invoke_status(url, f"Bearer {TOKEN}")
+        assert status == 200 and len(doc["predictions"]) == 1
+    assert http_status(token_server.url + "/execution-parameters") == 401
+    assert TOKEN not in token_server.log()
+
+
+def test_the_token_can_come_from_the_environment() -> None:
+    with EndpointServer(workers=1, env={"ENDPOINT_AUTH_TOKEN": TOKEN}) as s:
+        assert invoke_status(s.url + "/invocations", None)[0] == 401
+        assert invoke_status(s.url + "/invocations", f"Bearer {TOKEN}")[0] == 200
+
+
+def test_an_empty_token_file_refuses_to_start(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("\n")
+    server = EndpointServer("--auth-token-file", str(tmp_path / "token"), workers=1)
+    with pytest.raises(RuntimeError, match=r"exited \(2\).*is empty"):
+        server.__enter__()
+
+
+async def test_the_stream_scorer_sends_the_configured_token(
+    token_server: EndpointServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    events = [r.event for r in generate("steady", events=30, seed=5) if r.event is not None]
+    settings = EndpointSettings(
+        mode="sagemaker", name="review-sentiment", url=token_server.url, auth_token=TOKEN
+    )
+    async with EndpointScorer(settings) as scorer:
+        result = await scorer.score(events)
+    assert len(result.predictions) == len(events)
+    without = settings.model_copy(update={"auth_token": None})
+    async with EndpointScorer(without) as scorer:
+        with pytest.raises(ConfigurationError):
+            await scorer.score(events)

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from stream.checkpoints import CheckpointConflict, ShardCheckpoint, open_checkpoint_store
+from stream.checkpoints import ShardCheckpoint, open_checkpoint_store
+from stream.errors import CheckpointConflict
 from stream.producer import publish
 from stream.producer_kinesis import KinesisReviewProducer
 from stream.settings import KinesisSettings
@@ -361,3 +362,41 @@ async def test_s3_checkpoints_refuse_a_second_writer(
                 await other.save(cps)
     body = seaweedfs.client().get_object(Bucket=s3_bucket, Key="checkpoints/reviews.json")  # type: ignore[attr-defined]
     assert json.loads(body["Body"].read())["shards"]["shardId-000000000002"]["sequence"] == "7"
+
+
+SEEN = ("sentiment_monitor_events_total", "sentiment_monitor_late_events_total")
+
+
+def wait_for_seen(w: Workers, name: str, at_least: float, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    value = 0.0
+    while time.monotonic() < deadline:
+        value = w.metric(name, *SEEN)
+        if value >= at_least:
+            return value
+        time.sleep(0.5)
+    pytest.fail(f"{name} saw {value} < {at_least} events\n{w.logs()}")
+
+
+async def test_monitor_state_survives_a_worker_kill(workers: Workers) -> None:
+    await asyncio.to_thread(workers.server.create_stream, workers.stream, 2)
+    first, second = records(3_000, seed=41), records(600, seed=42)
+    workers.env_extra["SENTIMENT_MONITOR__STATE_SAVE_S"] = "0.5"
+    workers.env_extra["SENTIMENT_MONITOR__BASELINE_EVENTS"] = "1000"
+    workers.start("w1")
+    await asyncio.to_thread(wait_for_log, workers, "w1", "reading shard")
+    await produce(workers, first)
+    await asyncio.to_thread(wait_for_reviews, workers, 2_800)
+    seen = await asyncio.to_thread(wait_for_seen, workers, "w1", 2_800)
+    await asyncio.sleep(3)  # commits after the last batch save the state
+    assert workers.metric("w1", "sentiment_baseline_ready") == 1
+    workers.kill("w1")
+    workers.start("w2")
+    await asyncio.to_thread(wait_for_log, workers, "w2", "reading shard")
+    await produce(workers, second)
+    total = sum(r.event is not None for r in first + second)
+    await asyncio.to_thread(wait_for_lake, workers, total, 240)
+    # The new worker continued the old one's counts and baseline: it has seen more events
+    # than were published since it started.
+    await asyncio.to_thread(wait_for_seen, workers, "w2", seen + 500)
+    assert workers.metric("w2", "sentiment_baseline_ready") == 1

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sinks.webhook import alert_labels
+from sinks.alert_format import alert_labels
 from stream.events import Alert, Severity
 
 pytestmark = pytest.mark.integration

@@ -316,7 +316,7 @@ async def test_the_store_stops_mid_run_and_nothing_is_lost(own_seaweedfs: Seawee
 
 
 async def test_a_stopped_writer_gives_up_waiting(own_seaweedfs: SeaweedFS) -> None:
-    from sinks.s3 import LakeUnavailable
+    from stream.errors import LakeUnavailable
 
     writer = S3LakeWriter("gone", PREFIX, session=session_of(own_seaweedfs), backoff=FAST)
     await asyncio.to_thread(own_seaweedfs.stop, kill=True)

@@ -1,7 +1,7 @@
 """The in-app alert notifiers against real receivers: a local HTTP server for the webhook
-(signature, texts withheld unless allowed, retries, final failures), the ``run`` command with a
-webhook configured, and SNS on ``moto_server`` (delivered to an SQS queue subscribed to the
-topic)."""
+(signature, review texts and terms withheld unless allowed, retries, final failures, URLs
+redacted in logs), the ``run`` command with a webhook configured, and SNS on ``moto_server``
+(delivered to an SQS queue subscribed to the topic)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -18,8 +19,9 @@ from typing import Any
 
 import pytest
 
+from sinks.alert_format import SIGNATURE_HEADER, strip_private
 from sinks.sns import SnsAlertSink
-from sinks.webhook import SIGNATURE_HEADER, WebhookAlertSink, build_notifiers, strip_text
+from sinks.webhook import WebhookAlertSink, build_notifiers
 from stream.events import Alert, Severity
 from stream.settings import AlertSettings
 from stream.synthetic import generate
@@ -63,7 +65,7 @@ def signature_ok(body: bytes, header: str) -> bool:
     return hmac.compare_digest(expected, header)
 
 
-async def test_signed_alert_reaches_the_receiver_without_review_texts() -> None:
+async def test_signed_alert_reaches_the_receiver_without_review_words() -> None:
     with WebhookReceiver() as receiver:
         async with WebhookAlertSink(receiver.url + "/hook", secret=SECRET) as sink:
             await sink.emit([alert()])
@@ -80,11 +82,12 @@ async def test_signed_alert_reaches_the_receiver_without_review_texts() -> None:
     }
     assert doc["alert_id"] == request.headers["x-sentiment-alert-id"] == alert().alert_id
     assert doc["status"] == "firing"
-    # no review text anywhere; ids and terms stay
+    # no review text and no evidence term (words from reviews) anywhere; ids stay
     assert REVIEW_TEXT.encode() not in request.body
     assert b"review_text" not in request.body
+    assert b"itchy" not in request.body
     assert doc["evidence"]["example_review_ids"] == ["r-1", "r-2"]
-    assert doc["evidence"]["terms"] == [{"term": "itchy", "z": 4.2}]
+    assert "terms" not in doc["evidence"]
     assert doc["evidence"]["examples"] == [{"review_id": "r-1"}]
     assert "text" not in doc["evidence"] and "negative_texts" not in doc["evidence"]
     assert sink.delivered == 1 and sink.failed == 0
@@ -99,6 +102,7 @@ async def test_a_receiver_configured_for_texts_gets_them() -> None:
     evidence = request.json()["evidence"]
     assert evidence["examples"][0]["review_text"] == REVIEW_TEXT
     assert evidence["text"] == REVIEW_TEXT
+    assert evidence["terms"] == [{"term": "itchy", "z": 4.2}]
 
 
 async def test_tampered_body_fails_the_signature() -> None:
@@ -153,16 +157,52 @@ async def test_an_unreachable_receiver_never_holds_the_stream() -> None:
         await sink.emit([alert()])
 
 
-def test_strip_text_removes_text_fields_at_any_depth() -> None:
+def test_strip_private_removes_text_and_term_fields_at_any_depth() -> None:
     doc = {
         "summary": "kept",
         "review_text": "x",
         "a": [{"text": "x", "id": 1}, {"b": {"texts": ["x"], "c_text": "x", "context": "kept"}}],
+        "terms": [{"term": "x", "z": 1.0}],
+        "evidence": {"top_terms": ["x"], "term": "x", "terminal": "kept", "determs": "kept"},
     }
-    assert strip_text(doc) == {
+    assert strip_private(doc) == {
         "summary": "kept",
         "a": [{"id": 1}, {"b": {"context": "kept"}}],
+        "evidence": {"terminal": "kept", "determs": "kept"},
     }
+
+
+async def test_logs_name_the_receiver_without_credentials_or_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    user, password, token = "hookuser", "hunter2-pass", "T0KEN-abc123"
+    with WebhookReceiver(fail_first=10, fail_status=503) as receiver:
+        host = receiver.url.removeprefix("http://")
+        url = f"http://{user}:{password}@{host}/services/{token}?key={token}"
+        with caplog.at_level(logging.DEBUG):
+            async with WebhookAlertSink(url, max_attempts=3, backoff_s=0.0) as sink:
+                await sink.emit([alert()])
+                assert token not in repr(sink) and password not in repr(sink)
+        assert receiver.attempts == 3
+        # the receiver was really called at the full URL, with the credentials
+        assert receiver.requests[0].path == f"/services/{token}?key={token}"
+        assert receiver.requests[0].headers["authorization"].startswith("Basic ")
+    # an unreachable receiver fails with a connection error: its message is redacted too
+    unreachable = f"http://{user}:{password}@127.0.0.1:{free_port()}/services/{token}"
+    with caplog.at_level(logging.DEBUG):
+        async with WebhookAlertSink(unreachable, max_attempts=2, backoff_s=0.0) as other:
+            await other.emit([alert()])
+    assert (sink.failed, other.failed) == (1, 1)
+    logged = [r.getMessage() for r in caplog.records]
+    retries = [m for m in logged if "retry" in m]
+    failures = [m for m in logged if "not delivered after" in m]
+    assert len(retries) == 3 and len(failures) == 2
+    assert any(f"http://{host}" in m for m in retries)
+    for message in logged:
+        for secret in (user, password, token, "/services"):
+            assert secret not in message, message
+    for record in caplog.records:
+        assert record.exc_info is None  # no traceback whose messages could hold the URL
 
 
 def test_notifiers_come_from_the_settings() -> None:
@@ -232,9 +272,19 @@ async def test_sns_publishes_the_alert_with_its_identity(monkeypatch: pytest.Mon
         assert (sink.delivered, sink.failed) == (1, 0)
 
         messages = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5).get("Messages", [])
-    [message] = messages
+        [message] = messages
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        # a topic configured for texts gets the texts and the evidence terms
+        async with SnsAlertSink(topic, endpoint_url=moto.endpoint_url, include_text=True) as full:
+            await full.emit([alert()])
+        assert (full.delivered, full.failed) == (1, 0)
+        [with_text] = sqs.receive_message(QueueUrl=queue_url, WaitTimeSeconds=5)["Messages"]
     envelope = json.loads(message["Body"])
     assert REVIEW_TEXT not in envelope["Message"]
+    assert "itchy" not in envelope["Message"]
+    evidence = json.loads(json.loads(with_text["Body"])["Message"])["evidence"]
+    assert evidence["terms"] == [{"term": "itchy", "z": 4.2}]
+    assert evidence["text"] == REVIEW_TEXT
     doc = json.loads(envelope["Message"])
     assert doc["labels"]["alertname"] == "SentimentShift"
     assert doc["evidence"]["example_review_ids"] == ["r-1", "r-2"]

@@ -406,16 +406,30 @@ class KafkaBroker:
 
 
 async def create_topics(
-    bootstrap: str, names: Iterable[str], partitions: int = 1, *, within_s: float = 30.0
+    bootstrap: str,
+    names: Iterable[str],
+    partitions: int = 1,
+    *,
+    within_s: float = 30.0,
+    configs: Mapping[str, str] | None = None,
 ) -> None:
-    """Create topics with ``partitions`` partitions each (replication factor 1) and wait until
-    every partition has a leader, so producers and consumer groups see them at once."""
+    """Create topics with ``partitions`` partitions each (replication factor 1, topic
+    ``configs`` such as ``max.message.bytes``) and wait until every partition has a leader, so
+    producers and consumer groups see them at once."""
     wanted = list(names)
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1) for name in wanted]
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    topic_configs=dict(configs or {}),
+                )
+                for name in wanted
+            ]
         )
         deadline = time.monotonic() + within_s
         while True:

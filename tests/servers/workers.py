@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.servers.ports import free_port
 from tests.servers.process import terminate
 
-__all__ = ["WorkerProcesses"]
+__all__ = ["KafkaWorkers", "WorkerProcesses"]
 
 
 @dataclass
@@ -72,12 +73,15 @@ class WorkerProcesses:
         proc.send_signal(signal.SIGTERM)
         return proc.wait(60)
 
-    def stop_all(self) -> None:
+    def stop_all(self, timeout: float = 30) -> None:
+        """SIGTERM every running worker, then SIGKILL whichever still runs ``timeout`` s
+        after the signal (the workers stop side by side)."""
         for proc in self.procs.values():
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
         for proc in self.procs.values():
-            terminate(proc, 30)
+            terminate(proc, max(0.1, deadline - time.monotonic()))
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")
@@ -102,12 +106,53 @@ class WorkerProcesses:
         return self.metric(name, "sentiment_records_received_total")
 
     def table(self, top: str, columns: list[str]) -> dict[str, list[Any]]:
-        """Columns of the lake's ``reviews`` or ``dlq`` tables (empty before any file)."""
+        """Columns of the lake's ``reviews`` or ``dlq`` tables (empty before any file).
+
+        Read while workers write: a restarting worker deletes its uncommitted leftovers, so a
+        file listed may be gone when it is read; such a read is simply taken again."""
         path = self.lake / top
-        if not path.exists():
-            return {c: [] for c in columns}
-        table = ds.dataset(path, format="parquet", partitioning="hive").to_table(columns=columns)
-        return {c: table.column(c).to_pylist() for c in columns}
+        for attempt in range(20):
+            if not path.exists():
+                return {c: [] for c in columns}
+            dataset = ds.dataset(path, format="parquet", partitioning="hive")
+            if not dataset.files:
+                return {c: [] for c in columns}
+            try:
+                table = dataset.to_table(columns=columns)
+            except FileNotFoundError:
+                if attempt == 19:
+                    raise
+                time.sleep(0.2)
+                continue
+            return {c: table.column(c).to_pylist() for c in columns}
+        raise AssertionError("unreachable")
 
     def lake_ids(self) -> list[str]:
         return [str(x) for x in self.table("reviews", ["review_id"])["review_id"]]
+
+
+@dataclass(kw_only=True)
+class KafkaWorkers(WorkerProcesses):
+    """Kafka workers (``python -m stream worker``) of one consumer group on ``bootstrap``,
+    whose topics are named ``<group>.<name>``."""
+
+    bootstrap: str
+    group: str
+    partitions: int = 4
+    args: tuple[str, ...] = ("worker", "--loglevel", "warning")
+
+    def topic(self, name: str) -> str:
+        return f"{self.group}.{name}"
+
+    def transport_env(self) -> dict[str, str]:
+        return {
+            "SENTIMENT_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "SENTIMENT_KAFKA__GROUP_ID": self.group,
+            "SENTIMENT_KAFKA__PARTITIONS": str(self.partitions),
+            "SENTIMENT_KAFKA__REVIEWS_TOPIC": self.topic("reviews"),
+            "SENTIMENT_KAFKA__ENRICHED_TOPIC": self.topic("enriched"),
+            "SENTIMENT_KAFKA__DLQ_TOPIC": self.topic("dlq"),
+            "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
+            "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
+            "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": self.topic("state"),
+        }

@@ -15,11 +15,12 @@ from typing import Any
 
 import botocore.session
 import pytest
+from botocore.exceptions import ClientError
 from botocore.validate import ParamValidator
 from typer.testing import CliRunner
 
 from endpoint.artifact import build_artifact
-from endpoint.deploy import DeployOptions, execute, plan_deployment
+from endpoint.deploy import DeployOptions, _missing, execute, plan_deployment
 from endpoint.inference import default_model_dir
 from endpoint.model import SentimentModel
 from stream.cli import app
@@ -310,3 +311,18 @@ def test_the_plan_sent_to_a_server_creates_the_endpoint_once(
         assert execute(plan, session, echo=said.append) == "unchanged"
         assert len(sm.list_models()["Models"]) == 1
         assert len(sm.list_endpoint_configs()["EndpointConfigs"]) == 1
+
+
+def test_only_a_missing_resource_counts_as_missing() -> None:
+    def error(code: str, message: str) -> ClientError:
+        response: Any = {"Error": {"Code": code, "Message": message}}
+        return ClientError(response, "DescribeModel")
+
+    assert _missing(error("ValidationException", 'Could not find model "arn:aws:x".'))
+    assert _missing(error("ValidationException", "Could not find endpoint configuration 'c'."))
+    assert _missing(error("ResourceNotFound", "anything"))
+    # a malformed request, or another service's words, are not "missing"
+    assert not _missing(error("ValidationException", "1 validation error detected: ..."))
+    assert not _missing(error("AccessDeniedException", "model x does not exist or no access"))
+    assert not _missing(error("ThrottlingException", "Could not find capacity"))
+    assert not _missing(ValueError("Could not find"))

@@ -12,7 +12,6 @@ import yaml
 from typer.testing import CliRunner
 
 from stream.checkpoints import (
-    CheckpointConflict,
     LocalCheckpointStore,
     ShardCheckpoint,
     decode_checkpoints,
@@ -20,7 +19,7 @@ from stream.checkpoints import (
     open_checkpoint_store,
 )
 from stream.cli import app
-from stream.errors import ConfigurationError
+from stream.errors import CheckpointConflict, ConfigurationError
 from stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]

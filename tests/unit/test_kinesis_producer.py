@@ -18,7 +18,7 @@ from stream.producer_kinesis import (
     KinesisReviewProducer,
     partition_key,
 )
-from stream.sources.kinesis import Backoff
+from stream.retry import Backoff
 
 
 class ScriptedPut:

@@ -14,12 +14,10 @@ from botocore.exceptions import ClientError
 from stream.checkpoints import ShardCheckpoint
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
+from stream.retry import Backoff, retriable, throttled
 from stream.sources.kinesis import (
-    Backoff,
     KinesisSource,
     ShardInfo,
-    is_retriable,
-    is_throttling,
     readable_shards,
     shards_from_listing,
 )
@@ -152,12 +150,12 @@ def test_listing_and_readable_shards() -> None:
 
 
 def test_error_classification() -> None:
-    assert is_throttling(client_error("ProvisionedThroughputExceededException"))
-    assert is_throttling(client_error("LimitExceededException"))
-    assert is_retriable(client_error("InternalFailure", 500))
-    assert is_retriable(ConnectionResetError())
-    assert not is_retriable(client_error("AccessDeniedException"))
-    assert not is_retriable(client_error("ResourceNotFoundException"))
+    assert throttled(client_error("ProvisionedThroughputExceededException"))
+    assert throttled(client_error("LimitExceededException"))
+    assert retriable(client_error("InternalFailure", 500))
+    assert retriable(ConnectionResetError())
+    assert not retriable(client_error("AccessDeniedException"))
+    assert not retriable(client_error("ResourceNotFoundException"))
 
 
 async def test_throttled_reads_back_off_and_go_on() -> None:

@@ -13,9 +13,10 @@ from pydantic import ValidationError
 
 from sinks.lake import LocalLakeWriter
 from sinks.query import DuckDBLake
-from sinks.s3 import Backoff, Encryption, S3LakeWriter, parse_s3_url, retriable, s3_session
+from sinks.s3 import Backoff, Encryption, S3LakeWriter, parse_s3_url, s3_session
 from stream.errors import ConfigurationError
 from stream.lake_factory import build_lake_query, build_lake_sink
+from stream.retry import retriable
 from stream.settings import LakeSettings, Settings
 
 
@@ -87,7 +88,7 @@ def test_only_outages_are_retried() -> None:
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
     rng = random.Random(1)
     b = Backoff(initial_s=0.5, max_s=4.0, jitter=0.5)
-    delays = [b.delay(i, rng) for i in range(8)]
+    delays = [b.delay(i, rng.random) for i in range(8)]
     assert all(0.25 <= d <= 0.5 for d in delays[:1])
     assert all(2.0 <= d <= 4.0 for d in delays[4:])
 

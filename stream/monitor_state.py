@@ -1,0 +1,156 @@
+"""The monitors' saved state for paths that keep no topic for it (Kinesis).
+
+The Kafka path keeps the monitor suite's state in a compacted topic. A Kinesis worker keeps it
+beside its shard checkpoints: ``<location>/<stream>.monitor-state.json`` in a directory or an
+S3 prefix, replaced whole on each save (temp file + rename locally; one PutObject on S3).
+
+:class:`MonitorStateSaving` wraps the worker's source: before a commit it saves the state when
+``every_s`` has passed since the last save, and it saves once more when the run ends, so a
+restart (even after ``kill -9``) continues the counts and the baseline from at most
+``every_s`` before the last commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from stream.events import SourcePosition
+from stream.pipeline import RawRecord, Source
+
+__all__ = [
+    "LocalMonitorState",
+    "MonitorStateSaving",
+    "MonitorStateStore",
+    "S3MonitorState",
+    "monitor_state_store",
+]
+
+
+class MonitorStateStore(Protocol):
+    async def load(self) -> dict[str, Any] | None: ...
+
+    async def save(self, state: Mapping[str, Any]) -> None: ...
+
+
+def _name(stream: str) -> str:
+    return quote(stream, safe="") + ".monitor-state.json"
+
+
+class LocalMonitorState:
+    """The state in a local file, replaced atomically."""
+
+    def __init__(self, directory: Path, stream: str) -> None:
+        self.path = directory / _name(stream)
+
+    async def load(self) -> dict[str, Any] | None:
+        try:
+            data = await asyncio.to_thread(self.path.read_bytes)
+        except FileNotFoundError:
+            return None
+        state: dict[str, Any] = json.loads(data)
+        return state
+
+    async def save(self, state: Mapping[str, Any]) -> None:
+        data = json.dumps(state, separators=(",", ":")).encode()
+        await asyncio.to_thread(self._write, data)
+
+    def _write(self, data: bytes) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".", suffix=".state-tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+class S3MonitorState:
+    """The state in one S3 object (``client`` is a boto3 S3 client)."""
+
+    def __init__(self, client: Any, bucket: str, prefix: str, stream: str) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.key = f"{prefix.strip('/')}/{_name(stream)}".lstrip("/")
+
+    async def load(self) -> dict[str, Any] | None:
+        def get() -> bytes | None:
+            try:
+                resp = self._client.get_object(Bucket=self.bucket, Key=self.key)
+            except self._client.exceptions.NoSuchKey:
+                return None
+            data: bytes = resp["Body"].read()
+            return data
+
+        data = await asyncio.to_thread(get)
+        if data is None:
+            return None
+        state: dict[str, Any] = json.loads(data)
+        return state
+
+    async def save(self, state: Mapping[str, Any]) -> None:
+        data = json.dumps(state, separators=(",", ":")).encode()
+        await asyncio.to_thread(
+            self._client.put_object,
+            Bucket=self.bucket,
+            Key=self.key,
+            Body=data,
+            ContentType="application/json",
+        )
+
+
+def monitor_state_store(
+    location: str, stream: str, s3_client: Callable[[], Any]
+) -> MonitorStateStore:
+    """The store beside the checkpoints at ``location`` (a directory or ``s3://...``);
+    ``s3_client()`` makes the S3 client when needed."""
+    if not location.startswith("s3://"):
+        return LocalMonitorState(Path(location), stream)
+    bucket, _, prefix = location[len("s3://") :].partition("/")
+    return S3MonitorState(s3_client(), bucket, prefix, stream)
+
+
+class MonitorStateSaving:
+    """Wraps a source: saves ``state()`` before a commit when ``every_s`` has passed since the
+    last save, and at :meth:`close`."""
+
+    def __init__(
+        self,
+        inner: Source,
+        store: MonitorStateStore,
+        state: Callable[[], Mapping[str, Any]],
+        *,
+        every_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._inner = inner
+        self._store = store
+        self._state = state
+        self._every = every_s
+        self._clock = clock
+        self._last = clock()
+        self.saves = 0
+
+    def records(self) -> AsyncIterator[RawRecord]:
+        return self._inner.records()
+
+    async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
+        if self._clock() - self._last >= self._every:
+            await self.save()
+        await self._inner.commit(positions)
+
+    async def save(self) -> None:
+        await self._store.save(self._state())
+        self._last = self._clock()
+        self.saves += 1

@@ -1,0 +1,214 @@
+"""Event time across source partitions: a per-partition watermark, idle partitions, events from
+the future, and their state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from monitors import MonitorConfig, MonitorSuite
+from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
+from monitors.windows import AddResult, EventTimeWindows, to_us
+from stream.events import ScoredReview, SourcePosition
+
+T0 = datetime(2024, 3, 1, tzinfo=UTC)
+#: processing time of the backlog: long after its events
+P = T0 + timedelta(days=2)
+
+
+def _windows() -> EventTimeWindows:
+    return EventTimeWindows(
+        groups=1,
+        tumbling=timedelta(hours=1),
+        pane=timedelta(minutes=5),
+        allowed_lateness=timedelta(minutes=10),
+        idle_timeout=timedelta(minutes=1),
+        max_ahead=timedelta(days=1),
+    )
+
+
+def _feed(
+    w: EventTimeWindows,
+    minutes: range | list[int],
+    partition: str | None,
+    now: datetime = P,
+) -> AddResult:
+    t = np.array([to_us(T0 + timedelta(minutes=m)) for m in minutes], dtype=np.int64)
+    n = t.shape[0]
+    zeros = np.zeros(n, dtype=np.int64)
+    codes = None if partition is None else zeros
+    names = ("",) if partition is None else (partition,)
+    return w.add(t, zeros, zeros, zeros - 1, to_us(now), codes, names)
+
+
+def _backlog(w: EventTimeWindows, two_partitions: bool) -> int:
+    """Partition a reads 00:00-02:59 in two big batches, b the same span in three; returns
+    the late count."""
+    a, b = ("a", "b") if two_partitions else (None, None)
+    rounds = [
+        (range(0, 60), a),
+        (range(0, 5), b),
+        (range(60, 180), a),
+        (range(5, 120), b),
+        (range(120, 180), b),
+    ]
+    return sum(_feed(w, minutes, p).late for minutes, p in rounds)
+
+
+def test_a_backlog_read_at_two_speeds_is_not_late_per_partition() -> None:
+    # one stream: after a's second batch the watermark is 02:59 and windows 00:00 and 01:00
+    # have closed, so b's 115 events of 00:05-01:59 are late
+    assert _backlog(_windows(), two_partitions=False) == 115
+    # per partition: the watermark waits for b (00:04, then 01:59): nothing is late
+    w = _windows()
+    assert _backlog(w, two_partitions=True) == 0
+    assert w.accepted_total == 360
+    assert w.clock == to_us(T0 + timedelta(minutes=179))
+    # 02:59 - 10 min lateness: the windows before 02:00 have closed
+    assert w.closed_until == to_us(T0 + timedelta(hours=2)) // to_us(timedelta(hours=1))
+
+
+def test_the_watermark_is_the_slowest_partition() -> None:
+    w = _windows()
+    minutes = [*range(0, 60), *range(0, 5)]
+    t = np.array([to_us(T0 + timedelta(minutes=m)) for m in minutes], dtype=np.int64)
+    zeros = np.zeros(len(minutes), dtype=np.int64)
+    codes = np.array([0] * 60 + [1] * 5, dtype=np.int64)
+    res = w.add(t, zeros, zeros, zeros - 1, to_us(P), codes, ("a", "b"))
+    assert (res.late, res.out_of_order) == (0, 0)  # b's events are in order within b
+    assert w.clock == to_us(T0 + timedelta(minutes=4))
+    _feed(w, range(60, 180), "a")
+    assert w.clock == to_us(T0 + timedelta(minutes=4))
+    assert w.partitions == {
+        "a": (to_us(T0 + timedelta(minutes=179)), to_us(P), to_us(P)),
+        "b": (to_us(T0 + timedelta(minutes=4)), to_us(P), to_us(P)),
+    }
+
+
+def test_an_idle_partition_stops_holding_the_watermark() -> None:
+    w = _windows()
+    _backlog(w, two_partitions=True)
+    # b falls silent; a goes on two minutes later (b's own clock would be 03:01)
+    res = _feed(w, range(180, 240), "a", now=P + timedelta(minutes=2))
+    assert w.clock == to_us(T0 + timedelta(minutes=239))
+    assert [(c.start, c.counts.total) for c in res.closed] == [(T0 + timedelta(hours=2), 120)]
+
+
+def test_a_partition_within_the_idle_timeout_still_holds_it() -> None:
+    w = _windows()
+    _backlog(w, two_partitions=True)
+    res = _feed(w, range(180, 240), "a", now=P + timedelta(seconds=30))
+    # b: 02:59 + 30 s of processing time
+    assert w.clock == to_us(T0 + timedelta(minutes=179, seconds=30))
+    assert res.closed == []
+
+
+def test_a_future_event_never_moves_the_watermark() -> None:
+    w = _windows()
+    _feed(w, range(0, 30), "a", now=T0 + timedelta(minutes=30))
+    far = np.array([to_us(datetime(9999, 12, 31, tzinfo=UTC))], dtype=np.int64)
+    one = np.zeros(1, dtype=np.int64)
+    res = w.add(far, one, one, one - 1, to_us(T0 + timedelta(minutes=30)), one, ("a",))
+    assert (res.future, res.late, res.accepted.tolist()) == (1, 0, [False])
+    assert w.clock == to_us(T0 + timedelta(minutes=29))
+    assert _feed(w, range(30, 60), "a", now=T0 + timedelta(minutes=60)).late == 0
+    assert (w.future_total, w.late_total, w.accepted_total) == (1, 0, 60)
+
+
+def test_partition_state_round_trips() -> None:
+    w = _windows()
+    _feed(w, range(0, 60), "a")
+    _feed(w, range(0, 5), "b")
+    restored = _windows()
+    restored.load_state(json.loads(json.dumps(w.state())))
+    assert restored.state() == w.state()
+    assert restored.partitions == w.partitions
+    assert _feed(restored, range(5, 120), "b").late == _feed(w, range(5, 120), "b").late == 0
+
+
+def test_state_written_before_partitions_loads_as_one_partition() -> None:
+    w = _windows()
+    _feed(w, range(0, 30), None)
+    old = w.state()
+    del old["partitions"], old["watermark"], old["future_total"]
+    old |= {"max_event": to_us(T0 + timedelta(minutes=29)), "arrival_now": to_us(P)}
+    restored = _windows()
+    restored.load_state(old)
+    assert restored.clock == w.clock
+    assert restored.partitions == w.partitions
+
+
+# -- the suite -------------------------------------------------------------------------------
+
+CONFIG = MonitorConfig(categories=DEFAULT_CATEGORIES)
+
+
+def _in_partition(r: ScoredReview, partition: int) -> ScoredReview:
+    return replace(
+        r, position=SourcePosition("kafka", "reviews", str(partition), r.position.offset)
+    )
+
+
+def _interleaved(reviews: list[ScoredReview], sizes: tuple[int, ...]) -> list[list[ScoredReview]]:
+    """Review ``i`` goes to partition ``i % len(sizes)``; each batch takes the next
+    ``sizes[k]`` reviews of partition ``k`` (as a consumer fetching from every partition at
+    once, the partitions at different speeds), until all are drained."""
+    parts = [[_in_partition(r, k) for r in reviews[k :: len(sizes)]] for k in range(len(sizes))]
+    out: list[list[ScoredReview]] = []
+    pos = [0] * len(sizes)
+    while any(pos[k] < len(parts[k]) for k in range(len(sizes))):
+        batch: list[ScoredReview] = []
+        for k, size in enumerate(sizes):
+            batch += parts[k][pos[k] : pos[k] + size]
+            pos[k] += size
+        out.append(batch)
+    return out
+
+
+def test_suite_follows_the_partitions_of_a_backlog() -> None:
+    reviews = synthetic_stream(StreamSpec(events=8000, seed=3))
+    now = reviews[-1].event.event_time + timedelta(hours=1)
+    backlog = _interleaved(reviews, (400, 200, 100, 50))
+    suite = MonitorSuite(CONFIG)
+    for b in backlog:
+        suite.observe(b, now)
+    counters = suite.counters
+    assert (counters.events, counters.late, counters.future) == (8000, 0, 0)
+    assert suite.state()["windows"]["partitions"].keys() == {
+        "kafka/reviews/0",
+        "kafka/reviews/1",
+        "kafka/reviews/2",
+        "kafka/reviews/3",
+    }
+    # the same reading order as one stream: the fast partition closes windows under the others
+    merged = MonitorSuite(CONFIG)
+    for b in backlog:
+        merged.observe([_in_partition(r, 0) for r in b], now)
+    assert merged.counters.late > 1000
+
+
+def test_one_far_future_event_does_not_blind_the_suite() -> None:
+    spec = StreamSpec(
+        events=12_000, seed=21, change_at=6000, category_priors_after={"Dresses": (0.6, 0.15, 0.25)}
+    )
+    reviews = synthetic_stream(spec)
+    clean = MonitorSuite(CONFIG)
+    expected = [a for b in batches(reviews, 250) for a in clean.observe(b, b[-1].event.event_time)]
+    far = replace(
+        reviews[3000],
+        event=replace(reviews[3000].event, event_time=datetime(9999, 12, 31, tzinfo=UTC)),
+    )
+    poisoned = [list(b) for b in batches(reviews, 250)]
+    poisoned[12].insert(100, far)  # the same batches, one of them with a year-9999 event
+    suite = MonitorSuite(CONFIG)
+    got = [a for b in poisoned for a in suite.observe(b, b[-1].event.event_time)]
+    assert [a.alert_id for a in got] == [a.alert_id for a in expected]
+    assert [a.alert_id for a in expected] == ["SentimentShift:Dresses:2024-03-01T04:59:00+00:00"]
+    readings = {r.name: r.value for r in suite.readings() if not r.labels}
+    assert readings["sentiment_monitor_future_events_total"] == 1
+    assert readings["sentiment_monitor_late_events_total"] == 0
+    assert readings["sentiment_monitor_events_total"] == 12_000
+    assert suite.state()["counters"]["future"] == 1

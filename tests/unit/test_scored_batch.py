@@ -1,0 +1,117 @@
+"""ScoredBatch: the columnar micro-batch equals the rows it stands for."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from stream.events import (
+    SCORED_SCHEMA,
+    ReviewEvent,
+    ScoredBatch,
+    ScoredReview,
+    SourcePosition,
+    scored_table,
+)
+
+SCORED_AT = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
+
+
+def _batch(n: int = 7) -> ScoredBatch:
+    events = [
+        ReviewEvent(
+            review_id=f"r{i}",
+            product_id=f"p{i % 3}",
+            product_category=("Dresses", "Fine gauge", "Knits")[i % 3],
+            review_text=f"text {i}",
+            channel="web",
+            event_time=datetime(2024, 5, 1 + i % 2, 23, 59, 59, 999_000, tzinfo=UTC),
+            rating=None if i % 4 == 0 else 1 + i % 5,
+            language="en" if i % 2 else None,
+            extra={"kept": i},
+        )
+        for i in range(n)
+    ]
+    positions = [SourcePosition("kafka", "reviews", str(i % 2), 100 + i) for i in range(n)]
+    sentiment = np.array([(i % 3) - 1 for i in range(n)], np.int8)
+    probs = np.array([[0.5, 0.25, 0.25] if i % 3 == 0 else [0.2, 0.3, 0.5] for i in range(n)])
+    return ScoredBatch.from_predictions(
+        events,
+        positions,
+        sentiment,
+        probs.astype(np.float32),
+        model=("tfidf-lr", "7"),
+        scored_at=SCORED_AT,
+        latency_ms=12.5,
+    )
+
+
+def test_rows_carry_the_events_and_the_verdict() -> None:
+    batch = _batch()
+    row = batch[4]
+    assert isinstance(row, ScoredReview)
+    assert row.event.review_id == "r4"
+    assert row.event.extra == {"kept": 4}
+    assert row.sentiment == 0
+    assert (row.p_negative, row.p_neutral, row.p_positive) == pytest.approx((0.2, 0.3, 0.5))
+    assert row.model_name == "tfidf-lr"
+    assert row.model_version == "7"
+    assert row.scored_at == SCORED_AT
+    assert row.endpoint_latency_ms == 12.5
+    assert row.position == SourcePosition("kafka", "reviews", "0", 104)
+    assert batch[-1].event.review_id == "r6"
+    assert [r.event.review_id for r in batch[1:3]] == ["r1", "r2"]
+    with pytest.raises(IndexError):
+        batch[7]
+
+
+def test_the_columnar_table_equals_the_table_built_from_rows() -> None:
+    batch = _batch()
+    table = batch.table
+    assert table.schema == SCORED_SCHEMA
+    assert table.equals(scored_table(list(batch)))
+    assert table.column("dt").to_pylist() == ["2024-05-01", "2024-05-02"] * 3 + ["2024-05-01"]
+    assert table.column("sentiment_label").to_pylist()[:3] == ["negative", "neutral", "positive"]
+    assert table.column("source_offset").to_pylist()[0] == "100"
+
+
+def test_a_batch_read_back_from_its_table_gives_the_same_rows_less_unknown_fields() -> None:
+    batch = _batch()
+    back = ScoredBatch.from_table(batch.table)
+    assert len(back) == len(batch)
+    assert back.table.equals(batch.table)
+    assert back.positions == batch.positions
+    for mine, theirs in zip(back, batch, strict=True):
+        assert mine.event.extra == {}
+        assert mine.event.review_id == theirs.event.review_id
+        assert mine.event.event_time == theirs.event.event_time
+        assert mine.sentiment == theirs.sentiment
+        assert mine.p_positive == pytest.approx(theirs.p_positive)
+        assert mine.position == theirs.position
+
+
+def test_an_empty_row_list_gives_an_empty_table_of_the_lake_schema() -> None:
+    assert scored_table([]).num_rows == 0
+    assert scored_table([]).schema == SCORED_SCHEMA
+
+
+def test_mismatched_columns_are_refused() -> None:
+    with pytest.raises(ValueError, match="one row each"):
+        ScoredBatch.from_predictions(
+            [],
+            [SourcePosition("replay", "x", "0", 0)],
+            np.zeros(0, np.int8),
+            np.zeros((0, 3), np.float32),
+            model=("m", "1"),
+            scored_at=SCORED_AT,
+            latency_ms=0.0,
+        )
+
+
+def test_a_batch_of_alerts_alone_is_named_by_its_position() -> None:
+    from stream.events import Batch
+
+    at = SourcePosition("kafka", "feed", "0", 41)
+    assert Batch([], [], {at.key: at}).first_position == at
