@@ -120,6 +120,29 @@ _TURN = 50
 _FIRST_WAIT_S = 5.0
 
 
+def _check_options(
+    initial_position: str,
+    *,
+    records_per_call: int,
+    poll_interval_s: float,
+    min_call_interval_s: float,
+    shard_refresh_s: float,
+) -> None:
+    """Raise ``ValueError`` for options :class:`KinesisSource` cannot honour."""
+    if initial_position not in ("TRIM_HORIZON", "LATEST"):
+        raise ValueError("initial_position must be TRIM_HORIZON or LATEST")
+    if not 1 <= records_per_call <= 10_000:
+        raise ValueError("records_per_call must be 1..10000 (the GetRecords limit)")
+    for name, value in (
+        ("poll_interval_s", poll_interval_s),
+        ("shard_refresh_s", shard_refresh_s),
+    ):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if min_call_interval_s < 0:
+        raise ValueError("min_call_interval_s must not be negative")
+
+
 class KinesisSource:
     """Reads every shard of ``stream_name`` through an aiobotocore Kinesis ``client`` (open,
     owned by the caller), as a :class:`~stream.pipeline.Source` with durable checkpoints.
@@ -146,18 +169,13 @@ class KinesisSource:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        if initial_position not in ("TRIM_HORIZON", "LATEST"):
-            raise ValueError("initial_position must be TRIM_HORIZON or LATEST")
-        if not 1 <= records_per_call <= 10_000:
-            raise ValueError("records_per_call must be 1..10000 (the GetRecords limit)")
-        for name, value in (
-            ("poll_interval_s", poll_interval_s),
-            ("shard_refresh_s", shard_refresh_s),
-        ):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if min_call_interval_s < 0:
-            raise ValueError("min_call_interval_s must not be negative")
+        _check_options(
+            initial_position,
+            records_per_call=records_per_call,
+            poll_interval_s=poll_interval_s,
+            min_call_interval_s=min_call_interval_s,
+            shard_refresh_s=shard_refresh_s,
+        )
         self._client = client
         self.stream = stream_name
         self._store = store
