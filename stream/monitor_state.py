@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -23,6 +21,7 @@ from typing import Any, Protocol
 from urllib.parse import quote
 
 from stream.events import SourcePosition
+from stream.files import replace_file
 from stream.pipeline import RawRecord, Source
 
 __all__ = [
@@ -64,16 +63,7 @@ class LocalMonitorState:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".", suffix=".state-tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(self.path, data, prefix=".", suffix=".state-tmp")
 
 
 class S3MonitorState:
