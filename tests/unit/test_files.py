@@ -30,3 +30,21 @@ def test_a_failed_rename_keeps_the_old_target_and_removes_the_temporary_file(
         replace_file(target, b"new", prefix=".tmp-", suffix=".json")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]
     assert (target / "inside").read_bytes() == b"old"
+
+
+def test_in_flight_holds_the_temporary_file_only_while_it_is_written(tmp_path: Path) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    class Recording(set[Path]):
+        def add(self, item: Path) -> None:
+            seen.append((item.name, item.exists()))
+            super().add(item)
+
+    in_flight = Recording()
+    target = tmp_path / "part.parquet"
+    replace_file(target, b"new", prefix=".tmp-7-", suffix=".partial", in_flight=in_flight)
+    assert len(seen) == 1
+    name, existed = seen[0]
+    assert name.startswith(".tmp-7-") and name.endswith(".partial") and existed
+    assert not in_flight
+    assert target.read_bytes() == b"new"
