@@ -410,14 +410,11 @@ def _check_strings(
                 )
     if not review_text or review_text.isspace():
         raise _Invalid(Reason.INVALID_VALUE, "review_text is empty")
-    # UTF-8 takes at most 4 bytes a character: count bytes only near the limit.
-    if len(review_text) * 4 > limits.max_text_bytes:
-        size = len(review_text.encode("utf-8"))
-        if size > limits.max_text_bytes:
-            raise _Invalid(
-                Reason.OVERSIZE_TEXT,
-                f"review_text is {size} bytes, limit is {limits.max_text_bytes}",
-            )
+    size = _utf8_size_over(review_text, limits.max_text_bytes)
+    if size is not None:
+        raise _Invalid(
+            Reason.OVERSIZE_TEXT, f"review_text is {size} bytes, limit is {limits.max_text_bytes}"
+        )
     if channel not in _CHANNELS:
         raise _Invalid(
             Reason.INVALID_VALUE,
@@ -462,13 +459,21 @@ def _check_storable(
                     Reason.INVALID_VALUE,
                     f"{name} holds the control character {bad.group()!r} at {bad.start()}",
                 )
-    if len(product_category) * 4 > limits.max_category_bytes:
-        size = len(product_category.encode("utf-8"))
-        if size > limits.max_category_bytes:
-            raise _Invalid(
-                Reason.INVALID_VALUE,
-                f"product_category is {size} bytes, limit is {limits.max_category_bytes}",
-            )
+    size = _utf8_size_over(product_category, limits.max_category_bytes)
+    if size is not None:
+        raise _Invalid(
+            Reason.INVALID_VALUE,
+            f"product_category is {size} bytes, limit is {limits.max_category_bytes}",
+        )
+
+
+def _utf8_size_over(value: str, limit: int) -> int | None:
+    """The UTF-8 size of ``value`` when it is over ``limit`` bytes, else None. UTF-8 takes at
+    most 4 bytes a character: bytes are counted only near the limit."""
+    if len(value) * 4 <= limit:
+        return None
+    size = len(value.encode("utf-8"))
+    return size if size > limit else None
 
 
 def _unknown(
