@@ -17,13 +17,13 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from stream.events import SourcePosition
-from stream.pipeline import RawRecord, Source
+from stream.pipeline import BatchSource, RawRecord
 
 __all__ = [
     "LocalMonitorState",
@@ -127,7 +127,7 @@ class MonitorStateSaving:
 
     def __init__(
         self,
-        inner: Source,
+        inner: BatchSource,
         store: MonitorStateStore,
         state: Callable[[], Mapping[str, Any]],
         *,
@@ -142,8 +142,8 @@ class MonitorStateSaving:
         self._last = clock()
         self.saves = 0
 
-    def records(self) -> AsyncIterator[RawRecord]:
-        return self._inner.records()
+    def batches(self) -> AsyncIterator[Sequence[RawRecord]]:
+        return self._inner.batches()
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
         if self._clock() - self._last >= self._every:

@@ -197,12 +197,18 @@ class KinesisSource:
     # -- the Source protocol ------------------------------------------------------------
 
     async def records(self) -> AsyncGenerator[RawRecord, None]:
-        """Records of every shard, merged evenly: up to ``_TURN`` records of each shard with
-        records waiting, in turn, so event time advances together across shards (the
-        monitors' watermark is their minimum). The first record waits (at most
+        """The records of :meth:`batches`, one at a time."""
+        async for chunk in self.batches():
+            for record in chunk:
+                yield record
+
+    async def batches(self) -> AsyncGenerator[list[RawRecord], None]:
+        """Chunks of every shard's records, merged evenly: up to ``_TURN`` records of each
+        shard with records waiting, in turn, so event time advances together across shards
+        (the monitors' watermark is their minimum). The first chunk waits (at most
         ``_FIRST_WAIT_S``) until every shard being read has answered once."""
         if self._running:
-            raise RuntimeError("KinesisSource.records() is already running")
+            raise RuntimeError("KinesisSource is already being read")
         self._running = True
         self._queues = {}
         self._answered = set()
@@ -218,15 +224,15 @@ class KinesisSource:
                 if self._failure is not None:
                     raise self._failure
                 self._ready.clear()
-                taken = 0
+                chunk: list[RawRecord] = []
                 for shard, queue in list(self._queues.items()):
-                    for _ in range(min(queue.qsize(), _TURN)):
-                        item = queue.get_nowait()
-                        taken += 1
-                        if shard not in self._seen:
-                            await self._first_record(item)
-                        yield item
-                if not taken:
+                    taken = [queue.get_nowait() for _ in range(min(queue.qsize(), _TURN))]
+                    if taken and shard not in self._seen:
+                        await self._first_record(taken[0])
+                    chunk += taken
+                if chunk:
+                    yield chunk
+                else:
                     await self._ready.wait()
         finally:
             tasks = [supervisor, *readers.values()]
