@@ -20,6 +20,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
+from operator import attrgetter
 from typing import Any, Final, overload
 
 import numpy as np
@@ -631,7 +632,7 @@ class ScoredBatch(Sequence[ScoredReview]):
         label_index = pa.array(self._sentiment.astype(np.int8) + 1, pa.int8())
         probs = self._probabilities
         columns: dict[str, pa.Array] = {
-            name: pa.array([getattr(e, name) for e in events], pa.string())
+            name: pa.array(list(map(attrgetter(name), events)), pa.string())
             for name in _EVENT_COLUMNS
         }
         columns.update(
