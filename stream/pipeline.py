@@ -199,17 +199,19 @@ def mix_counts(scored: Sequence[ScoredReview]) -> dict[tuple[str, int], int]:
         return dict(counts)
     if not len(scored):
         return {}
-    grouped = scored.table.group_by(["product_category", "sentiment"]).aggregate(
-        [([], "count_all")]
-    )
+    import pyarrow.compute as pc
+
+    # A dictionary code per category and a bincount: an Arrow group_by costs milliseconds
+    # a call, more than the batch's own work.
+    table = scored.table
+    encoded = pc.dictionary_encode(table.column("product_category")).combine_chunks()
+    categories = encoded.dictionary.to_pylist()
+    codes = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    classes = np.asarray(table.column("sentiment").to_numpy(), dtype=np.int64) + 1
+    table_counts = np.bincount(codes * 3 + classes, minlength=3 * len(categories)).reshape(-1, 3)
     return {
-        (c, int(v)): int(n)
-        for c, v, n in zip(
-            grouped.column("product_category").to_pylist(),
-            grouped.column("sentiment").to_pylist(),
-            grouped.column("count_all").to_pylist(),
-            strict=True,
-        )
+        (categories[c], int(k) - 1): int(table_counts[c, k])
+        for c, k in zip(*np.nonzero(table_counts), strict=True)
     }
 
 
