@@ -434,8 +434,9 @@ class Pipeline:
             seq += 1
             now = datetime.fromtimestamp(self._clock(), UTC)
             batch.alerts = self._monitor.observe(batch.scored, now) if batch.scored else []
-            for sink in self._sinks:
-                await sink.write(batch)
+            # The sinks are independent: store the batch in all of them at once (the lake's
+            # encode and put overlap the broker's acknowledgements of the topics).
+            await asyncio.gather(*(sink.write(batch) for sink in self._sinks))
             for alert_sink in self._alert_sinks:
                 await alert_sink.emit(batch.alerts)
             pending.append(batch)

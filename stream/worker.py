@@ -20,6 +20,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     """Start a faust worker with the scoring side and the monitor agent; blocks until
     stopped (SIGINT/SIGTERM drain the scoring pipeline and commit first)."""
     asyncio.run(ensure_topics(settings.kafka))
+    import monitors.suite  # noqa: F401 - loaded now, not when the first feed message waits
     runtime = Runtime(settings)
     app, _scoring, suite = create_app(
         settings,
