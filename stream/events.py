@@ -121,13 +121,16 @@ class FieldSpec:
     def arrow_field(self) -> pa.Field:
         return pa.field(self.name, self.arrow, nullable=not self.required)
 
+    @property
+    def encoder(self) -> Callable[[Any], Any]:
+        """What turns a value (not None) into its JSON form."""
+        if self.encode is not None:
+            return self.encode
+        return datetime.isoformat if self.py_type is datetime else _same
+
     def to_wire(self, value: Any) -> Any:
         """The field's value as JSON holds it."""
-        if value is None:
-            return None
-        if self.encode is not None:
-            return self.encode(value)
-        return value.isoformat() if self.py_type is datetime else value
+        return None if value is None else self.encoder(value)
 
     def from_wire(self, value: Any) -> Any:
         """The inverse of :meth:`to_wire` (``None`` stays ``None``)."""
@@ -233,24 +236,41 @@ def _verdict_rows(columns: Sequence[list[Any]]) -> Iterator[tuple[Any, ...]]:
 class _WireValues:
     """The JSON values of some fields of an object, read with one getter (the hot paths)."""
 
-    __slots__ = ("_encoded", "_get", "_single", "names")
+    __slots__ = ("_encoded", "_get", "names")
 
     def __init__(self, fields: Sequence[FieldSpec]) -> None:
         self.names = tuple(f.name for f in fields)
-        self._get = attrgetter(*self.names)
-        self._single = len(self.names) == 1  # attrgetter of one name gives the value alone
+        self._get = _getter(self.names)
         self._encoded = tuple((i, f.to_wire) for i, f in enumerate(fields) if f.encodes)
 
-    def of(self, obj: object) -> list[Any]:
+    def of(self, obj: object) -> Sequence[Any]:
         got = self._get(obj)
-        values = [got] if self._single else list(got)
+        if not self._encoded:
+            return got
+        values = list(got)
         for i, encode in self._encoded:
             values[i] = encode(values[i])
         return values
 
 
-_EVENT_REQUIRED: Final = _WireValues([f for f in EVENT_FIELDS if f.required])
-_EVENT_OPTIONAL: Final = _WireValues([f for f in EVENT_FIELDS if not f.required])
+def _getter(names: Sequence[str]) -> Callable[[object], tuple[Any, ...]]:
+    """One call that reads the attributes ``names`` of an object, as a tuple."""
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+# The event's JSON form, in the declaration's order: the required fields are read with one
+# getter and those whose JSON form differs are encoded in place; optional fields are left out
+# when None.
+_EVENT_REQUIRED: Final = tuple(f.name for f in EVENT_FIELDS if f.required)
+_GET_REQUIRED: Final = _getter(_EVENT_REQUIRED)
+_ENCODE_REQUIRED: Final = tuple(
+    (f.name, f.encoder) for f in EVENT_FIELDS if f.required and f.encodes
+)
+_EVENT_OPTIONAL: Final = tuple(
+    (f.name, f.encoder if f.encodes else None) for f in EVENT_FIELDS if not f.required
+)
+_GET_OPTIONAL: Final = _getter([name for name, _encode in _EVENT_OPTIONAL])
 _VERDICT: Final = _WireValues(_VERDICT_WIRE)
 
 
@@ -318,10 +338,12 @@ class ReviewEvent:
         """The wire form producers publish (unknown fields first, contract fields win)."""
         out: dict[str, Any] = dict(self.extra)
         out["schema_version"] = SCHEMA_VERSION
-        out.update(zip(_EVENT_REQUIRED.names, _EVENT_REQUIRED.of(self), strict=True))
-        for name, value in zip(_EVENT_OPTIONAL.names, _EVENT_OPTIONAL.of(self), strict=True):
+        out.update(zip(_EVENT_REQUIRED, _GET_REQUIRED(self), strict=True))
+        for name, encode in _ENCODE_REQUIRED:
+            out[name] = encode(out[name])  # in place: the key keeps its position
+        for (name, encoder), value in zip(_EVENT_OPTIONAL, _GET_OPTIONAL(self), strict=True):
             if value is not None:  # optional fields are left out rather than null
-                out[name] = value
+                out[name] = value if encoder is None else encoder(value)
         return out
 
     @classmethod
