@@ -27,9 +27,7 @@ train --data ../shared/data/reviews.csv``).
 from __future__ import annotations
 
 import argparse
-import csv
 import hashlib
-import io
 import sys
 import time
 from collections.abc import Sequence
@@ -40,6 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from .data import read_review_csv
 from .model import CLASSES, LABELS, FeatureBlock, SentimentModel
 
 __all__ = [
@@ -120,44 +119,21 @@ class TrainResult:
     model_dir: Path | None = None
 
 
-def _rating_to_sentiment(rating: int) -> int:
-    if not 1 <= rating <= 5:
-        raise ValueError(f"rating {rating} outside 1-5")
-    return -1 if rating <= 2 else (0 if rating == 3 else 1)
-
-
 def load_reviews(path: str | Path) -> Reviews:
-    """Read a reviews CSV: columns ``sentiment`` (-1/0/1) and ``review_body`` (this
-    project's data), or ``Rating`` (1-5) and ``Review Text`` (the original Kaggle file; rows
-    without text are skipped). ``product_category`` / ``Class Name`` are kept when present."""
-    raw = Path(path).read_bytes()
-    rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
-    if not rows:
+    """Read a reviews CSV with :func:`endpoint.data.read_review_csv`: columns ``sentiment``
+    (-1/0/1) and ``review_body`` (this project's data), or ``Rating`` (1-5) and ``Review Text``
+    (the original Kaggle file; the model learns from the review text alone, rows without one
+    are skipped). ``product_category`` / ``Class Name`` are kept when present."""
+    data = read_review_csv(
+        path, layouts=(("sentiment", "review_body"), ("Rating", "Review Text")), labelled=True
+    )
+    if not data.rows:
         raise ValueError(f"{path}: no rows")
-    cols = set(rows[0])
-    texts: list[str] = []
-    labels: list[int] = []
-    cats: list[str] = []
-    if {"sentiment", "review_body"} <= cols:
-        for r in rows:
-            texts.append(r["review_body"] or "")
-            labels.append(int(r["sentiment"]))
-            cats.append(r.get("product_category") or "")
-    elif {"Rating", "Review Text"} <= cols:
-        for r in rows:
-            if r["Review Text"]:
-                texts.append(r["Review Text"])
-                labels.append(_rating_to_sentiment(int(r["Rating"])))
-                cats.append(r.get("Class Name") or "")
-    else:
-        raise ValueError(
-            f"{path}: need columns sentiment and review_body (or Rating and Review Text), "
-            f"found {sorted(cols)}"
-        )
-    y = np.asarray(labels, dtype=np.int64)
+    rows = [r for r in data.rows if r.body] if data.kaggle else data.rows
+    y = np.asarray([r.sentiment for r in rows], dtype=np.int64)
     if not set(np.unique(y).tolist()) <= set(CLASSES):
         raise ValueError(f"{path}: sentiment must be one of {CLASSES}")
-    return Reviews(texts, y, cats, Path(path).name, hashlib.sha256(raw).hexdigest())
+    return Reviews([r.body for r in rows], y, [r.category for r in rows], data.source, data.sha256)
 
 
 def build_pipeline(config: TrainConfig) -> Any:

@@ -43,41 +43,7 @@ def enriched_values(scored: Sequence[ScoredReview]) -> list[bytes]:
     from a batch's columns when it has them."""
     if not isinstance(scored, ScoredBatch):
         return [_json(s.to_json_dict()) for s in scored]
-    t = scored.table
-    sentiment = t.column("sentiment").to_pylist()
-    labels = t.column("sentiment_label").to_pylist()
-    probs = zip(
-        t.column("p_negative").to_pylist(),
-        t.column("p_neutral").to_pylist(),
-        t.column("p_positive").to_pylist(),
-        strict=True,
-    )
-    models = t.column("model_name").to_pylist()
-    versions = t.column("model_version").to_pylist()
-    scored_at = [v.isoformat() for v in t.column("scored_at").to_pylist()]
-    latency = t.column("endpoint_latency_ms").to_pylist()
-    out = []
-    for i, (event, position, (neg, neu, pos)) in enumerate(
-        zip(scored.events, scored.positions, probs, strict=True)
-    ):
-        doc = event.to_json_dict()
-        doc.update(
-            sentiment=sentiment[i],
-            sentiment_label=labels[i],
-            probabilities={"negative": neg, "neutral": neu, "positive": pos},
-            model_name=models[i],
-            model_version=versions[i],
-            scored_at=scored_at[i],
-            endpoint_latency_ms=latency[i],
-            source={
-                "source": position.source,
-                "stream": position.stream,
-                "partition": position.partition,
-                "offset": str(position.offset),
-            },
-        )
-        out.append(_json(doc))
-    return out
+    return [_json(doc) for doc in scored.to_json_dicts()]
 
 
 class KafkaTopicsSink:

@@ -8,6 +8,9 @@ imports nothing else of this project. It holds:
 * :class:`ScoredReview`, the event enriched with the model's verdict;
 * :class:`DeadLetter`, a record that failed validation, with a :class:`Reason` code;
 * :class:`Alert`, what the monitors raise for the business and operations;
+* :data:`EVENT_FIELDS` and :data:`VERDICT_FIELDS`, the one declaration of a scored review's
+  fields (:class:`FieldSpec`): the JSON forms, the lake columns, :data:`SCORED_SCHEMA` and the
+  validator's known fields derive from it;
 * the Arrow schemas of the lake tables (:data:`SCORED_SCHEMA`, :data:`DEAD_LETTER_SCHEMA`,
   :data:`ALERT_SCHEMA`).
 """
@@ -16,12 +19,12 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from operator import attrgetter
-from typing import Any, Final, overload
+from typing import Any, Final, Self, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -31,12 +34,16 @@ __all__ = [
     "ALERT_SCHEMA",
     "CHANNELS",
     "DEAD_LETTER_SCHEMA",
+    "EVENT_FIELDS",
+    "EVENT_WIRE_KEYS",
     "LABELS",
     "SCHEMA_VERSION",
     "SCORED_SCHEMA",
+    "VERDICT_FIELDS",
     "Alert",
     "Batch",
     "DeadLetter",
+    "FieldSpec",
     "Reason",
     "ReviewEvent",
     "ScoredBatch",
@@ -63,6 +70,208 @@ def sentiment_from_rating(rating: int) -> int:
     if rating <= 2:
         return -1
     return 0 if rating == 3 else 1
+
+
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def _rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+#: How a JSON value becomes a field's Python value, by the field's Python type.
+_FROM_WIRE: Final[Mapping[type, Callable[[Any], Any]]] = {
+    str: _same,
+    int: int,
+    float: float,
+    datetime: datetime.fromisoformat,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    """One field of a scored review, declared once.
+
+    ``name`` is the attribute (of :class:`ReviewEvent`, or of :class:`ScoredReview` for the
+    verdict) and the lake column; ``py_type`` its Python type (``str``, ``int``, ``float`` or
+    ``datetime``); ``arrow`` the lake column's type; ``required`` whether it always has a
+    value (not null in the lake; present and not null in JSON). ``wire`` is where the JSON
+    form holds it: ``None`` for a top-level key of the field's name, a path such as
+    ``("probabilities", "negative")``, or ``()`` for a lake-only column. ``encode`` turns the
+    value into its JSON form (default: ``isoformat()`` for times, the value itself otherwise).
+    """
+
+    name: str
+    py_type: type
+    arrow: pa.DataType
+    required: bool = True
+    wire: tuple[str, ...] | None = None
+    encode: Callable[[Any], Any] | None = None
+
+    @property
+    def path(self) -> tuple[str, ...]:
+        """Where the JSON form holds the field (``()``: not in it)."""
+        return (self.name,) if self.wire is None else self.wire
+
+    @property
+    def arrow_field(self) -> pa.Field:
+        return pa.field(self.name, self.arrow, nullable=not self.required)
+
+    @property
+    def encoder(self) -> Callable[[Any], Any]:
+        """What turns a value (not None) into its JSON form."""
+        if self.encode is not None:
+            return self.encode
+        return datetime.isoformat if self.py_type is datetime else _same
+
+    def to_wire(self, value: Any) -> Any:
+        """The field's value as JSON holds it."""
+        return None if value is None else self.encoder(value)
+
+    def from_wire(self, value: Any) -> Any:
+        """The inverse of :meth:`to_wire` (``None`` stays ``None``)."""
+        return None if value is None else _FROM_WIRE[self.py_type](value)
+
+    @property
+    def encodes(self) -> bool:
+        """Whether the JSON form of a value differs from the value."""
+        return self.encode is not None or self.py_type is datetime
+
+    def column_to_wire(self, values: list[Any]) -> list[Any]:
+        """:meth:`to_wire` of each value (the list itself when JSON holds them as they are)."""
+        return [self.to_wire(v) for v in values] if self.encodes else values
+
+
+#: The fields of :class:`ReviewEvent` (schema_version 1), in its order: the producer's JSON
+#: keys (with ``schema_version``), the lake's first columns, the validator's known fields.
+#: ``schemas/review-event.v1.schema.json`` publishes them (a test checks that they agree).
+EVENT_FIELDS: Final[tuple[FieldSpec, ...]] = (
+    FieldSpec("review_id", str, pa.string()),
+    FieldSpec("product_id", str, pa.string()),
+    FieldSpec("product_category", str, pa.string()),
+    FieldSpec("review_text", str, pa.string()),
+    FieldSpec("channel", str, pa.string()),
+    FieldSpec("event_time", datetime, _TS, encode=_rfc3339),
+    FieldSpec("rating", int, pa.int8(), required=False),
+    FieldSpec("language", str, pa.string(), required=False),
+    FieldSpec("customer_segment", str, pa.string(), required=False),
+)
+
+#: The top-level keys of a :class:`ReviewEvent`'s JSON; any other key is an unknown field.
+EVENT_WIRE_KEYS: Final = frozenset(("schema_version", *(f.name for f in EVENT_FIELDS)))
+
+#: What scoring adds to an event, as :class:`ScoredReview` attributes (the position's and
+#: the partition's as properties) and lake columns, and where ``reviews.enriched`` holds each.
+VERDICT_FIELDS: Final[tuple[FieldSpec, ...]] = (
+    FieldSpec("sentiment", int, pa.int8()),
+    FieldSpec("sentiment_label", str, pa.string()),
+    FieldSpec("p_negative", float, pa.float32(), wire=("probabilities", "negative")),
+    FieldSpec("p_neutral", float, pa.float32(), wire=("probabilities", "neutral")),
+    FieldSpec("p_positive", float, pa.float32(), wire=("probabilities", "positive")),
+    FieldSpec("model_name", str, pa.string()),
+    FieldSpec("model_version", str, pa.string()),
+    FieldSpec("scored_at", datetime, _TS),
+    FieldSpec("endpoint_latency_ms", float, pa.float32()),
+    FieldSpec("source", str, pa.string(), wire=("source", "source")),
+    FieldSpec("source_stream", str, pa.string(), wire=("source", "stream")),
+    FieldSpec("source_partition", str, pa.string(), wire=("source", "partition")),
+    FieldSpec("source_offset", str, pa.string(), wire=("source", "offset")),
+    FieldSpec("dt", str, pa.string(), wire=()),  # the event's UTC date: a partition column
+)
+
+#: The verdict's fields that ``reviews.enriched`` holds, in its order.
+_VERDICT_WIRE: Final = tuple(f for f in VERDICT_FIELDS if f.path)
+#: The top-level keys of a :class:`ScoredReview`'s JSON (``reviews.enriched``).
+_SCORED_WIRE_KEYS: Final = EVENT_WIRE_KEYS | {f.path[0] for f in VERDICT_FIELDS if f.path}
+
+
+def _verdict_layout() -> tuple[tuple[str, tuple[str, ...] | None, tuple[int, ...]], ...]:
+    """The verdict's top-level JSON keys in order, each with the keys of its nested object
+    (None: a plain value) and the indexes in ``_VERDICT_WIRE`` of its value(s)."""
+    layout: dict[str, tuple[list[str] | None, list[int]]] = {}
+    for i, f in enumerate(_VERDICT_WIRE):
+        inner, indexes = layout.setdefault(f.path[0], ([] if len(f.path) > 1 else None, []))
+        if inner is not None:
+            inner.append(f.path[1])
+        indexes.append(i)
+    return tuple(
+        (key, None if inner is None else tuple(inner), tuple(indexes))
+        for key, (inner, indexes) in layout.items()
+    )
+
+
+_VERDICT_LAYOUT: Final = _verdict_layout()
+_VERDICT_KEYS: Final = tuple(key for key, _inner, _indexes in _VERDICT_LAYOUT)
+
+
+def _verdict_values(values: Sequence[Any]) -> list[Any]:
+    """The values of ``_VERDICT_KEYS`` for one review, from the JSON values of its
+    ``_VERDICT_WIRE`` fields."""
+    return [
+        values[indexes[0]]
+        if inner is None
+        else dict(zip(inner, [values[i] for i in indexes], strict=True))
+        for _key, inner, indexes in _VERDICT_LAYOUT
+    ]
+
+
+def _verdict_rows(columns: Sequence[list[Any]]) -> Iterator[tuple[Any, ...]]:
+    """:func:`_verdict_values` of many reviews, from the JSON values as columns."""
+    tops = [
+        columns[indexes[0]]
+        if inner is None
+        else [
+            dict(zip(inner, row, strict=True))
+            for row in zip(*[columns[i] for i in indexes], strict=True)
+        ]
+        for _key, inner, indexes in _VERDICT_LAYOUT
+    ]
+    return zip(*tops, strict=True)
+
+
+class _WireValues:
+    """The JSON values of some fields of an object, read with one getter (the hot paths)."""
+
+    __slots__ = ("_encoded", "_get", "names")
+
+    def __init__(self, fields: Sequence[FieldSpec]) -> None:
+        self.names = tuple(f.name for f in fields)
+        self._get = _getter(self.names)
+        self._encoded = tuple((i, f.to_wire) for i, f in enumerate(fields) if f.encodes)
+
+    def of(self, obj: object) -> Sequence[Any]:
+        got = self._get(obj)
+        if not self._encoded:
+            return got
+        values = list(got)
+        for i, encode in self._encoded:
+            values[i] = encode(values[i])
+        return values
+
+
+def _getter(names: Sequence[str]) -> Callable[[object], tuple[Any, ...]]:
+    """One call that reads the attributes ``names`` of an object, as a tuple."""
+    get = attrgetter(*names)
+    return get if len(names) > 1 else lambda obj: (get(obj),)
+
+
+# The event's JSON form, in the declaration's order: the required fields are read with one
+# getter and those whose JSON form differs are encoded in place; optional fields are left out
+# when None.
+_EVENT_REQUIRED: Final = tuple(f.name for f in EVENT_FIELDS if f.required)
+_GET_REQUIRED: Final = _getter(_EVENT_REQUIRED)
+_ENCODE_REQUIRED: Final = tuple(
+    (f.name, f.encoder) for f in EVENT_FIELDS if f.required and f.encodes
+)
+_EVENT_OPTIONAL: Final = tuple(
+    (f.name, f.encoder if f.encodes else None) for f in EVENT_FIELDS if not f.required
+)
+_GET_OPTIONAL: Final = _getter([name for name, _encode in _EVENT_OPTIONAL])
+_VERDICT: Final = _WireValues(_VERDICT_WIRE)
 
 
 class Reason(enum.StrEnum):
@@ -128,20 +337,27 @@ class ReviewEvent:
     def to_json_dict(self) -> dict[str, Any]:
         """The wire form producers publish (unknown fields first, contract fields win)."""
         out: dict[str, Any] = dict(self.extra)
-        out.update(
-            schema_version=SCHEMA_VERSION,
-            review_id=self.review_id,
-            product_id=self.product_id,
-            product_category=self.product_category,
-            review_text=self.review_text,
-            channel=self.channel,
-            event_time=self.event_time.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        )
-        for name in ("rating", "language", "customer_segment"):
-            value = getattr(self, name)
-            if value is not None:
-                out[name] = value
+        out["schema_version"] = SCHEMA_VERSION
+        out.update(zip(_EVENT_REQUIRED, _GET_REQUIRED(self), strict=True))
+        for name, encode in _ENCODE_REQUIRED:
+            out[name] = encode(out[name])  # in place: the key keeps its position
+        for (name, encoder), value in zip(_EVENT_OPTIONAL, _GET_OPTIONAL(self), strict=True):
+            if value is not None:  # optional fields are left out rather than null
+                out[name] = value if encoder is None else encoder(value)
         return out
+
+    @classmethod
+    def from_json_dict(cls, doc: Mapping[str, Any], known: frozenset[str] | None = None) -> Self:
+        """An event from the wire form :meth:`to_json_dict` writes (records from producers
+        go through :func:`stream.validation.decode_event` instead); keys not in ``known``
+        (default: :data:`EVENT_WIRE_KEYS`) become ``extra``. A missing required field raises
+        :class:`KeyError`."""
+        known = EVENT_WIRE_KEYS if known is None else known
+        values = {
+            f.name: f.from_wire(doc[f.name] if f.required else doc.get(f.name))
+            for f in EVENT_FIELDS
+        }
+        return cls(**values, extra={k: v for k, v in doc.items() if k not in known})
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,64 +379,60 @@ class ScoredReview:
     def sentiment_label(self) -> str:
         return LABELS[self.sentiment]
 
+    # The position's and the partition's lake columns (see VERDICT_FIELDS).
+    @property
+    def source(self) -> str:
+        return self.position.source
+
+    @property
+    def source_stream(self) -> str:
+        return self.position.stream
+
+    @property
+    def source_partition(self) -> str:
+        return self.position.partition
+
+    @property
+    def source_offset(self) -> str:
+        """The offset as the lake and JSON hold it: decimal text (Kinesis's exceed 64 bits)."""
+        return str(self.position.offset)
+
+    @property
+    def dt(self) -> str:
+        """The event's UTC date, ``YYYY-MM-DD``: the lake's date partition."""
+        return self.event.event_time.date().isoformat()
+
     def to_json_dict(self) -> dict[str, Any]:
         """The wire form of ``reviews.enriched``: the event's fields plus the verdict."""
         out = self.event.to_json_dict()
-        out.update(
-            sentiment=self.sentiment,
-            sentiment_label=self.sentiment_label,
-            probabilities={
-                "negative": self.p_negative,
-                "neutral": self.p_neutral,
-                "positive": self.p_positive,
-            },
-            model_name=self.model_name,
-            model_version=self.model_version,
-            scored_at=self.scored_at.isoformat(),
-            endpoint_latency_ms=self.endpoint_latency_ms,
-            source={
-                "source": self.position.source,
-                "stream": self.position.stream,
-                "partition": self.position.partition,
-                "offset": str(self.position.offset),
-            },
-        )
+        # Like dict.update: an unknown field of a verdict key's name is replaced in place.
+        out.update(zip(_VERDICT_KEYS, _verdict_values(_VERDICT.of(self)), strict=True))
         return out
 
     @classmethod
     def from_json_dict(cls, doc: Mapping[str, Any]) -> ScoredReview:
         """Inverse of :meth:`to_json_dict` (for consumers of ``reviews.enriched``)."""
-        known = {
-            "schema_version", "review_id", "product_id", "product_category", "review_text",
-            "channel", "event_time", "rating", "language", "customer_segment", "sentiment",
-            "sentiment_label", "probabilities", "model_name", "model_version", "scored_at",
-            "endpoint_latency_ms", "source",
-        }  # fmt: skip
-        event = ReviewEvent(
-            review_id=doc["review_id"],
-            product_id=doc["product_id"],
-            product_category=doc["product_category"],
-            review_text=doc["review_text"],
-            channel=doc["channel"],
-            event_time=datetime.fromisoformat(doc["event_time"]),
-            rating=doc.get("rating"),
-            language=doc.get("language"),
-            customer_segment=doc.get("customer_segment"),
-            extra={k: v for k, v in doc.items() if k not in known},
-        )
-        probs, src = doc["probabilities"], doc["source"]
+        event = ReviewEvent.from_json_dict(doc, _SCORED_WIRE_KEYS)
+        v: dict[str, Any] = {}
+        for f in _VERDICT_WIRE:
+            if f.name == "sentiment_label":
+                continue  # follows from sentiment
+            value: Any = doc
+            for key in f.path:
+                value = value[key]
+            v[f.name] = f.from_wire(value)
         return cls(
             event=event,
-            sentiment=int(doc["sentiment"]),
-            p_negative=float(probs["negative"]),
-            p_neutral=float(probs["neutral"]),
-            p_positive=float(probs["positive"]),
-            model_name=doc["model_name"],
-            model_version=doc["model_version"],
-            scored_at=datetime.fromisoformat(doc["scored_at"]),
-            endpoint_latency_ms=float(doc["endpoint_latency_ms"]),
+            sentiment=v["sentiment"],
+            p_negative=v["p_negative"],
+            p_neutral=v["p_neutral"],
+            p_positive=v["p_positive"],
+            model_name=v["model_name"],
+            model_version=v["model_version"],
+            scored_at=v["scored_at"],
+            endpoint_latency_ms=v["endpoint_latency_ms"],
             position=SourcePosition(
-                src["source"], src["stream"], src["partition"], int(src["offset"])
+                v["source"], v["source_stream"], v["source_partition"], int(v["source_offset"])
             ),
         )
 
@@ -354,37 +566,10 @@ class Batch:
         return SourcePosition(*key, min(offsets))
 
 
-_TS = pa.timestamp("us", tz="UTC")
-
-#: The one lake schema of scored reviews. Partition columns (``dt``, ``product_category``) are
-#: part of it so a file read alone is still complete.
-SCORED_SCHEMA: Final = pa.schema(
-    [
-        pa.field("review_id", pa.string(), nullable=False),
-        pa.field("product_id", pa.string(), nullable=False),
-        pa.field("product_category", pa.string(), nullable=False),
-        pa.field("review_text", pa.string(), nullable=False),
-        pa.field("channel", pa.string(), nullable=False),
-        pa.field("event_time", _TS, nullable=False),
-        pa.field("rating", pa.int8()),
-        pa.field("language", pa.string()),
-        pa.field("customer_segment", pa.string()),
-        pa.field("sentiment", pa.int8(), nullable=False),
-        pa.field("sentiment_label", pa.string(), nullable=False),
-        pa.field("p_negative", pa.float32(), nullable=False),
-        pa.field("p_neutral", pa.float32(), nullable=False),
-        pa.field("p_positive", pa.float32(), nullable=False),
-        pa.field("model_name", pa.string(), nullable=False),
-        pa.field("model_version", pa.string(), nullable=False),
-        pa.field("scored_at", _TS, nullable=False),
-        pa.field("endpoint_latency_ms", pa.float32(), nullable=False),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("source_stream", pa.string(), nullable=False),
-        pa.field("source_partition", pa.string(), nullable=False),
-        pa.field("source_offset", pa.string(), nullable=False),
-        pa.field("dt", pa.string(), nullable=False),
-    ]
-)
+#: The one lake schema of scored reviews: :data:`EVENT_FIELDS` then :data:`VERDICT_FIELDS`.
+#: Partition columns (``dt``, ``product_category``) are part of it so a file read alone is
+#: still complete.
+SCORED_SCHEMA: Final = pa.schema([f.arrow_field for f in (*EVENT_FIELDS, *VERDICT_FIELDS)])
 
 DEAD_LETTER_SCHEMA: Final = pa.schema(
     [
@@ -422,17 +607,6 @@ ALERT_SCHEMA: Final = pa.schema(
 def _label_names() -> pa.Array:
     # Built on first use: a pa.array at import time would load pandas (pyarrow looks for it).
     return pa.array([LABELS[-1], LABELS[0], LABELS[1]], pa.string())
-
-
-_EVENT_COLUMNS: Final = (
-    "review_id",
-    "product_id",
-    "product_category",
-    "review_text",
-    "channel",
-    "language",
-    "customer_segment",
-)
 
 
 class ScoredBatch(Sequence[ScoredReview]):
@@ -555,23 +729,9 @@ class ScoredBatch(Sequence[ScoredReview]):
     def events(self) -> list[ReviewEvent]:
         """Each row's event (without unknown fields when the batch came from a table)."""
         if self._events is None:
-            cols = {name: self.table.column(name).to_pylist() for name in _EVENT_COLUMNS}
-            times = self.table.column("event_time").to_pylist()
-            ratings = self.table.column("rating").to_pylist()
-            self._events = [
-                ReviewEvent(
-                    review_id=cols["review_id"][i],
-                    product_id=cols["product_id"][i],
-                    product_category=cols["product_category"][i],
-                    review_text=cols["review_text"][i],
-                    channel=cols["channel"][i],
-                    event_time=times[i],
-                    rating=ratings[i],
-                    language=cols["language"][i],
-                    customer_segment=cols["customer_segment"][i],
-                )
-                for i in range(self._n)
-            ]
+            # EVENT_FIELDS are ReviewEvent's fields in order (a test checks).
+            columns = [self.table.column(f.name).to_pylist() for f in EVENT_FIELDS]
+            self._events = [ReviewEvent(*values) for values in zip(*columns, strict=True)]
         return self._events
 
     @cached_property
@@ -621,24 +781,32 @@ class ScoredBatch(Sequence[ScoredReview]):
             position=position,
         )
 
+    def to_json_dicts(self) -> list[dict[str, Any]]:
+        """Each review's ``reviews.enriched`` form (as :meth:`ScoredReview.to_json_dict`),
+        the verdict read from :attr:`table`."""
+        t = self.table
+        columns = [f.column_to_wire(t.column(f.name).to_pylist()) for f in _VERDICT_WIRE]
+        out = []
+        for event, values in zip(self.events, _verdict_rows(columns), strict=True):
+            doc = event.to_json_dict()
+            doc.update(zip(_VERDICT_KEYS, values, strict=True))
+            out.append(doc)
+        return out
+
     @cached_property
     def table(self) -> pa.Table:
         """The batch as the lake's table (:data:`SCORED_SCHEMA`), built column by column."""
         import pyarrow.compute as pc
 
         events, positions, n = self.events, self.positions, self._n
-        event_time = pa.array([e.event_time for e in events], _TS)
-        sentiment = pa.array(self._sentiment, pa.int8())
+        columns: dict[str, pa.Array] = {
+            f.name: pa.array(list(map(attrgetter(f.name), events)), f.arrow) for f in EVENT_FIELDS
+        }
+        event_time = columns["event_time"]
         label_index = pa.array(self._sentiment.astype(np.int8) + 1, pa.int8())
         probs = self._probabilities
-        columns: dict[str, pa.Array] = {
-            name: pa.array(list(map(attrgetter(name), events)), pa.string())
-            for name in _EVENT_COLUMNS
-        }
         columns.update(
-            event_time=event_time,
-            rating=pa.array([e.rating for e in events], pa.int8()),
-            sentiment=sentiment,
+            sentiment=pa.array(self._sentiment, pa.int8()),
             sentiment_label=pc.take(_label_names(), label_index),
             p_negative=pa.array(probs[:, 0], pa.float32()),
             p_neutral=pa.array(probs[:, 1], pa.float32()),
@@ -663,25 +831,7 @@ def scored_table(scored: Sequence[ScoredReview]) -> pa.Table:
     row (rows from tests and from consumers of ``reviews.enriched``)."""
     if isinstance(scored, ScoredBatch):
         return scored.table
-    cols: dict[str, list[Any]] = {name: [] for name in SCORED_SCHEMA.names}
-    for s in scored:
-        ev, pos = s.event, s.position
-        for name in _EVENT_COLUMNS:
-            cols[name].append(getattr(ev, name))
-        cols["event_time"].append(ev.event_time)
-        cols["rating"].append(ev.rating)
-        cols["sentiment"].append(s.sentiment)
-        cols["sentiment_label"].append(s.sentiment_label)
-        cols["p_negative"].append(s.p_negative)
-        cols["p_neutral"].append(s.p_neutral)
-        cols["p_positive"].append(s.p_positive)
-        cols["model_name"].append(s.model_name)
-        cols["model_version"].append(s.model_version)
-        cols["scored_at"].append(s.scored_at)
-        cols["endpoint_latency_ms"].append(s.endpoint_latency_ms)
-        cols["source"].append(pos.source)
-        cols["source_stream"].append(pos.stream)
-        cols["source_partition"].append(pos.partition)
-        cols["source_offset"].append(str(pos.offset))
-        cols["dt"].append(ev.event_time.date().isoformat())
+    events = [s.event for s in scored]
+    cols = {f.name: list(map(attrgetter(f.name), events)) for f in EVENT_FIELDS}
+    cols.update({f.name: list(map(attrgetter(f.name), scored)) for f in VERDICT_FIELDS})
     return pa.table(cols, schema=SCORED_SCHEMA)

@@ -31,9 +31,7 @@ stream would dead-letter them; the Kaggle title is put before the text, as the r
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,8 @@ import numpy.typing as npt
 import typer
 from rich.console import Console
 
-from stream.events import CHANNELS, LABELS, sentiment_from_rating
+from endpoint.data import read_review_csv
+from stream.events import CHANNELS, LABELS
 
 if TYPE_CHECKING:
     from endpoint.model import SentimentModel
@@ -120,79 +119,24 @@ class ReviewTable:
         return None
 
 
-def _int_or_none(value: str, what: str, row: int) -> int | None:
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not number.is_integer():
-        raise ValueError(f"row {row}: {what} {value!r} is not a whole number")
-    return int(number)
-
-
-def _text(row: Mapping[str, str], kaggle: bool) -> str:
-    if not kaggle:
-        return (row.get("review_text") or row.get("review_body") or "").strip()
-    title = (row.get("Title") or "").strip()
-    body = (row.get("Review Text") or "").strip()
-    if title and body:
-        return f"{title} {body}" if title[-1] in ".!?" else f"{title}. {body}"
-    return title or body
-
-
 def read_reviews(path: Path) -> ReviewTable:
-    """Read a reviews CSV (see the module docstring for the layouts). Raises ``ValueError``
-    for a file without a text column or a row with a label out of range, naming the row."""
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        names = list(reader.fieldnames or ())
-        rows = [{k: v or "" for k, v in r.items() if k is not None} for r in reader]
-    kaggle = "Review Text" in names
-    if not kaggle and not {"review_text", "review_body"} & set(names):
-        raise ValueError(
-            f"{path}: no review text column (review_text, review_body or Kaggle's Review Text);"
-            f" found {', '.join(names) or 'none'}"
-        )
-    rating_col = next((c for c in ("rating", "Rating") if c in names), None)
-    category_col = next((c for c in ("product_category", "Class Name") if c in names), None)
-    texts: list[str] = []
-    categories: list[str] = []
-    labels: list[int] = []
-    ratings: list[int | None] = []
-    channels: list[str] = []
-    kept: list[int] = []
-    for number, row in enumerate(rows, start=1):
-        text = _text(row, kaggle)
-        if not text:
-            continue
-        rating = None if rating_col is None else _int_or_none(row[rating_col], "rating", number)
-        if rating is not None and not 1 <= rating <= 5:
-            raise ValueError(f"row {number}: rating must be 1..5, got {rating}")
-        label = (
-            _int_or_none(row["sentiment"], "sentiment", number) if "sentiment" in names else None
-        )
-        if label is None and rating is not None:
-            label = sentiment_from_rating(rating)
-        if label is not None and label not in LABELS:
-            raise ValueError(f"row {number}: sentiment must be -1, 0 or 1, got {label}")
-        texts.append(text)
-        categories.append("" if category_col is None else row[category_col].strip())
-        labels.append(UNKNOWN if label is None else label)
-        ratings.append(rating)
-        channels.append(row.get("channel", "").strip())
-        kept.append(number - 1)
-    has_labels = "sentiment" in names or rating_col is not None
+    """Read a reviews CSV with :func:`endpoint.data.read_review_csv` (see the module
+    docstring for the layouts), keeping the rows with review text. Raises ``ValueError`` for
+    a file without a text column or a row with a label out of range, naming the row."""
+    data = read_review_csv(path)
+    kept = [r for r in data.rows if r.text]
     return ReviewTable(
-        texts=texts,
-        categories=categories,
-        sentiment=np.asarray(labels, dtype=np.int64) if has_labels else None,
-        ratings=ratings if rating_col is not None else None,
-        channels=channels if "channel" in names else None,
-        columns={name: [rows[i][name] for i in kept] for name in names},
-        skipped=len(rows) - len(kept),
+        texts=[r.text for r in kept],
+        categories=[r.category for r in kept],
+        sentiment=(
+            np.asarray([UNKNOWN if r.sentiment is None else r.sentiment for r in kept], np.int64)
+            if data.labelled
+            else None
+        ),
+        ratings=[r.rating for r in kept] if data.rating_column is not None else None,
+        channels=[r.channel for r in kept] if "channel" in data.columns else None,
+        columns={name: [r.cells[name] for r in kept] for name in data.columns},
+        skipped=len(data) - len(kept),
     )
 
 

@@ -1,19 +1,13 @@
 """Replay a real reviews CSV as the records a producer would have published.
 
-Two layouts are recognised from the header:
-
-* the course layout (``sentiment,review_body,product_category``), as in
-  ``../shared/data/reviews.csv``: ``sentiment`` is -1, 0 or 1 and there is no star rating, so
-  each row gets a representative rating (-1 -> 1, 0 -> 3, 1 -> 5) that maps back to the same
-  class with :func:`~stream.events.sentiment_from_rating`: the ground truth round-trips. There
-  is no product id either; ``product_id`` is the category as a slug (``class-fine-gauge``);
-* the original "Women's E-Commerce Clothing Reviews" file (``Clothing ID, Age, Title, Review
-  Text, Rating, Recommended IND, Positive Feedback Count, Division Name, Department Name, Class
-  Name``, with or without its leading unnamed index column): ``Clothing ID`` -> ``product_id``,
-  ``Class Name`` -> ``product_category``, ``Rating`` -> ``rating``, ``Title`` and ``Review
-  Text`` -> ``review_text``. The other columns travel as unknown fields (``age``,
-  ``recommended``, ``positive_feedback_count``, ``division``, ``department``), which the
-  pipeline keeps but ignores.
+The file is read by :func:`endpoint.data.read_review_csv` and must be in the course layout
+(``sentiment,review_body,product_category``, as in ``../shared/data/reviews.csv``) or the
+original Kaggle layout (``Clothing ID, Title, Review Text, Rating, Class Name, ...``); see
+that module for how their columns map. The course file has no star rating, so each row gets
+a representative rating (-1 -> 1, 0 -> 3, 1 -> 5) that maps back to the same class with
+:func:`~stream.events.sentiment_from_rating`: the ground truth round-trips. Kaggle's other
+columns travel as unknown fields (``age``, ``recommended``, ``positive_feedback_count``,
+``division``, ``department``), which the pipeline keeps but ignores.
 
 Every row becomes a :class:`~stream.synthetic.GeneratedRecord` with channel ``web``, language
 ``en``, review id ``csv-<row>`` (the 1-based data row of the file, whatever the replay order)
@@ -27,48 +21,23 @@ letters. A file that is not UTF-8 or not CSV raises :class:`ValueError`, naming 
 
 from __future__ import annotations
 
-import csv
 import random
-import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
+from endpoint.data import COURSE_COLUMNS, KAGGLE_COLUMNS, ReviewRow, read_review_csv
 from stream.events import DeadLetter, Reason, ReviewEvent, SourcePosition
 from stream.synthetic import DEFAULT_START, GeneratedRecord, encode_record, event_times
 from stream.validation import decode_event
 
 __all__ = ["COURSE_COLUMNS", "KAGGLE_COLUMNS", "RATING_FOR_SENTIMENT", "read_csv"]
 
-#: Columns of the course file (sentiment classes only).
-COURSE_COLUMNS: Final = ("sentiment", "review_body", "product_category")
-#: Columns of the original Kaggle file that the reader uses.
-KAGGLE_COLUMNS: Final = ("Clothing ID", "Title", "Review Text", "Rating", "Class Name")
-
 _POSITION: Final = SourcePosition("replay", "csv", "0", 0)
 
 #: A representative star rating per sentiment class of the course file.
 RATING_FOR_SENTIMENT: Final[Mapping[int, int]] = {-1: 1, 0: 3, 1: 5}
-
-_KAGGLE_EXTRA: Final[tuple[tuple[str, str, Callable[[str], Any]], ...]] = (
-    ("Age", "age", int),
-    ("Recommended IND", "recommended", lambda v: v.strip() == "1"),
-    ("Positive Feedback Count", "positive_feedback_count", int),
-    ("Division Name", "division", str),
-    ("Department Name", "department", str),
-)
-
-
-@dataclass(frozen=True, slots=True)
-class _Row:
-    number: int  # 1-based data row in the file
-    product_id: str
-    category: str
-    text: str
-    rating: int
-    extra: Mapping[str, Any]
 
 
 def read_csv(
@@ -111,7 +80,7 @@ def read_csv(
 
 
 def _records(
-    rows: Sequence[_Row], times: Iterator[datetime], max_text_bytes: int
+    rows: Sequence[ReviewRow], times: Iterator[datetime], max_text_bytes: int
 ) -> Iterator[GeneratedRecord]:
     for row, when in zip(rows, times, strict=True):
         event = ReviewEvent(
@@ -121,7 +90,7 @@ def _records(
             review_text=row.text,
             channel="web",
             event_time=when,
-            rating=row.rating,
+            rating=_rating(row),
             language="en",
             extra=row.extra,
         )
@@ -141,69 +110,15 @@ def _expected_reason(value: bytes, when: datetime, max_text_bytes: int) -> Reaso
     return out.reason if isinstance(out, DeadLetter) else None
 
 
-def _read_rows(path: Path) -> list[_Row]:
-    with path.open(newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        try:
-            columns = set(reader.fieldnames or ())
-            if columns.issuperset(COURSE_COLUMNS):
-                return [_course_row(n, r) for n, r in enumerate(reader, start=1)]
-            if columns.issuperset(KAGGLE_COLUMNS):
-                return [_kaggle_row(n, r) for n, r in enumerate(reader, start=1)]
-        except (csv.Error, UnicodeDecodeError) as err:  # a field over csv's limit, not UTF-8
-            raise ValueError(f"{path}: line {reader.line_num}: {err}") from None
-    raise ValueError(
-        f"{path}: expected the columns {', '.join(COURSE_COLUMNS)} or the Kaggle columns "
-        f"{', '.join(KAGGLE_COLUMNS)}; found {', '.join(sorted(columns)) or 'none'}"
-    )
+def _read_rows(path: Path) -> list[ReviewRow]:
+    """Every data row; a row without a sentiment (or rating) is refused."""
+    return read_review_csv(path, layouts=(COURSE_COLUMNS, KAGGLE_COLUMNS), labelled=True).rows
 
 
-def _int(value: str | None, what: str, number: int) -> int:
-    try:
-        return int((value or "").strip())
-    except ValueError:
-        raise ValueError(f"row {number}: {what} {value!r} is not an integer") from None
-
-
-def _course_row(number: int, row: Mapping[str, str | None]) -> _Row:
-    sentiment = _int(row["sentiment"], "sentiment", number)
-    if sentiment not in RATING_FOR_SENTIMENT:
-        raise ValueError(f"row {number}: sentiment must be -1, 0 or 1, got {sentiment}")
-    category = (row["product_category"] or "").strip()
-    slug = re.sub(r"[^a-z0-9]+", "-", category.lower()).strip("-")
-    return _Row(
-        number=number,
-        product_id=f"class-{slug}" if slug else "",
-        category=category,
-        text=(row["review_body"] or "").strip(),
-        rating=RATING_FOR_SENTIMENT[sentiment],
-        extra={},
-    )
-
-
-def _kaggle_row(number: int, row: Mapping[str, str | None]) -> _Row:
-    rating = _int(row["Rating"], "Rating", number)
-    if not 1 <= rating <= 5:
-        raise ValueError(f"row {number}: Rating must be 1..5, got {rating}")
-    title = (row["Title"] or "").strip()
-    body = (row["Review Text"] or "").strip()
-    if title and body:
-        text = f"{title} {body}" if title[-1] in ".!?" else f"{title}. {body}"
-    else:
-        text = title or body
-    extra: dict[str, Any] = {}
-    for column, name, convert in _KAGGLE_EXTRA:
-        raw = (row.get(column) or "").strip()
-        if raw:
-            try:
-                extra[name] = convert(raw)
-            except ValueError:
-                extra[name] = raw
-    return _Row(
-        number=number,
-        product_id=(row["Clothing ID"] or "").strip(),
-        category=(row["Class Name"] or "").strip(),
-        text=text,
-        rating=rating,
-        extra=extra,
-    )
+def _rating(row: ReviewRow) -> int:
+    """The row's rating, else the representative one of its sentiment class."""
+    if row.rating is not None:
+        return row.rating
+    if row.sentiment is None:  # not from read_review_csv(labelled=True)
+        raise ValueError(f"row {row.number}: no sentiment or rating")
+    return RATING_FOR_SENTIMENT[row.sentiment]

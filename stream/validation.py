@@ -31,7 +31,16 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from stream.events import CHANNELS, SCHEMA_VERSION, DeadLetter, Reason, ReviewEvent, SourcePosition
+from stream.events import (
+    CHANNELS,
+    EVENT_FIELDS,
+    EVENT_WIRE_KEYS,
+    SCHEMA_VERSION,
+    DeadLetter,
+    Reason,
+    ReviewEvent,
+    SourcePosition,
+)
 
 if TYPE_CHECKING:
     from stream.settings import Settings
@@ -57,11 +66,11 @@ MAX_CATEGORY_BYTES: Final = (255 - len("product_category=")) // 3
 #: that no encoder downstream runs out of stack).
 MAX_UNKNOWN_DEPTH: Final = 32
 
-_REQUIRED_STR: Final = ("review_id", "product_id", "product_category", "review_text", "channel")
-_OPTIONAL_STR: Final = ("language", "customer_segment")
-_KNOWN: Final = frozenset(
-    (*_REQUIRED_STR, *_OPTIONAL_STR, "event_time", "rating", "schema_version")
-)
+# The contract's fields (stream.events.EVENT_FIELDS), in its order: the first fault found is
+# the first in that order.
+_REQUIRED_STR: Final = tuple(f.name for f in EVENT_FIELDS if f.required and f.py_type is str)
+_OPTIONAL_STR: Final = tuple(f.name for f in EVENT_FIELDS if not f.required and f.py_type is str)
+_KNOWN: Final = EVENT_WIRE_KEYS
 _CHANNELS: Final = frozenset(CHANNELS)
 _MAX_ID_CHARS: Final = 256
 _IDS: Final = ("review_id", "product_id", "product_category")

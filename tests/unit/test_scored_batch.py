@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 
 import numpy as np
@@ -115,3 +116,53 @@ def test_a_batch_of_alerts_alone_is_named_by_its_position() -> None:
 
     at = SourcePosition("kafka", "feed", "0", 41)
     assert Batch([], [], {at.key: at}).first_position == at
+
+
+def test_the_enriched_json_of_a_batch_equals_its_rows_and_round_trips() -> None:
+    batch = _batch()
+    docs = batch.to_json_dicts()
+    rows = list(ScoredBatch.from_table(batch.table))  # float32 verdict, as the batch's JSON
+    assert docs[4] == {
+        "kept": 4,
+        "schema_version": 1,
+        "review_id": "r4",
+        "product_id": "p1",
+        "product_category": "Fine gauge",
+        "review_text": "text 4",
+        "channel": "web",
+        "event_time": "2024-05-01T23:59:59.999000Z",
+        "sentiment": 0,
+        "sentiment_label": "neutral",
+        "probabilities": {
+            "negative": pytest.approx(0.2),
+            "neutral": pytest.approx(0.3),
+            "positive": pytest.approx(0.5),
+        },
+        "model_name": "tfidf-lr",
+        "model_version": "7",
+        "scored_at": "2024-05-02T12:00:00+00:00",
+        "endpoint_latency_ms": 12.5,
+        "source": {"source": "kafka", "stream": "reviews", "partition": "0", "offset": "104"},
+    }
+    for doc, row, original in zip(docs, rows, batch, strict=True):
+        assert list(doc) == list(original.to_json_dict())
+        mine = {k: v for k, v in doc.items() if k != "kept"}
+        assert mine == row.to_json_dict()
+        back = ScoredReview.from_json_dict(doc)
+        assert back.event == original.event
+        assert back.position == original.position
+        assert back.sentiment == original.sentiment
+        assert back.scored_at == original.scored_at
+
+
+def test_an_unknown_field_named_like_a_verdict_key_is_replaced_in_place() -> None:
+    row = _batch(1)[0]
+    odd = dataclasses.replace(row, event=dataclasses.replace(row.event, extra={"source": 1}))
+    doc = odd.to_json_dict()
+    assert next(iter(doc)) == "source"
+    assert doc["source"] == {
+        "source": "kafka",
+        "stream": "reviews",
+        "partition": "0",
+        "offset": "100",
+    }

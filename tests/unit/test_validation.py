@@ -3,7 +3,9 @@ JSON Schema agrees with the validator."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import typing
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,10 @@ import pytest
 
 from stream.events import (
     CHANNELS,
+    EVENT_FIELDS,
+    EVENT_WIRE_KEYS,
+    SCORED_SCHEMA,
+    VERDICT_FIELDS,
     DeadLetter,
     Reason,
     ReviewEvent,
@@ -252,6 +258,47 @@ def test_published_schema_accepts_valid_events() -> None:
         good(rating=..., language=..., customer_segment=..., schema_version=..., other=1)
     )
     assert SCHEMA["properties"]["channel"]["enum"] == list(CHANNELS)
+
+
+_JSON_TYPES = {str: "string", int: "integer", float: "number", datetime: "string"}
+
+
+def test_declared_fields_are_the_published_schema() -> None:
+    props = SCHEMA["properties"]
+    assert set(props) == EVENT_WIRE_KEYS == {"schema_version", *(f.name for f in EVENT_FIELDS)}
+    assert SCHEMA["required"] == [f.name for f in EVENT_FIELDS if f.required]
+    for f in EVENT_FIELDS:
+        prop = props[f.name]
+        if "type" not in prop:  # channel: an enumeration of strings
+            assert f.py_type is str and all(isinstance(v, str) for v in prop["enum"])
+            continue
+        types = prop["type"] if isinstance(prop["type"], list) else [prop["type"]]
+        assert _JSON_TYPES[f.py_type] in types, f.name
+        assert ("null" in types) == (not f.required), f.name
+        assert (prop.get("format") == "date-time") == (f.py_type is datetime), f.name
+
+
+def test_declared_fields_are_the_event_dataclass_that_msgspec_decodes_into() -> None:
+    # The typed fast path converts straight into ReviewEvent: its fields, in order, are the
+    # declared ones (then ``extra``), with the declared types.
+    fields = dataclasses.fields(ReviewEvent)
+    assert [f.name for f in fields] == [f.name for f in EVENT_FIELDS] + ["extra"]
+    hints = typing.get_type_hints(ReviewEvent)
+    for spec in EVENT_FIELDS:
+        assert hints[spec.name] == (spec.py_type if spec.required else spec.py_type | None)
+    assert [f.name for f in SCORED_SCHEMA][: len(EVENT_FIELDS)] == [f.name for f in EVENT_FIELDS]
+    assert [f.nullable for f in SCORED_SCHEMA] == [
+        not f.required for f in (*EVENT_FIELDS, *VERDICT_FIELDS)
+    ]
+
+
+def test_unknown_fields_are_exactly_the_keys_outside_the_declaration() -> None:
+    doc = good(**{"x": 1, "sentiment": 2})
+    ev = decode(encode(doc))
+    assert isinstance(ev, ReviewEvent)
+    assert ev.extra == {"x": 1, "sentiment": 2}
+    assert set(ev.to_json_dict()) == EVENT_WIRE_KEYS | {"x", "sentiment"}
+    assert ReviewEvent.from_json_dict(ev.to_json_dict()) == ev
 
 
 @pytest.mark.parametrize(("rating", "expected"), [(1, -1), (2, -1), (3, 0), (4, 1), (5, 1)])
