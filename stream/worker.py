@@ -21,6 +21,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     stopped (SIGINT/SIGTERM drain the scoring pipeline and commit first)."""
     asyncio.run(ensure_topics(settings.kafka))
     import monitors.suite  # noqa: F401 - loaded now, not when the first feed message waits
+
     runtime = Runtime(settings)
     app, _scoring, suite = create_app(
         settings,
