@@ -275,12 +275,8 @@ class NoMonitor:
 @pytest.fixture
 def own_seaweedfs() -> Iterator[SeaweedFS]:
     """A SeaweedFS of this test alone: it is taken away and brought back."""
-    server = SeaweedFS()
-    server.start()
-    try:
+    with SeaweedFS() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -25,7 +26,19 @@ from typing import Self
 
 from tests.servers.process import terminate
 
-__all__ = ["Managed", "ServerProcess", "http_status", "succeeds"]
+__all__ = ["Managed", "ServerProcess", "http_status", "succeeds", "venv_binary"]
+
+
+def venv_binary(name: str, install: str) -> Path:
+    """The executable ``name`` beside the interpreter (a wheel's binary in the virtualenv) or
+    on ``PATH``; raises with ``install`` (how to get it) when it is in neither place."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return beside
+    found = shutil.which(name)
+    if found is None:
+        raise RuntimeError(f"{name} is missing: {install}")
+    return Path(found)
 
 
 def http_status(url: str, timeout: float = 2.0) -> int:
@@ -95,6 +108,10 @@ class ServerProcess(Managed):
     @property
     def log_file(self) -> Path:
         return self.workdir / self.log_name
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
 
     def log(self, chars: int = 4000) -> str:
         """The end of the server's output ("" before there is any)."""

@@ -230,10 +230,6 @@ class KafkaBroker(ServerProcess):
         return f"127.0.0.1:{self.port}"
 
     @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
-    @property
     def config_file(self) -> Path:
         return self.workdir / "server.properties"
 

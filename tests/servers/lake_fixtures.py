@@ -18,23 +18,15 @@ __all__ = ["moto_server", "s3_bucket", "seaweedfs"]
 @pytest.fixture(scope="session")
 def seaweedfs() -> Iterator[SeaweedFS]:
     """One SeaweedFS (``weed mini``) for the session."""
-    server = SeaweedFS()
-    server.start()
-    try:
+    with SeaweedFS() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     """One moto_server for the session (in memory; any credentials)."""
-    server = MotoServer()
-    server.start()
-    try:
+    with MotoServer() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture

