@@ -9,10 +9,26 @@ from collections.abc import Iterator
 
 import pytest
 
+from sinks.s3 import Backoff, EndpointSession, s3_session
 from tests.servers.moto import MotoServer
 from tests.servers.seaweedfs import SeaweedFS
 
-__all__ = ["moto_server", "s3_bucket", "seaweedfs"]
+__all__ = ["FAST", "moto_server", "s3_bucket", "seaweedfs", "session_of"]
+
+#: retries kept short: a test wants the answer, not the patience of a production writer
+FAST = Backoff(initial_s=0.1, max_s=0.5, attempts_per_call=1, connect_timeout_s=2)
+
+
+def session_of(server: SeaweedFS | MotoServer) -> EndpointSession:
+    """S3 (and Glue) clients of the lake pointed at a test server, with :data:`FAST` retries."""
+    return s3_session(
+        region=server.region,
+        s3_endpoint_url=server.endpoint_url,
+        glue_endpoint_url=server.endpoint_url,
+        access_key_id=server.access_key,
+        secret_access_key=server.secret_key,
+        backoff=FAST,
+    )
 
 
 @pytest.fixture(scope="session")
