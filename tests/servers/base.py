@@ -1,8 +1,8 @@
 """What the test servers share: the ``with`` protocol, and a server process that logs into its
 work directory, is waited for until it serves and is stopped by PID.
 
-* :class:`Managed`: ``with thing:`` calls ``thing.start()`` (closing it again when the start
-  fails) and ``thing.close()`` on the way out.
+* :class:`Closing`: ``with thing:`` calls ``thing.close()`` on the way out; :class:`Managed`
+  also calls ``thing.start()`` first (and closes it again when the start fails).
 * :class:`ServerProcess`: a :class:`Managed` subprocess. :meth:`ServerProcess._spawn` starts
   the command with its output appended to :attr:`ServerProcess.log_file`,
   :meth:`ServerProcess._await` polls a readiness check while the process lives, :meth:`stop`
@@ -26,7 +26,7 @@ from typing import Self
 
 from tests.servers.process import terminate
 
-__all__ = ["Managed", "ServerProcess", "http_status", "succeeds", "venv_binary"]
+__all__ = ["Closing", "Managed", "ServerProcess", "http_status", "succeeds", "venv_binary"]
 
 
 def venv_binary(name: str, install: str) -> Path:
@@ -63,22 +63,14 @@ def succeeds(call: Callable[[], object]) -> bool:
     return True
 
 
-class Managed:
-    """``with x:`` starts ``x`` and closes it afterwards (also when the start itself fails)."""
-
-    def start(self) -> Self:
-        """Nothing to start by default."""
-        return self
+class Closing:
+    """``with x:`` closes ``x`` on the way out."""
 
     def close(self) -> None:
         raise NotImplementedError
 
     def __enter__(self) -> Self:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
+        return self
 
     def __exit__(
         self,
@@ -87,6 +79,20 @@ class Managed:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class Managed(Closing):
+    """``with x:`` starts ``x`` and closes it afterwards (also when the start itself fails)."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.close()
+            raise
 
 
 class ServerProcess(Managed):

@@ -29,7 +29,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.servers.base import Managed
+from tests.servers.base import Closing
 
 __all__ = ["ReadOnlyDir"]
 
@@ -38,7 +38,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
 
 
-class ReadOnlyDir(Managed):
+class ReadOnlyDir(Closing):
     """Switches ``path`` between read-only and writable (see the module docstring)."""
 
     def __init__(self, path: Path) -> None:
