@@ -38,10 +38,9 @@ from stream.events import (
 from stream.lake_cli import lake_app
 from stream.lake_factory import build_lake_sink
 from stream.pipeline import Pipeline, PipelineOptions, Prediction, RawRecord, ScoringResult
-from stream.settings import LakeSettings, Settings
 from tests.lake_rows import T, latest_positions
 from tests.servers.lake_fixtures import *  # noqa: F403
-from tests.servers.lake_fixtures import FAST, session_of
+from tests.servers.lake_fixtures import FAST, glue_lake_settings, session_of
 from tests.servers.moto import MotoServer
 from tests.servers.seaweedfs import SeaweedFS
 
@@ -316,17 +315,7 @@ async def test_glue_partitions_are_added_as_files_land(moto_server: MotoServer) 
     bucket = f"glue-{uuid.uuid4().hex[:10]}"
     database = f"lake_{uuid.uuid4().hex[:8]}"
     session = session_of(moto_server)
-    client: Any = session.client("s3")
-    client.create_bucket(Bucket=bucket)
-    settings = Settings(
-        lake_path=f"s3://{bucket}/{PREFIX}",
-        lake=LakeSettings(
-            s3_endpoint_url=moto_server.endpoint_url,
-            glue_endpoint_url=moto_server.endpoint_url,
-            glue_database=database,
-            buffer_max_rows=2,
-        ),
-    )
+    settings = glue_lake_settings(moto_server, bucket, database, PREFIX, buffer_max_rows=2)
     sink = build_lake_sink(settings)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)

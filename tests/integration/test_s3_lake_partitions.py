@@ -15,10 +15,9 @@ from sinks.query import DuckDBLake
 from sinks.s3 import S3LakeWriter
 from stream.events import Batch
 from stream.lake_factory import build_lake_sink
-from stream.settings import LakeSettings, Settings
 from tests.lake_rows import scored_review
 from tests.servers.lake_fixtures import *  # noqa: F403
-from tests.servers.lake_fixtures import FAST, session_of
+from tests.servers.lake_fixtures import FAST, glue_lake_settings, session_of
 from tests.servers.moto import MotoServer
 from tests.servers.seaweedfs import SeaweedFS
 
@@ -56,18 +55,9 @@ async def test_glue_registers_the_real_values(
     bucket = f"glue-{uuid.uuid4().hex[:10]}"
     database = f"lake_{uuid.uuid4().hex[:8]}"
     session = session_of(moto_server)
-    client: Any = session.client("s3")
-    client.create_bucket(Bucket=bucket)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.secret_key)
-    settings = Settings(
-        lake_path=f"s3://{bucket}/{PREFIX}",
-        lake=LakeSettings(
-            s3_endpoint_url=moto_server.endpoint_url,
-            glue_endpoint_url=moto_server.endpoint_url,
-            glue_database=database,
-        ),
-    )
+    settings = glue_lake_settings(moto_server, bucket, database, PREFIX)
     sink = build_lake_sink(settings)
     await sink.write(batch())
     await sink.close()
