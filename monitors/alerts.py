@@ -219,28 +219,21 @@ def _feature_checks(r: WindowReport) -> Iterator[Check]:
 
 
 def _mix_checks(r: WindowReport) -> Iterator[Check]:
-    if r.prediction is not None:
-        p = r.prediction
-        yield Check(
-            "PredictionDrift",
-            "",
-            p.drifted,
-            r.prediction_clean,
-            f"Predicted sentiment mix {_mix(p.current)} against baseline {_mix(p.reference)} "
-            f"(TVD {p.tvd:.3f}, chi-square p={p.p_value:.2g}, {p.count} reviews)",
-            p.to_json(),
-        )
-    if r.label is not None:
-        q = r.label
-        yield Check(
-            "LabelDrift",
-            "",
-            q.drifted,
-            r.label_clean,
-            f"Rated sentiment mix {_mix(q.current)} against baseline {_mix(q.reference)} "
-            f"(TVD {q.tvd:.3f}, chi-square p={q.p_value:.2g}, {q.count} rated reviews)",
-            q.to_json(),
-        )
+    mixes = (
+        ("PredictionDrift", "Predicted", r.prediction, r.prediction_clean, "reviews"),
+        ("LabelDrift", "Rated", r.label, r.label_clean, "rated reviews"),
+    )
+    for name, whose, d, clean, counted in mixes:
+        if d is not None:
+            yield Check(
+                name,
+                "",
+                d.drifted,
+                clean,
+                f"{whose} sentiment mix {_mix(d.current)} against baseline {_mix(d.reference)} "
+                f"(TVD {d.tvd:.3f}, chi-square p={d.p_value:.2g}, {d.count} {counted})",
+                d.to_json(),
+            )
 
 
 def _accuracy_checks(r: WindowReport) -> Iterator[Check]:
