@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import datetime
 
-__all__ = ["Sleeps"]
+from stream.events import Alert, ReviewEvent, ScoredReview
+from stream.pipeline import Prediction, ScoringResult
+
+__all__ = ["NeutralScorer", "NoMonitor", "Sleeps"]
 
 
 class Sleeps:
@@ -16,3 +21,17 @@ class Sleeps:
     async def __call__(self, delay: float) -> None:
         self.delays.append(delay)
         await asyncio.sleep(0)
+
+
+class NeutralScorer:
+    """Scores every review neutral (0.2/0.6/0.2), model ``m`` version ``1``, in 1 ms."""
+
+    async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
+        return ScoringResult([Prediction(0, 0.2, 0.6, 0.2) for _ in events], "m", "1", 1.0)
+
+
+class NoMonitor:
+    """A monitor that never alerts."""
+
+    def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]:
+        return []

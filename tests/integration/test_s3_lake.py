@@ -9,7 +9,7 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,8 @@ from stream.events import (
 )
 from stream.lake_cli import lake_app
 from stream.lake_factory import build_lake_sink
-from stream.pipeline import Pipeline, PipelineOptions, Prediction, RawRecord, ScoringResult
+from stream.pipeline import Pipeline, PipelineOptions, RawRecord
+from tests.fakes import NeutralScorer, NoMonitor
 from tests.lake_rows import T, latest_positions
 from tests.servers.lake_fixtures import *  # noqa: F403
 from tests.servers.lake_fixtures import FAST, glue_lake_settings, session_of
@@ -244,16 +245,6 @@ class PacedSource:
             self.committed = max(self.committed, pos.offset)
         if self.committed >= self.signal_at:
             self.reached.set()
-
-
-class NeutralScorer:
-    async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
-        return ScoringResult([Prediction(0, 0.2, 0.6, 0.2) for _ in events], "m", "1", 1.0)
-
-
-class NoMonitor:
-    def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]:
-        return []
 
 
 @pytest.fixture

@@ -67,12 +67,6 @@ def glue_lake_settings(
     Glue ``database``; ``lake`` adds lake settings."""
     client: Any = session_of(server).client("s3")
     client.create_bucket(Bucket=bucket)
-    return Settings(
-        lake_path=f"s3://{bucket}/{prefix}",
-        lake=LakeSettings(
-            s3_endpoint_url=server.endpoint_url,
-            glue_endpoint_url=server.endpoint_url,
-            glue_database=database,
-            **lake,
-        ),
-    )
+    url = server.endpoint_url
+    where = {"s3_endpoint_url": url, "glue_endpoint_url": url, "glue_database": database}
+    return Settings(lake_path=f"s3://{bucket}/{prefix}", lake=LakeSettings(**where, **lake))

@@ -10,13 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from stream.events import (
-    CHANNELS,
-    DeadLetter,
-    Reason,
-    ReviewEvent,
-    sentiment_from_rating,
-)
+from stream.events import CHANNELS, DeadLetter, Reason, ReviewEvent, sentiment_from_rating
 from stream.validation import decode_event
 from tests.review_docs import NOW, POS, SCHEMA, encode
 
