@@ -30,14 +30,9 @@ FAST = Backoff(initial_s=0.1, max_s=0.5, attempts_per_call=1, connect_timeout_s=
 
 def session_of(server: SeaweedFS | MotoServer) -> EndpointSession:
     """S3 (and Glue) clients of the lake pointed at a test server, with :data:`FAST` retries."""
-    return s3_session(
-        region=server.region,
-        s3_endpoint_url=server.endpoint_url,
-        glue_endpoint_url=server.endpoint_url,
-        access_key_id=server.access_key,
-        secret_access_key=server.secret_key,
-        backoff=FAST,
-    )
+    endpoints = dict.fromkeys(("s3_endpoint_url", "glue_endpoint_url"), server.endpoint_url)
+    keys = {"access_key_id": server.access_key, "secret_access_key": server.secret_key}
+    return s3_session(region=server.region, backoff=FAST, **endpoints, **keys)
 
 
 @pytest.fixture(scope="session")
