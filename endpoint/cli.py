@@ -25,12 +25,15 @@ import json
 import os
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from endpoint.deploy import DeployOptions
 
 __all__ = ["endpoint_app", "model_app"]
 
@@ -43,6 +46,12 @@ endpoint_app = typer.Typer(
     add_completion=False,
 )
 _console = Console()
+
+#: ``--model-dir``: an existing model directory (None: the shipped model).
+_ModelDirOption = Annotated[
+    Path | None,
+    typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
+]
 
 
 @model_app.command("train")
@@ -97,10 +106,7 @@ def train_command(
 
 @model_app.command("package")
 def package_command(
-    model_dir: Annotated[
-        Path | None,
-        typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
-    ] = None,
+    model_dir: _ModelDirOption = None,
     out: Annotated[Path, typer.Option(dir_okay=False, help="Archive to write.")] = Path(
         "model.tar.gz"
     ),
@@ -119,10 +125,7 @@ def serve_command(
         typer.Option(min=0, max=65535, help="Port; default $SAGEMAKER_BIND_TO_PORT or 8080."),
     ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    model_dir: Annotated[
-        Path | None,
-        typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
-    ] = None,
+    model_dir: _ModelDirOption = None,
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     body_timeout: Annotated[
         float, typer.Option(min=0.001, help="Seconds a request body may take (else 408).")
@@ -198,17 +201,14 @@ def deploy_command(
     action: Annotated[
         DeployAction, typer.Option(help="auto: create the endpoint, or update it if it exists.")
     ] = DeployAction.auto,
-    model_dir: Annotated[
-        Path | None,
-        typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
-    ] = None,
+    model_dir: _ModelDirOption = None,
     wait: Annotated[bool, typer.Option(help="Wait until the endpoint is InService.")] = True,
     dry_run: Annotated[
         bool, typer.Option(help="Print the requests as JSON; send nothing (no credentials).")
     ] = False,
 ) -> None:
     """Upload the model artifact to S3 and create or update the SageMaker endpoint."""
-    from endpoint.deploy import DeployOptions, execute, plan_deployment
+    from endpoint.deploy import DeployOptions
 
     try:
         options = DeployOptions(
@@ -229,6 +229,13 @@ def deploy_command(
         )
     except ValueError as err:
         raise typer.BadParameter(str(err)) from err
+    _deploy(options, dry_run=dry_run, wait=wait)
+
+
+def _deploy(options: DeployOptions, *, dry_run: bool, wait: bool) -> None:
+    """Print the plan's requests (``dry_run``), or send them; a failure exits with 1."""
+    from endpoint.deploy import execute, plan_deployment
+
     plan = plan_deployment(options)
     if dry_run:
         typer.echo(json.dumps(plan.to_json(), indent=2))

@@ -240,80 +240,20 @@ def image_uri(options: DeployOptions) -> str:
 
 def plan_deployment(options: DeployOptions) -> DeploymentPlan:
     """Build the artifact and compute every request of the deployment (no AWS calls)."""
-    with _sdk_import():
-        from sagemaker.core.shapes import (
-            CaptureContentTypeHeader,
-            CaptureOption,
-            ContainerDefinition,
-            DataCaptureConfig,
-            ProductionVariant,
-            Tag,
-        )
-        from sagemaker.core.utils.utils import serialize
-
-    model_dir = options.model_dir or default_model_dir()
-    model = SentimentModel.load(model_dir)
-    with tempfile.TemporaryDirectory(prefix="sentiment-artifact-") as tmp:
-        artifact = build_artifact(Path(tmp) / "model.tar.gz", model_dir).read_bytes()
-    digest = hashlib.sha256(artifact).hexdigest()
     o = options
+    model_dir = o.model_dir or default_model_dir()
+    model = SentimentModel.load(model_dir)
+    artifact = _artifact_bytes(model_dir)
+    digest = hashlib.sha256(artifact).hexdigest()
     model_name = _name(o.endpoint_name, digest[:12])
     key = "/".join(p for p in (o.prefix, "models", model_name, "model.tar.gz") if p)
     artifact_s3_uri = f"s3://{o.bucket}/{key}"
     image = image_uri(o)
-    tags = [
-        Tag(key="project", value="sentiment-monitor"),
-        Tag(key="model-name", value=model.name),
-        Tag(key="model-version", value=model.version),
-        *(Tag(key=k, value=v) for k, v in sorted(o.tags.items())),
-    ]
-
-    model_args: dict[str, Any] = {
-        "model_name": model_name,
-        "primary_container": ContainerDefinition(
-            image=image,
-            mode="SingleModel",
-            model_data_url=artifact_s3_uri,
-            environment={
-                "SAGEMAKER_PROGRAM": "inference.py",
-                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
-                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
-                "SAGEMAKER_REGION": o.region,
-            },
-        ),
-        "execution_role_arn": o.role_arn,
-        "tags": tags,
-    }
-    config_args: dict[str, Any] = {
-        "production_variants": [
-            ProductionVariant(
-                variant_name=VARIANT,
-                model_name=model_name,
-                initial_instance_count=o.instance_count,
-                instance_type=o.instance_type,
-                initial_variant_weight=1.0,
-            )
-        ],
-    }
-    if o.capture:
-        modes = [m for m, on in (("Input", o.capture_input), ("Output", o.capture_output)) if on]
-        config_args["data_capture_config"] = DataCaptureConfig(
-            enable_capture=True,
-            initial_sampling_percentage=o.capture_percent,
-            destination_s3_uri=o.capture_destination,
-            capture_options=[CaptureOption(capture_mode=m) for m in modes],
-            capture_content_type_header=CaptureContentTypeHeader(
-                json_content_types=list(_CAPTURE_JSON_TYPES),
-                csv_content_types=list(_CAPTURE_CSV_TYPES),
-            ),
-        )
-    config_args["tags"] = tags
-    config_digest = hashlib.sha256(
-        json.dumps(serialize(config_args), sort_keys=True).encode()
-    ).hexdigest()
-    config_name = _name(o.endpoint_name, digest[:12], config_digest[:8])
+    tags = _tags(o, model)
+    model_args = _model_args(o, model_name, image, artifact_s3_uri, tags)
+    config_args = _endpoint_config_args(o, model_name, tags)
+    config_name = _name(o.endpoint_name, digest[:12], _args_digest(config_args)[:8])
     config_args = {"endpoint_config_name": config_name, **config_args}
-
     upload = Step(
         "s3",
         "PutObject",
@@ -338,28 +278,6 @@ def plan_deployment(options: DeployOptions) -> DeploymentPlan:
         _request(config_args),
         condition="no endpoint config of this name yet (the name carries the config's hash)",
     )
-    endpoint_args = {"endpoint_name": o.endpoint_name, "endpoint_config_name": config_name}
-    endpoint_steps = []
-    if o.action in ("auto", "create"):
-        endpoint_steps.append(
-            Step(
-                "sagemaker",
-                "CreateEndpoint",
-                _request({**endpoint_args, "tags": tags}),
-                condition="the endpoint does not exist" if o.action == "auto" else None,
-            )
-        )
-    if o.action in ("auto", "update"):
-        endpoint_steps.append(
-            Step(
-                "sagemaker",
-                "UpdateEndpoint",
-                _request(endpoint_args),
-                condition="the endpoint exists with another endpoint config"
-                if o.action == "auto"
-                else None,
-            )
-        )
     return DeploymentPlan(
         options=o,
         artifact=artifact,
@@ -369,8 +287,138 @@ def plan_deployment(options: DeployOptions) -> DeploymentPlan:
         artifact_s3_uri=artifact_s3_uri,
         model_name=model_name,
         endpoint_config_name=config_name,
-        steps=(upload, create_model, create_config, *endpoint_steps),
+        steps=(upload, create_model, create_config, *_endpoint_steps(o, config_name, tags)),
     )
+
+
+def _artifact_bytes(model_dir: Path) -> bytes:
+    """The SageMaker artifact (``model.tar.gz``) of ``model_dir``, built in a scratch folder."""
+    with tempfile.TemporaryDirectory(prefix="sentiment-artifact-") as tmp:
+        return build_artifact(Path(tmp) / "model.tar.gz", model_dir).read_bytes()
+
+
+def _tags(options: DeployOptions, model: SentimentModel) -> list[Any]:
+    """The tags of every resource: the project's, the model's, then the caller's (sorted)."""
+    with _sdk_import():
+        from sagemaker.core.shapes import Tag
+
+    return [
+        Tag(key="project", value="sentiment-monitor"),
+        Tag(key="model-name", value=model.name),
+        Tag(key="model-version", value=model.version),
+        *(Tag(key=k, value=v) for k, v in sorted(options.tags.items())),
+    ]
+
+
+def _model_args(
+    options: DeployOptions, model_name: str, image: str, artifact_s3_uri: str, tags: list[Any]
+) -> dict[str, Any]:
+    """The CreateModel arguments: the framework container running ``code/inference.py``."""
+    with _sdk_import():
+        from sagemaker.core.shapes import ContainerDefinition
+
+    return {
+        "model_name": model_name,
+        "primary_container": ContainerDefinition(
+            image=image,
+            mode="SingleModel",
+            model_data_url=artifact_s3_uri,
+            environment={
+                "SAGEMAKER_PROGRAM": "inference.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                "SAGEMAKER_CONTAINER_LOG_LEVEL": "20",
+                "SAGEMAKER_REGION": options.region,
+            },
+        ),
+        "execution_role_arn": options.role_arn,
+        "tags": tags,
+    }
+
+
+def _endpoint_config_args(
+    options: DeployOptions, model_name: str, tags: list[Any]
+) -> dict[str, Any]:
+    """The CreateEndpointConfig arguments but its name (which is derived from their hash):
+    one production variant and, when asked for, data capture."""
+    with _sdk_import():
+        from sagemaker.core.shapes import ProductionVariant
+
+    o = options
+    args: dict[str, Any] = {
+        "production_variants": [
+            ProductionVariant(
+                variant_name=VARIANT,
+                model_name=model_name,
+                initial_instance_count=o.instance_count,
+                instance_type=o.instance_type,
+                initial_variant_weight=1.0,
+            )
+        ],
+    }
+    if o.capture:
+        args["data_capture_config"] = _data_capture(o)
+    args["tags"] = tags
+    return args
+
+
+def _data_capture(options: DeployOptions) -> Any:
+    """The endpoint's data capture: where, how much, and requests and/or responses."""
+    with _sdk_import():
+        from sagemaker.core.shapes import (
+            CaptureContentTypeHeader,
+            CaptureOption,
+            DataCaptureConfig,
+        )
+
+    o = options
+    modes = [m for m, on in (("Input", o.capture_input), ("Output", o.capture_output)) if on]
+    return DataCaptureConfig(
+        enable_capture=True,
+        initial_sampling_percentage=o.capture_percent,
+        destination_s3_uri=o.capture_destination,
+        capture_options=[CaptureOption(capture_mode=m) for m in modes],
+        capture_content_type_header=CaptureContentTypeHeader(
+            json_content_types=list(_CAPTURE_JSON_TYPES),
+            csv_content_types=list(_CAPTURE_CSV_TYPES),
+        ),
+    )
+
+
+def _args_digest(args: Mapping[str, Any]) -> str:
+    """SHA-256 of resource arguments as the SDK serialises them (key order does not count)."""
+    with _sdk_import():
+        from sagemaker.core.utils.utils import serialize
+
+    return hashlib.sha256(json.dumps(serialize(args), sort_keys=True).encode()).hexdigest()
+
+
+def _endpoint_steps(options: DeployOptions, config_name: str, tags: list[Any]) -> list[Step]:
+    """CreateEndpoint and/or UpdateEndpoint, as ``action`` asks (``auto``: both, each with
+    the condition under which :func:`execute` sends it)."""
+    o = options
+    endpoint_args = {"endpoint_name": o.endpoint_name, "endpoint_config_name": config_name}
+    steps = []
+    if o.action in ("auto", "create"):
+        steps.append(
+            Step(
+                "sagemaker",
+                "CreateEndpoint",
+                _request({**endpoint_args, "tags": tags}),
+                condition="the endpoint does not exist" if o.action == "auto" else None,
+            )
+        )
+    if o.action in ("auto", "update"):
+        steps.append(
+            Step(
+                "sagemaker",
+                "UpdateEndpoint",
+                _request(endpoint_args),
+                condition="the endpoint exists with another endpoint config"
+                if o.action == "auto"
+                else None,
+            )
+        )
+    return steps
 
 
 _PASCAL = {
@@ -429,49 +477,30 @@ def execute(
     ``session`` (a ``boto3.Session``) or the usual chain. Returns what happened to the
     endpoint: ``created``, ``updated`` or ``unchanged``."""
     import boto3
-    from botocore.exceptions import ClientError
 
     o = plan.options
     session = session or boto3.Session(region_name=o.region)
     s3 = session.client("s3", region_name=o.region)
     sm = session.client("sagemaker", region_name=o.region)
 
-    def describe(call: Callable[..., dict[str, Any]], **kwargs: str) -> dict[str, Any] | None:
-        try:
-            return call(**kwargs)
-        except ClientError as err:
-            if _missing(err):
-                return None
-            raise
-
     s3.put_object(Body=plan.artifact, **plan.step("PutObject").request)
     echo(f"uploaded {plan.artifact_s3_uri} ({len(plan.artifact)} bytes, sha256 {plan.sha256})")
-    if describe(sm.describe_model, ModelName=plan.model_name) is None:
+    if _describe(sm.describe_model, ModelName=plan.model_name) is None:
         sm.create_model(**plan.step("CreateModel").request)
         echo(f"created model {plan.model_name}")
     else:
         echo(f"model {plan.model_name} exists")
     config = plan.endpoint_config_name
-    if describe(sm.describe_endpoint_config, EndpointConfigName=config) is None:
+    if _describe(sm.describe_endpoint_config, EndpointConfigName=config) is None:
         sm.create_endpoint_config(**plan.step("CreateEndpointConfig").request)
         echo(f"created endpoint config {config}")
     else:
         echo(f"endpoint config {config} exists")
 
-    endpoint = describe(sm.describe_endpoint, EndpointName=o.endpoint_name)
-    if endpoint is None:
-        if o.action == "update":
-            raise ValueError(f"endpoint {o.endpoint_name} does not exist: nothing to update")
-        sm.create_endpoint(**plan.step("CreateEndpoint").request)
-        outcome = "created"
-    else:
-        if o.action == "create":
-            raise ValueError(f"endpoint {o.endpoint_name} exists: use --action update or auto")
-        if endpoint.get("EndpointConfigName") == config:
-            echo(f"endpoint {o.endpoint_name} already runs {config}")
-            return "unchanged"
-        sm.update_endpoint(**plan.step("UpdateEndpoint").request)
-        outcome = "updated"
+    outcome = _switch_endpoint(plan, sm)
+    if outcome == "unchanged":
+        echo(f"endpoint {o.endpoint_name} already runs {config}")
+        return outcome
     echo(f"{outcome} endpoint {o.endpoint_name} with {config}")
     if wait:
         echo(f"waiting for {o.endpoint_name} to be InService (several minutes)...")
@@ -480,3 +509,33 @@ def execute(
         )
         echo(f"endpoint {o.endpoint_name} is InService")
     return outcome
+
+
+def _describe(call: Callable[..., dict[str, Any]], **kwargs: str) -> dict[str, Any] | None:
+    """The answer of a Describe* call, or None when the resource does not exist."""
+    from botocore.exceptions import ClientError
+
+    try:
+        return call(**kwargs)
+    except ClientError as err:
+        if _missing(err):
+            return None
+        raise
+
+
+def _switch_endpoint(plan: DeploymentPlan, sm: Any) -> str:
+    """Create the endpoint, or point it at the plan's endpoint config, as ``action`` allows:
+    ``created``, ``updated``, or ``unchanged`` when it already runs that config."""
+    o = plan.options
+    endpoint = _describe(sm.describe_endpoint, EndpointName=o.endpoint_name)
+    if endpoint is None:
+        if o.action == "update":
+            raise ValueError(f"endpoint {o.endpoint_name} does not exist: nothing to update")
+        sm.create_endpoint(**plan.step("CreateEndpoint").request)
+        return "created"
+    if o.action == "create":
+        raise ValueError(f"endpoint {o.endpoint_name} exists: use --action update or auto")
+    if endpoint.get("EndpointConfigName") == plan.endpoint_config_name:
+        return "unchanged"
+    sm.update_endpoint(**plan.step("UpdateEndpoint").request)
+    return "updated"

@@ -278,11 +278,54 @@ async def _invoke(request: web.Request, *, runtime: bool) -> web.Response:
     config = state.config
     rid = _request_id()
     if runtime:
-        name = request.match_info["name"]
-        if not _ENDPOINT_NAME.match(name):
-            return _error(400, "ValidationError", f"invalid endpoint name {name!r}", rid)
-        if config.endpoint_name is not None and name != config.endpoint_name:
-            return _error(400, "ValidationError", f"Endpoint {name} not found.", rid)
+        refused = _check_endpoint_name(request.match_info["name"], config, rid)
+        if refused is not None:
+            return refused
+    body = await _receive(request, config, rid)
+    if isinstance(body, web.Response):
+        return body
+    model = state.model
+    if model is None:
+        return _error(
+            503,
+            "ServiceUnavailable",
+            state.load_error or "The model is not loaded yet; try again shortly.",
+            rid,
+        )
+    content_type = request.headers.get("Content-Type")
+    accept = request.headers.get("Accept")
+    loop = asyncio.get_running_loop()
+    try:
+        out, out_type = await loop.run_in_executor(
+            state.executor, handle, body, content_type, accept, model
+        )
+    except InvalidInput as err:
+        return _error(_invalid_input_status(err, runtime), "ValidationError", str(err), rid)
+    except Exception:
+        # The details (which may quote the request) stay in this log, with the request id.
+        log.exception("handler failed (request %s)", rid)
+        return _handler_failure(rid, runtime)
+    return web.Response(
+        body=out,
+        headers={
+            "Content-Type": out_type,
+            "x-Amzn-Invoked-Production-Variant": config.variant,
+            "x-amzn-RequestId": rid,
+        },
+    )
+
+
+def _check_endpoint_name(name: str, config: ServerConfig, rid: str) -> web.Response | None:
+    """The runtime route's answer to an invalid or foreign endpoint name (None: served)."""
+    if not _ENDPOINT_NAME.match(name):
+        return _error(400, "ValidationError", f"invalid endpoint name {name!r}", rid)
+    if config.endpoint_name is not None and name != config.endpoint_name:
+        return _error(400, "ValidationError", f"Endpoint {name} not found.", rid)
+    return None
+
+
+async def _receive(request: web.Request, config: ServerConfig, rid: str) -> bytes | web.Response:
+    """The request body, or the answer when it is too slow (408) or too large (413)."""
     try:
         body = await _read_body(request, config.max_body_bytes, config.body_timeout_s)
     except _BodyTimeout:
@@ -301,50 +344,33 @@ async def _invoke(request: web.Request, *, runtime: bool) -> web.Response:
             f"Request body is larger than the limit of {config.max_body_bytes} bytes.",
             rid,
         )
-    model = state.model
-    if model is None:
-        return _error(
-            503,
-            "ServiceUnavailable",
-            state.load_error or "The model is not loaded yet; try again shortly.",
-            rid,
-        )
-    content_type = request.headers.get("Content-Type")
-    accept = request.headers.get("Accept")
-    loop = asyncio.get_running_loop()
-    try:
-        out, out_type = await loop.run_in_executor(
-            state.executor, handle, body, content_type, accept, model
-        )
-    except InvalidInput as err:
-        status = 400
-        if not runtime:
-            if isinstance(err, UnsupportedAccept):
-                status = 406
-            elif isinstance(err, UnsupportedContentType):
-                status = 415
-        return _error(status, "ValidationError", str(err), rid)
-    except Exception:
-        # The details (which may quote the request) stay in this log, with the request id.
-        log.exception("handler failed (request %s)", rid)
-        message = f"model handler failed (request {rid})"
-        if not runtime:
-            return _error(500, "InternalFailure", message, rid)
-        return _error(
-            424,
-            "ModelError",
-            f'Received server error (500) from primary with message "{message}".',
-            rid,
-            OriginalStatusCode=500,
-            OriginalMessage=message,
-        )
-    return web.Response(
-        body=out,
-        headers={
-            "Content-Type": out_type,
-            "x-Amzn-Invoked-Production-Variant": config.variant,
-            "x-amzn-RequestId": rid,
-        },
+    return body
+
+
+def _invalid_input_status(err: InvalidInput, runtime: bool) -> int:
+    """400 on the runtime route; the container route answers as the inference toolkit does
+    (406 for an unsupported Accept, 415 for an unsupported content type)."""
+    if not runtime:
+        if isinstance(err, UnsupportedAccept):
+            return 406
+        if isinstance(err, UnsupportedContentType):
+            return 415
+    return 400
+
+
+def _handler_failure(rid: str, runtime: bool) -> web.Response:
+    """The answer to an unexpected handler failure, with a fixed message: 500
+    ``InternalFailure`` on the container route, 424 ``ModelError`` on the runtime route."""
+    message = f"model handler failed (request {rid})"
+    if not runtime:
+        return _error(500, "InternalFailure", message, rid)
+    return _error(
+        424,
+        "ModelError",
+        f'Received server error (500) from primary with message "{message}".',
+        rid,
+        OriginalStatusCode=500,
+        OriginalMessage=message,
     )
 
 

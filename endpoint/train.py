@@ -239,10 +239,35 @@ def _weights_digest(model: SentimentModel) -> str:
     return h.hexdigest()
 
 
-def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
-    """Split (stratified, seeded), fit on the training part, validate on the rest, and
-    export the portable model (checked against scikit-learn on the validation texts)."""
-    import sklearn
+@dataclass(frozen=True)
+class _Validation:
+    """How the fitted pipeline does on the held-out reviews."""
+
+    proba: npt.NDArray[np.float64]
+    accuracy: float
+    macro_f1: float
+    log_loss: float
+    confusion: npt.NDArray[np.int64]
+    per_class: dict[str, dict[str, float]]
+
+
+def _split(
+    reviews: Reviews, config: TrainConfig
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Row indices of the training and validation parts (stratified, seeded)."""
+    from sklearn.model_selection import train_test_split
+
+    train_idx, valid_idx = train_test_split(
+        np.arange(len(reviews)),
+        test_size=config.test_size,
+        stratify=reviews.labels,
+        random_state=config.seed,
+    )
+    return train_idx, valid_idx
+
+
+def _validate(pipeline: Any, texts: list[str], truth: npt.NDArray[np.int64]) -> _Validation:
+    """Score ``texts`` with the fitted pipeline and compare with their true classes."""
     from sklearn.metrics import (
         accuracy_score,
         confusion_matrix,
@@ -250,27 +275,12 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
         log_loss,
         precision_recall_fscore_support,
     )
-    from sklearn.model_selection import train_test_split
 
-    config = config or TrainConfig()
-    started = time.perf_counter()
-    idx = np.arange(len(reviews))
-    train_idx, valid_idx = train_test_split(
-        idx, test_size=config.test_size, stratify=reviews.labels, random_state=config.seed
-    )
-    x_train = [reviews.texts[i] for i in train_idx]
-    x_valid = [reviews.texts[i] for i in valid_idx]
-    y_train, y_valid = reviews.labels[train_idx], reviews.labels[valid_idx]
-
-    pipeline = build_pipeline(config).fit(x_train, y_train)
-    proba = pipeline.predict_proba(x_valid)
+    proba = pipeline.predict_proba(texts)
     pred = pipeline.classes_[np.argmax(proba, axis=1)]
     labels = list(CLASSES)
-    cm = confusion_matrix(y_valid, pred, labels=labels).astype(np.int64)
-    accuracy = float(accuracy_score(y_valid, pred))
-    macro_f1 = float(f1_score(y_valid, pred, labels=labels, average="macro"))
     prec, rec, f1, support = precision_recall_fscore_support(
-        y_valid, pred, labels=labels, zero_division=0
+        truth, pred, labels=labels, zero_division=0
     )
     per_class = {
         LABELS[k]: {
@@ -281,9 +291,30 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
         }
         for k in range(len(CLASSES))
     }
+    return _Validation(
+        proba=proba,
+        accuracy=float(accuracy_score(truth, pred)),
+        macro_f1=float(f1_score(truth, pred, labels=labels, average="macro")),
+        log_loss=float(log_loss(truth, proba, labels=labels)),
+        confusion=confusion_matrix(truth, pred, labels=labels).astype(np.int64),
+        per_class=per_class,
+    )
+
+
+def _metadata(
+    config: TrainConfig,
+    reviews: Reviews,
+    y_train: npt.NDArray[np.int64],
+    n_validation: int,
+    validation: _Validation,
+) -> dict[str, Any]:
+    """What ``model.json`` records: recipe, class priors, validation figures, provenance."""
+    import sklearn
+
+    cm = validation.confusion
     priors = np.bincount(y_train + 1, minlength=3) / len(y_train)
     row_sums = cm.sum(axis=1, keepdims=True)
-    metadata: dict[str, Any] = {
+    return {
         "name": config.name,
         "description": (
             "Review sentiment: TF-IDF n-grams and multinomial logistic regression; "
@@ -296,10 +327,10 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
             "class_weight": config.class_weight,
         },
         "validation": {
-            "accuracy": accuracy,
-            "macro_f1": macro_f1,
-            "log_loss": float(log_loss(y_valid, proba, labels=labels)),
-            "per_class": per_class,
+            "accuracy": validation.accuracy,
+            "macro_f1": validation.macro_f1,
+            "log_loss": validation.log_loss,
+            "per_class": validation.per_class,
             "confusion_matrix": {
                 "orientation": "rows: true class, columns: predicted class, order [-1, 0, 1]",
                 "counts": cm.tolist(),
@@ -310,8 +341,8 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
             "data": reviews.source,
             "data_sha256": reviews.sha256,
             "rows": len(reviews),
-            "train_rows": len(train_idx),
-            "validation_rows": len(valid_idx),
+            "train_rows": len(y_train),
+            "validation_rows": n_validation,
             "split": f"stratified hold-out, test_size={config.test_size}, seed={config.seed}",
             "refit_on_all_rows": False,
             "note": (
@@ -323,21 +354,43 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
             "numpy": np.__version__,
         },
     }
-    model = export_model(pipeline, metadata)
-    model.metadata["version"] = _weights_digest(model)[:12]
-    mine = model.predict_proba(x_valid)
-    if not np.allclose(mine, proba, rtol=1e-9, atol=1e-12):
+
+
+def _check_export(
+    model: SentimentModel, texts: list[str], expected: npt.NDArray[np.float64]
+) -> None:
+    """Raise unless the numpy model gives scikit-learn's probabilities on ``texts``."""
+    mine = model.predict_proba(texts)
+    if not np.allclose(mine, expected, rtol=1e-9, atol=1e-12):
         raise RuntimeError(
             "numpy inference differs from scikit-learn: max abs difference "
-            f"{np.max(np.abs(mine - proba)):.3g}"
+            f"{np.max(np.abs(mine - expected)):.3g}"
         )
+
+
+def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
+    """Split (stratified, seeded), fit on the training part, validate on the rest, and
+    export the portable model (checked against scikit-learn on the validation texts)."""
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    train_idx, valid_idx = _split(reviews, config)
+    x_train = [reviews.texts[i] for i in train_idx]
+    x_valid = [reviews.texts[i] for i in valid_idx]
+    y_train, y_valid = reviews.labels[train_idx], reviews.labels[valid_idx]
+
+    pipeline = build_pipeline(config).fit(x_train, y_train)
+    validation = _validate(pipeline, x_valid, y_valid)
+    metadata = _metadata(config, reviews, y_train, len(valid_idx), validation)
+    model = export_model(pipeline, metadata)
+    model.metadata["version"] = _weights_digest(model)[:12]
+    _check_export(model, x_valid, validation.proba)
     return TrainResult(
         model=model,
         pipeline=pipeline,
-        accuracy=accuracy,
-        macro_f1=macro_f1,
-        confusion=cm,
-        per_class=per_class,
+        accuracy=validation.accuracy,
+        macro_f1=validation.macro_f1,
+        confusion=validation.confusion,
+        per_class=validation.per_class,
         n_train=len(train_idx),
         n_validation=len(valid_idx),
         seconds=time.perf_counter() - started,

@@ -88,7 +88,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -114,6 +113,7 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
+from stream.files import replace_file
 
 if TYPE_CHECKING:  # stream.retry loads botocore: only when a disk fails
     from stream.retry import Backoff
@@ -684,22 +684,13 @@ class LocalLakeWriter:
     def _put(self, path: str, data: bytes) -> None:
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            dir=target.parent, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix=_TMP_SUFFIX
+        replace_file(
+            target,
+            data,
+            prefix=f"{_TMP_PREFIX}{os.getpid()}-",
+            suffix=_TMP_SUFFIX,
+            in_flight=LocalLakeWriter._in_flight,
         )
-        mine = Path(tmp).resolve()
-        LocalLakeWriter._in_flight.add(mine)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        finally:
-            LocalLakeWriter._in_flight.discard(mine)
 
 
 # -- the sink ----------------------------------------------------------------------------------

@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -53,6 +52,7 @@ from urllib.parse import quote
 from botocore.exceptions import ClientError
 
 from stream.errors import CheckpointConflict, ConfigurationError
+from stream.files import replace_file
 from stream.retry import Backoff, error_code, http_status, retrying
 
 __all__ = [
@@ -164,21 +164,7 @@ class LocalCheckpointStore:
         await asyncio.to_thread(self._write, data)
 
     def _write(self, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        dir_fd = os.open(self.directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        replace_file(self.path, data, prefix=".tmp-", suffix=".json", sync_directory=True)
 
     async def close(self) -> None:
         fd, self._lock_fd = self._lock_fd, None

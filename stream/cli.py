@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import Counter
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -96,15 +97,30 @@ def run(
     ] = 0.0,
 ) -> None:
     """Replay a built-in stream of review events (or a CSV) through the whole pipeline."""
-    from stream.app import run_pipeline
-    from stream.lake_factory import build_lake_sink
-    from stream.sources import ReplaySource
-
     settings = _settings(lake_path=lake, alerts_path=alerts, metrics_port=metrics_port)
     if baseline is not None:
         monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
         settings = settings.model_copy(update={"monitor": monitor})
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
+    pipeline = _replay(settings, name, records, rate=rate, progress=progress, linger=linger)
+    _print_summary(pipeline.summary, settings)
+
+
+def _replay(
+    settings: Settings,
+    name: str,
+    records: list[tuple[bytes, bytes]],
+    *,
+    rate: float | None,
+    progress: bool,
+    linger: float,
+) -> Pipeline:
+    """Run ``records`` through the whole pipeline (lake, monitors, alerts, metrics) with a
+    progress bar, and return the finished pipeline."""
+    from stream.app import run_pipeline
+    from stream.lake_factory import build_lake_sink
+    from stream.sources import ReplaySource
+
     lake_sink = build_lake_sink(settings)
     # A rerun of the same stream replaces what an earlier run stored in this lake.
     source = ReplaySource(
@@ -114,30 +130,7 @@ def run(
         chunk=settings.batch.max_events,
         on_rewind=lake_sink.rewind,
     )
-
-    def show_alert(alert: Alert) -> None:
-        style = "bold red" if alert.status == "firing" else "green"
-        console.print(
-            f"[{style}]ALERT {alert.status}[/] "
-            + _shown(f"{alert.name} [{alert.category}] {alert.summary}")
-        )
-
-    bar = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not progress,
-    )
-    task = bar.add_task(f"replaying {name}", total=len(records), rate="")
-
-    def on_batch(batch: Batch) -> None:
-        done = bar.tasks[0].completed + len(batch.scored) + len(batch.dead)
-        elapsed = bar.tasks[0].elapsed or 0.0
-        speed = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
-        bar.update(task, completed=done, rate=speed)
+    bar, on_batch = _replay_progress(f"replaying {name}", len(records), enabled=progress)
 
     async def go() -> Pipeline:
         return await run_pipeline(
@@ -146,13 +139,45 @@ def run(
             source_name="replay",
             lake=lake_sink,
             on_batch=on_batch,
-            on_alert=show_alert,
+            on_alert=_show_alert,
             linger_s=linger,
         )
 
     with bar:
-        pipeline = asyncio.run(go())
-    _print_summary(pipeline.summary, settings)
+        return asyncio.run(go())
+
+
+def _show_alert(alert: Alert) -> None:
+    style = "bold red" if alert.status == "firing" else "green"
+    console.print(
+        f"[{style}]ALERT {alert.status}[/] "
+        + _shown(f"{alert.name} [{alert.category}] {alert.summary}")
+    )
+
+
+def _replay_progress(
+    description: str, total: int, *, enabled: bool
+) -> tuple[Progress, Callable[[Batch], None]]:
+    """A progress bar over ``total`` records and the ``on_batch`` callback that advances it
+    (by every record of a batch, scored or dead) and shows the rate so far."""
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not enabled,
+    )
+    task = bar.add_task(description, total=total, rate="")
+
+    def on_batch(batch: Batch) -> None:
+        done = bar.tasks[0].completed + len(batch.scored) + len(batch.dead)
+        elapsed = bar.tasks[0].elapsed or 0.0
+        speed = f"{done / elapsed:,.0f} ev/s" if elapsed > 0 else ""
+        bar.update(task, completed=done, rate=speed)
+
+    return bar, on_batch
 
 
 #: C0 and C1 controls, DEL, and the bidirectional formatting characters: never sent raw.

@@ -409,22 +409,11 @@ class _Monitoring:
         await self._store.save(producer, self.suite.state())
 
 
-def create_app(
-    settings: Settings,
-    runtime: Runtime,
-    *,
-    monitor_factory: Callable[[dict[str, Any] | None], Any],
-    datadir: Path | None = None,
-) -> tuple[faust.App, KafkaScoring, Callable[[], Any]]:
-    """Build the faust app (the monitor agent, the lag timer, the lifecycle) and the scoring
-    side it runs. ``monitor_factory(state)`` returns a monitor suite restored from ``state``
-    (or fresh when None) with ``observe``, ``state()`` and ``readings()``. Returns the app,
-    the scoring side and a function that gives the monitor suite this worker runs (None until
-    it owns the feed)."""
+def _faust_app(settings: Settings, datadir: Path) -> faust.App:
+    """The worker's faust app (its tables in memory, its data under ``datadir``)."""
     k = settings.kafka
-    datadir = datadir or Path(".faust") / k.group_id
     datadir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         f"{k.group_id}-monitor",
         broker=_broker_url(settings),
         broker_credentials=_credentials(settings),
@@ -440,25 +429,53 @@ def create_app(
         store="memory://",
         datadir=str(datadir),
     )
-    feed = app.topic(k.monitor_feed_topic, value_type=bytes, partitions=1)
-    holder: dict[str, AIOKafkaProducer] = {}
-    lock = asyncio.Lock()
 
-    async def producer() -> AIOKafkaProducer:
-        async with lock:
-            if "producer" not in holder:
+
+class _SharedProducer:
+    """The worker's one idempotent Kafka producer, started on first use (``await shared()``)
+    and shared by the scoring side and the monitor agent."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings.kafka
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
                 p = AIOKafkaProducer(
                     acks="all",
                     enable_idempotence=True,
                     linger_ms=5,
                     compression_type="zstd",
                     max_request_size=8 * 1024 * 1024,
-                    **kafka_client_options(k),
+                    **kafka_client_options(self._settings),
                 )
                 await p.start()
-                holder["producer"] = p
-            return holder["producer"]
+                self._producer = p
+            return self._producer
 
+    async def stop(self) -> None:
+        p, self._producer = self._producer, None
+        if p is not None:
+            await p.stop()
+
+
+def create_app(
+    settings: Settings,
+    runtime: Runtime,
+    *,
+    monitor_factory: Callable[[dict[str, Any] | None], Any],
+    datadir: Path | None = None,
+) -> tuple[faust.App, KafkaScoring, Callable[[], Any]]:
+    """Build the faust app (the monitor agent, the lag timer, the lifecycle) and the scoring
+    side it runs. ``monitor_factory(state)`` returns a monitor suite restored from ``state``
+    (or fresh when None) with ``observe``, ``state()`` and ``readings()``. Returns the app,
+    the scoring side and a function that gives the monitor suite this worker runs (None until
+    it owns the feed)."""
+    app = _faust_app(settings, datadir or Path(".faust") / settings.kafka.group_id)
+    feed = app.topic(settings.kafka.monitor_feed_topic, value_type=bytes, partitions=1)
+    producer = _SharedProducer(settings)
     scoring = KafkaScoring(settings, runtime, producer)
     monitoring = _Monitoring(settings, runtime, monitor_factory)
 
@@ -484,8 +501,6 @@ def create_app(
         await scoring.stop()
         log.info("scoring drained in %.1f s", time.monotonic() - started)
         await runtime.close()
-        p = holder.pop("producer", None)
-        if p is not None:
-            await p.stop()
+        await producer.stop()
 
     return app, scoring, lambda: monitoring.suite

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import pyarrow as pa
@@ -66,8 +66,169 @@ class ReadingsCollector(Collector):
         yield from families.values()
 
 
+class _Metric(NamedTuple):
+    """One row of :data:`_METRICS`: a metric of :class:`PipelineMetrics` and its attribute."""
+
+    attribute: str
+    kind: type[Counter] | type[Gauge] | type[Histogram]
+    name: str
+    help: str
+    labels: tuple[str, ...] = ()
+    buckets: tuple[float, ...] | None = None
+
+
+#: Every metric of :class:`PipelineMetrics`: a new metric is one row here (and one annotation).
+_METRICS: tuple[_Metric, ...] = (
+    _Metric(
+        "records_in",
+        Counter,
+        "sentiment_records_received_total",
+        "Raw records taken from the source (valid and invalid).",
+        ("source",),
+    ),
+    _Metric(
+        "scored",
+        Counter,
+        "sentiment_reviews_scored_total",
+        "Reviews scored, by product category and predicted sentiment.",
+        ("product_category", "sentiment"),
+    ),
+    _Metric(
+        "dead_letters",
+        Counter,
+        "sentiment_dead_letters_total",
+        "Records sent to the dead-letter output, by reason code.",
+        ("reason",),
+    ),
+    _Metric(
+        "batch_records",
+        Histogram,
+        "sentiment_batch_records",
+        "Records per micro-batch.",
+        buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+    ),
+    _Metric(
+        "endpoint_latency",
+        Histogram,
+        "sentiment_endpoint_latency_seconds",
+        "Time to score one request (all retries included).",
+        buckets=LATENCY_BUCKETS,
+    ),
+    _Metric(
+        "endpoint_errors",
+        Counter,
+        "sentiment_endpoint_errors_total",
+        "Failed scoring requests, by kind (throttled, server, timeout, connection, rejected).",
+        ("kind",),
+    ),
+    _Metric(
+        "sink_latency",
+        Histogram,
+        "sentiment_sink_write_seconds",
+        "Time for one sink to store one batch.",
+        ("sink",),
+        LATENCY_BUCKETS,
+    ),
+    _Metric(
+        "sink_errors",
+        Counter,
+        "sentiment_sink_errors_total",
+        "Failed sink writes (retried), by sink.",
+        ("sink",),
+    ),
+    _Metric(
+        "lake_bytes",
+        Counter,
+        "sentiment_lake_written_bytes_total",
+        "Parquet bytes written to the lake.",
+    ),
+    _Metric(
+        "end_to_end_lag",
+        Histogram,
+        "sentiment_end_to_end_lag_seconds",
+        "Time from a review's event_time to its scoring.",
+        buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
+    ),
+    _Metric(
+        "event_lag",
+        Gauge,
+        "sentiment_event_lag_seconds",
+        "Processing time minus the newest event_time of the last batch (end-to-end lag).",
+    ),
+    _Metric(
+        "alerts",
+        Counter,
+        "sentiment_alerts_total",
+        "Alert transitions raised by the monitors, by alert name and status.",
+        ("alertname", "status"),
+    ),
+    _Metric(
+        "last_batch",
+        Gauge,
+        "sentiment_last_batch_timestamp_seconds",
+        "Unix time at which the last batch was delivered.",
+    ),
+    _Metric(
+        "queue_depth",
+        Gauge,
+        "sentiment_inflight_batches",
+        "Batches accepted but not yet delivered (backpressure when at its limit).",
+    ),
+    _Metric(
+        "consumer_lag",
+        Gauge,
+        "sentiment_consumer_lag_records",
+        "Kafka records of the reviews topic not yet committed by this worker's group (log "
+        "end offset minus committed offset), by partition.",
+        ("partition",),
+    ),
+    _Metric(
+        "restarts",
+        Counter,
+        "sentiment_pipeline_restarts_total",
+        "Times a worker's pipeline failed inside and restarted from the committed offsets.",
+    ),
+    _Metric(
+        "newest_event",
+        Gauge,
+        "sentiment_newest_event_timestamp_seconds",
+        "Newest event_time accepted so far (Unix time): compare with time() to see events "
+        "from the future or a stalled stream.",
+    ),
+)
+
+
+def _register(row: _Metric, registry: CollectorRegistry) -> Counter | Gauge | Histogram:
+    if row.kind is Histogram:
+        if row.buckets is None:
+            raise ValueError(f"histogram {row.name} needs its buckets")
+        return Histogram(row.name, row.help, row.labels, buckets=row.buckets, registry=registry)
+    if row.buckets is not None:
+        raise ValueError(f"{row.name}: only a histogram has buckets")
+    return row.kind(row.name, row.help, row.labels, registry=registry)
+
+
 class PipelineMetrics:
-    """Counters and histograms the core and its adapters update once per batch."""
+    """Counters and histograms the core and its adapters update once per batch (one attribute
+    per row of :data:`_METRICS`)."""
+
+    records_in: Counter
+    scored: Counter
+    dead_letters: Counter
+    batch_records: Histogram
+    endpoint_latency: Histogram
+    endpoint_errors: Counter
+    sink_latency: Histogram
+    sink_errors: Counter
+    lake_bytes: Counter
+    end_to_end_lag: Histogram
+    event_lag: Gauge
+    alerts: Counter
+    last_batch: Gauge
+    queue_depth: Gauge
+    consumer_lag: Gauge
+    restarts: Counter
+    newest_event: Gauge
 
     def __init__(
         self,
@@ -80,106 +241,8 @@ class PipelineMetrics:
         self._categories = frozenset(categories)
         self._clock = clock
         self._newest = 0.0
-        r = self.registry
-        self.records_in = Counter(
-            "sentiment_records_received_total",
-            "Raw records taken from the source (valid and invalid).",
-            ["source"],
-            registry=r,
-        )
-        self.scored = Counter(
-            "sentiment_reviews_scored_total",
-            "Reviews scored, by product category and predicted sentiment.",
-            ["product_category", "sentiment"],
-            registry=r,
-        )
-        self.dead_letters = Counter(
-            "sentiment_dead_letters_total",
-            "Records sent to the dead-letter output, by reason code.",
-            ["reason"],
-            registry=r,
-        )
-        self.batch_records = Histogram(
-            "sentiment_batch_records",
-            "Records per micro-batch.",
-            buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
-            registry=r,
-        )
-        self.endpoint_latency = Histogram(
-            "sentiment_endpoint_latency_seconds",
-            "Time to score one request (all retries included).",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.endpoint_errors = Counter(
-            "sentiment_endpoint_errors_total",
-            "Failed scoring requests, by kind (throttled, server, timeout, connection, rejected).",
-            ["kind"],
-            registry=r,
-        )
-        self.sink_latency = Histogram(
-            "sentiment_sink_write_seconds",
-            "Time for one sink to store one batch.",
-            ["sink"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.sink_errors = Counter(
-            "sentiment_sink_errors_total",
-            "Failed sink writes (retried), by sink.",
-            ["sink"],
-            registry=r,
-        )
-        self.lake_bytes = Counter(
-            "sentiment_lake_written_bytes_total",
-            "Parquet bytes written to the lake.",
-            registry=r,
-        )
-        self.end_to_end_lag = Histogram(
-            "sentiment_end_to_end_lag_seconds",
-            "Time from a review's event_time to its scoring.",
-            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 21600, 86400),
-            registry=r,
-        )
-        self.event_lag = Gauge(
-            "sentiment_event_lag_seconds",
-            "Processing time minus the newest event_time of the last batch (end-to-end lag).",
-            registry=r,
-        )
-        self.alerts = Counter(
-            "sentiment_alerts_total",
-            "Alert transitions raised by the monitors, by alert name and status.",
-            ["alertname", "status"],
-            registry=r,
-        )
-        self.last_batch = Gauge(
-            "sentiment_last_batch_timestamp_seconds",
-            "Unix time at which the last batch was delivered.",
-            registry=r,
-        )
-        self.queue_depth = Gauge(
-            "sentiment_inflight_batches",
-            "Batches accepted but not yet delivered (backpressure when at its limit).",
-            registry=r,
-        )
-        self.consumer_lag = Gauge(
-            "sentiment_consumer_lag_records",
-            "Kafka records of the reviews topic not yet committed by this worker's group (log "
-            "end offset minus committed offset), by partition.",
-            ["partition"],
-            registry=r,
-        )
-        self.restarts = Counter(
-            "sentiment_pipeline_restarts_total",
-            "Times a worker's pipeline failed inside and restarted from the committed offsets.",
-            registry=r,
-        )
-        self.newest_event = Gauge(
-            "sentiment_newest_event_timestamp_seconds",
-            "Newest event_time accepted so far (Unix time): compare with time() to see events "
-            "from the future or a stalled stream.",
-            registry=r,
-        )
+        for row in _METRICS:
+            setattr(self, row.attribute, _register(row, self.registry))
         for reason in Reason:  # every code exists from the start, so rate() sees the 0
             self.dead_letters.labels(reason.value)
         for kind in ENDPOINT_ERROR_KINDS:  # likewise: the first error is not lost to rate()

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import quote
 
 from stream.events import SourcePosition
-from stream.pipeline import RawRecord, Source
+from stream.files import replace_file
+from stream.pipeline import BatchSource, RawRecord
 
 __all__ = [
     "LocalMonitorState",
@@ -64,16 +63,7 @@ class LocalMonitorState:
 
     def _write(self, data: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".", suffix=".state-tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(self.path, data, prefix=".", suffix=".state-tmp")
 
 
 class S3MonitorState:
@@ -127,7 +117,7 @@ class MonitorStateSaving:
 
     def __init__(
         self,
-        inner: Source,
+        inner: BatchSource,
         store: MonitorStateStore,
         state: Callable[[], Mapping[str, Any]],
         *,
@@ -142,8 +132,8 @@ class MonitorStateSaving:
         self._last = clock()
         self.saves = 0
 
-    def records(self) -> AsyncIterator[RawRecord]:
-        return self._inner.records()
+    def batches(self) -> AsyncIterator[Sequence[RawRecord]]:
+        return self._inner.batches()
 
     async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
         if self._clock() - self._last >= self._every:

@@ -22,7 +22,7 @@ import asyncio
 import errno
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -230,15 +230,7 @@ async def retrying(
     wait (counters); ``log`` (None: silent) gets one warning per retry."""
     if max_attempts is not None and max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
-    last: list[BaseException] = []
-
-    def wait(state: RetryCallState) -> float:
-        err = _failure(state)
-        delay = 0.0 if backoff is None else backoff.delay(state.attempt_number - 1, rng)
-        if isinstance(err, SentimentMonitorError) and err.retry_after is not None:
-            cap = delay if backoff is None else backoff.max_s
-            delay = max(delay, min(err.retry_after, cap))
-        return delay
+    last: list[BaseException] = []  # the failure before the current wait
 
     def before_sleep(state: RetryCallState) -> None:
         err = _failure(state)
@@ -249,6 +241,63 @@ async def retrying(
         if log is not None:
             n = state.attempt_number
             log.warning("%s failed (%s); retry %d in %.2fs", what, describe(err), n, delay)
+
+    def should_retry(state: RetryCallState) -> bool:
+        outcome = state.outcome
+        return outcome is not None and outcome.failed and is_retriable(_failure(state))
+
+    retryer = AsyncRetrying(
+        sleep=_pause(what, stop, sleep, last),
+        stop=_stop_rule(max_attempts, give_up_after_s),
+        wait=_wait_rule(backoff, rng),
+        retry=should_retry,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+    async def attempt() -> _T:
+        # awaited here: tenacity would hand back, unawaited, the coroutine of a callable it does
+        # not recognise as async (a partial of an aiobotocore method, a lambda)
+        return await call()
+
+    return await retryer(attempt)
+
+
+def _wait_rule(
+    backoff: Backoff | None, rng: Callable[[], float]
+) -> Callable[[RetryCallState], float]:
+    """The wait after a failed attempt: the backoff's step (none without a backoff), raised to
+    a project error's ``retry_after`` (at most ``backoff.max_s``)."""
+
+    def wait(state: RetryCallState) -> float:
+        err = _failure(state)
+        delay = 0.0 if backoff is None else backoff.delay(state.attempt_number - 1, rng)
+        if isinstance(err, SentimentMonitorError) and err.retry_after is not None:
+            cap = delay if backoff is None else backoff.max_s
+            delay = max(delay, min(err.retry_after, cap))
+        return delay
+
+    return wait
+
+
+def _stop_rule(max_attempts: int | None, give_up_after_s: float | None) -> stop_base:
+    """Stop after ``max_attempts`` calls or ``give_up_after_s`` seconds (never if both None)."""
+    stops: list[stop_base] = []
+    if max_attempts is not None:
+        stops.append(stop_after_attempt(max_attempts))
+    if give_up_after_s is not None:
+        stops.append(stop_after_delay(give_up_after_s))
+    return stop_any(*stops) if stops else stop_never
+
+
+def _pause(
+    what: str,
+    stop: asyncio.Event | None,
+    sleep: Callable[[float], Awaitable[object]],
+    last: Sequence[BaseException],
+) -> Callable[[float], Awaitable[None]]:
+    """The wait between attempts: ``sleep(delay)``, or, with a ``stop`` event, until the delay
+    passes or ``stop`` is set (then :class:`RetryStopped` from the last failure)."""
 
     async def pause(delay: float) -> None:
         if stop is None:
@@ -262,31 +311,7 @@ async def retrying(
                 return
         raise RetryStopped(f"{what}: stopped waiting") from (last[0] if last else None)
 
-    stops: list[stop_base] = []
-    if max_attempts is not None:
-        stops.append(stop_after_attempt(max_attempts))
-    if give_up_after_s is not None:
-        stops.append(stop_after_delay(give_up_after_s))
-
-    def should_retry(state: RetryCallState) -> bool:
-        outcome = state.outcome
-        return outcome is not None and outcome.failed and is_retriable(_failure(state))
-
-    retryer = AsyncRetrying(
-        sleep=pause,
-        stop=stop_any(*stops) if stops else stop_never,
-        wait=wait,
-        retry=should_retry,
-        before_sleep=before_sleep,
-        reraise=True,
-    )
-
-    async def attempt() -> _T:
-        # awaited here: tenacity would hand back, unawaited, the coroutine of a callable it does
-        # not recognise as async (a partial of an aiobotocore method, a lambda)
-        return await call()
-
-    return await retryer(attempt)
+    return pause
 
 
 def _failure(state: RetryCallState) -> BaseException:

@@ -34,7 +34,7 @@ import bisect
 import json
 import random
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -806,105 +806,16 @@ class _Generator:
     # -- malformed records --------------------------------------------------------------------
 
     def _malformed(self, reason: Reason, doc: dict[str, Any], event: ReviewEvent) -> bytes:
-        r = self.bad_rng
+        """The record of ``event`` (``doc``: its JSON document) spoilt as ``reason`` says."""
         doc = dict(doc)
-        match reason:
-            case Reason.NOT_JSON:
-                good = json.dumps(doc, ensure_ascii=False)
-                variant = r.randrange(4)
-                if variant == 0:  # cut off in transit
-                    return good[: r.randint(1, len(good) - 1)].encode("utf-8")
-                if variant == 1:  # a Python repr instead of JSON
-                    return repr(doc).encode("utf-8")
-                if variant == 2:  # two records in one message
-                    return f"{good}\n{good}".encode()
-                return b""
-            case Reason.BAD_UTF8:
-                marker = "\u00a7BAD\u00a7"
-                doc["review_text"] = f"{event.review_text} {marker}"
-                raw = encode_record(doc)
-                bad = (b"caf\xe9", b"\xff\xfe", b"\xf0\x9f\x98", b"\xc3\x28")[r.randrange(4)]
-                return raw.replace(marker.encode("utf-8"), bad)
-            case Reason.NOT_OBJECT:
-                variant = r.randrange(4)
-                if variant == 0:
-                    return encode_record([doc])
-                if variant == 1:
-                    return str(event.rating).encode()
-                if variant == 2:
-                    return json.dumps(event.review_text).encode()
-                return b"null"
-            case Reason.MISSING_FIELD:
-                name = r.choice(
-                    ("review_id", "product_id", "product_category", "review_text", "channel",
-                     "event_time")
-                )  # fmt: skip
-                if r.random() < 0.7:
-                    del doc[name]
-                else:
-                    doc[name] = None
-            case Reason.WRONG_TYPE:
-                variant = r.randrange(6)
-                if variant == 0:
-                    words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
-                    doc["rating"] = words[event.rating or 5]
-                elif variant == 1:
-                    doc["product_id"] = int(event.product_id.rsplit("-", 1)[1])
-                elif variant == 2:
-                    doc["review_text"] = event.review_text.split(". ")
-                elif variant == 3:
-                    doc["event_time"] = int(event.event_time.timestamp())
-                elif variant == 4:
-                    doc["rating"] = float(event.rating or 5)
-                else:
-                    doc["channel"] = [event.channel]
-            case Reason.INVALID_VALUE:
-                variant = r.randrange(5)
-                if variant == 0:
-                    doc["channel"] = r.choice(("fax", "in-store", "WEB", "sms", ""))
-                elif variant == 1:
-                    doc["rating"] = r.choice((0, 6, 7, 10, -1))
-                elif variant == 2:
-                    doc["review_text"] = r.choice(("", "   ", "\n"))
-                elif variant == 3:
-                    doc["review_id"] = ""
-                else:
-                    doc["product_category"] = " "
-            case Reason.OVERSIZE_TEXT:
-                doc["review_text"] = self._oversize(event)
-            case Reason.BAD_TIMESTAMP:
-                naive = event.event_time.replace(tzinfo=None)
-                doc["event_time"] = r.choice(
-                    (
-                        "yesterday",
-                        naive.isoformat(timespec="milliseconds"),
-                        naive.isoformat(sep=" ", timespec="seconds"),
-                        naive.strftime("%d/%m/%Y %H:%M:%S +0000"),
-                        naive.strftime("%Y-%m-%dT25:%M:%SZ"),
-                    )
-                )
-            case Reason.UNSUPPORTED_VERSION:
-                doc["schema_version"] = r.choice((99, 2, 0, "1"))
-            case Reason.OVERSIZE_RECORD:  # unknown fields over the default limits
-                if r.random() < 0.5:
-                    doc.update({f"attribute_{k:02d}": k for k in range(40)})
-                else:
-                    doc["attachment"] = "=" * 20_000
-            case Reason.EVENT_TIME_OUT_OF_RANGE:
-                doc["event_time"] = r.choice(
-                    (
-                        "9999-12-31T23:59:59Z",
-                        (event.event_time + timedelta(days=3653)).isoformat(),
-                        "1970-01-01T00:00:00Z",
-                        "0001-01-01T00:00:00+01:00",
-                    )
-                )
-            case Reason.DUPLICATE_FIELD:  # a field repeated, as a hand-rolled encoder might
-                name = r.choice(("review_id", "product_category", "channel", "event_time"))
-                first = json.dumps({name: doc[name]}, ensure_ascii=False)[:-1]
-                return f"{first}, {json.dumps(doc, ensure_ascii=False)[1:]}".encode()
-            case _:  # MALFORMED_REASONS lists the cases above
-                raise ValueError(f"cannot make a malformed record for {reason}")
+        if reason in _RAW_FAULTS:
+            return _RAW_FAULTS[reason](self.bad_rng, doc, event)
+        if reason is Reason.OVERSIZE_TEXT:
+            doc["review_text"] = self._oversize(event)
+        elif reason in _FIELD_FAULTS:
+            _FIELD_FAULTS[reason](self.bad_rng, doc, event)
+        else:  # MALFORMED_REASONS lists the reasons above
+            raise ValueError(f"cannot make a malformed record for {reason}")
         return encode_record(doc)
 
     def _oversize(self, event: ReviewEvent) -> str:
@@ -921,3 +832,146 @@ class _Generator:
             parts.append(text)
             size += len(text.encode("utf-8")) + 1
         return " ".join(parts)
+
+
+# -- malformed records ----------------------------------------------------------------------
+# Each function spoils one valid document, drawing from the generator's ``bad_rng``; those of
+# _RAW_FAULTS return the bytes a producer sends, those of _FIELD_FAULTS change the document
+# in place (it is then encoded as usual).
+
+
+def _not_json(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> bytes:
+    good = json.dumps(doc, ensure_ascii=False)
+    variant = r.randrange(4)
+    if variant == 0:  # cut off in transit
+        return good[: r.randint(1, len(good) - 1)].encode("utf-8")
+    if variant == 1:  # a Python repr instead of JSON
+        return repr(doc).encode("utf-8")
+    if variant == 2:  # two records in one message
+        return f"{good}\n{good}".encode()
+    return b""
+
+
+def _bad_utf8(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> bytes:
+    marker = "\u00a7BAD\u00a7"
+    doc["review_text"] = f"{event.review_text} {marker}"
+    raw = encode_record(doc)
+    bad = (b"caf\xe9", b"\xff\xfe", b"\xf0\x9f\x98", b"\xc3\x28")[r.randrange(4)]
+    return raw.replace(marker.encode("utf-8"), bad)
+
+
+def _not_object(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> bytes:
+    variant = r.randrange(4)
+    if variant == 0:
+        return encode_record([doc])
+    if variant == 1:
+        return str(event.rating).encode()
+    if variant == 2:
+        return json.dumps(event.review_text).encode()
+    return b"null"
+
+
+def _duplicate_field(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> bytes:
+    """A field repeated, as a hand-rolled encoder might write it."""
+    name = r.choice(("review_id", "product_category", "channel", "event_time"))
+    first = json.dumps({name: doc[name]}, ensure_ascii=False)[:-1]
+    return f"{first}, {json.dumps(doc, ensure_ascii=False)[1:]}".encode()
+
+
+def _missing_field(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    name = r.choice(
+        ("review_id", "product_id", "product_category", "review_text", "channel",
+         "event_time")
+    )  # fmt: skip
+    if r.random() < 0.7:
+        del doc[name]
+    else:
+        doc[name] = None
+
+
+def _wrong_type(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    variant = r.randrange(6)
+    if variant == 0:
+        words = {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}
+        doc["rating"] = words[event.rating or 5]
+    elif variant == 1:
+        doc["product_id"] = int(event.product_id.rsplit("-", 1)[1])
+    elif variant == 2:
+        doc["review_text"] = event.review_text.split(". ")
+    elif variant == 3:
+        doc["event_time"] = int(event.event_time.timestamp())
+    elif variant == 4:
+        doc["rating"] = float(event.rating or 5)
+    else:
+        doc["channel"] = [event.channel]
+
+
+def _invalid_value(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    variant = r.randrange(5)
+    if variant == 0:
+        doc["channel"] = r.choice(("fax", "in-store", "WEB", "sms", ""))
+    elif variant == 1:
+        doc["rating"] = r.choice((0, 6, 7, 10, -1))
+    elif variant == 2:
+        doc["review_text"] = r.choice(("", "   ", "\n"))
+    elif variant == 3:
+        doc["review_id"] = ""
+    else:
+        doc["product_category"] = " "
+
+
+def _bad_timestamp(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    naive = event.event_time.replace(tzinfo=None)
+    doc["event_time"] = r.choice(
+        (
+            "yesterday",
+            naive.isoformat(timespec="milliseconds"),
+            naive.isoformat(sep=" ", timespec="seconds"),
+            naive.strftime("%d/%m/%Y %H:%M:%S +0000"),
+            naive.strftime("%Y-%m-%dT25:%M:%SZ"),
+        )
+    )
+
+
+def _unsupported_version(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    doc["schema_version"] = r.choice((99, 2, 0, "1"))
+
+
+def _oversize_record(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    """Unknown fields over the default limits: too many, or too large."""
+    if r.random() < 0.5:
+        doc.update({f"attribute_{k:02d}": k for k in range(40)})
+    else:
+        doc["attachment"] = "=" * 20_000
+
+
+def _time_out_of_range(r: random.Random, doc: dict[str, Any], event: ReviewEvent) -> None:
+    doc["event_time"] = r.choice(
+        (
+            "9999-12-31T23:59:59Z",
+            (event.event_time + timedelta(days=3653)).isoformat(),
+            "1970-01-01T00:00:00Z",
+            "0001-01-01T00:00:00+01:00",
+        )
+    )
+
+
+_RAW_FAULTS: Final[
+    Mapping[Reason, Callable[[random.Random, dict[str, Any], ReviewEvent], bytes]]
+] = {
+    Reason.NOT_JSON: _not_json,
+    Reason.BAD_UTF8: _bad_utf8,
+    Reason.NOT_OBJECT: _not_object,
+    Reason.DUPLICATE_FIELD: _duplicate_field,
+}
+_FIELD_FAULTS: Final[
+    Mapping[Reason, Callable[[random.Random, dict[str, Any], ReviewEvent], None]]
+] = {
+    Reason.MISSING_FIELD: _missing_field,
+    Reason.WRONG_TYPE: _wrong_type,
+    Reason.INVALID_VALUE: _invalid_value,
+    Reason.BAD_TIMESTAMP: _bad_timestamp,
+    Reason.UNSUPPORTED_VERSION: _unsupported_version,
+    Reason.OVERSIZE_RECORD: _oversize_record,
+    Reason.EVENT_TIME_OUT_OF_RANGE: _time_out_of_range,
+}

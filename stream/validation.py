@@ -228,17 +228,7 @@ def _decode(
     raw: bytes, received_at: datetime, latest: datetime, limits: DecodeLimits
 ) -> ReviewEvent:
     """``latest``: the latest event time accepted (``received_at`` + the limit ahead)."""
-    if len(raw) > limits.max_record_bytes:
-        raise _Invalid(
-            Reason.OVERSIZE_RECORD,
-            f"the record is {len(raw)} bytes, limit is {limits.max_record_bytes}",
-        )
-    try:
-        obj = _UNTYPED.decode(raw)
-    except (msgspec.DecodeError, RecursionError) as err:
-        raise _unreadable(raw, err) from None
-    if not isinstance(obj, dict):
-        raise _Invalid(Reason.NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    obj = _parse_object(raw, limits)
     # The typed path: the event is built (and every field's type checked) by msgspec in one
     # call. Whatever it cannot take goes to the field-by-field path, which names the first
     # fault in the contract's order.
@@ -254,6 +244,42 @@ def _decode(
     except (_Invalid, msgspec.ValidationError):
         obj["event_time"] = time_text
         return _decode_fields(raw, obj, received_at, limits)
+    if not _plainly_valid(event, limits):
+        _check_values(event, limits)  # not plainly fine: find the first fault, if any
+    keys = len(obj)
+    if not _KNOWN.issuperset(obj):
+        extra, nested_keys = _unknown(obj, len(raw), limits)
+        keys += nested_keys
+        # The event is new and not shared yet: give it its unknown fields in place.
+        object.__setattr__(event, "extra", extra)
+    if raw.count(b'":') > keys:
+        _check_duplicates(raw)
+    if not limits.min_event_time <= event.event_time <= latest:
+        _check_time(time_text, event.event_time, received_at, limits)
+    return event
+
+
+def _parse_object(raw: bytes, limits: DecodeLimits) -> dict[str, Any]:
+    """The record's JSON object, untyped (a record over the size limit is not parsed)."""
+    if len(raw) > limits.max_record_bytes:
+        raise _Invalid(
+            Reason.OVERSIZE_RECORD,
+            f"the record is {len(raw)} bytes, limit is {limits.max_record_bytes}",
+        )
+    try:
+        obj = _UNTYPED.decode(raw)
+    except (msgspec.DecodeError, RecursionError) as err:
+        raise _unreadable(raw, err) from None
+    if not isinstance(obj, dict):
+        raise _Invalid(Reason.NOT_OBJECT, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
+def _plainly_valid(event: ReviewEvent, limits: DecodeLimits) -> bool:
+    """A quick test that most valid events pass: printable, non-blank ids within their
+    length, an ASCII category within its limit, a text of at most ``max_text_bytes / 4``
+    characters (within the limit whatever it holds), a known channel, a rating in 1-5.
+    False only means that :func:`_check_values` must look closer."""
     rid, pid, cat, text = (
         event.review_id,
         event.product_id,
@@ -261,7 +287,7 @@ def _decode(
         event.review_text,
     )
     rating = event.rating
-    if not (
+    return bool(
         rid
         and pid
         and cat
@@ -277,19 +303,7 @@ def _decode(
         and not (rid.isspace() or pid.isspace() or cat.isspace() or text.isspace())
         and event.channel in _CHANNELS
         and (rating is None or 1 <= rating <= 5)
-    ):
-        _check_values(event, limits)  # not plainly fine: find the first fault, if any
-    keys = len(obj)
-    if not _KNOWN.issuperset(obj):
-        extra, nested_keys = _unknown(obj, len(raw), limits)
-        keys += nested_keys
-        # The event is new and not shared yet: give it its unknown fields in place.
-        object.__setattr__(event, "extra", extra)
-    if raw.count(b'":') > keys:
-        _check_duplicates(raw)
-    if not limits.min_event_time <= event.event_time <= latest:
-        _check_time(time_text, event.event_time, received_at, limits)
-    return event
+    )
 
 
 def _check_values(event: ReviewEvent, limits: DecodeLimits) -> None:
@@ -410,14 +424,11 @@ def _check_strings(
                 )
     if not review_text or review_text.isspace():
         raise _Invalid(Reason.INVALID_VALUE, "review_text is empty")
-    # UTF-8 takes at most 4 bytes a character: count bytes only near the limit.
-    if len(review_text) * 4 > limits.max_text_bytes:
-        size = len(review_text.encode("utf-8"))
-        if size > limits.max_text_bytes:
-            raise _Invalid(
-                Reason.OVERSIZE_TEXT,
-                f"review_text is {size} bytes, limit is {limits.max_text_bytes}",
-            )
+    size = _utf8_size_over(review_text, limits.max_text_bytes)
+    if size is not None:
+        raise _Invalid(
+            Reason.OVERSIZE_TEXT, f"review_text is {size} bytes, limit is {limits.max_text_bytes}"
+        )
     if channel not in _CHANNELS:
         raise _Invalid(
             Reason.INVALID_VALUE,
@@ -462,13 +473,21 @@ def _check_storable(
                     Reason.INVALID_VALUE,
                     f"{name} holds the control character {bad.group()!r} at {bad.start()}",
                 )
-    if len(product_category) * 4 > limits.max_category_bytes:
-        size = len(product_category.encode("utf-8"))
-        if size > limits.max_category_bytes:
-            raise _Invalid(
-                Reason.INVALID_VALUE,
-                f"product_category is {size} bytes, limit is {limits.max_category_bytes}",
-            )
+    size = _utf8_size_over(product_category, limits.max_category_bytes)
+    if size is not None:
+        raise _Invalid(
+            Reason.INVALID_VALUE,
+            f"product_category is {size} bytes, limit is {limits.max_category_bytes}",
+        )
+
+
+def _utf8_size_over(value: str, limit: int) -> int | None:
+    """The UTF-8 size of ``value`` when it is over ``limit`` bytes, else None. UTF-8 takes at
+    most 4 bytes a character: bytes are counted only near the limit."""
+    if len(value) * 4 <= limit:
+        return None
+    size = len(value.encode("utf-8"))
+    return size if size > limit else None
 
 
 def _unknown(

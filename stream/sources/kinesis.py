@@ -120,6 +120,29 @@ _TURN = 50
 _FIRST_WAIT_S = 5.0
 
 
+def _check_options(
+    initial_position: str,
+    *,
+    records_per_call: int,
+    poll_interval_s: float,
+    min_call_interval_s: float,
+    shard_refresh_s: float,
+) -> None:
+    """Raise ``ValueError`` for options :class:`KinesisSource` cannot honour."""
+    if initial_position not in ("TRIM_HORIZON", "LATEST"):
+        raise ValueError("initial_position must be TRIM_HORIZON or LATEST")
+    if not 1 <= records_per_call <= 10_000:
+        raise ValueError("records_per_call must be 1..10000 (the GetRecords limit)")
+    for name, value in (
+        ("poll_interval_s", poll_interval_s),
+        ("shard_refresh_s", shard_refresh_s),
+    ):
+        if value <= 0:
+            raise ValueError(f"{name} must be positive, got {value}")
+    if min_call_interval_s < 0:
+        raise ValueError("min_call_interval_s must not be negative")
+
+
 class KinesisSource:
     """Reads every shard of ``stream_name`` through an aiobotocore Kinesis ``client`` (open,
     owned by the caller), as a :class:`~stream.pipeline.Source` with durable checkpoints.
@@ -146,18 +169,13 @@ class KinesisSource:
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         rng: random.Random | None = None,
     ) -> None:
-        if initial_position not in ("TRIM_HORIZON", "LATEST"):
-            raise ValueError("initial_position must be TRIM_HORIZON or LATEST")
-        if not 1 <= records_per_call <= 10_000:
-            raise ValueError("records_per_call must be 1..10000 (the GetRecords limit)")
-        for name, value in (
-            ("poll_interval_s", poll_interval_s),
-            ("shard_refresh_s", shard_refresh_s),
-        ):
-            if value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}")
-        if min_call_interval_s < 0:
-            raise ValueError("min_call_interval_s must not be negative")
+        _check_options(
+            initial_position,
+            records_per_call=records_per_call,
+            poll_interval_s=poll_interval_s,
+            min_call_interval_s=min_call_interval_s,
+            shard_refresh_s=shard_refresh_s,
+        )
         self._client = client
         self.stream = stream_name
         self._store = store
@@ -197,12 +215,18 @@ class KinesisSource:
     # -- the Source protocol ------------------------------------------------------------
 
     async def records(self) -> AsyncGenerator[RawRecord, None]:
-        """Records of every shard, merged evenly: up to ``_TURN`` records of each shard with
-        records waiting, in turn, so event time advances together across shards (the
-        monitors' watermark is their minimum). The first record waits (at most
+        """The records of :meth:`batches`, one at a time."""
+        async for chunk in self.batches():
+            for record in chunk:
+                yield record
+
+    async def batches(self) -> AsyncGenerator[list[RawRecord], None]:
+        """Chunks of every shard's records, merged evenly: up to ``_TURN`` records of each
+        shard with records waiting, in turn, so event time advances together across shards
+        (the monitors' watermark is their minimum). The first chunk waits (at most
         ``_FIRST_WAIT_S``) until every shard being read has answered once."""
         if self._running:
-            raise RuntimeError("KinesisSource.records() is already running")
+            raise RuntimeError("KinesisSource is already being read")
         self._running = True
         self._queues = {}
         self._answered = set()
@@ -218,15 +242,15 @@ class KinesisSource:
                 if self._failure is not None:
                     raise self._failure
                 self._ready.clear()
-                taken = 0
+                chunk: list[RawRecord] = []
                 for shard, queue in list(self._queues.items()):
-                    for _ in range(min(queue.qsize(), _TURN)):
-                        item = queue.get_nowait()
-                        taken += 1
-                        if shard not in self._seen:
-                            await self._first_record(item)
-                        yield item
-                if not taken:
+                    taken = [queue.get_nowait() for _ in range(min(queue.qsize(), _TURN))]
+                    if taken and shard not in self._seen:
+                        await self._first_record(taken[0])
+                    chunk += taken
+                if chunk:
+                    yield chunk
+                else:
                     await self._ready.wait()
         finally:
             tasks = [supervisor, *readers.values()]

@@ -121,6 +121,12 @@ def test_run_scenario_end_to_end(tmp_path: Path, scenario: str) -> None:
     assert unexpected - expected - set(SCENARIOS[scenario].tolerated_alerts) == set(), output
     for name, category in expected:
         assert f"{name} [{category}]" in output
+    # The same alerts are in the lake's alerts table (every path writes both).
+    if alerts:
+        stored = ds.dataset(tmp_path / "lake" / "alerts", format="parquet", partitioning="hive")
+        assert set(stored.to_table().column("alert_id").to_pylist()) == {
+            a["alert_id"] for a in alerts
+        }
 
 
 def test_sigterm_mid_run_stops_cleanly_and_loses_no_accepted_event(tmp_path: Path) -> None:

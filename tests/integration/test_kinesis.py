@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pyarrow.dataset as ds
 import pytest
 
 from stream.checkpoints import ShardCheckpoint, open_checkpoint_store
@@ -397,3 +398,33 @@ async def test_monitor_state_survives_a_worker_kill(workers: Workers) -> None:
     # than were published since it started.
     await asyncio.to_thread(wait_for_seen, workers, "w2", seen + 500)
     assert workers.metric("w2", "sentiment_baseline_ready") == 1
+
+
+async def test_every_output_of_the_kinesis_path_is_written(workers: Workers) -> None:
+    """The Kinesis path writes what every path writes: lake reviews, dead letters and alerts,
+    and the alert log."""
+    await asyncio.to_thread(workers.server.create_stream, workers.stream, 2)
+    recs = list(generate("negative-surge", events=8_000, seed=12))
+    bad = [(b"k", b"{broken"), (b"k", b'{"review_id": 1}'), (b"k", b"\xff\xfe")]
+    workers.env_extra["SENTIMENT_MONITOR__BASELINE_EVENTS"] = "1000"
+    workers.env_extra["SENTIMENT_ALERTS_PATH"] = str(workers.root / "alerts.jsonl")
+    workers.start("w1")
+    await asyncio.to_thread(wait_for_log, workers, "w1", "reading shard")
+    async with producer(workers) as p:
+        await publish(p, [(r.key, r.value) for r in recs] + bad)
+    await asyncio.to_thread(wait_for_lake, workers, len(recs), 240)
+    await asyncio.to_thread(wait_for_dead_letters, workers, len(bad))
+    alerts_log = workers.root / "alerts.jsonl"
+
+    def shift_logged() -> list[dict[str, Any]]:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if alerts_log.exists() and "SentimentShift" in alerts_log.read_text():
+                break
+            time.sleep(1)
+        return [json.loads(line) for line in alerts_log.read_text().splitlines()]
+
+    fired = await asyncio.to_thread(shift_logged)
+    assert ("SentimentShift", "Dresses") in {(a["name"], a["category"]) for a in fired}
+    stored = ds.dataset(workers.lake / "alerts", format="parquet", partitioning="hive")
+    assert {a["alert_id"] for a in fired} <= set(stored.to_table().column("alert_id").to_pylist())
