@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from monitors._stats import proportion_ci
 from monitors.evaluation import WindowReport
@@ -26,6 +26,32 @@ __all__ = ["ALL", "AlertBook", "Check", "shift_alert", "window_alerts", "window_
 
 #: The category of stream-wide alerts.
 ALL = "all"
+
+
+class _Wording(TypedDict):
+    """What an alert says besides its name, category and status."""
+
+    window_start: datetime
+    window_end: datetime
+    now: datetime
+    summary: str
+    evidence: Mapping[str, Any]
+    severity: Severity
+
+
+def _alert(alert_id: str, name: str, category: str, status: str, w: _Wording) -> Alert:
+    return Alert(
+        alert_id=alert_id,
+        name=name,
+        status=status,
+        severity=w["severity"],
+        category=category,
+        summary=w["summary"],
+        window_start=w["window_start"],
+        window_end=w["window_end"],
+        raised_at=w["now"],
+        evidence=dict(w["evidence"]),
+    )
 
 
 class AlertBook:
@@ -44,12 +70,7 @@ class AlertBook:
         *,
         subject: str = "",
         episode_start: datetime,
-        window_start: datetime,
-        window_end: datetime,
-        now: datetime,
-        summary: str,
-        evidence: Mapping[str, Any],
-        severity: Severity,
+        **wording: Unpack[_Wording],
     ) -> Alert | None:
         """A firing alert, or None when this episode is already open."""
         key = (name, category, subject)
@@ -58,48 +79,16 @@ class AlertBook:
         parts = [name, category, *([subject] if subject else []), episode_start.isoformat()]
         alert_id = ":".join(parts)
         self.active[key] = alert_id
-        return Alert(
-            alert_id=alert_id,
-            name=name,
-            status="firing",
-            severity=severity,
-            category=category,
-            summary=summary,
-            window_start=window_start,
-            window_end=window_end,
-            raised_at=now,
-            evidence=dict(evidence),
-        )
+        return _alert(alert_id, name, category, "firing", wording)
 
     def resolve(
-        self,
-        name: str,
-        category: str,
-        *,
-        subject: str = "",
-        window_start: datetime,
-        window_end: datetime,
-        now: datetime,
-        summary: str,
-        evidence: Mapping[str, Any],
-        severity: Severity,
+        self, name: str, category: str, *, subject: str = "", **wording: Unpack[_Wording]
     ) -> Alert | None:
         """The resolving alert of an open episode, or None when none is open."""
         alert_id = self.active.pop((name, category, subject), None)
         if alert_id is None:
             return None
-        return Alert(
-            alert_id=alert_id,
-            name=name,
-            status="resolved",
-            severity=severity,
-            category=category,
-            summary=summary,
-            window_start=window_start,
-            window_end=window_end,
-            raised_at=now,
-            evidence=dict(evidence),
-        )
+        return _alert(alert_id, name, category, "resolved", wording)
 
     def open_episodes(self) -> dict[tuple[str, str], int]:
         """Open episodes per (alert name, category)."""
@@ -219,28 +208,21 @@ def _feature_checks(r: WindowReport) -> Iterator[Check]:
 
 
 def _mix_checks(r: WindowReport) -> Iterator[Check]:
-    if r.prediction is not None:
-        p = r.prediction
-        yield Check(
-            "PredictionDrift",
-            "",
-            p.drifted,
-            r.prediction_clean,
-            f"Predicted sentiment mix {_mix(p.current)} against baseline {_mix(p.reference)} "
-            f"(TVD {p.tvd:.3f}, chi-square p={p.p_value:.2g}, {p.count} reviews)",
-            p.to_json(),
-        )
-    if r.label is not None:
-        q = r.label
-        yield Check(
-            "LabelDrift",
-            "",
-            q.drifted,
-            r.label_clean,
-            f"Rated sentiment mix {_mix(q.current)} against baseline {_mix(q.reference)} "
-            f"(TVD {q.tvd:.3f}, chi-square p={q.p_value:.2g}, {q.count} rated reviews)",
-            q.to_json(),
-        )
+    mixes = (
+        ("PredictionDrift", "Predicted", r.prediction, r.prediction_clean, "reviews"),
+        ("LabelDrift", "Rated", r.label, r.label_clean, "rated reviews"),
+    )
+    for name, whose, d, clean, counted in mixes:
+        if d is not None:
+            yield Check(
+                name,
+                "",
+                d.drifted,
+                clean,
+                f"{whose} sentiment mix {_mix(d.current)} against baseline {_mix(d.reference)} "
+                f"(TVD {d.tvd:.3f}, chi-square p={d.p_value:.2g}, {d.count} {counted})",
+                d.to_json(),
+            )
 
 
 def _accuracy_checks(r: WindowReport) -> Iterator[Check]:

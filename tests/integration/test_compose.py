@@ -27,6 +27,7 @@ from stream.settings import Settings
 from stream.sources import ReplaySource
 from stream.synthetic import generate
 from tests.servers.seaweedfs import SeaweedFS
+from tests.settings_checks import assert_read_as_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
@@ -87,13 +88,7 @@ def test_every_sentiment_variable_is_a_setting_the_code_reads(
 ) -> None:
     ours = sentiment_env(name, monkeypatch)
     assert ours
-    settings = Settings().model_dump()
-    for key, value in ours.items():
-        node: Any = settings
-        for part in key.removeprefix("SENTIMENT_").lower().split("__"):
-            assert part in node, f"{key} is not a setting"
-            node = node[part]
-        assert str(node) == value, f"{key}={value} was read as {node!r}"
+    assert_read_as_settings(ours)
 
 
 def test_services_point_at_each_other() -> None:

@@ -40,7 +40,7 @@ from tests.history import Report
 from tests.hostile import hostile_corpus
 from tests.servers.faulty_s3 import FaultyS3Proxy
 from tests.servers.kafka import KafkaBroker, create_topics
-from tests.servers.kafka_history import HistoryRecorder, LakeView, LocalLake, S3Lake
+from tests.servers.kafka_history import HistoryRecorder, LakeView, LocalLake, S3Lake, cancel_task
 from tests.servers.lake_fixtures import seaweedfs as seaweedfs
 from tests.servers.read_only import ReadOnlyDir
 from tests.servers.seaweedfs import SeaweedFS
@@ -184,10 +184,7 @@ class Supervisor:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
 
 
 class Run:

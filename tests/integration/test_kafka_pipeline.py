@@ -27,7 +27,7 @@ from stream.synthetic import GeneratedRecord, generate
 from tests.servers.endpoint import EndpointServer
 from tests.servers.kafka import KafkaBroker, create_topics
 from tests.servers.ports import free_port
-from tests.servers.workers import WorkerProcesses
+from tests.servers.workers import KafkaWorkers
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -35,41 +35,26 @@ PARTITIONS = 4
 
 
 @dataclass(kw_only=True)
-class Workers(WorkerProcesses):
+class Workers(KafkaWorkers):
     """Worker processes sharing one consumer group, lake and topics."""
 
     broker: KafkaBroker
-    group: str
-    args: tuple[str, ...] = ("worker", "--loglevel", "warning")
-
-    def topic(self, name: str) -> str:
-        return f"{self.group}.{name}"
-
-    def transport_env(self) -> dict[str, str]:
-        return {
-            "SENTIMENT_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "SENTIMENT_KAFKA__GROUP_ID": self.group,
-            "SENTIMENT_KAFKA__PARTITIONS": str(PARTITIONS),
-            "SENTIMENT_KAFKA__REVIEWS_TOPIC": self.topic("reviews"),
-            "SENTIMENT_KAFKA__ENRICHED_TOPIC": self.topic("enriched"),
-            "SENTIMENT_KAFKA__DLQ_TOPIC": self.topic("dlq"),
-            "SENTIMENT_KAFKA__ALERTS_TOPIC": self.topic("alerts"),
-            "SENTIMENT_KAFKA__MONITOR_FEED_TOPIC": self.topic("feed"),
-            "SENTIMENT_KAFKA__MONITOR_STATE_TOPIC": self.topic("state"),
-        }
 
 
 @pytest.fixture
 async def workers(
     kafka_broker: KafkaBroker, tmp_path: Path, unique_group: str
 ) -> AsyncIterator[Workers]:
-    w = Workers(root=tmp_path, broker=kafka_broker, group=unique_group)
-    # Created up front with 4 partitions: a producer's auto-created topic would have one.
-    await create_topics(kafka_broker.bootstrap, [w.topic("reviews")], PARTITIONS)
-    try:
+    with Workers(
+        root=tmp_path,
+        broker=kafka_broker,
+        bootstrap=kafka_broker.bootstrap,
+        group=unique_group,
+        partitions=PARTITIONS,
+    ) as w:
+        # Created up front with 4 partitions: a producer's auto-created topic would have one.
+        await create_topics(kafka_broker.bootstrap, [w.topic("reviews")], PARTITIONS)
         yield w
-    finally:
-        w.stop_all()
 
 
 def records(n: int, seed: int) -> list[GeneratedRecord]:

@@ -123,11 +123,8 @@ def workers(
 ) -> Iterator[Workers]:
     for key, value in kinesalite.env().items():
         monkeypatch.setenv(key, value)
-    w = Workers(root=tmp_path, server=kinesalite, stream=f"reviews-{uuid.uuid4().hex[:10]}")
-    try:
+    with Workers(root=tmp_path, server=kinesalite, stream=f"reviews-{uuid.uuid4().hex[:10]}") as w:
         yield w
-    finally:
-        w.stop_all()
 
 
 def records(n: int, seed: int) -> list[GeneratedRecord]:

@@ -14,6 +14,7 @@ import pytest
 
 from stream.app import run_pipeline
 from stream.lake_factory import build_lake_sink
+from stream.pipeline import Pipeline
 from stream.settings import BatchSettings, EndpointSettings, MonitorSettings, Settings
 from stream.sources import ReplaySource
 from tests.servers.endpoint import EndpointServer
@@ -86,19 +87,21 @@ def settings_for(tmp_path: Path, **changes: Any) -> Settings:
     )
 
 
+async def replay_into_lake(settings: Settings, recs: list[tuple[bytes, bytes]]) -> Pipeline:
+    """Replay ``recs`` through the pipeline ``settings`` describe, into its lake."""
+    return await run_pipeline(
+        settings, ReplaySource(recs), [build_lake_sink(settings)], source_name="replay",
+        serve_metrics=False,
+    )  # fmt: skip
+
+
 async def test_in_process_run_with_dead_letters_logs_no_review_text(
     tmp_path: Path, debug_logs: pytest.LogCaptureFixture
 ) -> None:
     recs = records()
     settings = settings_for(tmp_path)
     logging.getLogger("stream").debug("capture check")
-    pipeline = await run_pipeline(
-        settings,
-        ReplaySource(recs),
-        [build_lake_sink(settings)],
-        source_name="replay",
-        serve_metrics=False,
-    )
+    pipeline = await replay_into_lake(settings, recs)
     summary = pipeline.summary
     assert summary.records_in == len(recs)
     assert summary.scored == 300
@@ -118,13 +121,7 @@ async def test_scoring_failures_log_no_review_text(
     with EndpointServer("--endpoint-name", "another-endpoint", workers=1) as other:
         endpoint = EndpointSettings(mode="sagemaker", name="review-sentiment", url=other.url)
         settings = settings_for(tmp_path, endpoint=endpoint)
-        pipeline = await run_pipeline(
-            settings,
-            ReplaySource(recs),
-            [build_lake_sink(settings)],
-            source_name="replay",
-            serve_metrics=False,
-        )
+        pipeline = await replay_into_lake(settings, recs)
         server_log = other.log()
     assert pipeline.summary.scored == 0
     assert pipeline.summary.dead_letters["scoring_rejected"] == 300

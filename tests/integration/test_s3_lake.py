@@ -9,7 +9,7 @@ import io
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from sinks.catalog import GlueCatalog
 from sinks.lake import BufferLimits, LakeSink, LocalLakeWriter, parse_file_range
 from sinks.query import DuckDBLake
-from sinks.s3 import Backoff, Encryption, EndpointSession, S3LakeWriter, s3_session
+from sinks.s3 import Encryption, S3LakeWriter
 from stream.events import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -37,9 +37,11 @@ from stream.events import (
 )
 from stream.lake_cli import lake_app
 from stream.lake_factory import build_lake_sink
-from stream.pipeline import Pipeline, PipelineOptions, Prediction, RawRecord, ScoringResult
-from stream.settings import LakeSettings, Settings
+from stream.pipeline import Pipeline, PipelineOptions, RawRecord
+from tests.fakes import NeutralScorer, NoMonitor
+from tests.lake_rows import T, latest_positions
 from tests.servers.lake_fixtures import *  # noqa: F403
+from tests.servers.lake_fixtures import FAST, glue_lake_settings, session_of
 from tests.servers.moto import MotoServer
 from tests.servers.seaweedfs import SeaweedFS
 
@@ -52,19 +54,6 @@ pytestmark = [
 ]
 
 PREFIX = "lake/v1"
-T = datetime(2026, 3, 4, 12, tzinfo=UTC)
-FAST = Backoff(initial_s=0.1, max_s=0.5, attempts_per_call=1, connect_timeout_s=2)
-
-
-def session_of(server: SeaweedFS | MotoServer) -> EndpointSession:
-    return s3_session(
-        region=server.region,
-        s3_endpoint_url=server.endpoint_url,
-        glue_endpoint_url=server.endpoint_url,
-        access_key_id=server.access_key,
-        secret_access_key=server.secret_key,
-        backoff=FAST,
-    )
 
 
 def review(offset: int, category: str, *, day: int = 4, partition: str = "0") -> ScoredReview:
@@ -87,11 +76,7 @@ def dead(offset: int, partition: str = "0") -> DeadLetter:
 
 
 def batch(seq: int, rows: Sequence[ScoredReview | DeadLetter], alerts: int = 0) -> Batch:
-    positions: dict[tuple[str, str, str], SourcePosition] = {}
-    for r in rows:
-        prev = positions.get(r.position.key)
-        if prev is None or prev.offset < r.position.offset:
-            positions[r.position.key] = r.position
+    positions = latest_positions(rows)
     raised = [
         Alert(f"a-{seq}-{i}", "SentimentShift", "firing", Severity.WARNING, "Dresses", "s", T, T,
               T, {"n": i})
@@ -262,25 +247,11 @@ class PacedSource:
             self.reached.set()
 
 
-class NeutralScorer:
-    async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
-        return ScoringResult([Prediction(0, 0.2, 0.6, 0.2) for _ in events], "m", "1", 1.0)
-
-
-class NoMonitor:
-    def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]:
-        return []
-
-
 @pytest.fixture
 def own_seaweedfs() -> Iterator[SeaweedFS]:
     """A SeaweedFS of this test alone: it is taken away and brought back."""
-    server = SeaweedFS()
-    server.start()
-    try:
+    with SeaweedFS() as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.mark.slow
@@ -335,17 +306,7 @@ async def test_glue_partitions_are_added_as_files_land(moto_server: MotoServer) 
     bucket = f"glue-{uuid.uuid4().hex[:10]}"
     database = f"lake_{uuid.uuid4().hex[:8]}"
     session = session_of(moto_server)
-    client: Any = session.client("s3")
-    client.create_bucket(Bucket=bucket)
-    settings = Settings(
-        lake_path=f"s3://{bucket}/{PREFIX}",
-        lake=LakeSettings(
-            s3_endpoint_url=moto_server.endpoint_url,
-            glue_endpoint_url=moto_server.endpoint_url,
-            glue_database=database,
-            buffer_max_rows=2,
-        ),
-    )
+    settings = glue_lake_settings(moto_server, bucket, database, PREFIX, buffer_max_rows=2)
     sink = build_lake_sink(settings)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)

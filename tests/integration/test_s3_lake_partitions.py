@@ -5,7 +5,6 @@ partition with its real value even where the directory name is shortened."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -13,46 +12,23 @@ import pytest
 from sinks.catalog import GlueCatalog
 from sinks.lake import LakeSink
 from sinks.query import DuckDBLake
-from sinks.s3 import Backoff, EndpointSession, S3LakeWriter, s3_session
-from stream.events import Batch, ReviewEvent, ScoredReview, SourcePosition
+from sinks.s3 import S3LakeWriter
+from stream.events import Batch
 from stream.lake_factory import build_lake_sink
-from stream.settings import LakeSettings, Settings
+from tests.lake_rows import scored_review
 from tests.servers.lake_fixtures import *  # noqa: F403
+from tests.servers.lake_fixtures import FAST, glue_lake_settings, session_of
 from tests.servers.moto import MotoServer
 from tests.servers.seaweedfs import SeaweedFS
 
 pytestmark = pytest.mark.integration
 
 PREFIX = "lake/v1"
-T = datetime(2026, 3, 4, 12, tzinfo=UTC)
-FAST = Backoff(initial_s=0.1, max_s=0.5, attempts_per_call=1, connect_timeout_s=2)
 HOSTILE = ["Fine gauge", "ü" * 700, "__HIVE_DEFAULT_PARTITION__", "", "..", "a/b"]
 
 
-def session_of(server: SeaweedFS | MotoServer) -> EndpointSession:
-    return s3_session(
-        region=server.region,
-        s3_endpoint_url=server.endpoint_url,
-        glue_endpoint_url=server.endpoint_url,
-        access_key_id=server.access_key,
-        secret_access_key=server.secret_key,
-        backoff=FAST,
-    )
-
-
 def batch() -> Batch:
-    rows = []
-    for i, category in enumerate(HOSTILE):
-        ev = ReviewEvent(
-            review_id=f"r-{i}",
-            product_id="p",
-            product_category=category,
-            review_text="ok",
-            channel="web",
-            event_time=T,
-        )
-        pos = SourcePosition("kafka", "reviews", "0", i)
-        rows.append(ScoredReview(ev, 1, 0.1, 0.2, 0.7, "m", "1", T, 2.0, pos))
+    rows = [scored_review(i, category, topic="reviews") for i, category in enumerate(HOSTILE)]
     return Batch(scored=rows, dead=[], positions={rows[-1].position.key: rows[-1].position})
 
 
@@ -79,18 +55,9 @@ async def test_glue_registers_the_real_values(
     bucket = f"glue-{uuid.uuid4().hex[:10]}"
     database = f"lake_{uuid.uuid4().hex[:8]}"
     session = session_of(moto_server)
-    client: Any = session.client("s3")
-    client.create_bucket(Bucket=bucket)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.secret_key)
-    settings = Settings(
-        lake_path=f"s3://{bucket}/{PREFIX}",
-        lake=LakeSettings(
-            s3_endpoint_url=moto_server.endpoint_url,
-            glue_endpoint_url=moto_server.endpoint_url,
-            glue_database=database,
-        ),
-    )
+    settings = glue_lake_settings(moto_server, bucket, database, PREFIX)
     sink = build_lake_sink(settings)
     await sink.write(batch())
     await sink.close()

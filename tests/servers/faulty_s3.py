@@ -25,9 +25,11 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
+from typing import Self
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
+
+from tests.servers.base import Managed
 
 __all__ = ["FaultyS3Proxy"]
 
@@ -72,7 +74,7 @@ class _Fault:
         return self.live(now) and method in self.methods and self.path_contains in path
 
 
-class FaultyS3Proxy:
+class FaultyS3Proxy(Managed):
     """Forwards to ``upstream`` (``http://host:port``); see the module docstring."""
 
     def __init__(self, upstream: str) -> None:
@@ -150,7 +152,7 @@ class FaultyS3Proxy:
 
     # -- serving -------------------------------------------------------------------------------
 
-    def start(self) -> FaultyS3Proxy:
+    def start(self) -> Self:
         if self._server is not None:
             return self
         proxy = self
@@ -265,14 +267,3 @@ class FaultyS3Proxy:
         if self._thread is not None:
             self._thread.join(10)
             self._thread = None
-
-    def __enter__(self) -> FaultyS3Proxy:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -21,18 +21,17 @@ import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 import uuid
 import weakref
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from tests.servers.base import ServerProcess
 from tests.servers.ports import free_port
-from tests.servers.process import terminate
 
 __all__ = [
     "JVM_OPTS",
@@ -189,13 +188,19 @@ def _kill_leftovers() -> None:
         broker.kill()
 
 
-class KafkaBroker:
+class KafkaBroker(ServerProcess):
     """One Kafka broker process; ``start()`` it (or use ``with``), then connect to ``bootstrap``.
 
     ``jars`` is the dir from ``kafka_jars()``. Without ``workdir`` it lives in a temp dir that
     ``close()`` removes; the dir holds ``server.properties``, the log dir ``data/`` and the
     broker's output ``broker.log``. ``config`` adds or overrides broker settings.
     """
+
+    name = "the Kafka broker"
+    log_name = "broker.log"
+    start_error = KafkaStartError
+    stop_timeout = 30.0
+    stop_group = False
 
     def __init__(
         self,
@@ -207,8 +212,7 @@ class KafkaBroker:
         start_timeout: float = 90.0,
     ) -> None:
         self.jars = jars
-        self._own_dir = workdir is None
-        self.workdir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="kafka-"))
+        super().__init__(workdir, prefix="kafka-")
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.controller_port = free_port()
@@ -218,7 +222,6 @@ class KafkaBroker:
         self.jvm_opts = tuple(jvm_opts)
         self.start_timeout = start_timeout
         self.cluster_id = _cluster_id()
-        self.proc: subprocess.Popen[bytes] | None = None
         self.last_start_s: float | None = None
         """Seconds the last ``start()`` took, format included."""
 
@@ -227,16 +230,8 @@ class KafkaBroker:
         return f"127.0.0.1:{self.port}"
 
     @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
-    @property
     def config_file(self) -> Path:
         return self.workdir / "server.properties"
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "broker.log"
 
     @property
     def running(self) -> bool:
@@ -296,7 +291,7 @@ class KafkaBroker:
                 f"{(proc.stdout + proc.stderr)[-4000:]}"
             )
 
-    def start(self) -> KafkaBroker:
+    def start(self) -> Self:
         """Start the broker (formatting its log dir the first time) and wait until it serves."""
         if self.running:
             return self
@@ -307,31 +302,14 @@ class KafkaBroker:
         self._format()
         with self.log_file.open("ab") as log:
             log.write(f"{_START_MARK} on {self.bootstrap}\n".encode())
-            log.flush()
-            self.proc = subprocess.Popen(
-                self._command("kafka.Kafka", str(self.config_file)),
-                cwd=self.workdir,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._spawn(self._command("kafka.Kafka", str(self.config_file)))
         _live.add(self)
-        deadline = began + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                code = self.proc.returncode
-                self.proc = None
-                raise KafkaStartError(f"the Kafka broker exited {code}:\n{self.log_tail()}")
-            if self._serving():
-                self.last_start_s = time.monotonic() - began
-                return self
-            time.sleep(0.1)
+        self._await(self._serving, self.start_timeout, began=began, what=f"serve {self.bootstrap}")
+        self.last_start_s = time.monotonic() - began
+        return self
+
+    def _abort(self) -> None:
         self.kill()
-        raise KafkaStartError(
-            f"the Kafka broker did not serve {self.bootstrap} within {self.start_timeout} s:\n"
-            f"{self.log_tail()}"
-        )
 
     def _serving(self) -> bool:
         try:
@@ -339,7 +317,7 @@ class KafkaBroker:
         except (OSError, struct.error, UnicodeDecodeError):
             return False
 
-    def log_tail(self, chars: int = 4000) -> str:
+    def log(self, chars: int = 4000) -> str:
         """The end of this run's broker log, after its ERROR lines and their causes (a Java
         stack trace can push the line that says what went wrong out of a plain tail)."""
         try:
@@ -355,23 +333,15 @@ class KafkaBroker:
         head = "\n".join(errors[:20])
         return f"{head}\n...\n{run[-chars:]}" if head else run[-chars:]
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM (a clean shutdown), then SIGKILL after ``timeout`` s; safe to call twice."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        terminate(proc, timeout)
+    def stop(self, timeout: float | None = None, *, kill: bool = False) -> None:
+        """SIGTERM (a clean shutdown; SIGKILL with ``kill``), then SIGKILL after ``timeout`` s;
+        safe to call twice."""
+        super().stop(timeout, kill=kill)
         _live.discard(self)
 
     def kill(self) -> None:
         """SIGKILL: the broker dies as in a crash (the log dir keeps what the OS had)."""
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        _live.discard(self)
+        self.stop(10, kill=True)
 
     def restart(self, down_s: float = 2.0, *, hard: bool = False) -> None:
         """Stop (SIGTERM, or SIGKILL with ``hard``), stay down ``down_s`` s, start again on the
@@ -382,27 +352,6 @@ class KafkaBroker:
             self.stop()
         time.sleep(down_s)
         self.start()
-
-    def close(self) -> None:
-        """Stop the broker and remove its temp dir (a ``workdir`` given by the caller stays)."""
-        self.stop()
-        if self._own_dir:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> KafkaBroker:
-        try:
-            return self.start()
-        except BaseException:
-            self.close()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 async def create_topics(

@@ -18,7 +18,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Protocol
 
 import pyarrow.parquet as pq
@@ -33,6 +32,7 @@ __all__ = [
     "LakeView",
     "LocalLake",
     "S3Lake",
+    "cancel_task",
     "committed_offsets",
     "end_offsets",
     "read_topic",
@@ -43,6 +43,14 @@ _COLUMNS = {
     "reviews": ["review_id", "source_stream", "source_partition", "source_offset"],
     "dlq": ["reason", "source_stream", "source_partition", "source_offset"],
 }
+
+
+async def cancel_task(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` (if any) and wait until it has ended."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class LakeView(Protocol):
@@ -279,10 +287,7 @@ class HistoryRecorder:
     async def stop(self) -> None:
         """Stop sampling; safe to call twice."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_task(task)
         admin, self._admin = self._admin, None
         if admin is not None:
             with contextlib.suppress(Exception):
@@ -301,10 +306,5 @@ class HistoryRecorder:
         rows = await asyncio.to_thread(self.lake.rows, self.topic)
         return History(produced, rows, list(self.samples), ends, final, files)
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()

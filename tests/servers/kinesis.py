@@ -15,18 +15,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import boto3
 from botocore.config import Config
 
+from tests.servers.base import ServerProcess, succeeds
 from tests.servers.ports import free_port
-from tests.servers.process import terminate
 
 __all__ = ["KINESALITE_VERSION", "Kinesalite", "KinesaliteUnavailableError", "kinesalite_module"]
 
@@ -57,32 +54,30 @@ def kinesalite_module() -> Path:
     return module
 
 
-class Kinesalite:
+class Kinesalite(ServerProcess):
     """One kinesalite process. ``endpoint_url`` and :meth:`client` are what a test needs; any
     credentials are accepted."""
 
+    name = "kinesalite"
+    log_name = "kinesalite.log"
+    stop_timeout = 10.0
     access_key = "kinesis-test-key"
     secret_key = "kinesis-test-secret"  # noqa: S105 - kinesalite accepts anything
     region = "us-east-1"
 
     def __init__(self, *, state_ms: int = 50, shard_limit: int = 100) -> None:
+        super().__init__(prefix="kinesalite-")
         self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix="kinesalite-"))
         self.options = {
             "createStreamMs": state_ms,
             "deleteStreamMs": state_ms,
             "updateStreamMs": state_ms,
             "shardLimit": shard_limit,
         }
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "kinesalite.log"
 
     def env(self) -> dict[str, str]:
         """What a client process needs to reach this server (besides the endpoint)."""
@@ -110,34 +105,13 @@ class Kinesalite:
             f".listen({self.port}, '127.0.0.1', () => console.log('listening on {self.port}'))"
         )
 
-    def start(self, timeout: float = 30.0) -> Kinesalite:
+    def start(self, timeout: float = 30.0) -> Self:
         if self.proc is not None and self.proc.poll() is None:
             return self
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                ["node", "-e", self._script()],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
+        self._spawn(["node", "-e", self._script()])
         client = self.client()
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kinesalite exited {self.proc.returncode}:\n{self._tail()}")
-            try:
-                client.list_streams()
-            except Exception:  # noqa: BLE001 - not up yet, whatever the reason
-                time.sleep(0.1)
-            else:
-                return self
-        self.stop()
-        raise RuntimeError(f"kinesalite did not start in {timeout}s:\n{self._tail()}")
-
-    def _tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-4000:]
+        self._await(lambda: succeeds(client.list_streams), timeout)
+        return self
 
     def create_stream(self, name: str, shards: int, timeout: float = 30.0) -> None:
         """Create a stream and wait until it is ACTIVE."""
@@ -154,23 +128,3 @@ class Kinesalite:
                 return
             time.sleep(0.05)
         raise RuntimeError(f"stream {name} did not become ACTIVE in {timeout}s")
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM the process group (SIGKILL after ``timeout``); safe to call twice."""
-        proc, self.proc = self.proc, None
-        terminate(proc, timeout, group=True)
-
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> Kinesalite:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

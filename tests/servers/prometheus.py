@@ -21,9 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -32,14 +30,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.servers.base import Managed, ServerProcess, http_status
 from tests.servers.ports import free_port
-from tests.servers.process import terminate
 
 __all__ = [
     "DEPLOY",
@@ -85,102 +82,55 @@ def _get(url: str, timeout: float = 5.0) -> bytes:
         return body
 
 
-def _ready(url: str) -> bool:
-    try:
-        _get(url, timeout=2.0)
-    except OSError:
-        return False
-    return True
+class _Server(ServerProcess):
+    """A binary (:attr:`name`) on a free loopback port, with a temp dir, stopped by PID."""
 
-
-class _Server:
-    """A binary on a free loopback port, with a temp dir, stopped by PID."""
-
-    binary = ""
     package = ""
+    storage_flag = ""
+    extra_flags: tuple[str, ...] = ()
+    start_error = ServerUnavailableError
+    stop_group = False
 
     def __init__(self, config: Mapping[str, Any], *, start_timeout_s: float = 60.0) -> None:
-        found = shutil.which(self.binary)
+        found = shutil.which(self.name)
         if found is None:
             raise ServerUnavailableError(
-                f"{self.binary} is not installed: apt-get install -y --no-install-recommends "
+                f"{self.name} is not installed: apt-get install -y --no-install-recommends "
                 f"{self.package}"
             )
+        super().__init__(prefix=f"{self.name}-")
         self._binary = found
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.dir = Path(tempfile.mkdtemp(prefix=f"{self.binary}-"))
-        self.config_file = self.dir / "config.yml"
+        self.config_file = self.workdir / "config.yml"
         self.config_file.write_text(yaml.safe_dump(dict(config), sort_keys=False))
         self._timeout = start_timeout_s
-        self._log: IO[bytes] | None = None
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def args(self) -> list[str]:
-        raise NotImplementedError
+        return [
+            f"--config.file={self.config_file}",
+            f"{self.storage_flag}={self.data_dir}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            *self.extra_flags,
+            "--log.level=warn",
+        ]
 
-    def __enter__(self) -> Self:
-        self._log = (self.dir / "server.log").open("wb")
-        self.proc = subprocess.Popen(
-            [self._binary, *self.args()],
-            cwd=self.dir,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(self._started, self._timeout, f"{self.binary} ready")
-        except BaseException:
-            self.stop()
-            raise
+    def start(self) -> Self:
+        self._spawn([self._binary, *self.args()], new_session=False)
+        ready = self.url + "/-/ready"
+        self._await(lambda: http_status(ready) == 200, self._timeout, interval=0.25, what="ready")
         return self
-
-    def _started(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise ServerUnavailableError(
-                f"{self.binary} exited ({self.proc.returncode}): {self.log()}"
-            )
-        return _ready(self.url + "/-/ready")
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        path = self.dir / "server.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def get_json(self, path: str, **params: str) -> Any:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         return json.loads(_get(f"{self.url}{path}{query}"))
 
-    def stop(self) -> None:
-        """SIGTERM, SIGKILL after 15 s; removes the temp dir. Safe to call twice."""
-        proc, self.proc = self.proc, None
-        terminate(proc, 15)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        if proc is not None:
-            shutil.rmtree(self.dir, ignore_errors=True)
-
 
 class PrometheusServer(_Server):
-    binary = "prometheus"
+    name = "prometheus"
     package = "prometheus"
-
-    def args(self) -> list[str]:
-        return [
-            f"--config.file={self.config_file}",
-            f"--storage.tsdb.path={self.dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--web.enable-lifecycle",
-            "--log.level=warn",
-        ]
+    storage_flag = "--storage.tsdb.path"
+    extra_flags = ("--web.enable-lifecycle",)
 
     def query(self, expr: str) -> list[dict[str, Any]]:
         """Result of an instant query (vector or scalar results as a list of samples)."""
@@ -204,17 +154,10 @@ class PrometheusServer(_Server):
 
 
 class AlertmanagerServer(_Server):
-    binary = "prometheus-alertmanager"
+    name = "prometheus-alertmanager"
     package = "prometheus-alertmanager"
-
-    def args(self) -> list[str]:
-        return [
-            f"--config.file={self.config_file}",
-            f"--storage.path={self.dir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-            "--cluster.listen-address=",
-            "--log.level=warn",
-        ]
+    storage_flag = "--storage.path"
+    extra_flags = ("--cluster.listen-address=",)
 
 
 def prometheus_config(
@@ -300,8 +243,13 @@ def scrape_families(port: int) -> dict[str, Any]:
 # -- the CLI as a scrape target ---------------------------------------------------------------
 
 
-class CliRun:
+class CliRun(ServerProcess):
     """``python -m stream run --scenario ... --metrics-port P`` in a subprocess."""
+
+    name = "the run"
+    log_name = "run.log"
+    stop_timeout = 30.0
+    stop_group = False
 
     def __init__(
         self,
@@ -314,7 +262,7 @@ class CliRun:
         seed: int = 7,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.port = free_port()
         self.target = f"127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
@@ -328,27 +276,11 @@ class CliRun:
         if rate is not None:
             self.cmd += ["--rate", str(rate)]
         self.env = {**os.environ, "COLUMNS": "200", **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
 
-    def __enter__(self) -> Self:
-        self._log = (self.workdir / "run.log").open("wb")
-        self.proc = subprocess.Popen(
-            self.cmd, cwd=self.workdir, env=self.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+    def start(self) -> Self:
+        """Start the run; it serves /metrics soon after (see :meth:`families`)."""
+        self._spawn(self.cmd, env=self.env, new_session=False)
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        path = self.workdir / "run.log"
-        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -377,14 +309,6 @@ class CliRun:
         lines = self.alerts_path.read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
 
-    def stop(self) -> None:
-        """SIGTERM (ends the linger), SIGKILL after 30 s. Safe to call twice."""
-        proc, self.proc = self.proc, None
-        terminate(proc, 30)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
 
 # -- a webhook receiver -----------------------------------------------------------------------
 
@@ -401,7 +325,7 @@ class Request:
 
 
 @dataclass
-class WebhookReceiver:
+class WebhookReceiver(Managed):
     """A threaded HTTP server on 127.0.0.1 that records every POST. ``fail_first`` answers the
     first N POSTs with ``fail_status`` (and ``Retry-After: 0``) before it accepts them;
     :meth:`received` lists the accepted ones, :attr:`requests` every attempt."""
@@ -439,16 +363,11 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self.port}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
-    def __enter__(self) -> Self:
+    def start(self) -> Self:
         self._thread.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)

@@ -28,7 +28,8 @@ from __future__ import annotations
 import os
 import subprocess
 from pathlib import Path
-from types import TracebackType
+
+from tests.servers.base import Closing
 
 __all__ = ["ReadOnlyDir"]
 
@@ -37,7 +38,7 @@ def _run(*cmd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=30)
 
 
-class ReadOnlyDir:
+class ReadOnlyDir(Closing):
     """Switches ``path`` between read-only and writable (see the module docstring)."""
 
     def __init__(self, path: Path) -> None:
@@ -100,14 +101,3 @@ class ReadOnlyDir:
         if self.method == "bind-mount" and _run("umount", str(self.path)).returncode != 0:
             _run("umount", "-l", str(self.path))
         self.method = None
-
-    def __enter__(self) -> ReadOnlyDir:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

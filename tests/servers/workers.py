@@ -16,6 +16,7 @@ from typing import Any
 import pyarrow.dataset as ds
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.servers.base import Closing
 from tests.servers.ports import free_port
 from tests.servers.process import terminate
 
@@ -23,8 +24,9 @@ __all__ = ["KafkaWorkers", "WorkerProcesses"]
 
 
 @dataclass
-class WorkerProcesses:
-    """Named worker processes sharing ``root`` (their cwd, logs and ``root/lake``).
+class WorkerProcesses(Closing):
+    """Named worker processes sharing ``root`` (their cwd, logs and ``root/lake``); ``with``
+    stops them all on the way out.
 
     Subclasses give the transport's settings in :meth:`transport_env` and its command line in
     ``args``; ``env_extra`` overrides anything for one test.
@@ -82,6 +84,9 @@ class WorkerProcesses:
         deadline = time.monotonic() + timeout
         for proc in self.procs.values():
             terminate(proc, max(0.1, deadline - time.monotonic()))
+
+    def close(self) -> None:
+        self.stop_all()
 
     def log(self, name: str) -> str:
         return (self.root / f"{name}.log").read_text(errors="replace")

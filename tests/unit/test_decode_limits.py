@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -23,12 +21,7 @@ from stream.validation import (
     decode_batch,
     decode_event,
 )
-
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "review-event.v1.schema.json").read_text()
-)
-POS = SourcePosition("kafka", "reviews", "3", 42)
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+from tests.review_docs import NOW, POS, SCHEMA, encode
 
 
 def good(**changes: Any) -> dict[str, Any]:
@@ -43,10 +36,6 @@ def good(**changes: Any) -> dict[str, Any]:
     }
     doc.update(changes)
     return doc
-
-
-def encode(doc: object) -> bytes:
-    return json.dumps(doc).encode()
 
 
 def decode(raw: bytes, limits: DecodeLimits | None = None) -> ReviewEvent | DeadLetter:

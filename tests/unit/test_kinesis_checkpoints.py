@@ -21,6 +21,7 @@ from stream.checkpoints import (
 from stream.cli import app
 from stream.errors import CheckpointConflict, ConfigurationError
 from stream.settings import Settings
+from tests.settings_checks import assert_read_as_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIG = "49680523724503931092476938889590982749907128334787018754"
@@ -124,12 +125,6 @@ def test_kinesis_service_settings_and_commands_are_real(
             monkeypatch.delenv(key)
     for key, value in ours.items():
         monkeypatch.setenv(key, value)
-    settings = Settings().model_dump()
-    for key, value in ours.items():
-        node: Any = settings
-        for part in key.removeprefix("SENTIMENT_").lower().split("__"):
-            assert part in node, f"{key} is not a setting"
-            node = node[part]
-        assert str(node) == value, f"{key}={value} was read as {node!r}"
+    assert_read_as_settings(ours)
     result = CliRunner().invoke(app, [*service["command"], "--help"])
     assert result.exit_code == 0, result.output

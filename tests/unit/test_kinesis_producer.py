@@ -19,6 +19,7 @@ from stream.producer_kinesis import (
     partition_key,
 )
 from stream.retry import Backoff
+from tests.fakes import Sleeps
 
 
 class ScriptedPut:
@@ -50,15 +51,6 @@ class ScriptedPut:
                 results.append({"SequenceNumber": str(len(self.stored)), "ShardId": "s0"})
         failed = sum(1 for r in results if "ErrorCode" in r)
         return {"FailedRecordCount": failed, "Records": results}
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
 
 
 def producer(client: ScriptedPut, sleeps: Sleeps | None = None, **kw: Any) -> KinesisReviewProducer:

@@ -21,6 +21,7 @@ from stream.sources.kinesis import (
     readable_shards,
     shards_from_listing,
 )
+from tests.fakes import Sleeps
 
 STREAM = "reviews"
 
@@ -101,15 +102,6 @@ class MemoryStore:
 
     async def close(self) -> None:
         pass
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
-        await asyncio.sleep(0)
 
 
 def source(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -15,27 +14,16 @@ from stream.events import (
     Batch,
     DeadLetter,
     Reason,
-    ReviewEvent,
     ScoredReview,
     SourcePosition,
 )
+from tests.lake_rows import T, latest_positions, scored_review
 
-T = datetime(2026, 3, 4, 12, tzinfo=UTC)
 CATEGORIES = ("Dresses", "Knits", "Fine gauge")
 
 
 def review(offset: int, category: str, partition: str = "0") -> ScoredReview:
-    ev = ReviewEvent(
-        review_id=f"r-{partition}-{offset}",
-        product_id="p",
-        product_category=category,
-        review_text="ok",
-        channel="web",
-        event_time=T,
-    )
-    return ScoredReview(
-        ev, 1, 0.1, 0.2, 0.7, "m", "1", T, 2.0, SourcePosition("kafka", "t", partition, offset)
-    )
+    return scored_review(offset, category, review_id=f"r-{partition}-{offset}", partition=partition)
 
 
 def dead(offset: int, partition: str = "0") -> DeadLetter:
@@ -46,11 +34,7 @@ def dead(offset: int, partition: str = "0") -> DeadLetter:
 def batch(seq: int, rows: Sequence[ScoredReview | DeadLetter]) -> Batch:
     scored = [r for r in rows if isinstance(r, ScoredReview)]
     dead_ = [r for r in rows if isinstance(r, DeadLetter)]
-    positions: dict[tuple[str, str, str], SourcePosition] = {}
-    for r in rows:
-        if r.position.key not in positions or positions[r.position.key].offset < r.position.offset:
-            positions[r.position.key] = r.position
-    return Batch(scored=scored, dead=dead_, positions=positions, seq=seq)
+    return Batch(scored=scored, dead=dead_, positions=latest_positions(rows), seq=seq)
 
 
 class Clock:

@@ -3,7 +3,6 @@ distinct values, and the exact value read back through the query layer."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.dataset as ds
@@ -18,9 +17,8 @@ from sinks.lake import (
     partition_value,
 )
 from sinks.query import DuckDBLake
-from stream.events import Batch, ReviewEvent, ScoredReview, SourcePosition
-
-T = datetime(2026, 3, 4, 12, tzinfo=UTC)
+from stream.events import Batch, ScoredReview
+from tests.lake_rows import scored_review
 
 HOSTILE = [
     "Fine gauge",
@@ -43,17 +41,7 @@ HOSTILE = [
 
 
 def review(offset: int, category: str) -> ScoredReview:
-    ev = ReviewEvent(
-        review_id=f"r-{offset}",
-        product_id="p",
-        product_category=category,
-        review_text="ok",
-        channel="web",
-        event_time=T,
-    )
-    return ScoredReview(
-        ev, 1, 0.1, 0.2, 0.7, "m", "1", T, 2.0, SourcePosition("kafka", "t", "0", offset)
-    )
+    return scored_review(offset, category)
 
 
 def test_ordinary_values_keep_their_quoted_names() -> None:

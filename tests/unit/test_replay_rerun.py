@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow.dataset as ds
 
 from sinks.lake import BufferLimits, LakeSink, LocalLakeWriter
-from stream.events import Alert, ReviewEvent, ScoredReview
-from stream.pipeline import Pipeline, PipelineOptions, Prediction, ScoringResult
+from stream.pipeline import Pipeline, PipelineOptions
 from stream.sources.replay import ReplaySource
+from tests.fakes import NeutralScorer, NoMonitor
 
 T0 = datetime(2026, 3, 4, 22, tzinfo=UTC)
 EVENTS = 3_000
@@ -37,16 +36,6 @@ def records() -> list[tuple[bytes, bytes]]:
         }
         out.append((b"k", json.dumps(doc).encode()))
     return out
-
-
-class NeutralScorer:
-    async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
-        return ScoringResult([Prediction(0, 0.2, 0.6, 0.2) for _ in events], "m", "1", 1.0)
-
-
-class NoMonitor:
-    def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]:
-        return []
 
 
 class Written:

@@ -40,6 +40,7 @@ from stream.retry import (
     retrying,
     throttled,
 )
+from tests.fakes import Sleeps
 
 
 def client_error(code: str, status: int = 400) -> ClientError:
@@ -193,14 +194,6 @@ class Flaky:
         if self.errors:
             raise self.errors.pop(0)
         return "ok"
-
-
-class Sleeps:
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-
-    async def __call__(self, delay: float) -> None:
-        self.delays.append(delay)
 
 
 BACKOFF = Backoff(initial_s=0.1, max_s=0.4, jitter=0.0)

@@ -7,7 +7,6 @@ import dataclasses
 import json
 import typing
 from datetime import UTC, datetime, timedelta, timezone
-from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -22,16 +21,10 @@ from stream.events import (
     DeadLetter,
     Reason,
     ReviewEvent,
-    SourcePosition,
     sentiment_from_rating,
 )
 from stream.validation import decode_event
-
-SCHEMA = json.loads(
-    (Path(__file__).resolve().parents[2] / "schemas" / "review-event.v1.schema.json").read_text()
-)
-POS = SourcePosition("kafka", "reviews", "3", 42)
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+from tests.review_docs import NOW, POS, SCHEMA, encode
 
 
 def good(**changes: Any) -> dict[str, Any]:
@@ -53,10 +46,6 @@ def good(**changes: Any) -> dict[str, Any]:
 
 def decode(raw: bytes, limit: int = 5000) -> ReviewEvent | DeadLetter:
     return decode_event(raw, POS, NOW, max_text_bytes=limit)
-
-
-def encode(doc: object) -> bytes:
-    return json.dumps(doc).encode()
 
 
 def test_valid_event_decodes_every_field() -> None:
