@@ -396,6 +396,7 @@ class _Monitoring:
                 log.error("skipping an unreadable feed message: %s", _brief(err))  # noqa: TRY400
                 continue
             alerts = self.suite.observe(ScoredBatch.from_table(table), datetime.now(UTC))
+            await asyncio.sleep(0)  # let the scoring side run between feed messages
             if not alerts:
                 continue
             position = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
