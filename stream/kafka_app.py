@@ -291,7 +291,8 @@ class KafkaScoring:
         source.stop()
         pipeline.stop()
         try:
-            await asyncio.wait_for(self._generation_done.wait(), self._drain_timeout)
+            async with asyncio.timeout(self._drain_timeout):
+                await self._generation_done.wait()
         except TimeoutError:
             log.warning("draining the scoring pipeline took over %.0f s", self._drain_timeout)
 

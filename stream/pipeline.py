@@ -314,7 +314,8 @@ class Pipeline:
                 await sink.close()
                 continue
             try:
-                await asyncio.wait_for(sink.close(), self._opts.close_timeout_s)
+                async with asyncio.timeout(self._opts.close_timeout_s):
+                    await sink.close()
             except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - already failing
                 log.warning("closing %s after a failure: %s", type(sink).__name__, _brief(err))
 

@@ -160,8 +160,9 @@ class ConsumerLag:
                 key=lambda tp: tp.partition,
             )
             if held:
-                ends = await asyncio.wait_for(consumer.end_offsets(held), self._timeout)
-                committed = await asyncio.wait_for(committed_offsets(consumer, held), self._timeout)
+                async with asyncio.timeout(self._timeout):
+                    ends = await consumer.end_offsets(held)
+                    committed = await committed_offsets(consumer, held)
                 for tp in held:
                     lag = max(0, int(ends[tp]) - committed[tp])
                     self._gauge.labels(str(tp.partition)).set(lag)

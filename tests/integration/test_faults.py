@@ -420,42 +420,35 @@ async def refusing(run: Run, proxy: FaultyS3Proxy, status: int, at_least: int) -
     run.mark(f"healed after {proxy.injected[('PUT', status)]} refused")
 
 
-async def test_s3_answering_500_for_a_while(
-    workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
+@pytest.mark.parametrize(
+    ("status", "code", "refusals", "seed"),
+    [(500, "InternalError", 3, 102), (400, "InvalidRequest", 1, 103)],
+    ids=["500", "400"],
+)
+async def test_s3_refusing_puts_for_a_while(
+    workers: KafkaWorkers,
+    seaweedfs: SeaweedFS,
+    s3_proxy: FaultyS3Proxy,
+    status: int,
+    code: str,
+    refusals: int,
+    seed: int,
 ) -> None:
-    """S3 answers every PUT with 500 InternalError for a while (until it refused 3 PUTs, then
-    3 s more): the lake must wait and retry."""
-    records = pairs(stream_of(2_000, seed=102))
+    """S3 answers every PUT with 500 InternalError (until it refused 3 PUTs, then 3 s more:
+    the lake must wait and retry) or with 400 InvalidRequest (from the first refused PUT, 3 s:
+    the records are fine, so nothing may be lost or committed unstored, whether the worker
+    retries or restarts its pipeline from the committed offsets)."""
+    records = pairs(stream_of(2_000, seed=seed))
     lake = use_s3_lake(workers, seaweedfs, s3_proxy)
     async with Run(workers, lake) as run:
         run.start("w1")
         await run.prime(records)
         sending = run.stream(records, rate=300)
-        s3_proxy.fail(500, "InternalError")
-        await refusing(run, s3_proxy, 500, 3)
+        s3_proxy.fail(status, code)
+        await refusing(run, s3_proxy, status, refusals)
         await sending
         report = await run.finish(len(records))
-    assert s3_proxy.injected[("PUT", 500)] >= 3
-    assert report.ok, run.verdict(report)
-
-
-async def test_s3_answering_400_for_a_while(
-    workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
-) -> None:
-    """S3 answers every PUT with 400 InvalidRequest for a while (from the first refused PUT,
-    3 s). The records are fine: nothing may be lost or committed unstored, whether the worker
-    retries or exits to be restarted."""
-    records = pairs(stream_of(2_000, seed=103))
-    lake = use_s3_lake(workers, seaweedfs, s3_proxy)
-    async with Run(workers, lake) as run:
-        run.start("w1")
-        await run.prime(records)
-        sending = run.stream(records, rate=300)
-        s3_proxy.fail(400, "InvalidRequest")
-        await refusing(run, s3_proxy, 400, 1)
-        await sending
-        report = await run.finish(len(records))
-    assert s3_proxy.injected[("PUT", 400)] >= 1
+    assert s3_proxy.injected[("PUT", status)] >= refusals
     assert report.ok, run.verdict(report)
 
 

@@ -247,15 +247,16 @@ class HistoryRecorder:
     async def _sample(self) -> Sample:
         if self._admin is None:
             raise ConnectionError("no admin client")
-        committed = await asyncio.wait_for(
-            committed_offsets(self._admin, self.group, self.topic), 3
-        )
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow the cancel that
+        # stops the recorder, which then samples for ever while stop() waits for it.
+        async with asyncio.timeout(3):
+            committed = await committed_offsets(self._admin, self.group, self.topic)
         files = await asyncio.to_thread(self.lake.files)
         return Sample(time.monotonic() - self._started, committed, files)
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while self._task is not None:
             began = time.monotonic()
             try:
                 self.samples.append(await self._sample())
@@ -274,7 +275,8 @@ class HistoryRecorder:
                 await old.close()
         admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
         try:
-            await asyncio.wait_for(admin.start(), 5)
+            async with asyncio.timeout(5):
+                await admin.start()
         except Exception:  # noqa: BLE001 - still away; the next failures try again
             with contextlib.suppress(Exception):
                 await admin.close()
