@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 
 from sinks.topics import KafkaTopicsSink
+from stream.errors import describe
 from stream.events import (
     SCORED_SCHEMA,
     Alert,
@@ -51,7 +52,7 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
-from stream.pipeline import Pipeline, _brief
+from stream.pipeline import Pipeline
 from stream.producer import kafka_client_options
 from stream.settings import Settings
 from stream.sources.kafka import ConsumerLag, KafkaBatchSource
@@ -242,7 +243,7 @@ class KafkaScoring:
                     log.error(  # noqa: TRY400 - no traceback: it may quote a record
                         "scoring pipeline failed (%s); restarting from the committed offsets "
                         "in %.1f s",
-                        _brief(err),
+                        describe(err),
                         delay,
                     )
                     await _first(asyncio.sleep(delay), self._stopped.wait())
@@ -283,8 +284,11 @@ class KafkaScoring:
         return self._settings.batch.max_events
 
     async def drain(self) -> None:
-        """Stop pulling and let the running generation deliver and commit what it read
-        (bounded by ``drain_timeout_s``; past it the generation is abandoned uncommitted)."""
+        """Stop pulling and let the running generation deliver and commit what it read,
+        waiting at most ``drain_timeout_s``. Past that the rebalance goes on while the
+        generation still finishes: its commits for revoked partitions then fail (the group
+        moved on), which fails it, and what it still writes to the lake can only duplicate
+        rows of the next owner, never lose one (see :mod:`sinks.lake`)."""
         source, pipeline = self._source, self._pipeline
         if source is None or pipeline is None:
             return
@@ -394,7 +398,7 @@ class _Monitoring:
             try:
                 table = read_feed_message(bytes(event.value))
             except (pa.ArrowException, OSError, ValueError) as err:
-                log.error("skipping an unreadable feed message: %s", _brief(err))  # noqa: TRY400
+                log.error("skipping an unreadable feed message: %s", describe(err))  # noqa: TRY400
                 continue
             alerts = self.suite.observe(ScoredBatch.from_table(table), datetime.now(UTC))
             await asyncio.sleep(0)  # let the scoring side run between feed messages

@@ -37,7 +37,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from stream.errors import ScoringRejected
+from stream.errors import ScoringRejected, describe
 from stream.events import (
     Alert,
     Batch,
@@ -317,7 +317,7 @@ class Pipeline:
                 async with asyncio.timeout(self._opts.close_timeout_s):
                     await sink.close()
             except (Exception, asyncio.CancelledError) as err:  # noqa: BLE001 - already failing
-                log.warning("closing %s after a failure: %s", type(sink).__name__, _brief(err))
+                log.warning("closing %s after a failure: %s", type(sink).__name__, describe(err))
 
     # -- stages ---------------------------------------------------------------------------
 
@@ -486,12 +486,6 @@ async def _chunks(source: Source | BatchSource, size: int) -> AsyncIterator[Sequ
         return
     async for record in source.records():
         yield (record,)
-
-
-def _brief(err: BaseException) -> str:
-    """An error for a log line: its type and first line, never a record's content."""
-    first = str(err).splitlines()[0][:200] if str(err) else ""
-    return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
 
 def _event_bytes(event: ReviewEvent) -> bytes:
