@@ -1,0 +1,112 @@
+"""Per-event cost of each stage of the pipeline, timed one stage at a time in one run.
+
+The same seeded events go through decode, scoring, the columnar batch and its Arrow table, the
+enriched JSON, the monitor feed (Arrow IPC), the lake (a local directory), the monitors and the
+metrics. A path's throughput on one core is bounded by the sum of the stages it runs.
+
+    .venv/bin/python benchmarks/stages.py [--events 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from sinks.lake import LakeSink, LocalLakeWriter
+from sinks.topics import enriched_values
+from stream.app import build_monitor
+from stream.events import Batch, ScoredBatch, SourcePosition
+from stream.kafka_app import feed_messages
+from stream.metrics import PipelineMetrics
+from stream.scoring import InProcessScorer
+from stream.settings import Settings
+from stream.synthetic import generate
+from stream.validation import DecodeLimits, decode_batch
+
+BATCH = 500
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=20_000)
+    n = parser.parse_args().events
+    values = [r.value for r in generate("steady", events=n, seed=5)]
+    positions = [SourcePosition("kafka", "reviews", str(i % 4), i) for i in range(n)]
+    now = datetime.now(UTC)
+    cost: dict[str, float] = {}
+
+    def timed(name: str, work: Callable[[], Any]) -> Any:
+        started = time.perf_counter()
+        out = work()
+        cost[name] = (time.perf_counter() - started) / n * 1e6
+        return out
+
+    chunks = range(0, n, BATCH)
+    decoded = timed(
+        "decode",
+        lambda: [
+            decode_batch(values[i : i + BATCH], positions[i : i + BATCH], now, DecodeLimits())
+            for i in chunks
+        ],
+    )
+    scorer = InProcessScorer()
+
+    async def score_all() -> list[Any]:
+        return [await scorer.score(d.events) for d in decoded]
+
+    results = timed("score (in-process model)", lambda: asyncio.run(score_all()))
+    batches: list[ScoredBatch] = timed(
+        "columnar batch",
+        lambda: [
+            ScoredBatch.from_predictions(
+                d.events,
+                d.event_positions,
+                *r.arrays(),
+                model=(r.model_name, r.model_version),
+                scored_at=now,
+                latency_ms=r.latency_ms,
+            )
+            for d, r in zip(decoded, results, strict=True)
+        ],
+    )
+    timed("Arrow table", lambda: [b.table for b in batches])
+    timed("enriched JSON", lambda: [enriched_values(b) for b in batches])
+    timed("monitor feed (IPC)", lambda: [feed_messages(b.table) for b in batches])
+
+    async def lake(root: Path) -> None:
+        sink = LakeSink(LocalLakeWriter(root))
+        for seq, b in enumerate(batches):
+            await sink.write(Batch(b, [], {}, seq=seq))
+        await sink.close()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        timed("lake (local)", lambda: asyncio.run(lake(Path(tmp))))
+    settings = Settings()
+    monitor = build_monitor(settings)
+    timed("monitors", lambda: [monitor.observe(b, now) for b in batches])
+    metrics = PipelineMetrics(settings.categories)
+
+    def count_all() -> None:
+        for b in batches:
+            metrics.observe_batch(Batch(b, [], {}), "bench")
+
+    timed("metrics", count_all)
+    print(f"{n:,} events, batches of {BATCH}")
+    for name, us in cost.items():
+        print(f"{name:26s} {us:8.1f} us/event")
+    total = sum(cost.values())
+    print(f"{'sum':26s} {total:8.1f} us/event  ({1e6 / total:,.0f} events/s on one core)")
+
+
+if __name__ == "__main__":
+    main()
