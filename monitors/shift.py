@@ -31,6 +31,13 @@ of the stream did, so a stream-wide shift raises ``"all"`` (and PriorShift) rath
 alarm per category. Conversely ``"all"`` leaves out the reviews of categories that are in an
 episode of their own, so one large category turning negative raises that category's alarm,
 not a second stream-wide one.
+
+Evidence of a firing alert: the ids of the run's last negative reviews, the terms that
+distinguish the run's negatives (log-odds, :mod:`monitors.terms`) and, when the reviews come
+with the model's per-term contributions to the negative score, the terms whose mean
+contribution grew most against the group's own baseline negatives
+(:func:`monitors.contributions.contribution_growth`) and the texts of the ``example_texts``
+recent negatives those terms weigh most in.
 """
 
 from __future__ import annotations
@@ -45,6 +52,12 @@ import numpy.typing as npt
 from scipy import stats
 
 from monitors._stats import FloatArray, IntArray, logit_shift
+from monitors.contributions import (
+    ContributionSums,
+    TermGrowth,
+    contribution_growth,
+    top_examples,
+)
 from monitors.terms import BoundedCounter, distinctive_terms
 
 __all__ = [
@@ -342,6 +355,14 @@ def upper_shares(
 
 
 @dataclass(frozen=True, slots=True)
+class _Extra:
+    """Optional per-review evidence of one batch (None: not given)."""
+
+    texts: Sequence[str] | None
+    contributions: Sequence[Mapping[str, float]] | None
+
+
+@dataclass(frozen=True, slots=True)
 class ShiftEvent:
     """A SentimentShift transition with its evidence."""
 
@@ -352,16 +373,58 @@ class ShiftEvent:
     window_end: float | None
     example_ids: tuple[str, ...]
     terms: tuple[tuple[str, float], ...]
+    #: terms whose contribution to the negative score grew most against the group's baseline
+    contribution_terms: tuple[TermGrowth, ...] = ()
+    example_texts: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
 class _Evidence:
     terms: BoundedCounter
     ids: list[str] = field(default_factory=list)
+    contributions: ContributionSums = field(default_factory=ContributionSums)
+    #: text and contributions of each review in ``ids`` ("" and {} where unknown)
+    texts: list[str] = field(default_factory=list)
+    rows: list[Mapping[str, float]] = field(default_factory=list)
 
     def clear(self) -> None:
         self.terms.clear()
         self.ids.clear()
+        self.contributions.clear()
+        self.texts.clear()
+        self.rows.clear()
+
+    def trim(self, keep: int) -> None:
+        drop = max(0, len(self.ids) - keep)
+        for xs in (self.ids, self.texts, self.rows):
+            del xs[:drop]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "terms": self.terms.state(),
+            "ids": list(self.ids),
+            "contributions": self.contributions.state(),
+            "texts": list(self.texts),
+            "rows": [dict(r) for r in self.rows],
+        }
+
+    @classmethod
+    def from_state(cls, e: Mapping[str, Any]) -> _Evidence:
+        ids = [str(i) for i in e["ids"]]
+        texts = [str(t) for t in e.get("texts", [])]
+        rows: list[Mapping[str, float]] = [
+            {str(k): float(v) for k, v in r.items()} for r in e.get("rows", [])
+        ]
+        if len(texts) != len(ids) or len(rows) != len(ids):
+            texts, rows = [""] * len(ids), [{} for _ in ids]
+        sums = e.get("contributions")
+        return cls(
+            BoundedCounter.from_state(e["terms"]),
+            ids,
+            ContributionSums() if sums is None else ContributionSums.from_state(sums),
+            texts,
+            rows,
+        )
 
 
 class SentimentShiftMonitor:
@@ -386,6 +449,9 @@ class SentimentShiftMonitor:
         term_capacity: int = 300,
         baseline_terms: Mapping[str, int] | None = None,
         baseline_negative_terms: Mapping[str, int] | None = None,
+        baseline_contributions: Mapping[str, ContributionSums] | None = None,
+        example_texts: int = 3,
+        top_terms: int = 10,
     ) -> None:
         if len(baseline_negatives) != len(groups) or len(baseline_totals) != len(groups):
             raise ValueError("one baseline count per group")
@@ -415,6 +481,9 @@ class SentimentShiftMonitor:
         self._reference_prior = reference_prior
         self._baseline_terms = dict(baseline_terms or {})
         self._baseline_negative_terms = dict(baseline_negative_terms or {})
+        self._baseline_contributions = dict(baseline_contributions or {})
+        self._example_texts = example_texts
+        self._top_terms = top_terms
         kwargs: dict[str, Any] = {
             "odds_ratio": odds_ratio,
             "threshold": threshold,
@@ -484,20 +553,30 @@ class SentimentShiftMonitor:
         stamps: FloatArray,
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
+        texts: Sequence[str] | None = None,
+        contributions: Sequence[Mapping[str, float]] | None = None,
     ) -> list[ShiftEvent]:
-        """Feed one batch (arrays in stream order); returns the transitions it caused."""
+        """Feed one batch (arrays in stream order); returns the transitions it caused.
+        ``texts`` and ``contributions`` (each review's contributions to the negative score,
+        see :mod:`monitors.contributions`) are optional evidence, used for negatives only."""
         events: list[ShiftEvent] = []
+        extra = _Extra(
+            texts if texts is not None and len(texts) == len(review_ids) else None,
+            contributions
+            if contributions is not None and len(contributions) == len(review_ids)
+            else None,
+        )
         refs = self.reference_shares()
         neg = negative.astype(np.int64)
         # "all" watches the categories that are not already in an episode of their own
         calm = ~np.array([self.detectors[g].firing for g in self.groups])[group]
-        events += self._run(self.ALL, np.flatnonzero(calm), neg, stamps, review_ids, tokens)
+        events += self._run(self.ALL, np.flatnonzero(calm), neg, stamps, review_ids, tokens, extra)
         for gi in np.unique(group).tolist():
             det = self.detectors[self.groups[gi]]
             if not det.firing:
                 det.p0 = float(refs[gi])
             sel = np.flatnonzero(group == gi)
-            events += self._run(self.groups[gi], sel, neg, stamps, review_ids, tokens)
+            events += self._run(self.groups[gi], sel, neg, stamps, review_ids, tokens, extra)
         self._push_ring(group, neg)
         return events
 
@@ -509,6 +588,7 @@ class SentimentShiftMonitor:
         stamps: FloatArray,
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
+        extra: _Extra,
     ) -> list[ShiftEvent]:
         det = self.detectors[name]
         evidence = self._evidence[name]
@@ -518,14 +598,22 @@ class SentimentShiftMonitor:
         seg_start = 0
         for t in transitions:
             if t.status == "firing":
-                self._collect(evidence, sel, x, seg_start, t.index, t.count, review_ids, tokens)
+                self._collect(
+                    evidence, sel, x, (seg_start, t.index, t.count), review_ids, tokens, extra
+                )
             out.append(self._event(name, t, float(stamps[sel[t.index]])))
             if t.status == "resolved":
                 evidence.clear()
             seg_start = t.index + 1
         if not det.firing and seg_start < x.shape[0]:
             self._collect(
-                evidence, sel, x, seg_start, x.shape[0] - 1, det.run_count, review_ids, tokens
+                evidence,
+                sel,
+                x,
+                (seg_start, x.shape[0] - 1, det.run_count),
+                review_ids,
+                tokens,
+                extra,
             )
         return out
 
@@ -534,14 +622,15 @@ class SentimentShiftMonitor:
         evidence: _Evidence,
         sel: IntArray,
         x: IntArray,
-        start: int,
-        end: int,
-        run_count: int,
+        span: tuple[int, int, int],
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
+        extra: _Extra,
     ) -> None:
         """Keep the evidence of the current run: the negatives of ``sel[start..end]`` that fall
-        in the last ``run_count`` events (clearing what came before the run)."""
+        in the last ``run_count`` events (clearing what came before the run); ``span`` is
+        ``(start, end, run_count)``."""
+        start, end, run_count = span
         first = end + 1 - run_count
         if first >= start:
             evidence.clear()
@@ -551,7 +640,12 @@ class SentimentShiftMonitor:
                 i = int(sel[j])
                 evidence.terms.update(tokens[i])
                 evidence.ids.append(review_ids[i])
-        del evidence.ids[: max(0, len(evidence.ids) - self._examples)]
+                evidence.texts.append(extra.texts[i] if extra.texts is not None else "")
+                row = extra.contributions[i] if extra.contributions is not None else {}
+                evidence.rows.append(row)
+                if row:
+                    evidence.contributions.update([row])
+        evidence.trim(self._examples)
 
     def _event(self, name: str, t: Transition, end: float) -> ShiftEvent:
         det = self.detectors[name]
@@ -570,6 +664,10 @@ class SentimentShiftMonitor:
                     target_total=evidence.terms.total,
                 )
             )
+        growth: tuple[TermGrowth, ...] = ()
+        texts: tuple[str, ...] = ()
+        if t.status == "firing":
+            growth, texts = self._contribution_evidence(name, evidence)
         return ShiftEvent(
             group=name,
             transition=t,
@@ -578,7 +676,27 @@ class SentimentShiftMonitor:
             window_end=end,
             example_ids=tuple(evidence.ids) if t.status == "firing" else (),
             terms=terms,
+            contribution_terms=growth,
+            example_texts=texts,
         )
+
+    def _contribution_evidence(
+        self, name: str, evidence: _Evidence
+    ) -> tuple[tuple[TermGrowth, ...], tuple[str, ...]]:
+        """The terms whose contribution grew most against the group's baseline negatives,
+        and the texts of the recent negatives they weigh most in."""
+        growth = tuple(
+            contribution_growth(
+                evidence.contributions,
+                self._baseline_contributions.get(name),
+                top=self._top_terms,
+            )
+        )
+        known = [i for i, text in enumerate(evidence.texts) if text]
+        picked = top_examples(
+            [evidence.rows[i] for i in known], (g.term for g in growth), self._example_texts
+        )
+        return growth, tuple(evidence.texts[known[j]] for j in picked)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -588,9 +706,7 @@ class SentimentShiftMonitor:
             "ring_group": self._ring_group.tolist(),
             "ring_neg": self._ring_neg.tolist(),
             "ring_pos": self._ring_pos,
-            "evidence": {
-                k: {"terms": e.terms.state(), "ids": list(e.ids)} for k, e in self._evidence.items()
-            },
+            "evidence": {k: e.state() for k, e in self._evidence.items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -605,6 +721,4 @@ class SentimentShiftMonitor:
             self._ring_pos = int(state["ring_pos"])
         for k, e in state["evidence"].items():
             if k in self._evidence:
-                self._evidence[k] = _Evidence(
-                    BoundedCounter.from_state(e["terms"]), [str(i) for i in e["ids"]]
-                )
+                self._evidence[k] = _Evidence.from_state(e)
