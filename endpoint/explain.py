@@ -39,6 +39,7 @@ Public API::
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -135,9 +136,23 @@ def _triple(values: Any) -> tuple[float, float, float]:
     return (a, b, c)
 
 
+#: per model, its feature names as an object array (built once; fancy indexing is fast)
+_NAMES: weakref.WeakKeyDictionary[SentimentModel, npt.NDArray[np.object_]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _name_array(model: SentimentModel) -> npt.NDArray[np.object_]:
+    names = _NAMES.get(model)
+    if names is None:
+        names = np.array([t for b in model.blocks for t in b.terms], dtype=object)
+        _NAMES[model] = names
+    return names
+
+
 def term_names(model: SentimentModel) -> tuple[str, ...]:
     """Every feature's term, in column order (blocks concatenated)."""
-    return tuple(t for b in model.blocks for t in b.terms)
+    return tuple(_name_array(model).tolist())
 
 
 def contributions(model: SentimentModel, texts: Sequence[str]) -> tuple[SparseRows, FloatArray]:
@@ -155,7 +170,7 @@ def explain(
     if top_k is not None and top_k < 0:
         raise ValueError("top_k must be >= 0")
     x, phi = contributions(model, texts)
-    names = term_names(model)
+    names = _name_array(model)
     base = _triple(model.intercept)
     out = []
     for i in range(len(texts)):
@@ -187,8 +202,7 @@ def negative_contributions(model: SentimentModel, texts: Sequence[str]) -> list[
     text the model knows; see module doc). What the monitors aggregate as alert evidence."""
     x = model.transform(texts)
     phi = model.coef[0, x.indices] * x.values
-    names = term_names(model)
-    terms = [names[j] for j in x.indices.tolist()]
+    terms = _name_array(model)[x.indices].tolist()
     values = phi.tolist()
     bounds = x.indptr.tolist()
     return [
@@ -236,7 +250,7 @@ def global_importance(
     seen = np.flatnonzero(df > 0)
     mean = model.coef[:, seen].T * mean_value[seen, None]
     mean_abs = np.abs(mean)
-    names = term_names(model)
+    names = _name_array(model)
     strength = mean_abs.max(axis=1)
     order = sorted(range(seen.size), key=lambda i: (-float(strength[i]), names[seen[i]]))
     if top is not None:

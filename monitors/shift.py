@@ -54,6 +54,7 @@ from scipy import stats
 from monitors._stats import FloatArray, IntArray, logit_shift
 from monitors.contributions import (
     ContributionSums,
+    Explainer,
     TermGrowth,
     contribution_growth,
     top_examples,
@@ -354,12 +355,75 @@ def upper_shares(
     return overall, groups
 
 
-@dataclass(frozen=True, slots=True)
-class _Extra:
-    """Optional per-review evidence of one batch (None: not given)."""
+def _kept(sel: IntArray, x: IntArray, span: tuple[int, int, int]) -> list[int]:
+    """The batch positions of the negatives a run keeps from ``sel[start..end]``: those in its
+    last ``run_count`` events (``span`` is ``(start, end, run_count)``)."""
+    start, end, run_count = span
+    start = max(start, end + 1 - run_count)
+    out: list[int] = sel[start : end + 1][x[start : end + 1] > 0].tolist()
+    return out
 
-    texts: Sequence[str] | None
-    contributions: Sequence[Mapping[str, float]] | None
+
+@dataclass(frozen=True, slots=True)
+class _Advance:
+    """One detector's part of a batch: its events, transitions and the evidence span after
+    the last transition (None: none to keep)."""
+
+    name: str
+    sel: IntArray
+    x: IntArray
+    transitions: list[Transition]
+    tail: tuple[int, int, int] | None
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """Every ``(start, end, run_count)`` whose negatives the evidence keeps."""
+        out, seg_start = [], 0
+        for t in self.transitions:
+            if t.status == "firing":
+                out.append((seg_start, t.index, t.count))
+            seg_start = t.index + 1
+        return out if self.tail is None else [*out, self.tail]
+
+
+class _Extra:
+    """Optional per-review evidence of one batch: texts, and contributions either given or
+    computed by ``explainer`` only for the reviews the evidence keeps (once per review)."""
+
+    __slots__ = ("_cache", "_explainer", "_given", "texts")
+
+    def __init__(
+        self,
+        n: int,
+        texts: Sequence[str] | None,
+        contributions: Sequence[Mapping[str, float]] | None,
+        explainer: Explainer | None,
+    ) -> None:
+        self.texts = texts if texts is not None and len(texts) == n else None
+        self._given = (
+            contributions if contributions is not None and len(contributions) == n else None
+        )
+        self._explainer = explainer if self.texts is not None else None
+        self._cache: dict[int, Mapping[str, float]] = {}
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Explain the reviews at ``indices`` now, in one call."""
+        if self._given is None and self._explainer is not None and indices:
+            self.rows(indices)
+
+    def rows(self, indices: Sequence[int]) -> list[Mapping[str, float]]:
+        """The contributions of the reviews at ``indices`` ({} where unknown)."""
+        if self._given is not None:
+            return [self._given[i] for i in indices]
+        if self._explainer is None or self.texts is None:
+            return [{} for _ in indices]
+        missing = [i for i in dict.fromkeys(indices) if i not in self._cache]
+        if missing:
+            texts = self.texts
+            rows = self._explainer([texts[i] for i in missing])
+            if len(rows) != len(missing):
+                raise ValueError(f"the explainer answered {len(rows)} of {len(missing)} texts")
+            self._cache.update(zip(missing, rows, strict=True))
+        return [self._cache[i] for i in indices]
 
 
 @dataclass(frozen=True, slots=True)
@@ -555,66 +619,64 @@ class SentimentShiftMonitor:
         tokens: Sequence[Sequence[str]],
         texts: Sequence[str] | None = None,
         contributions: Sequence[Mapping[str, float]] | None = None,
+        explainer: Explainer | None = None,
     ) -> list[ShiftEvent]:
         """Feed one batch (arrays in stream order); returns the transitions it caused.
-        ``texts`` and ``contributions`` (each review's contributions to the negative score,
-        see :mod:`monitors.contributions`) are optional evidence, used for negatives only."""
+        ``texts`` and each review's contributions to the negative score (given, or computed
+        by ``explainer`` from ``texts``; see :mod:`monitors.contributions`) are optional
+        evidence, used only for the negatives a detector's run keeps."""
         events: list[ShiftEvent] = []
-        extra = _Extra(
-            texts if texts is not None and len(texts) == len(review_ids) else None,
-            contributions
-            if contributions is not None and len(contributions) == len(review_ids)
-            else None,
-        )
+        extra = _Extra(len(review_ids), texts, contributions, explainer)
         refs = self.reference_shares()
         neg = negative.astype(np.int64)
         # "all" watches the categories that are not already in an episode of their own
         calm = ~np.array([self.detectors[g].firing for g in self.groups])[group]
-        events += self._run(self.ALL, np.flatnonzero(calm), neg, stamps, review_ids, tokens, extra)
+        runs = [self._advance(self.ALL, np.flatnonzero(calm), neg, stamps)]
         for gi in np.unique(group).tolist():
             det = self.detectors[self.groups[gi]]
             if not det.firing:
                 det.p0 = float(refs[gi])
-            sel = np.flatnonzero(group == gi)
-            events += self._run(self.groups[gi], sel, neg, stamps, review_ids, tokens, extra)
+            runs.append(self._advance(self.groups[gi], np.flatnonzero(group == gi), neg, stamps))
+        # every review some run keeps as evidence, explained in one call
+        extra.prefetch([i for r in runs for span in r.spans() for i in _kept(r.sel, r.x, span)])
+        for r in runs:
+            events += self._finish(r, stamps, review_ids, tokens, extra)
         self._push_ring(group, neg)
         return events
 
-    def _run(
+    def _advance(self, name: str, sel: IntArray, neg: IntArray, stamps: FloatArray) -> _Advance:
+        """Feed one detector its events of the batch; the evidence is kept by :meth:`_finish`."""
+        det = self.detectors[name]
+        x = neg[sel]
+        transitions = det.update_many(x, stamps[sel])
+        last = transitions[-1].index + 1 if transitions else 0
+        tail = None
+        if not det.firing and last < x.shape[0]:
+            tail = (last, x.shape[0] - 1, det.run_count)
+        return _Advance(name, sel, x, transitions, tail)
+
+    def _finish(
         self,
-        name: str,
-        sel: IntArray,
-        neg: IntArray,
+        r: _Advance,
         stamps: FloatArray,
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
         extra: _Extra,
     ) -> list[ShiftEvent]:
-        det = self.detectors[name]
-        evidence = self._evidence[name]
-        x = neg[sel]
-        transitions = det.update_many(x, stamps[sel])
+        """The events of one advanced detector, keeping its evidence as they happen."""
+        evidence = self._evidence[r.name]
         out: list[ShiftEvent] = []
         seg_start = 0
-        for t in transitions:
+        for t in r.transitions:
             if t.status == "firing":
-                self._collect(
-                    evidence, sel, x, (seg_start, t.index, t.count), review_ids, tokens, extra
-                )
-            out.append(self._event(name, t, float(stamps[sel[t.index]])))
+                span = (seg_start, t.index, t.count)
+                self._collect(evidence, r.sel, r.x, span, review_ids, tokens, extra)
+            out.append(self._event(r.name, t, float(stamps[r.sel[t.index]])))
             if t.status == "resolved":
                 evidence.clear()
             seg_start = t.index + 1
-        if not det.firing and seg_start < x.shape[0]:
-            self._collect(
-                evidence,
-                sel,
-                x,
-                (seg_start, x.shape[0] - 1, det.run_count),
-                review_ids,
-                tokens,
-                extra,
-            )
+        if r.tail is not None:
+            self._collect(evidence, r.sel, r.x, r.tail, review_ids, tokens, extra)
         return out
 
     def _collect(
@@ -631,20 +693,17 @@ class SentimentShiftMonitor:
         in the last ``run_count`` events (clearing what came before the run); ``span`` is
         ``(start, end, run_count)``."""
         start, end, run_count = span
-        first = end + 1 - run_count
-        if first >= start:
+        if end + 1 - run_count >= start:
             evidence.clear()
-            start = first
-        for j in range(start, end + 1):
-            if x[j]:
-                i = int(sel[j])
-                evidence.terms.update(tokens[i])
-                evidence.ids.append(review_ids[i])
-                evidence.texts.append(extra.texts[i] if extra.texts is not None else "")
-                row = extra.contributions[i] if extra.contributions is not None else {}
-                evidence.rows.append(row)
-                if row:
-                    evidence.contributions.update([row])
+        kept = _kept(sel, x, span)
+        texts = extra.texts
+        for i, row in zip(kept, extra.rows(kept), strict=True):
+            evidence.terms.update(tokens[i])
+            evidence.ids.append(review_ids[i])
+            evidence.texts.append(texts[i] if texts is not None else "")
+            evidence.rows.append(row)
+            if row:
+                evidence.contributions.update([row])
         evidence.trim(self._examples)
 
     def _event(self, name: str, t: Transition, end: float) -> ShiftEvent:

@@ -91,8 +91,14 @@ class MonitorSuite:
         """Feed one scored micro-batch (stream order); ``now`` is the processing time.
         Returns the alert transitions it caused (firing and resolved)."""
         p = self._parts
+        learning = p.baseline is None
+        # while learning the baseline every negative is explained (its reference); later only
+        # those a SentimentShift run keeps as evidence, on demand
         f = extract(
-            batch, self._vocabulary, all_tokens=p.baseline is None, explainer=self._explainer
+            batch,
+            self._vocabulary,
+            all_tokens=learning,
+            explainer=self._explainer if learning else None,
         )
         group = self._groups_of(f.category)
         codes, names = partitions(batch)
@@ -142,6 +148,7 @@ class MonitorSuite:
             f.tokens,
             f.texts,
             f.contributions or None,
+            self._explainer,
         )
         c = self.config.confidence_level
         return [
