@@ -254,3 +254,22 @@ def test_evidence_survives_a_restore() -> None:
     resumed = MonitorSuite.from_state(CONFIG, state, explainer=explainer)
     alerts += run(resumed, reviews[900:])
     assert shift_firing(alerts, "Dresses") == whole
+
+
+def test_the_explainer_sees_each_kept_negative_once_per_batch() -> None:
+    reviews = defect_stream()
+    calls: list[list[str]] = []
+
+    def counting(texts: Sequence[str]) -> list[Mapping[str, float]]:
+        calls.append(list(texts))
+        return explainer(texts)
+
+    suite = MonitorSuite(CONFIG, explainer=counting)
+    alerts = run(suite, reviews)
+    negatives = {r.event.review_text for r in reviews if r.sentiment == -1}
+    asked = [t for c in calls for t in c]
+    assert set(asked) <= negatives and len(asked) == len(set(asked))
+    assert len(calls) <= len(batches(reviews, 100))
+    # the baseline's negatives all, later only those the runs keep
+    assert len(asked) < len(negatives)
+    assert shift_firing(alerts, "Dresses").evidence["contribution_terms"][0]["term"] == "broke"
