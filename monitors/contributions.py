@@ -30,7 +30,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ContributionSums", "Explainer", "TermGrowth", "contribution_growth", "top_examples"]
+__all__ = [
+    "BatchContributions",
+    "ContributionSums",
+    "Explainer",
+    "TermGrowth",
+    "contribution_growth",
+    "top_examples",
+]
 
 #: Texts -> per text, ``term -> contribution to the negative class score``.
 Explainer = Callable[[Sequence[str]], Sequence[Mapping[str, float]]]
@@ -155,3 +162,45 @@ def top_examples(rows: Sequence[Mapping[str, float]], terms: Iterable[str], k: i
     scores = [sum(row.get(t, 0.0) for t in wanted) for row in rows]
     order = sorted(range(len(rows)), key=lambda i: (-scores[i], -i))
     return order[: max(k, 0)]
+
+
+class BatchContributions:
+    """The texts of one batch's ``n`` reviews (None: unknown) and their contributions: given
+    (one mapping per review), or computed by ``explainer`` only for the reviews asked for,
+    each once (ask for all of them first with :meth:`prefetch`: one call)."""
+
+    __slots__ = ("_cache", "_explainer", "_given", "texts")
+
+    def __init__(
+        self,
+        n: int,
+        texts: Sequence[str] | None,
+        contributions: Sequence[Mapping[str, float]] | None,
+        explainer: Explainer | None,
+    ) -> None:
+        self.texts = texts if texts is not None and len(texts) == n else None
+        self._given = (
+            contributions if contributions is not None and len(contributions) == n else None
+        )
+        self._explainer = explainer if self.texts is not None else None
+        self._cache: dict[int, Mapping[str, float]] = {}
+
+    def prefetch(self, indices: Sequence[int]) -> None:
+        """Explain the reviews at ``indices`` now, in one call."""
+        if self._given is None and self._explainer is not None and indices:
+            self.rows(indices)
+
+    def rows(self, indices: Sequence[int]) -> list[Mapping[str, float]]:
+        """The contributions of the reviews at ``indices`` ({} where unknown)."""
+        if self._given is not None:
+            return [self._given[i] for i in indices]
+        if self._explainer is None or self.texts is None:
+            return [{} for _ in indices]
+        missing = [i for i in dict.fromkeys(indices) if i not in self._cache]
+        if missing:
+            texts = self.texts
+            rows = self._explainer([texts[i] for i in missing])
+            if len(rows) != len(missing):
+                raise ValueError(f"the explainer answered {len(rows)} of {len(missing)} texts")
+            self._cache.update(zip(missing, rows, strict=True))
+        return [self._cache[i] for i in indices]

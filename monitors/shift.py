@@ -53,6 +53,7 @@ from scipy import stats
 
 from monitors._stats import FloatArray, IntArray, logit_shift
 from monitors.contributions import (
+    BatchContributions,
     ContributionSums,
     Explainer,
     TermGrowth,
@@ -385,47 +386,6 @@ class _Advance:
         return out if self.tail is None else [*out, self.tail]
 
 
-class _Extra:
-    """Optional per-review evidence of one batch: texts, and contributions either given or
-    computed by ``explainer`` only for the reviews the evidence keeps (once per review)."""
-
-    __slots__ = ("_cache", "_explainer", "_given", "texts")
-
-    def __init__(
-        self,
-        n: int,
-        texts: Sequence[str] | None,
-        contributions: Sequence[Mapping[str, float]] | None,
-        explainer: Explainer | None,
-    ) -> None:
-        self.texts = texts if texts is not None and len(texts) == n else None
-        self._given = (
-            contributions if contributions is not None and len(contributions) == n else None
-        )
-        self._explainer = explainer if self.texts is not None else None
-        self._cache: dict[int, Mapping[str, float]] = {}
-
-    def prefetch(self, indices: Sequence[int]) -> None:
-        """Explain the reviews at ``indices`` now, in one call."""
-        if self._given is None and self._explainer is not None and indices:
-            self.rows(indices)
-
-    def rows(self, indices: Sequence[int]) -> list[Mapping[str, float]]:
-        """The contributions of the reviews at ``indices`` ({} where unknown)."""
-        if self._given is not None:
-            return [self._given[i] for i in indices]
-        if self._explainer is None or self.texts is None:
-            return [{} for _ in indices]
-        missing = [i for i in dict.fromkeys(indices) if i not in self._cache]
-        if missing:
-            texts = self.texts
-            rows = self._explainer([texts[i] for i in missing])
-            if len(rows) != len(missing):
-                raise ValueError(f"the explainer answered {len(rows)} of {len(missing)} texts")
-            self._cache.update(zip(missing, rows, strict=True))
-        return [self._cache[i] for i in indices]
-
-
 @dataclass(frozen=True, slots=True)
 class ShiftEvent:
     """A SentimentShift transition with its evidence."""
@@ -626,7 +586,7 @@ class SentimentShiftMonitor:
         by ``explainer`` from ``texts``; see :mod:`monitors.contributions`) are optional
         evidence, used only for the negatives a detector's run keeps."""
         events: list[ShiftEvent] = []
-        extra = _Extra(len(review_ids), texts, contributions, explainer)
+        extra = BatchContributions(len(review_ids), texts, contributions, explainer)
         refs = self.reference_shares()
         neg = negative.astype(np.int64)
         # "all" watches the categories that are not already in an episode of their own
@@ -661,7 +621,7 @@ class SentimentShiftMonitor:
         stamps: FloatArray,
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
-        extra: _Extra,
+        extra: BatchContributions,
     ) -> list[ShiftEvent]:
         """The events of one advanced detector, keeping its evidence as they happen."""
         evidence = self._evidence[r.name]
@@ -687,7 +647,7 @@ class SentimentShiftMonitor:
         span: tuple[int, int, int],
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
-        extra: _Extra,
+        extra: BatchContributions,
     ) -> None:
         """Keep the evidence of the current run: the negatives of ``sel[start..end]`` that fall
         in the last ``run_count`` events (clearing what came before the run); ``span`` is

@@ -13,6 +13,7 @@ import pytest
 from monitors import Baseline, MonitorConfig, MonitorSuite
 from monitors.baseline import baseline_from_dict, baseline_to_dict
 from monitors.contributions import (
+    BatchContributions,
     ContributionSums,
     TermGrowth,
     contribution_growth,
@@ -82,6 +83,32 @@ def test_top_examples_rank_rows_by_the_named_terms() -> None:
     assert top_examples(rows, ["zip", "broke"], 3) == [2, 3, 0]
     assert top_examples(rows, [], 2) == [3, 2]
     assert top_examples([], ["zip"], 2) == []
+
+
+def test_batch_contributions_explain_each_review_once() -> None:
+    calls: list[list[str]] = []
+
+    def lengths(texts: Sequence[str]) -> list[Mapping[str, float]]:
+        calls.append(list(texts))
+        return [{"len": float(len(t))} for t in texts]
+
+    b = BatchContributions(3, ["a", "bb", "ccc"], None, lengths)
+    b.prefetch([2, 0, 2])
+    assert calls == [["ccc", "a"]]
+    assert b.rows([0, 1, 2]) == [{"len": 1.0}, {"len": 2.0}, {"len": 3.0}]
+    assert calls == [["ccc", "a"], ["bb"]]
+    given = BatchContributions(2, None, [{"x": 1.0}, {}], lengths)
+    assert given.rows([1, 0]) == [{}, {"x": 1.0}] and given.texts is None
+    # texts of the wrong length are unknown; nothing to explain
+    unknown = BatchContributions(2, ["only one"], None, lengths)
+    unknown.prefetch([0])
+    assert unknown.rows([0, 1]) == [{}, {}] and len(calls) == 2
+
+    def short(texts: Sequence[str]) -> list[Mapping[str, float]]:
+        return []
+
+    with pytest.raises(ValueError, match="answered 0 of 1"):
+        BatchContributions(1, ["a"], None, short).rows([0])
 
 
 # -- a defect in one category ----------------------------------------------------------------
