@@ -314,7 +314,7 @@ def _explain_terms(value: object, where: str) -> int | None:
         value = int(value)
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
-    raise InvalidInput(f"{where} must be true, false or a number of terms, got {value!r}")
+    raise InvalidInput(f"{where} must be true, false or a number of terms, got {value!r:.40}")
 
 
 def _decode(body: bytes | bytearray | memoryview | str) -> str:
