@@ -300,3 +300,30 @@ def test_the_explainer_sees_each_kept_negative_once_per_batch() -> None:
     # the baseline's negatives all, later only those the runs keep
     assert len(asked) < len(negatives)
     assert shift_firing(alerts, "Dresses").evidence["contribution_terms"][0]["term"] == "broke"
+
+
+def test_the_app_wires_the_models_own_explanations() -> None:
+    from stream.app import build_monitor
+    from stream.settings import MonitorSettings, Settings
+
+    settings = Settings(
+        categories=["Dresses", "Knits"], monitor=MonitorSettings(baseline_events=400, min_count=20)
+    )
+    monitor = build_monitor(settings)
+    assert isinstance(monitor, MonitorSuite)
+    reviews = defect_stream()
+    ev = shift_firing(run(monitor, reviews), "Dresses").evidence
+    growth = {t["term"]: t["growth"] for t in ev["contribution_terms"]}
+    # The shipped model's terms of the zipper reviews, which the category's usual complaint
+    # lacks, carry almost all of the growth; the usual words only move by the normalisation
+    # of the longer texts (their negative-class weights are small).
+    new_words = {"the", "zipper", "broke", "the zipper", "zipper broke"}
+    assert next(iter(growth)) in {"zipper", "broke", "zipper broke"}
+    assert sum(g for w, g in growth.items() if w in new_words) > 0.95 * sum(growth.values())
+    assert set(growth) - new_words <= {"runs", "small", "too", "tight", "order"}
+    # of the five latest negatives, first those about the zipper
+    texts = {r.event.review_id: r.event.review_text for r in reviews}
+    zippers = sum("zipper" in texts[i] for i in ev["example_review_ids"])
+    shown = ev["example_texts"]
+    assert len(shown) == 3 and zippers >= 2
+    assert ["zipper" in t for t in shown] == [k < zippers for k in range(3)]
