@@ -25,6 +25,11 @@ if TYPE_CHECKING:
     from monitors.bias import FacetCounts, bias_report, clarify_analysis, facet_metrics
     from monitors.config import MonitorConfig
     from monitors.drift import accuracy_drift, distribution_drift, feature_drift
+    from monitors.performance import (
+        PerformanceEstimate,
+        estimate_performance,
+        estimated_accuracy_drop,
+    )
     from monitors.priors import (
         PriorEstimate,
         PriorShift,
@@ -49,6 +54,7 @@ __all__ = [
     "FeatureReference",
     "MonitorConfig",
     "MonitorSuite",
+    "PerformanceEstimate",
     "PriorEstimate",
     "PriorShift",
     "Reading",
@@ -64,6 +70,8 @@ __all__ = [
     "distribution_drift",
     "dumps_baseline",
     "em_priors",
+    "estimate_performance",
+    "estimated_accuracy_drop",
     "facet_metrics",
     "feature_drift",
     "loads_baseline",
@@ -88,6 +96,9 @@ _HOME = {
     **dict.fromkeys(("FacetCounts", "bias_report", "clarify_analysis", "facet_metrics"), "bias"),
     "MonitorConfig": "config",
     **dict.fromkeys(("accuracy_drift", "distribution_drift", "feature_drift"), "drift"),
+    **dict.fromkeys(
+        ("PerformanceEstimate", "estimate_performance", "estimated_accuracy_drop"), "performance"
+    ),
     **dict.fromkeys(
         (
             "PriorEstimate",
