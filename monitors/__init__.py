@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from monitors.config import MonitorConfig
     from monitors.contributions import ContributionSums, Explainer, contribution_growth
     from monitors.drift import accuracy_drift, distribution_drift, feature_drift
+    from monitors.performance import (
+        PerformanceEstimate,
+        estimate_performance,
+        estimated_accuracy_drop,
+    )
     from monitors.priors import (
         PriorEstimate,
         PriorShift,
@@ -52,6 +57,7 @@ __all__ = [
     "FeatureReference",
     "MonitorConfig",
     "MonitorSuite",
+    "PerformanceEstimate",
     "PriorEstimate",
     "PriorShift",
     "Reading",
@@ -68,6 +74,8 @@ __all__ = [
     "distribution_drift",
     "dumps_baseline",
     "em_priors",
+    "estimate_performance",
+    "estimated_accuracy_drop",
     "facet_metrics",
     "feature_drift",
     "loads_baseline",
@@ -93,6 +101,9 @@ _HOME = {
     "MonitorConfig": "config",
     **dict.fromkeys(("ContributionSums", "Explainer", "contribution_growth"), "contributions"),
     **dict.fromkeys(("accuracy_drift", "distribution_drift", "feature_drift"), "drift"),
+    **dict.fromkeys(
+        ("PerformanceEstimate", "estimate_performance", "estimated_accuracy_drop"), "performance"
+    ),
     **dict.fromkeys(
         (
             "PriorEstimate",

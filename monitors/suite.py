@@ -24,11 +24,14 @@ extraction in :mod:`monitors.features`):
   prediction drift, label drift, accuracy / macro-F1 (AccuracyDrop), prior shift by BBSE and EM
   with intervals (PriorShift: both estimators must flag it, it must survive leaving out any one
   category, and it is withheld while the window shows data drift, which breaks the label-shift
-  assumption) and the Clarify bias metrics (:mod:`monitors.evaluation`).
+  assumption), accuracy and macro-F1 estimated without labels from the calibrated
+  probabilities reweighted to the EM priors (EstimatedAccuracyDrop; unweighted while the window
+  shows data drift) and the Clarify bias metrics (:mod:`monitors.evaluation`).
 
 Alert names and severities: SentimentShift (critical; category = the product category,
-``other`` or ``all``), PriorShift, PredictionDrift, LabelDrift, AccuracyDrop, DataDrift (warning;
-category ``all``; DataDrift names its feature in the evidence, the summary and the alert id).
+``other`` or ``all``), PriorShift, PredictionDrift, LabelDrift, AccuracyDrop,
+EstimatedAccuracyDrop, DataDrift (warning; category ``all``; DataDrift names its feature in the
+evidence, the summary and the alert id).
 """
 
 from __future__ import annotations
