@@ -27,6 +27,7 @@ Public API::
     build_pipeline(config) -> Pipeline  # FeatureUnion of TF-IDF blocks -> LogisticRegression
     export_model(pipeline, metadata) -> SentimentModel
     fit_calibration(texts, labels, config) -> Calibration   # BCTS on out-of-fold scores
+    fit_recipe(texts, labels, config) -> (Pipeline, Calibration | None)  # both, as train does
     train(reviews, config) -> TrainResult    # split, fit, validate, export (nothing written)
     train_and_save(data, out_dir, config) -> TrainResult
 
@@ -66,6 +67,7 @@ __all__ = [
     "build_pipeline",
     "export_model",
     "fit_calibration",
+    "fit_recipe",
     "load_reviews",
     "main",
     "train",
@@ -273,6 +275,16 @@ def fit_calibration(
     return fit_bcts(scores, labels + 1)
 
 
+def fit_recipe(
+    texts: Sequence[str], labels: npt.NDArray[np.int64], config: TrainConfig
+) -> tuple[Any, Calibration | None]:
+    """The recipe fitted on ``texts`` and its calibration fitted on their out-of-fold scores
+    (None with ``calibration_folds=0``): what :func:`train` does with the training split."""
+    pipeline = build_pipeline(config).fit(list(texts), labels)
+    calibration = fit_calibration(texts, labels, config) if config.calibration_folds else None
+    return pipeline, calibration
+
+
 def _validate(proba: npt.NDArray[np.float64], truth: npt.NDArray[np.int64]) -> _Validation:
     """Compare probabilities (n, 3) of held-out reviews with their true classes."""
     from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
@@ -426,8 +438,7 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
     x_valid = [reviews.texts[i] for i in valid_idx]
     y_train, y_valid = reviews.labels[train_idx], reviews.labels[valid_idx]
 
-    pipeline = build_pipeline(config).fit(x_train, y_train)
-    calibration = fit_calibration(x_train, y_train, config) if config.calibration_folds else None
+    pipeline, calibration = fit_recipe(x_train, y_train, config)
     raw_proba = pipeline.predict_proba(x_valid)
     proba = (
         raw_proba if calibration is None else calibration.apply(pipeline.decision_function(x_valid))

@@ -27,6 +27,8 @@ from endpoint.train import (
     TrainConfig,
     build_pipeline,
     export_model,
+    fit_calibration,
+    fit_recipe,
     load_reviews,
     train,
 )
@@ -290,6 +292,23 @@ def test_shipped_model_scores_obvious_reviews(shipped: SentimentModel) -> None:
     assert shipped.predict(texts).tolist() == [1, -1]
     assert len(shipped.vocabulary) > 1000
     assert {"love", "dress", "returning"} <= shipped.vocabulary
+
+
+def test_fit_recipe_is_the_pipeline_and_its_out_of_fold_calibration(reviews: Reviews) -> None:
+    """What train() fits on its training split (and the cross-fitted benchmark pool on each
+    fold's complement): the recipe on all given reviews, the calibration on their out-of-fold
+    scores; no calibration with ``calibration_folds=0``."""
+    texts, labels = reviews.texts[:400], reviews.labels[:400]
+    config = TrainConfig(calibration_folds=2)
+    pipeline, calibration = fit_recipe(texts, labels, config)
+    alone = build_pipeline(config).fit(texts, labels)
+    np.testing.assert_array_equal(pipeline[-1].coef_, alone[-1].coef_)
+    np.testing.assert_array_equal(pipeline[-1].intercept_, alone[-1].intercept_)
+    assert calibration == fit_calibration(texts, labels, config)
+    assert calibration is not None and calibration.temperature != 1.0
+    uncalibrated, none = fit_recipe(texts, labels, TrainConfig(calibration_folds=0))
+    assert none is None
+    np.testing.assert_array_equal(uncalibrated[-1].coef_, alone[-1].coef_)
 
 
 @pytest.mark.slow
