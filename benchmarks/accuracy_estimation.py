@@ -321,6 +321,10 @@ def _load(
             f"on the other folds; baseline = the out-of-fold accuracy {baseline[0]:.3f}, "
             f"macro-F1 {baseline[1]:.3f} (at the file's own class mix)."
         )
+    about += (
+        f" Mean top-class probability {pool.probabilities.max(axis=1).mean():.3f} against "
+        f"accuracy {np.mean(pool.predicted == pool.true):.3f}."
+    )
     categories = [reviews.categories[i] for i in rows]
     words = np.asarray([len(model.tokenize(reviews.texts[i])) for i in rows], dtype=np.int64)
     return pool, src, baseline, categories, words, about

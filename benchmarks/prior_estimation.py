@@ -36,6 +36,9 @@ temperature 0.57 on this pool), which pulled EM towards the training priors: mea
 error at 1,000-review windows was naive 0.062, BBSE 0.027, EM 0.057; with calibration EM is
 the most accurate of the three at 200 and 1,000 reviews.
 
+The module also builds the larger, cross-fitted pool of ``accuracy_estimation.py``
+(:func:`crossfit_pool`: every review scored by a model trained and calibrated without it).
+
 Usage: ``.venv/bin/python benchmarks/prior_estimation.py [--runs 400] [--seed 0] [--replicates 50]``
 """
 
