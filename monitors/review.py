@@ -114,6 +114,8 @@ class ReviewSelector:
         true: npt.ArrayLike,
         now_s: float,
         alert_ids: Collection[str] = (),
+        *,
+        first_row: int = 0,
     ) -> list[Pick]:
         """The picks of one batch, in priority order. ``probabilities`` is ``n x 3``
         (negative, neutral, positive); ``true`` the class of the rating (-1/0/1) or
@@ -139,6 +141,9 @@ class ReviewSelector:
             mask = masks[index]
             if mask is not None:
                 reason[mask] = index
+        if first_row > 0:
+            earlier = reason[:first_row]
+            earlier[earlier != REASONS.index("alert")] = len(REASONS)
         rows = np.flatnonzero(reason < len(REASONS))
         if not len(rows):
             return []

@@ -47,6 +47,10 @@ def _mount_subcommands() -> None:
     app.command("priors")(priors_command)
     app.command("bias")(bias_command)
 
+    from stream.review_cli import review_app
+
+    app.add_typer(review_app, name="review", help="Human review in Label Studio.")
+
 
 _mount_subcommands()
 
