@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitors.review import ReviewSelector, SelectionConfig
+from monitors.review import SelectionConfig
 from stream.events import Alert, Batch, ReviewEvent, ScoredBatch, Severity, SourcePosition
 from stream.labelstudio import CHOICES, choice_label, prediction_result
 from stream.review import (
