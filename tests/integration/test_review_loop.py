@@ -20,12 +20,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, start_http_server
 
 from monitors.human import wilson_interval
 from stream.labelstudio import LabelStudio, choice_label
+from stream.metrics import ReadingsCollector
 from stream.review import ReviewLoop, ReviewStore, human_labels, read_labels
 from stream.settings import Settings
+from tests.integration.test_dashboards import (
+    REVIEW_METRIC,
+    REVIEW_ONLY,
+    documented,
+    has_data,
+    queries,
+)
 from tests.servers.labelstudio import LabelStudioServer, LabelStudioUnavailableError
+from tests.servers.ports import free_port
+from tests.servers.prometheus import (
+    PrometheusServer,
+    prometheus_config,
+    scrape_families,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -222,12 +238,45 @@ def _annotate(
 
 
 def _loop_readings(settings: Settings) -> dict[tuple[str, str], float]:
+    """Sync through a :class:`ReviewLoop`, serve its metrics on /metrics to a real Prometheus,
+    and check the catalog rows and the dashboards' review panels against it; returns the
+    loop's readings as (name, first label value) -> value."""
+
     async def go() -> dict[tuple[str, str], Any]:
         loop = ReviewLoop(settings)
         try:
             await loop.sync()
+            _check_exposition(loop)
             return {(r.name, next(iter(r.labels.values()), "")): r.value for r in loop.readings()}
         finally:
             await loop.close(send_last=False)
 
     return asyncio.run(go())
+
+
+def _check_exposition(loop: ReviewLoop) -> None:
+    registry = CollectorRegistry()
+    registry.register(ReadingsCollector(loop))
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        families = {
+            f"{f.name}_total" if f.type == "counter" else f.name: f
+            for f in scrape_families(port).values()
+            if f.name.startswith(REVIEW_METRIC) and not f.name.endswith("_created")
+        }
+        doc = {n: w for n, w in documented().items() if w in REVIEW_ONLY}
+        assert set(families) == set(doc)
+        assert all(f.samples for f in families.values())
+        with PrometheusServer(prometheus_config([f"127.0.0.1:{port}"])) as prometheus:
+            review_panels = [(b, t, e) for b, t, e in queries() if REVIEW_METRIC in e]
+            assert len(review_panels) >= 6
+
+            def answered() -> bool:
+                return all(has_data(prometheus.query(e)) for _, _, e in review_panels)
+
+            wait_until(answered, 60, "data for every review panel", interval=1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
