@@ -606,12 +606,13 @@ def selection_config(settings: Settings) -> SelectionConfig:
 
 
 def review_client(settings: Settings) -> LabelStudio:
-    token = settings.review.token
-    if token is None:
+    token = settings.review.api_token()
+    if not token:
         raise ConfigurationError(
-            "the review loop needs a Label Studio API token: set SENTIMENT_REVIEW__TOKEN"
+            "the review loop needs a Label Studio API token: set SENTIMENT_REVIEW__TOKEN "
+            "or SENTIMENT_REVIEW__TOKEN_FILE"
         )
-    return LabelStudio(settings.review.url, token.get_secret_value())
+    return LabelStudio(settings.review.url, token)
 
 
 def read_labels(settings: Settings) -> pa.Table:

@@ -205,6 +205,7 @@ class ReviewSettings(BaseModel):
     enabled: bool = Field(False, description="Select reviews for people while the pipeline runs.")
     url: str = Field("http://127.0.0.1:8080", description="Label Studio server.")
     token: SecretStr | None = Field(None, description="Label Studio API token.")
+    token_file: Path | None = Field(None, description="... or a file holding it (a secret).")
     project: str = Field("Review sentiment", description="Title of the labeling project.")
     state_path: Path = Field(
         Path("./review-state.sqlite"), description="Outbox and sent/synced record (SQLite)."
@@ -220,6 +221,14 @@ class ReviewSettings(BaseModel):
     recent_rows: int = Field(
         20_000, ge=0, description="Recent reviews kept to find the examples of a firing alert."
     )
+
+    def api_token(self) -> str | None:
+        """The token, from ``token`` or else from ``token_file`` (stripped)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return None
 
 
 class Settings(BaseSettings):
