@@ -31,8 +31,16 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _lake_labels() -> tuple[list[str], list[int]]:
+    from stream.review import lake_training_labels
+
+    return lake_training_labels(Settings())
+
+
 def _mount_subcommands() -> None:
-    from endpoint.cli import endpoint_app, model_app
+    from endpoint.cli import LABEL_SOURCES, endpoint_app, model_app
+
+    LABEL_SOURCES["lake"] = _lake_labels
 
     app.add_typer(model_app, name="model", help="Train and package the sentiment model.")
     app.add_typer(endpoint_app, name="endpoint", help="Serve (or deploy) the model endpoint.")

@@ -67,6 +67,7 @@ __all__ = [
     "human_labels",
     "label_rows",
     "labels_table",
+    "lake_training_labels",
     "read_labels",
     "review_client",
     "review_readings",
@@ -826,3 +827,22 @@ def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:
                 )
             )
     return out
+
+
+def lake_training_labels(settings: Settings) -> tuple[list[str], list[int]]:
+    """The newest human label of every review the lake holds, with the review's text (what
+    ``model train --labels lake`` adds to the training set)."""
+    from stream.lake_factory import build_lake_query
+
+    table = build_lake_query(settings).query(
+        "WITH latest AS (SELECT review_id, arg_max(label, labeled_at) AS label FROM labels"
+        " GROUP BY review_id),"
+        " texts AS (SELECT review_id, any_value(review_text) AS review_text FROM reviews"
+        " WHERE review_id IN (SELECT review_id FROM latest) GROUP BY review_id)"
+        " SELECT t.review_text, l.label FROM latest l JOIN texts t USING (review_id)"
+        " ORDER BY review_id"
+    )
+    return (
+        [str(t) for t in table.column("review_text").to_pylist()],
+        [int(v) for v in table.column("label").to_pylist()],
+    )

@@ -209,6 +209,16 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
     assert len(low_conf) > 0
     assert human_labels(lake).audited_accuracy() is not None
 
+    # the labels improve the model: `model train --labels lake` adds every one of them
+    data = tmp_path / "reviews.csv"
+    with (REPO.parent / "shared" / "data" / "reviews.csv").open() as src:
+        data.write_text("".join(line for _, line in zip(range(901), src, strict=False)))
+    trained = _cli(
+        env, "model", "train", "--data", str(data), "--labels", "lake", "--out", str(tmp_path / "m")
+    )
+    assert f"labels added: {len(after)};" in trained
+    assert "before" in trained and "after" in trained
+
 
 def _annotate(
     server: LabelStudioServer,
