@@ -70,7 +70,7 @@ def _env(server: LabelStudioServer, tmp: Path, project: str, **extra: str) -> di
         SENTIMENT_REVIEW__PROJECT=project,
         SENTIMENT_REVIEW__STATE_PATH=str(tmp / "review.sqlite"),
         SENTIMENT_REVIEW__AUDIT_RATE="0.03",
-        SENTIMENT_REVIEW__THRESHOLD="0.55",
+        SENTIMENT_REVIEW__THRESHOLD="0.45",
         SENTIMENT_REVIEW__BUDGET_PER_HOUR="1000",
         SENTIMENT_REVIEW__SEND_INTERVAL_S="0.5",
         SENTIMENT_REVIEW__SYNC_INTERVAL_S="3600",
@@ -93,7 +93,7 @@ def _cli(env: dict[str, str], *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def _run(env: dict[str, str], seed: int, events: int = 1500) -> str:
+def _run(env: dict[str, str], seed: int, events: int = 600) -> str:
     return _cli(
         env,
         "run",
@@ -231,17 +231,23 @@ def _annotate(
     async def go() -> dict[str, tuple[int, str, int]]:
         out: dict[str, tuple[int, str, int]] = {}
         audited = 0
+        for review_id in sorted(tasks):
+            _status, reason, _p, predicted = rows[review_id]
+            label = predicted
+            if reason == "audit":
+                audited += 1
+                if audited % 3 == 0:
+                    label = (predicted + 2) % 3 - 1  # another class
+            out[review_id] = (label, reason, predicted)
+        gate = asyncio.Semaphore(4)
         async with LabelStudio(server.url, server.token) as client:
-            for review_id, task in sorted(tasks.items()):
-                _status, reason, _p, predicted = rows[review_id]
-                label = predicted
-                if reason == "audit":
-                    audited += 1
-                    if audited % 3 == 0:
-                        label = (predicted + 2) % 3 - 1  # another class
-                made = await client.annotate(task, label, lead_time=2.5)
-                assert choice_label(made["result"]) == label
-                out[review_id] = (label, reason, predicted)
+
+            async def one(review_id: str) -> None:
+                async with gate:
+                    made = await client.annotate(tasks[review_id], out[review_id][0], lead_time=2.5)
+                assert choice_label(made["result"]) == out[review_id][0]
+
+            await asyncio.gather(*(one(r) for r in out))
         return out
 
     return asyncio.run(go())
