@@ -11,6 +11,8 @@ and answers:
 * :meth:`HumanLabels.audited_accuracy`: the stream's accuracy estimated from the audit sample
   (Hajek estimator, weights 1 / inclusion probability) with a Wilson interval on the Kish
   effective sample size (with one inclusion probability this is the plain Wilson interval);
+* :meth:`HumanLabels.audited_class_shares`: the true class mix estimated from the audit
+  sample (label drift measured on human labels, not on ratings);
 * :meth:`HumanLabels.by_window`: accuracy and macro-F1 of all human labels per event-time
   window (tumbling, ``window_s`` seconds);
 * :meth:`HumanLabels.agreement`: share of human labels equal to the model's, per category.
@@ -134,6 +136,17 @@ class HumanLabels:
         effective = float(w.sum() ** 2 / (w * w).sum())
         lower, upper = wilson_interval(value, effective, confidence)
         return Estimate(value, lower, upper, n, effective)
+
+    def audited_class_shares(self) -> tuple[float, float, float] | None:
+        """The stream's true class mix (negative, neutral, positive) estimated from the
+        audit sample (weights 1 / inclusion probability): label drift on human labels,
+        to hold against the baseline's priors. None without audited labels."""
+        m = self._mask(self.reason, "audit")
+        if not bool(m.any()):
+            return None
+        w = 1.0 / self.inclusion_probability[m]
+        mix = np.bincount(self.label[m] + 1, weights=w, minlength=3) / w.sum()
+        return (float(mix[0]), float(mix[1]), float(mix[2]))
 
     def by_window(self, window_s: float) -> dict[float, Scores]:
         """Accuracy and macro-F1 of every human label per event-time window (its start)."""

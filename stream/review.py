@@ -51,7 +51,7 @@ from monitors.human import HumanLabels
 from monitors.readings import Reading
 from monitors.review import NO_RATING, Pick, ReviewSelector, SelectionConfig
 from stream.errors import ConfigurationError, describe
-from stream.events import LABEL_SCHEMA, Batch, scored_table
+from stream.events import LABEL_SCHEMA, LABELS, Batch, scored_table
 from stream.labelstudio import LABEL_CONFIG, LabelStudio, choice_label, prediction_result
 from stream.retry import Backoff, retriable
 from stream.settings import Settings
@@ -810,6 +810,18 @@ def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:
                 sample=sample,
             )
         )
+    shares = labels.audited_class_shares()
+    if shares is not None:
+        for name, share in zip(LABELS.values(), shares, strict=True):
+            out.append(
+                _r(
+                    "sentiment_review_audited_class_share",
+                    "The stream's true class mix estimated from the audit sample's human "
+                    "labels (label drift on human labels), by sentiment.",
+                    share,
+                    sentiment=name,
+                )
+            )
     audited = labels.audited_accuracy(0.95)
     if audited is not None:
         for bound, value in (

@@ -50,6 +50,18 @@ def test_audited_accuracy_uses_only_the_audit_sample() -> None:
     assert (est.lower, est.upper) == pytest.approx(wilson_interval(0.75, 4, 0.95), abs=1e-12)
 
 
+def test_audited_class_shares() -> None:
+    # audit labels: 1, 1, -1, 1 (equal weights) -> negative 1/4, neutral 0, positive 3/4
+    assert _labels().audited_class_shares() == (0.25, 0.0, 0.75)
+    weighted = HumanLabels.from_columns(
+        [1, 1], [1, -1], ["A", "A"], ["audit", "audit"], [0.5, 0.1], [0, 0], [1, 1]
+    )
+    shares = weighted.audited_class_shares()
+    assert shares == pytest.approx((10 / 12, 0.0, 2 / 12), abs=1e-12)
+    none = HumanLabels.from_columns([1], [1], ["A"], ["alert"], [1.0], [0], [0])
+    assert none.audited_class_shares() is None
+
+
 def test_unequal_inclusion_probabilities_weight_the_estimate() -> None:
     labels = HumanLabels.from_columns(
         [1, 1], [1, 0], ["A", "A"], ["audit", "audit"], [0.5, 0.1], [0, 0], [1, 1]
@@ -65,8 +77,10 @@ def test_by_window_agreement_and_age() -> None:
     labels = _labels()
     windows = labels.by_window(3600)
     assert sorted(windows) == [0.0, 3600.0, 7200.0]
-    assert (windows[0.0].n, windows[0.0].accuracy) == (3, pytest.approx(2 / 3))
-    assert (windows[3600.0].n, windows[3600.0].accuracy) == (3, pytest.approx(1 / 3))
+    assert windows[0.0].n == 3
+    assert windows[0.0].accuracy == pytest.approx(2 / 3)
+    assert windows[3600.0].n == 3
+    assert windows[3600.0].accuracy == pytest.approx(1 / 3)
     assert (windows[7200.0].n, windows[7200.0].accuracy) == (1, 1.0)
     assert labels.agreement() == {"Dresses": (3, pytest.approx(2 / 3)), "Knits": (4, 0.5)}
     assert labels.newest_label_s() == 9600.0
