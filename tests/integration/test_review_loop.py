@@ -93,10 +93,12 @@ def _cli(env: dict[str, str], *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def _run(env: dict[str, str], seed: int, events: int = 600) -> str:
+def _run(env: dict[str, str], seed: int, events: int = 600, scenario: str = "steady") -> str:
     return _cli(
         env,
         "run",
+        "--scenario",
+        scenario,
         "--events",
         str(events),
         "--seed",
@@ -161,7 +163,7 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
 
     # Label Studio down: the picks of a new stream wait in the outbox ...
     label_studio.stop()
-    _run(env, seed=4)
+    _run(env, seed=4, scenario="negative-surge")  # another stream: its own lake files
     waiting = {k: v for k, v in _store_rows(state).items() if k not in rows}
     assert waiting
     assert all(v[0] != "sent" for v in waiting.values())
