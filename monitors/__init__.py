@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     )
     from monitors.bias import FacetCounts, bias_report, clarify_analysis, facet_metrics
     from monitors.config import MonitorConfig
+    from monitors.contributions import ContributionSums, Explainer, contribution_growth
     from monitors.drift import accuracy_drift, distribution_drift, feature_drift
     from monitors.priors import (
         PriorEstimate,
@@ -44,7 +45,9 @@ __all__ = [
     "Baseline",
     "BaselineBuilder",
     "BernoulliCusum",
+    "ContributionSums",
     "EventTimeWindows",
+    "Explainer",
     "FacetCounts",
     "FeatureReference",
     "MonitorConfig",
@@ -59,6 +62,7 @@ __all__ = [
     "bbse",
     "bias_report",
     "clarify_analysis",
+    "contribution_growth",
     "cusum_threshold",
     "distinctive_terms",
     "distribution_drift",
@@ -87,6 +91,7 @@ _HOME = {
     ),
     **dict.fromkeys(("FacetCounts", "bias_report", "clarify_analysis", "facet_metrics"), "bias"),
     "MonitorConfig": "config",
+    **dict.fromkeys(("ContributionSums", "Explainer", "contribution_growth"), "contributions"),
     **dict.fromkeys(("accuracy_drift", "distribution_drift", "feature_drift"), "drift"),
     **dict.fromkeys(
         (

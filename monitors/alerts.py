@@ -134,6 +134,10 @@ def _shift_evidence(
     if t.status == "firing":
         evidence["example_review_ids"] = list(e.example_ids)
         evidence["terms"] = [{"term": w, "z": z} for w, z in e.terms]
+        if e.contribution_terms:
+            evidence["contribution_terms"] = [g.to_json() for g in e.contribution_terms]
+        if e.example_texts:
+            evidence["example_texts"] = list(e.example_texts)
     return evidence
 
 

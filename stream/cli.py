@@ -38,12 +38,13 @@ def _lake_labels() -> tuple[list[str], list[int]]:
 
 
 def _mount_subcommands() -> None:
-    from endpoint.cli import LABEL_SOURCES, endpoint_app, model_app
+    from endpoint.cli import LABEL_SOURCES, endpoint_app, explain_command, model_app
 
     LABEL_SOURCES["lake"] = _lake_labels
 
     app.add_typer(model_app, name="model", help="Train and package the sentiment model.")
     app.add_typer(endpoint_app, name="endpoint", help="Serve (or deploy) the model endpoint.")
+    app.command("explain")(explain_command)
 
     from stream.lake_cli import lake_app
 
