@@ -174,6 +174,17 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
     assert set(after) == set(rows) | set(waiting)
     assert len(after) == len(set(after.values()))
 
+    # a worker killed after Label Studio created a task but before the outbox recorded it:
+    # the row is in doubt; the next send finds the task and creates no second one
+    doubtful = sorted(waiting)[0]
+    store = ReviewStore(state)
+    store.mark_pending([doubtful])
+    assert [r for r, _ in store.take(1)] == [doubtful]
+    store.close()
+    assert "sent 0 tasks; 0 left in the outbox" in _cli(env, "review", "send")
+    assert _store_rows(state)[doubtful][0] == "sent"
+    assert asyncio.run(_tasks(label_studio, project_id)) == after
+
     # people label the tasks: they agree with the model except on every third audited one
     everything = _store_rows(state)
     expected = _annotate(label_studio, project_id, after, everything)
