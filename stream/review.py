@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import numpy as np
 import pyarrow as pa
@@ -714,8 +714,10 @@ class ReviewLoop:
         return review_readings(self, self.clock())
 
 
-def _r(name: str, doc: str, value: float, kind: str = "gauge", **labels: str) -> Reading:
-    return Reading(name, doc, kind, labels, float(value))  # type: ignore[arg-type]
+def _r(
+    name: str, doc: str, value: float, kind: Literal["gauge", "counter"] = "gauge", **labels: str
+) -> Reading:
+    return Reading(name, doc, kind, labels, float(value))
 
 
 def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:

@@ -189,3 +189,46 @@ def test_label_rows_take_the_latest_usable_annotation() -> None:
     labels = human_labels(table)
     assert (labels.predicted.tolist(), labels.label.tolist()) == ([1], [0])
     assert json.dumps(CHOICES) == '["Negative", "Neutral", "Positive"]'
+
+
+async def test_readings_of_a_loop(tmp_path: Path) -> None:
+    from monitors.human import HumanLabels
+    from stream.review import ReviewLoop
+    from stream.settings import ReviewSettings, Settings
+
+    settings = Settings(
+        lake_path=str(tmp_path / "lake"),
+        categories=CATS,
+        review=ReviewSettings(
+            enabled=True,
+            token="t",  # noqa: S106 - no server is called
+            state_path=tmp_path / "s.sqlite",
+            url="http://127.0.0.1:9",
+        ),
+    )
+    loop = ReviewLoop(settings, clock=lambda: 1000.0)
+    try:
+        before = {(r.name, tuple(r.labels.values())): r.value for r in loop.readings()}
+        assert before[("sentiment_review_outbox_tasks", ())] == 0
+        assert before[("sentiment_review_selected_total", ("audit",))] == 0
+        assert not any(name == "sentiment_review_labels_age_seconds" for name, _ in before)
+        loop.labels = HumanLabels.from_columns(
+            [1, 1, -1],
+            [1, 0, -1],
+            ["Knits", "Pants", "Knits"],
+            ["audit", "audit", "alert"],
+            [0.5, 0.5, 1.0],
+            [0, 0, 0],
+            [400, 900, 100],
+        )
+        got = {(r.name, tuple(r.labels.values())): r.value for r in loop.readings()}
+    finally:
+        await loop.close(send_last=False)
+    assert got[("sentiment_review_labels_age_seconds", ())] == 100.0
+    assert got[("sentiment_review_agreement_ratio", ("Knits",))] == 1.0
+    assert got[("sentiment_review_agreement_ratio", ("other",))] == 0.0  # Pants: not allowed
+    assert got[("sentiment_review_accuracy_ratio", ("audit",))] == 0.5
+    assert got[("sentiment_review_accuracy_ratio", ("alert",))] == 1.0
+    assert got[("sentiment_review_audited_accuracy_ratio", ("estimate",))] == 0.5
+    assert got[("sentiment_review_audited_class_share", ("neutral",))] == 0.5
+    assert got[("sentiment_review_audited_class_share", ("negative",))] == 0.0
