@@ -14,9 +14,11 @@ at most one reason (in this priority order):
 
 A budget caps the picks at ``budget_per_hour`` per product category and clock hour (``now``
 is passed in), in that priority order, so a surge cannot flood the annotators; what the
-budget turns away is counted per reason in :attr:`ReviewSelector.dropped` (an audit draw
-turned away means the audit sample of that hour is smaller than planned, not biased:
-the budget does not look at the review). Unknown categories share the ``other`` budget.
+budget turns away is counted per reason in :attr:`ReviewSelector.dropped`. Audit draws come
+first, so the budget cuts them only when ``audit_rate`` times a category's reviews in an hour
+exceeds it; then the hour's audit sample keeps its earliest draws, which stays unbiased as
+long as the model's accuracy does not change within the hour (keep ``audit_rate`` well below
+the budget, and watch the ``audit`` drops). Unknown categories share the ``other`` budget.
 """
 
 from __future__ import annotations
