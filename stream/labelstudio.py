@@ -1,8 +1,10 @@
 """A small client of Label Studio's REST API (aiohttp): only the calls the review loop makes.
 
 Label Studio (PyPI ``label-studio``) is where people label the reviews the pipeline picks.
-Its own client (``label-studio-sdk``) pins versions of pydantic, httpx and more that the
-pipeline does not need; the review loop makes six calls, so it speaks HTTP itself:
+Its own client (``label-studio-sdk`` 2.1.2) would add 30 packages to the pipeline's
+environment (opencv-python-headless, nltk, lxml, faker, httpx, ...) and downgrade numpy from
+2.4 to 2.2 (``uv pip install --dry-run``); the review loop makes a handful of calls, so it
+speaks HTTP itself, with the aiohttp the pipeline already has:
 
 * ``GET /health``;
 * ``GET /api/projects?title=`` and ``POST /api/projects`` (the project, found by title);
