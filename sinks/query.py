@@ -1,8 +1,9 @@
 """SQL over the lake: DuckDB locally (a directory or S3), Athena when configured.
 
-The SQL sees three views, ``reviews``, ``dead_letters`` and ``alerts``, with the lake's own
-schemas. DuckDB reads them as pyarrow datasets: ``dt`` and ``reason`` from the Hive paths (a
-filter on them skips whole directories), ``product_category`` from the column in the files
+The SQL sees four views, ``reviews``, ``dead_letters``, ``alerts`` and ``labels`` (human
+labels from the review loop), with the lake's own schemas. DuckDB reads them as pyarrow
+datasets: ``dt`` and ``reason`` from the Hive paths (a filter on them skips whole
+directories), ``product_category`` from the column in the files
 (its directory name may be shortened or escaped; a filter on it uses the files' statistics).
 On S3 through pyarrow's S3 filesystem with the lake session's endpoint and credentials.
 (DuckDB's ``httpfs`` extension would read S3 itself, but it is downloaded at run time, and no
