@@ -47,6 +47,11 @@ def _mount_subcommands() -> None:
     app.command("priors")(priors_command)
     app.command("bias")(bias_command)
 
+    from stream.report.cli import explore_command, report_command
+
+    app.command("report")(report_command)
+    app.command("explore")(explore_command)
+
 
 _mount_subcommands()
 
