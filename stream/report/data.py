@@ -10,9 +10,10 @@ model's sentiment -1/0/1; a CSV's label), ``truth`` (the sentiment of the star r
 ``p_neutral``, ``p_positive`` and ``confidence`` (NULL for a CSV).
 
 The text is read twice, once to count words and characters into a narrow temporary table
-(``rn``, no text) that every other aggregate reads, once to count terms. What comes back is
-one row per (time bucket, group) at most, and the monitors' reference: the first
-``baseline_events`` reviews, as the pipeline learns it when no baseline file is given.
+(``rn``, no text) that every other aggregate reads, once to count terms (in a lake of more
+than :data:`TERM_REVIEWS` reviews, over a sample of one review in ``k`` by review-id hash).
+What comes back is one row per (time bucket, group) at most, and the monitors' reference: the
+first ``baseline_events`` reviews, as the pipeline learns it when no baseline file is given.
 """
 
 from __future__ import annotations
@@ -36,12 +37,14 @@ if TYPE_CHECKING:
 __all__ = [
     "FEATURE_COLUMNS",
     "STEPS",
+    "TERM_REVIEWS",
     "ReportData",
     "Span",
     "csv_view",
     "lake_view",
     "read_csv_data",
     "read_lake_data",
+    "term_sample",
     "time_grain",
 ]
 
@@ -74,6 +77,8 @@ FEATURE_COLUMNS: Mapping[str, str] = {
 
 #: Steps of the probability grid of the EM estimate (the monitors' ``PROB_GRID``).
 _GRID = 50
+#: Terms are counted over at most about this many reviews (a sample by review-id hash).
+TERM_REVIEWS = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +151,8 @@ class ReportData:
         default_factory=dict
     )
     prob_cells: pd.DataFrame | None = None
+    #: terms come from one review in this many (1: every review)
+    term_sample: int = 1
 
 
 _SENTIMENT_OF_RATING = (
@@ -159,7 +166,8 @@ def lake_view(con: duckdb.DuckDBPyConnection, span: Span) -> None:
     con.execute(
         f"""
         create or replace temp view r as
-        select event_time as t, product_category as category, channel, review_text as text,
+        select review_id as id, event_time as t, product_category as category, channel,
+               review_text as text,
                sentiment::INTEGER as pred, ({_SENTIMENT_OF_RATING})::INTEGER as truth,
                rating::INTEGER as rating,
                p_negative::DOUBLE as p_negative, p_neutral::DOUBLE as p_neutral,
@@ -177,7 +185,8 @@ def csv_view(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     con.execute(
         """
         create or replace temp view r as
-        select NULL::TIMESTAMPTZ as t, product_category as category, channel,
+        select NULL::VARCHAR as id, NULL::TIMESTAMPTZ as t, product_category as category,
+               channel,
                review_text as text, sentiment::INTEGER as pred, sentiment::INTEGER as truth,
                rating::INTEGER as rating, NULL::DOUBLE as p_negative,
                NULL::DOUBLE as p_neutral, NULL::DOUBLE as p_positive, NULL::DOUBLE as confidence
@@ -215,6 +224,12 @@ def _classes(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
         from rn where truth is not null group by all
         """,
     )
+
+
+def term_sample(n: int) -> int:
+    """Terms are counted over one review in this many, by review-id hash, so that the
+    tokenising stays bounded (about :data:`TERM_REVIEWS` reviews) whatever the lake holds."""
+    return max(1, -(-n // TERM_REVIEWS))
 
 
 def _terms(con: duckdb.DuckDBPyConnection, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -380,7 +395,8 @@ def read_lake_data(
     step("prior estimates")
     cells = _prob_cells(con, after)
     step("terms")
-    terms, totals = _terms(con, "true")
+    sample = term_sample(int(n))
+    terms, totals = _terms(con, "true" if sample == 1 else f"hash(id) % {sample} = 0")
     step("dead letters")
     dead_span = Span(span.since, span.until).where("received_at")
     dead = _df(
@@ -422,6 +438,7 @@ def read_lake_data(
         reference_end=reference_end,
         histograms=histograms,
         prob_cells=cells,
+        term_sample=sample,
     )
 
 

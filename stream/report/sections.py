@@ -679,6 +679,8 @@ def _confidence_terms(data: ReportData, levels: Levels) -> Section:
         images.append(png(fig))
         best = max(terms, key=lambda t: t[4])
         reading += f"Most distinctive negative term: '{best[1]}' in {best[0]} (z = {best[4]:.1f})."
+        if data.term_sample > 1:
+            reading += f" Terms counted in 1 review in {data.term_sample} (review-id hash)."
     else:
         reading += "No term is frequent enough among negative reviews."
     rows = [[text(c), text(w), num(a), num(b), num(z, 2)] for c, w, a, b, z in terms]

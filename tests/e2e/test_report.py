@@ -213,11 +213,11 @@ def test_every_number_in_the_tables_is_a_query_of_the_lake(
                        abs(qa - qd) as ks, sqrt(2) * abs(qa - qd) as lp, abs(qa - qd) as tvd
                 from q order by c"""
         ).fetchall()
-        shown = [row for row in t["bias"] if row[1][0] == labels]
-        assert len(shown) == len(bias) > 1
-        for s, w in zip(shown, bias, strict=True):
-            assert s[0][0] == w[0]
-            for cell, want in zip(s[2:], w[1:], strict=True):
+        bias_rows = [row for row in t["bias"] if row[1][0] == labels]
+        assert len(bias_rows) == len(bias) > 1
+        for got, w in zip(bias_rows, bias, strict=True):
+            assert got[0][0] == w[0]
+            for cell, want in zip(got[2:], w[1:], strict=True):
                 assert math.isclose(cell[1] or 0.0, float(want), rel_tol=1e-9, abs_tol=1e-12)
     # terms: counts by SQL, z by the monitors' function on those counts
     counts = _sql_terms(con, "true")
