@@ -4,14 +4,16 @@ Every query runs over the view ``r`` (one row per review) that :func:`lake_view`
 ``reviews``, within a time span) or :func:`csv_view` (a training CSV) defines on a DuckDB
 connection, with the columns:
 
-``t`` (event time, NULL for a CSV), ``category``, ``channel``, ``text``, ``pred`` (the
+``dt`` (the partition), ``id`` (review id), ``t`` (event time; all three NULL for a CSV),
+``category``, ``channel``, ``text``, ``pred`` (the
 model's sentiment -1/0/1; a CSV's label), ``truth`` (the sentiment of the star rating, 1-2
 -> -1, 3 -> 0, 4-5 -> 1, or a CSV's label; NULL without one), ``rating``, ``p_negative``,
 ``p_neutral``, ``p_positive`` and ``confidence`` (NULL for a CSV).
 
-The text is read twice, once to count words and characters into a narrow temporary table
-(``rn``, no text) that every other aggregate reads, once to count terms (in a lake of more
-than :data:`TERM_REVIEWS` reviews, over a sample of one review in ``k`` by review-id hash).
+The text is read twice, one ``dt`` partition at a time (one day's text in memory), once to
+count words and characters into a narrow temporary table (``rn``, no text) that every other
+aggregate reads, once to count terms (in a lake of more than :data:`TERM_REVIEWS` reviews,
+over a sample of one review in ``k`` by review-id hash).
 What comes back is one row per (time bucket, group) at most, and the monitors' reference: the
 first ``baseline_events`` reviews, as the pipeline learns it when no baseline file is given.
 """
@@ -166,7 +168,7 @@ def lake_view(con: duckdb.DuckDBPyConnection, span: Span) -> None:
     con.execute(
         f"""
         create or replace temp view r as
-        select review_id as id, event_time as t, product_category as category, channel,
+        select dt, review_id as id, event_time as t, product_category as category, channel,
                review_text as text,
                sentiment::INTEGER as pred, ({_SENTIMENT_OF_RATING})::INTEGER as truth,
                rating::INTEGER as rating,
@@ -185,8 +187,8 @@ def csv_view(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     con.execute(
         """
         create or replace temp view r as
-        select NULL::VARCHAR as id, NULL::TIMESTAMPTZ as t, product_category as category,
-               channel,
+        select NULL::VARCHAR as dt, NULL::VARCHAR as id, NULL::TIMESTAMPTZ as t,
+               product_category as category, channel,
                review_text as text, sentiment::INTEGER as pred, sentiment::INTEGER as truth,
                rating::INTEGER as rating, NULL::DOUBLE as p_negative,
                NULL::DOUBLE as p_neutral, NULL::DOUBLE as p_positive, NULL::DOUBLE as confidence
@@ -195,17 +197,27 @@ def csv_view(con: duckdb.DuckDBPyConnection, table: pa.Table) -> None:
     )
 
 
-def _narrow(con: duckdb.DuckDBPyConnection, grain: str | None) -> None:
+def _days(con: duckdb.DuckDBPyConnection) -> list[str | None]:
+    """The ``dt`` partitions of ``r`` (``[None]`` for a CSV): the text is read one day at a
+    time, so that only one day's text is in memory at once."""
+    rows = con.execute("select distinct dt from r order by dt").fetchall()
+    return [row[0] for row in rows] or [None]
+
+
+def _by_day(day: str | None) -> str:
+    return "true" if day is None else f"dt = '{day}'"
+
+
+def _narrow(con: duckdb.DuckDBPyConnection, grain: str | None, days: Sequence[str | None]) -> None:
     bucket = f"date_trunc('{grain}', t)" if grain else "NULL::TIMESTAMPTZ"
-    con.execute(
-        rf"""
-        create or replace temp table rn as
+    select = rf"""
         select t, {bucket} as b, category, channel, pred, truth, rating, p_negative,
                p_neutral, p_positive, confidence,
                len(regexp_extract_all(text, '\S+')) as words, length(text) as chars
-        from r
-        """
-    )
+        from r"""
+    con.execute(f"create or replace temp table rn as {select} limit 0")
+    for day in days:
+        con.execute(f"insert into rn {select} where {_by_day(day)}")
 
 
 def _df(con: duckdb.DuckDBPyConnection, sql: str) -> pd.DataFrame:
@@ -232,20 +244,32 @@ def term_sample(n: int) -> int:
     return max(1, -(-n // TERM_REVIEWS))
 
 
-def _terms(con: duckdb.DuckDBPyConnection, where: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _terms(
+    con: duckdb.DuckDBPyConnection, where: str, days: Sequence[str | None]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     stop = ", ".join("'" + w.replace("'", "''") + "'" for w in sorted(STOPWORDS))
     pattern = TOKEN_PATTERN.replace("'", "''")
     con.execute(
-        f"""
-        create or replace temp table term_counts as
-        select category, pred = -1 as negative, term, count(*) as n
-        from (select category, pred,
-                     unnest(regexp_extract_all(lower(text), '{pattern}')) as term
-              from r where {where})
-        where length(term) >= 3 and term not in ({stop})
-        group by all
-        """
+        "create or replace temp table term_days "
+        "(category VARCHAR, negative BOOLEAN, term VARCHAR, n BIGINT)"
     )
+    for day in days:
+        con.execute(
+            f"""
+            insert into term_days
+            select category, pred = -1 as negative, term, count(*) as n
+            from (select category, pred,
+                         unnest(regexp_extract_all(lower(text), '{pattern}')) as term
+                  from r where {where} and {_by_day(day)})
+            where length(term) >= 3 and term not in ({stop})
+            group by all
+            """
+        )
+    con.execute(
+        """create or replace temp table term_counts as
+           select category, negative, term, sum(n)::BIGINT as n from term_days group by all"""
+    )
+    con.execute("drop table term_days")
     totals = _df(
         con,
         "select category, negative, sum(n)::BIGINT as tokens from term_counts group by all",
@@ -303,8 +327,16 @@ def _reference(
     from monitors.features import extract
     from stream.events import ScoredBatch
 
+    # the time of the last of them from the narrow table, so that the read below skips
+    # every later day's files
+    last = con.execute(
+        f"select max(t) from (select t from rn order by t limit {int(events)})"
+    ).fetchall()[0][0]
+    if last is None:
+        return None, None
+    until = Span(span.since, last + timedelta(microseconds=1))
     first: pa.Table = con.sql(
-        f"""select * from reviews where {span.where("event_time")}
+        f"""select * from reviews where {until.where("event_time")}
             order by event_time, review_id limit {int(events)}"""
     ).to_arrow_table()
     if first.num_rows == 0:
@@ -380,10 +412,11 @@ def read_lake_data(
     step("time span")
     n, labelled, first, last = con.execute(
         "select count(*), count(truth), min(t), max(t) from r"
-    ).fetchone() or (0, 0, None, None)
+    ).fetchall()[0]
     grain = time_grain(first, last) if first is not None and last is not None else "day"
     step("review features")
-    _narrow(con, grain)
+    days = _days(con)
+    _narrow(con, grain, days)
     parts = _common(con, step)
     step("reference (first reviews)")
     reference_end: datetime | None = None
@@ -396,7 +429,7 @@ def read_lake_data(
     cells = _prob_cells(con, after)
     step("terms")
     sample = term_sample(int(n))
-    terms, totals = _terms(con, "true" if sample == 1 else f"hash(id) % {sample} = 0")
+    terms, totals = _terms(con, "true" if sample == 1 else f"hash(id) % {sample} = 0", days)
     step("dead letters")
     dead_span = Span(span.since, span.until).where("received_at")
     dead = _df(
@@ -452,11 +485,11 @@ def read_csv_data(
     """Aggregate a training CSV's rows (see :func:`csv_view`) the same way."""
     csv_view(con, table)
     step("review features")
-    _narrow(con, None)
-    n, labelled = con.execute("select count(*), count(truth) from rn").fetchone() or (0, 0)
+    _narrow(con, None, [None])
+    n, labelled = con.execute("select count(*), count(truth) from rn").fetchall()[0]
     parts = _common(con, step)
     step("terms")
-    terms, totals = _terms(con, "true")
+    terms, totals = _terms(con, "true", [None])
     return ReportData(
         source=source,
         kind="csv",

@@ -283,7 +283,9 @@ def _balance(data: ReportData) -> Section:
 
     c = data.classes
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.2), gridspec_kw={"width_ratios": [1, 2, 2]})
-    overall = c.groupby(["source", "cls"], as_index=False)["n"].sum()
+    if data.kind == "csv":  # the label is both: one bar each
+        c = c[c.source == "predicted"].assign(source="label")
+    overall = _sum(c, ["source", "cls"])
     overall["share"] = overall["n"] / overall.groupby("source")["n"].transform("sum")
     overall["class"] = overall["cls"].map(_NAMES)
     sns.barplot(
@@ -295,7 +297,7 @@ def _balance(data: ReportData) -> Section:
         ax=axes[0],
     )
     axes[0].set_title("class balance")
-    pred = c[c.source == "predicted"].groupby(["category", "cls"])["n"].sum().unstack(fill_value=0)
+    pred = c[c.source != "rated"].groupby(["category", "cls"])["n"].sum().unstack(fill_value=0)
     heat = pred.div(pred.sum(axis=1), axis=0).rename(columns=_NAMES)
     sns.heatmap(heat, annot=True, fmt=".0%", cmap="RdYlGn", vmin=0, vmax=1, ax=axes[1], cbar=False)
     axes[1].set_title("class share per category" + (" (labels)" if data.kind == "csv" else ""))
@@ -447,7 +449,8 @@ def _bias(data: ReportData, levels: Levels) -> Section:
         worst = dpl.assign(size=dpl["value"].abs()).sort_values("size").iloc[-1]
         beyond = int((dpl["value"].abs() > t).sum())
         reading = (
-            f"Largest |DPL|: {worst.category} ({worst.value:+.3f}, {worst.labels} labels); "
+            f"Largest |DPL|: {worst.category} ({worst.value:+.3f}, on the {worst.labels} "
+            "sentiment); "
             f"{beyond} of {len(dpl)} category/label pairs beyond the ±{t:g} threshold "
             "(DPL > 0: fewer positive labels than the other categories)."
         )
