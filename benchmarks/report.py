@@ -8,7 +8,8 @@ temp dir, then runs, each in its own process so that its peak RSS is its own:
 * ``scan``: ``select count(*), avg(sentiment), avg(p_negative), count(distinct
   product_category) from reviews`` through :class:`sinks.query.DuckDBLake`;
 * ``report``: ``sentiment-monitor report --lake DIR`` (SQL aggregation, the monitors'
-  statistics, every plot, the HTML page).
+  statistics, every plot, the HTML page);
+* for scale, ``select * from reviews`` into a pandas frame: what the report must not do.
 
 It prints wall times, the ratio report / scan, each process's peak RSS, and for scale the
 Arrow size of the rows (what loading them all would at least take).
@@ -198,6 +199,15 @@ print(json.dumps({"seconds": time.perf_counter() - t, **row}))
 """
 
 
+#: For scale: every row in pandas (what the report must not do).
+_ALL_ROWS = """
+import sys
+from sinks.query import DuckDBLake
+frame = DuckDBLake(sys.argv[1]).query("select * from reviews").to_pandas()
+print(len(frame))
+"""
+
+
 def _run(cmd: list[str], out: Path) -> tuple[float, int]:
     """Wall seconds and peak RSS (bytes, from ``wait4``) of one child process; its stdout
     goes to ``out``."""
@@ -238,6 +248,7 @@ def main() -> None:
              "--no-progress"],
             work / "report.log",
         )  # fmt: skip
+        rows_wall, rows_rss = _run([py, "-c", _ALL_ROWS, str(lake)], work / "rows.txt")
         print(
             f"bare scan : {scan['n']:,} rows, avg(sentiment) {scan['s']:.4f}: "
             f"query {scan['seconds']:.2f} s, process {scan_wall:.1f} s, "
@@ -246,6 +257,10 @@ def main() -> None:
         print(
             f"report    : process {report_wall:.1f} s, peak RSS {report_rss / 2**20:,.0f} MiB, "
             f"page {out.stat().st_size / 2**20:.1f} MiB"
+        )
+        print(
+            f"all rows into pandas (for scale, not part of the report): process "
+            f"{rows_wall:.1f} s, peak RSS {rows_rss / 2**20:,.0f} MiB"
         )
         print(
             f"ratio report / scan: {report_wall / scan_wall:.1f}x (processes), "
