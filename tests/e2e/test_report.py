@@ -29,6 +29,7 @@ from PIL import Image
 from monitors import distinctive_terms
 from monitors.terms import STOPWORDS, TOKEN_PATTERN
 from sinks.query import DuckDBLake
+from stream.report.data import STEPS
 from tests.servers.chromium import HeadlessChromium
 
 pytestmark = pytest.mark.e2e
@@ -116,6 +117,7 @@ def page(lake: Path) -> Path:
     with DuckDBLake(str(lake)).connect() as c:
         n = one(c, "select count(*) from reviews")[0]
     assert f"report of {n:,} reviews written" in log
+    assert f"done {'':24}" in log and f"{len(STEPS)}/{len(STEPS)}" in log  # the progress bar
     return out
 
 
