@@ -362,6 +362,7 @@ class BernoulliMixtureSR(BernoulliCusum):
         self.weights: FloatArray = w / w.sum()
         self._l1s: FloatArray = np.zeros(ors.size)
         self._l0s: FloatArray = np.zeros(ors.size)
+        self._max_step = 0.0
         super().__init__(
             p0,
             odds_ratio=odds_ratio,
@@ -375,6 +376,7 @@ class BernoulliMixtureSR(BernoulliCusum):
         p1 = odds / (1 + odds)
         self._l1s = np.log(p1 / self._p0)
         self._l0s = np.log((1 - p1) / (1 - self._p0))
+        self._max_step = float(max(np.abs(self._l1s).max(), np.abs(self._l0s).max()))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -394,10 +396,11 @@ class BernoulliMixtureSR(BernoulliCusum):
             # d[j, i]: log-LR of alternative j over the events lo..lo+i
             d = np.multiply.outer(self._l0s, np.arange(1.0, cneg.shape[0] + 1.0))
             d += np.multiply.outer(self._l1s - self._l0s, cneg)
-            lo_d, hi_d = d.min(axis=1), d.max(axis=1)
+            lo_d = d.min(axis=1)
             # e^{+-d} must stay far inside the float range: take fewer events if it would not
-            span = np.maximum(hi_d, 0.0) - np.minimum(lo_d, 0.0)
-            if float(span.max()) > _MAX_SPAN:
+            if cneg.shape[0] * self._max_step > _MAX_SPAN and (
+                float((np.maximum(d.max(axis=1), 0.0) - np.minimum(lo_d, 0.0)).max()) > _MAX_SPAN
+            ):
                 run_span = np.maximum.accumulate(np.maximum(d, 0.0), axis=1)
                 run_span -= np.minimum.accumulate(np.minimum(d, 0.0), axis=1)
                 n = max(1, int(np.argmax(run_span.max(axis=0) > _MAX_SPAN)))
@@ -431,12 +434,11 @@ class BernoulliMixtureSR(BernoulliCusum):
         excl *= math.exp(-s)
         excl += np.exp(self.comp_log_r - s)[:, None]
         q = excl * f
-        wq = q * self.weights[:, None]
-        mix = wq.sum(axis=0)
+        mix = self.weights @ q
         end, fired = m - 1, False
         if self.threshold - s < 700:
             for i in np.flatnonzero(mix > math.exp(self.threshold - s)).tolist():
-                j = int(np.argmax(wq[:, i]))
+                j = int(np.argmax(q[:, i] * self.weights))
                 cus = self.comp_cusum[j] + d[j, : i + 1]
                 if self._run_length(cus, int(self.comp_run_count[j])) >= self.min_count:
                     end, fired = i, True
@@ -464,7 +466,7 @@ class BernoulliMixtureSR(BernoulliCusum):
         self.comp_cusum = self.comp_cusum + d[:, end] - np.minimum(0.0, cus_min)
         self.comp_log_r = s + np.log(q[:, end])
         self.statistic = max(0.0, s + math.log(float(mix[end])))
-        top = int(np.argmax(wq[:, end]))
+        top = int(np.argmax(q[:, end] * self.weights))
         self.run_count = int(self.comp_run_count[top])
         self.run_negatives = int(self.comp_run_negatives[top])
         start = float(self.comp_run_start[top])
