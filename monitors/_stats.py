@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special, stats
 from scipy.spatial.distance import jensenshannon
 
 __all__ = [
@@ -76,7 +76,9 @@ def chi2_homogeneity(
     reference: npt.ArrayLike, current: npt.ArrayLike, *, min_expected: float = 5.0
 ) -> TestResult:
     """Pearson chi-square test that two samples of a categorical variable share one
-    distribution (a 2 x k contingency table, scipy's ``chi2_contingency``).
+    distribution (a 2 x k contingency table: what scipy's ``chi2_contingency`` computes without
+    the continuity correction, written out because its argument handling cost milliseconds per
+    call on the monitors' hot path).
 
     Categories whose smaller expected count is below ``min_expected`` are pooled into one cell
     (and that cell dropped if it is still too small), so the chi-square approximation holds at
@@ -100,8 +102,10 @@ def chi2_homogeneity(
     arr = np.vstack(table)
     if arr.shape[1] < 2:
         return TestResult(0.0, 1.0, 0.0)
-    res = stats.chi2_contingency(arr, correction=False)
-    return TestResult(float(res.statistic), float(res.pvalue), float(res.dof))
+    expected = np.outer(arr.sum(axis=1), arr.sum(axis=0)) / arr.sum()
+    statistic = float(np.sum((arr - expected) ** 2 / expected))
+    dof = arr.shape[1] - 1
+    return TestResult(statistic, float(special.chdtrc(dof, statistic)), float(dof))
 
 
 def ks_binned(reference: npt.ArrayLike, current: npt.ArrayLike) -> TestResult:
@@ -119,7 +123,7 @@ def ks_binned(reference: npt.ArrayLike, current: npt.ArrayLike) -> TestResult:
         return TestResult(0.0, 1.0, 0.0)
     d = float(np.max(np.abs(np.cumsum(ref) / n - np.cumsum(cur) / m)))
     en = n * m / (n + m)
-    p = float(stats.kstwobign.sf(math.sqrt(en) * d))
+    p = float(special.kolmogorov(math.sqrt(en) * d))  # kstwobign's survival function
     return TestResult(d, min(1.0, p), en)
 
 

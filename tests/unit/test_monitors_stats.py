@@ -50,6 +50,18 @@ def test_chi2_matches_scipy_when_cells_are_large() -> None:
     assert (got.statistic, got.p_value, got.dof) == pytest.approx((want.statistic, want.pvalue, 2))
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_chi2_equals_scipy_on_random_tables(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    k = int(rng.integers(2, 12))
+    ref, cur = rng.integers(5, 5000, k), rng.integers(5, 500, k)
+    want = stats.chi2_contingency(np.vstack([ref, cur]), correction=False)
+    got = chi2_homogeneity(ref, cur)
+    assert got.statistic == pytest.approx(want.statistic, rel=1e-12)
+    assert got.p_value == pytest.approx(want.pvalue, rel=1e-9, abs=1e-300)
+    assert got.dof == want.dof
+
+
 def test_chi2_pools_sparse_cells() -> None:
     # the last two cells expect < 5 window events each: pooled into one cell (still < 5,
     # dropped), leaving a 2x2 table
