@@ -315,6 +315,7 @@ class BernoulliCusum:
 
 #: the largest spread of log-likelihood ratios taken in one vectorised step (e^600 < 1.8e308)
 _MAX_SPAN = 600.0
+_TINY = 1e-300
 
 #: Odds ratios of the mixture's alternatives: five steps of 6^(1/4) = 1.57 from 1.5 to 9 (a
 #: rise from 20 % negative to 27 %, 37 %, 48 %, 59 % or 69 %); default weights are proportional
@@ -464,8 +465,9 @@ class BernoulliMixtureSR(BernoulliCusum):
             )
         self.comp_run_count = np.where(has, end - lz, self.comp_run_count + end + 1)
         self.comp_cusum = self.comp_cusum + d[:, end] - np.minimum(0.0, cus_min)
-        self.comp_log_r = s + np.log(q[:, end])
-        self.statistic = max(0.0, s + math.log(float(mix[end])))
+        # R_i >= L(x_i), so q >= e^-s L(x_i): the floor only matters when s > 690
+        self.comp_log_r = s + np.log(np.maximum(q[:, end], _TINY))
+        self.statistic = max(0.0, s + math.log(max(float(mix[end]), _TINY)))
         top = int(np.argmax(q[:, end] * self.weights))
         self.run_count = int(self.comp_run_count[top])
         self.run_negatives = int(self.comp_run_negatives[top])

@@ -282,3 +282,17 @@ def test_monitor_loads_a_state_saved_with_cusum_detectors() -> None:
         n, k = det.run_count, det.run_negatives
         want = np.where(n > 0, k * det._l1s + (n - k) * det._l0s, -np.inf)
         np.testing.assert_allclose(det.comp_log_r, want)
+
+
+def test_a_large_statistic_then_a_long_calm_matches_the_recursion() -> None:
+    # 4,000 events at 35 % under a huge min_count lift log R of odds ratio 2.3 to about 260;
+    # 2,000 calm events then move the log-LRs by more than 600 in several steps
+    xs = (np.random.default_rng(5).random(4000) < 0.35).astype(int).tolist() + [0] * 2000
+    d = BernoulliMixtureSR(0.2, threshold=1000.0, min_count=100_000)
+    d.update_many(xs[:4000])
+    assert d.statistic > 250
+    d.update_many(xs[4000:])
+    w = (1 / np.log(MIXTURE_ODDS_RATIOS)).tolist()
+    want = _reference(0.2, list(MIXTURE_ODDS_RATIOS), w, xs)
+    assert d.statistic == pytest.approx(want[-1], rel=1e-9)
+    assert d.statistic > 1
