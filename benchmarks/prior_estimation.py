@@ -26,10 +26,15 @@ matrix carries the sampling error of its 400 reviews per class. The bootstrap co
 put that error back: over ``--replicates`` bootstrap resamples of the pool (400 per class, with
 replacement), BBSE uses the resample's confusion matrix; the windows still come from the pool,
 which stands in for the population. The same resamples fit a temperature (log-loss) for "EM-TS":
-EM on temperature-scaled probabilities with the resample's mean scaled probabilities as source
-priors (bias-corrected calibration, as Alexandari et al. 2020 recommend, in its simplest form).
-The shipped model is under-confident, which pulls EM on its raw probabilities towards the
-training priors.
+EM on probabilities temperature-scaled once more on the resample, with the resample's mean
+scaled probabilities as source priors.
+
+The shipped model's probabilities are calibrated at training (bias-corrected temperature
+scaling, Alexandari et al. 2020, fitted on out-of-fold scores of the training split, so not on
+this pool); EM runs on them. Before calibration the model was under-confident (NLL-optimal
+temperature 0.57 on this pool), which pulled EM towards the training priors: mean absolute
+error at 1,000-review windows was naive 0.062, BBSE 0.027, EM 0.057; with calibration EM is
+the most accurate of the three at 200 and 1,000 reviews.
 
 Usage: ``.venv/bin/python benchmarks/prior_estimation.py [--runs 400] [--seed 0] [--replicates 50]``
 """
@@ -46,7 +51,7 @@ import numpy as np
 import numpy.typing as npt
 
 from endpoint.model import SentimentModel
-from endpoint.train import load_reviews
+from endpoint.train import Reviews, load_reviews
 from monitors import PriorEstimate, bbse, em_priors, prior_estimates
 from stream.monitor_cli import load_model, score
 
@@ -84,8 +89,9 @@ class Pool:
         return c
 
 
-def validation_pool(model: SentimentModel, data: Path) -> Pool:
-    """The model's validation split, rebuilt from model.json and scored."""
+def validation_split(model: SentimentModel, data: Path) -> tuple[Reviews, IntArray]:
+    """The reviews of ``data`` and the rows of the model's validation split (rebuilt from
+    model.json: reviews neither the model nor its calibration saw)."""
     from sklearn.model_selection import train_test_split
 
     training = model.metadata["training"]
@@ -99,6 +105,12 @@ def validation_pool(model: SentimentModel, data: Path) -> Pool:
         stratify=reviews.labels,
         random_state=config["seed"],
     )
+    return reviews, np.asarray(valid, dtype=np.int64)
+
+
+def validation_pool(model: SentimentModel, data: Path) -> Pool:
+    """The model's validation split, rebuilt from model.json and scored."""
+    reviews, valid = validation_split(model, data)
     scored = score(model, [reviews.texts[i] for i in valid])
     pool = Pool(reviews.labels[valid] + 1, scored.predicted + 1, scored.probabilities)
     shipped = model.confusion_matrix
@@ -273,7 +285,7 @@ def main() -> None:
     print(
         f"Model calibration on the pool: accuracy {accuracy:.3f}, mean confidence "
         f"{pool.probabilities.max(axis=1).mean():.3f}, NLL-optimal temperature "
-        f"{fit_temperature(pool):.2f} (< 1: under-confident)."
+        f"{fit_temperature(pool):.2f} (1: calibrated, < 1: under-confident)."
     )
     print(
         f"{args.runs} seeded windows per row (seed {args.seed}); truth = the priors drawn from; "

@@ -1,7 +1,8 @@
 """The sentiment model, its SageMaker handler and the local SageMaker-compatible endpoint.
 
 Imports nothing else of this project: the SageMaker artifact (``endpoint.artifact``) ships
-``model.py`` and ``inference.py`` alone. Modules: ``model`` (numpy inference), ``inference``
+``model.py``, ``inference.py`` and ``explain.py`` alone. Modules: ``model`` (numpy
+inference), ``explain`` (exact per-term contributions, global importance), ``inference``
 (handler contract), ``train`` (scikit-learn), ``artifact`` (model.tar.gz), ``server`` (local
 endpoint), ``cli`` (typer sub-apps).
 """

@@ -6,6 +6,7 @@ Layout (what SageMaker unpacks into ``/opt/ml/model``)::
     weights.npz
     code/inference.py         the handler (``SAGEMAKER_PROGRAM=inference.py``)
     code/model.py             numpy-only inference, loaded by inference.py from beside it
+    code/explain.py           per-term explanations (numpy only), loaded the same way
     code/requirements.txt     numpy only
 
 The archive is reproducible: entries are sorted, with fixed timestamps, owners and modes, so
@@ -38,7 +39,7 @@ _HERE = Path(__file__).resolve().parent
 #: ``code/requirements.txt``: the handler needs numpy and nothing else.
 REQUIREMENTS = "numpy>=1.24\n"
 #: Handler modules copied into ``code/``.
-_CODE_FILES = ("inference.py", "model.py")
+_CODE_FILES = ("inference.py", "model.py", "explain.py")
 
 
 def _default_model_dir() -> Path:

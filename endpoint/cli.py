@@ -9,6 +9,10 @@ Commands:
 * ``model train [--data CSV] [--out DIR] [--seed N] [--c C]``: train, print accuracy,
   macro-F1 and the confusion matrix, save the model directory (default: the shipped one);
 * ``model package [--model-dir DIR] [--out model.tar.gz]``: build the SageMaker artifact;
+* ``model importance [--data CSV] [--top N] [--model-dir DIR]``: the global importance table
+  (mean absolute contribution per term and class over the reviews of ``--data``);
+* ``explain TEXT [--top N] [--model-dir DIR]`` (mounted at the top level by the main CLI):
+  the exact per-term contributions of one review, coloured by direction;
 * ``endpoint serve [--host H] [--port P] [--workers N] [--model-dir DIR]``: run the local
   SageMaker-compatible endpoint (port default ``$SAGEMAKER_BIND_TO_PORT``, else 8080);
 * ``endpoint deploy --s3-uri s3://bucket/prefix --role ARN [--endpoint-name N] [--region R]
@@ -35,7 +39,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from endpoint.deploy import DeployOptions
 
-__all__ = ["endpoint_app", "model_app"]
+__all__ = ["endpoint_app", "explain_command", "model_app"]
 
 model_app = typer.Typer(
     help="Train and package the sentiment model.", no_args_is_help=True, add_completion=False
@@ -116,6 +120,75 @@ def package_command(
 
     path = build_artifact(out, model_dir)
     _console.print(f"wrote {path} ({path.stat().st_size} bytes)")
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    """A contribution coloured by its direction (green raises the class score, red lowers)."""
+    colour = "green" if value > 0 else "red" if value < 0 else "dim"
+    return f"[{colour}]{value:+.{digits}f}[/]"
+
+
+def explain_command(
+    text: Annotated[str, typer.Argument(help="The review text to explain.")],
+    top: Annotated[int, typer.Option(min=1, help="Terms to list (largest first).")] = 15,
+    model_dir: _ModelDirOption = None,
+) -> None:
+    """Explain one review: each term's exact contribution to each class score."""
+    from endpoint.explain import explain
+    from endpoint.model import LABELS, SentimentModel
+    from endpoint.train import DEFAULT_MODEL_DIR
+
+    model = SentimentModel.load(model_dir or DEFAULT_MODEL_DIR)
+    [e] = explain(model, [text], top)
+    [probs] = model.predict_proba([text]).tolist()
+    k = e.label + 1
+    mix = ", ".join(f"{label} {p:.1%}" for label, p in zip(LABELS, probs, strict=True))
+    _console.print(f"[bold]{LABELS[k]}[/] ({mix})")
+    table = Table(title=f"contributions to each class score (sorted by {LABELS[k]})")
+    table.add_column("term")
+    table.add_column("tf-idf", justify="right")
+    for label in LABELS:
+        table.add_column(label, justify="right", style="bold" if label == LABELS[k] else None)
+    table.add_row("[dim](intercept)[/]", "", *(_signed(v) for v in e.base))
+    for t in e.terms:
+        table.add_row(escape(t.term), f"{t.value:.3f}", *(_signed(v) for v in t.contributions))
+    if any(e.remainder):
+        table.add_row("[dim](other terms)[/]", "", *(_signed(v) for v in e.remainder))
+    table.add_row("[bold]score[/]", "", *(f"[bold]{v:+.3f}[/]" for v in e.logits))
+    _console.print(table)
+    if not e.terms:
+        _console.print("[dim]no term of this text is in the model's vocabulary[/]")
+
+
+@model_app.command("importance")
+def importance_command(
+    data: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Reviews CSV; default the training data."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=1, help="Terms to list.")] = 25,
+    model_dir: _ModelDirOption = None,
+) -> None:
+    """Global importance: mean |contribution| per term and class over a set of reviews."""
+    from endpoint.explain import global_importance
+    from endpoint.model import LABELS, SentimentModel
+    from endpoint.train import DEFAULT_DATA, DEFAULT_MODEL_DIR, load_reviews
+
+    model = SentimentModel.load(model_dir or DEFAULT_MODEL_DIR)
+    texts = load_reviews(data or DEFAULT_DATA).texts
+    rows = global_importance(model, texts, top)
+    table = Table(title=f"mean |contribution| over {len(texts)} reviews (signed mean beside)")
+    table.add_column("term")
+    table.add_column("doc. freq.", justify="right")
+    for label in LABELS:
+        table.add_column(label, justify="right")
+    for r in rows:
+        table.add_row(
+            escape(r.term),
+            f"{r.document_frequency:.1%}",
+            *(f"{a:.4f} {_signed(m, 4)}" for a, m in zip(r.mean_abs, r.mean, strict=True)),
+        )
+    _console.print(table)
 
 
 @endpoint_app.command("serve")

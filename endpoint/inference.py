@@ -23,6 +23,20 @@ Request content types (parameters such as ``; charset=utf-8`` are ignored; UTF-8
   ``review_body`` column it is a header and that column is scored; otherwise every record
   must be a single field (quote texts that contain commas), one text per record.
 
+Explanations: a JSON request may carry ``"explain": true`` (the 10 largest terms per
+prediction) or ``"explain": k`` (the ``k`` largest) beside ``"instances"``; any request may
+ask with an Accept parameter instead, ``application/json;verbose`` (10 terms) or
+``application/json;verbose=k`` (also for JSON Lines). Each prediction then also carries
+``"explanation"``: the exact per-term contributions to each class score (``explain.py``:
+coefficient times TF-IDF value, the SHAP values of the linear model against the empty review)::
+
+    "explanation": {"predicted": "negative", "base": {class: intercept},
+                    "logits": {class: score}, "remainder": {class: sum of unlisted terms},
+                    "terms": [{"term": t, "value": tfidf, "negative": c, "neutral": c,
+                               "positive": c}, ...]}
+
+Without either, the response is exactly the one below.
+
 Response (``Accept``: ``application/json``, the default, also for a missing Accept, ``*/*``)::
 
     {"predictions": [{"label": -1 | 0 | 1, "sentiment_label": "negative" | ...,
@@ -40,12 +54,13 @@ Errors: a malformed body, an empty request or an unsupported content type / Acce
 Public API::
 
     model_fn(model_dir) -> SentimentModel
-    input_fn(request_body: bytes | str, request_content_type: str | None) -> list[str]
+    input_fn(request_body: bytes | str, request_content_type: str | None) -> Instances
     predict_fn(input_data: Sequence[str], model) -> Prediction
     output_fn(prediction, accept: str | None) -> tuple[bytes, str]    # (body, content type)
     handle(body, content_type, accept, model) -> tuple[bytes, str]    # all three in one
     default_model_dir() -> Path                                       # the shipped model
-    InvalidInput, UnsupportedContentType(InvalidInput), UnsupportedAccept(...), Prediction
+    InvalidInput, UnsupportedContentType(InvalidInput), UnsupportedAccept(...), Prediction,
+    Instances (the list input_fn returns; ``.explain``: terms asked for, or None)
     JSON, JSONLINES, CSV (content type names)
 """
 
@@ -55,7 +70,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,26 +78,25 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING or __package__:
+    from . import explain as _explain
     from .model import CLASSES, LABELS, InvalidInput, SentimentModel
 else:  # top-level ``inference`` inside a SageMaker container: load ./model.py by path
 
-    def _load_sibling() -> Any:
+    def _load_sibling(file: str, name: str) -> Any:
         import importlib.util
         import sys
 
-        name = "_sentiment_endpoint_model"
         if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(
-                name, Path(__file__).with_name("model.py")
-            )
+            spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
             if spec is None or spec.loader is None:
-                raise ImportError("model.py not found beside inference.py")
+                raise ImportError(f"{file} not found beside inference.py")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)
         return sys.modules[name]
 
-    _model_module = _load_sibling()
+    _model_module = _load_sibling("model.py", "_sentiment_endpoint_model")
+    _explain = _load_sibling("explain.py", "_sentiment_endpoint_explain")
     CLASSES = _model_module.CLASSES
     LABELS = _model_module.LABELS
     InvalidInput = _model_module.InvalidInput
@@ -90,8 +104,10 @@ else:  # top-level ``inference`` inside a SageMaker container: load ./model.py b
 
 __all__ = [
     "CSV",
+    "DEFAULT_EXPLAIN_TERMS",
     "JSON",
     "JSONLINES",
+    "Instances",
     "InvalidInput",
     "Prediction",
     "UnsupportedAccept",
@@ -109,6 +125,8 @@ JSONLINES = "application/jsonlines"
 CSV = "text/csv"
 _JSONLINES_ALIASES = frozenset({JSONLINES, "application/jsonl", "application/x-jsonlines"})
 _TEXT_FIELDS = ("review_text", "review_body")
+#: Terms per explanation for ``"explain": true`` and a bare ``verbose`` Accept parameter.
+DEFAULT_EXPLAIN_TERMS = 10
 
 
 class UnsupportedContentType(InvalidInput):
@@ -119,14 +137,32 @@ class UnsupportedAccept(UnsupportedContentType):
     """The response type asked for in Accept is not supported (HTTP 406 from a container)."""
 
 
+class Instances(list[str]):
+    """The texts :func:`input_fn` decoded, with the number of explanation terms the request
+    asked for in its body (``explain``; None: none)."""
+
+    explain: int | None = None
+
+
 @dataclass(frozen=True)
 class Prediction:
     """What :func:`predict_fn` returns: probabilities (n, 3) in class order [-1, 0, 1] and
-    the model's identity, which :func:`output_fn` writes into the response."""
+    the model's identity, which :func:`output_fn` writes into the response; with the texts
+    and the model, so that :func:`output_fn` can explain them when asked (``explain``: terms
+    the request body asked for)."""
 
     probabilities: npt.NDArray[np.float64]
     model_name: str
     model_version: str
+    texts: Sequence[str] = field(default=(), repr=False, compare=False)
+    model: SentimentModel | None = field(default=None, repr=False, compare=False)
+    explain: int | None = None
+
+    def explanations(self, top_k: int) -> list[dict[str, Any]]:
+        """One explanation object per instance (see the module doc)."""
+        if self.model is None or len(self.texts) != len(self.probabilities):
+            raise ValueError("this prediction holds no model and texts to explain")
+        return [e.to_json() for e in _explain.explain(self.model, self.texts, top_k)]
 
     @property
     def labels(self) -> npt.NDArray[np.int64]:
@@ -165,8 +201,9 @@ def model_fn(model_dir: str | Path) -> SentimentModel:
 
 def input_fn(
     request_body: bytes | bytearray | memoryview | str, request_content_type: str | None
-) -> list[str]:
-    """Decode a request body into the review texts to score."""
+) -> Instances:
+    """Decode a request body into the review texts to score (a list, with the request's
+    ``explain`` wish)."""
     kind = _media_type(request_content_type)
     text = _decode(request_body)
     if kind == JSON:
@@ -181,18 +218,30 @@ def input_fn(
         )
     if not texts:
         raise InvalidInput("the request holds no instances")
-    return texts
+    return texts if isinstance(texts, Instances) else Instances(texts)
 
 
 def predict_fn(input_data: Sequence[str], model: SentimentModel) -> Prediction:
     """Score the texts."""
-    return Prediction(model.predict_proba(input_data), model.name, model.version)
+    return Prediction(
+        model.predict_proba(input_data),
+        model.name,
+        model.version,
+        texts=input_data,
+        model=model,
+        explain=getattr(input_data, "explain", None),
+    )
 
 
 def output_fn(prediction: Prediction, accept: str | None) -> tuple[bytes, str]:
-    """Serialise ``prediction`` as JSON (default) or JSON Lines; returns (body, type)."""
+    """Serialise ``prediction`` as JSON (default) or JSON Lines; returns (body, type).
+    Explanations are added when the request body or ``accept`` asked for them."""
     kind = _accepted(accept)
     records = prediction.records()
+    top_k = prediction.explain or _verbose(accept)
+    if top_k:
+        for r, e in zip(records, prediction.explanations(top_k), strict=True):
+            r["explanation"] = e
     if kind == JSON:
         doc = {
             "predictions": records,
@@ -214,6 +263,7 @@ def handle(
     """``output_fn(predict_fn(input_fn(body, content_type), model), accept)``; the Accept
     header is checked first, so an unsupported one costs no scoring."""
     _accepted(accept)
+    _verbose(accept)
     return output_fn(predict_fn(input_fn(body, content_type), model), accept)
 
 
@@ -235,6 +285,36 @@ def _accepted(accept: str | None) -> str:
         if kind in _JSONLINES_ALIASES:
             return JSONLINES
     raise UnsupportedAccept(f"unsupported Accept {accept!r}: use {JSON} or {JSONLINES}")
+
+
+def _verbose(accept: str | None) -> int | None:
+    """Explanation terms asked for by the ``verbose`` parameter of the Accept entry
+    :func:`_accepted` picks (``verbose``, ``verbose=true``: the default number; ``verbose=k``;
+    ``verbose=false`` or ``0``: none)."""
+    if accept is None:
+        return None
+    for entry in accept.split(","):
+        kind = _media_type(entry)
+        if kind in (JSON, "*/*", "application/*") or kind in _JSONLINES_ALIASES:
+            for param in entry.split(";")[1:]:
+                key, _, value = param.partition("=")
+                if key.strip().lower() == "verbose":
+                    return _explain_terms(value.strip().strip('"').lower() or True, "verbose")
+            return None
+    return None
+
+
+def _explain_terms(value: object, where: str) -> int | None:
+    """Terms asked for by an ``explain`` / ``verbose`` value (None: no explanation)."""
+    if value is True or value == "true":
+        return DEFAULT_EXPLAIN_TERMS
+    if value is False or value is None or value in ("false", "0", 0):
+        return None
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    raise InvalidInput(f"{where} must be true, false or a number of terms, got {value!r:.40}")
 
 
 def _decode(body: bytes | bytearray | memoryview | str) -> str:
@@ -271,13 +351,17 @@ def _from_json(text: str) -> list[str]:
         raise InvalidInput(f"malformed JSON: {err}") from None
     except RecursionError:
         raise InvalidInput("malformed JSON: nested too deeply") from None
+    explain = None
     if isinstance(doc, dict):
         if "instances" not in doc:
             raise InvalidInput('a JSON request must be {"instances": [...]} or a list')
+        explain = _explain_terms(doc.get("explain"), '"explain"')
         doc = doc["instances"]
     if not isinstance(doc, list):
         raise InvalidInput('"instances" must be a list of texts or review objects')
-    return [_instance_text(item, f"instance {i}") for i, item in enumerate(doc)]
+    out = Instances(_instance_text(item, f"instance {i}") for i, item in enumerate(doc))
+    out.explain = explain
+    return out
 
 
 def _from_jsonlines(text: str) -> list[str]:

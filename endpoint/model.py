@@ -7,7 +7,8 @@ Model directory (no pickle anywhere)::
 
     model.json    name, version, classes [-1, 0, 1], labels, feature settings, class priors
                   of the training data, validation confusion matrix (counts and row-normalised),
-                  validation metrics, training provenance
+                  validation metrics, training provenance, and optionally ``calibration``:
+                  ``{"temperature": T, "bias": [b, b, b], ...}``
     weights.npz   per feature block ``block{i}_terms`` (UTF-8 bytes of the terms joined by
                   newlines, in column order) and ``block{i}_idf``; ``coef`` (3, n_features) and
                   ``intercept`` (3,) of a multinomial linear model
@@ -16,7 +17,10 @@ Features are the column-wise concatenation of blocks, each a TF-IDF vectoriser t
 scikit-learn's ``TfidfVectorizer`` exactly (analyzer ``word``, ``char`` or ``char_wb``,
 ``lowercase``, ``token_pattern``, ``ngram_range``, ``sublinear_tf``, ``norm``): probabilities
 are ``softmax(X @ coef.T + intercept)``, equal to scikit-learn's ``predict_proba`` of the
-trained pipeline.
+trained pipeline, and then calibrated when the model carries a calibration (bias-corrected
+temperature scaling, fitted at training by ``endpoint.calibration``):
+``softmax((X @ coef.T + intercept) / T + b)``. Predicted classes are the argmax of the
+calibrated probabilities.
 
 Public API::
 
@@ -31,13 +35,15 @@ Public API::
         .class_priors (ndarray (3,)), .confusion_matrix (ndarray (3, 3) counts | None,
         rows = true class, columns = predicted class), .confusion_matrix_normalised,
         .n_features
-        .predict_proba(texts) -> ndarray (n, 3)   columns in class order [-1, 0, 1]
-        .predict(texts) -> ndarray (n,) of -1 | 0 | 1
+        .calibration -> (temperature, bias (3,)) | None
+        .predict_proba(texts, calibrated=True) -> ndarray (n, 3)   columns in order [-1, 0, 1]
+        .predict(texts) -> ndarray (n,) of -1 | 0 | 1   (argmax of the calibrated scores)
         .decision_function(texts) -> ndarray (n, 3)
         .transform(texts) -> SparseRows (CSR parts of the feature matrix)
         .vocabulary -> frozenset[str]      # single-word terms: OOV reference for monitors
         .tokenize(text) -> list[str]       # word tokens as the word block sees them
         .oov_rate(texts) -> ndarray (n,)   # share of word tokens outside .vocabulary (NaN: none)
+    calibrated_softmax(scores, temperature, bias) -> ndarray   # softmax(scores / T + b)
 """
 
 from __future__ import annotations
@@ -64,6 +70,7 @@ __all__ = [
     "InvalidInput",
     "SentimentModel",
     "SparseRows",
+    "calibrated_softmax",
 ]
 
 #: Class values in column order of every probability matrix.
@@ -265,6 +272,20 @@ def _softmax(z: FloatArray) -> FloatArray:
     return z
 
 
+def calibrated_softmax(
+    scores: npt.ArrayLike, temperature: float = 1.0, bias: npt.ArrayLike | None = None
+) -> FloatArray:
+    """Bias-corrected temperature scaling of linear scores (n, k): ``softmax(scores / T + b)``
+    row by row. ``T = 1`` and no bias give the plain softmax."""
+    z = np.array(scores, dtype=np.float64, ndmin=2)
+    if not (np.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
+    z /= temperature
+    if bias is not None:
+        z += np.asarray(bias, dtype=np.float64)
+    return _softmax(z)
+
+
 class SentimentModel:
     """A three-class linear model over TF-IDF features; see the module docstring."""
 
@@ -293,6 +314,7 @@ class SentimentModel:
         self.metadata: dict[str, Any] = json.loads(json.dumps(dict(metadata or {})))
         self._word_block = next((b for b in self.blocks if b.analyzer == "word"), None)
         self._vocabulary: frozenset[str] | None = None
+        _ = self.calibration  # a malformed calibration fails here, not at the first request
 
     # -- persistence ------------------------------------------------------------------------
 
@@ -393,6 +415,18 @@ class SentimentModel:
         return np.asarray(priors, dtype=np.float64)
 
     @property
+    def calibration(self) -> tuple[float, FloatArray] | None:
+        """``(temperature, bias)`` of the stored calibration (None: probabilities are the
+        plain softmax of the linear scores)."""
+        cal = self.metadata.get("calibration")
+        if cal is None:
+            return None
+        t, b = float(cal["temperature"]), np.asarray(cal["bias"], dtype=np.float64)
+        if not (np.isfinite(t) and t > 0) or b.shape != (len(CLASSES),):
+            raise ValueError(f"calibration needs a temperature > 0 and 3 biases, got {cal!r}")
+        return t, b
+
+    @property
     def confusion_matrix(self) -> IntArray | None:
         """Validation confusion matrix of counts, ``[true class, predicted class]`` in class
         order [-1, 0, 1] (scikit-learn's orientation; transpose it for ``[predicted, true]``),
@@ -464,13 +498,16 @@ class SentimentModel:
                 scores[:, k] += np.bincount(rows, weights=contrib[:, k], minlength=n)
         return scores
 
-    def predict_proba(self, texts: Sequence[str]) -> FloatArray:
-        """Class probabilities, shape (n, 3), columns in class order [-1, 0, 1]."""
-        return _softmax(self.decision_function(texts))
+    def predict_proba(self, texts: Sequence[str], *, calibrated: bool = True) -> FloatArray:
+        """Class probabilities, shape (n, 3), columns in class order [-1, 0, 1]; with the
+        stored calibration applied unless ``calibrated=False`` (scikit-learn's output)."""
+        scores = self.decision_function(texts)
+        cal = self.calibration if calibrated else None
+        return _softmax(scores) if cal is None else calibrated_softmax(scores, *cal)
 
     def predict(self, texts: Sequence[str]) -> IntArray:
-        """Most probable class per text: -1, 0 or 1."""
-        out: IntArray = self.classes[np.argmax(self.decision_function(texts), axis=1)]
+        """Most probable class per text (calibrated probabilities): -1, 0 or 1."""
+        out: IntArray = self.classes[np.argmax(self.predict_proba(texts), axis=1)]
         return out
 
     def __repr__(self) -> str:

@@ -6,6 +6,14 @@ regression with ``C=1``. A stratified, seeded 80/20 split holds out validation r
 model is trained on the 80 % only and *not* refit on all rows, so the confusion matrix and
 metrics stored in ``model.json`` are honest estimates on reviews the model never saw.
 
+Calibration: bias-corrected temperature scaling (:mod:`endpoint.calibration`) fitted on
+held-out scores of the training split -- the out-of-fold decision scores of a stratified,
+seeded ``calibration_folds``-fold cross-validation of the same recipe -- so the validation
+reviews stay unseen by the calibration too. The model stores it and serves calibrated
+probabilities; the validation figures (confusion matrix, accuracy, macro-F1, log loss) are
+those of the calibrated model, and ``model.json`` records the expected calibration error and
+log loss on the validation reviews before and after.
+
 The saved directory is read by :class:`endpoint.model.SentimentModel` (numpy only); training
 checks that the numpy inference reproduces scikit-learn's ``predict_proba`` before saving.
 
@@ -13,10 +21,12 @@ Public API::
 
     TrainConfig(word_ngrams=(1, 2), min_df=2, sublinear_tf=True, char_ngrams=None,
                 char_analyzer="char_wb", char_min_df=3, C=1.0, class_weight=None,
-                max_iter=3000, test_size=0.2, seed=42, name="review-sentiment")
+                max_iter=3000, test_size=0.2, seed=42, calibration_folds=5,
+                name="review-sentiment")
     load_reviews(path) -> Reviews       # CSV: sentiment, review_body (or Rating, Review Text)
     build_pipeline(config) -> Pipeline  # FeatureUnion of TF-IDF blocks -> LogisticRegression
     export_model(pipeline, metadata) -> SentimentModel
+    fit_calibration(texts, labels, config) -> Calibration   # BCTS on out-of-fold scores
     train(reviews, config) -> TrainResult    # split, fit, validate, export (nothing written)
     train_and_save(data, out_dir, config) -> TrainResult
 
@@ -38,6 +48,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from .calibration import (
+    Calibration,
+    expected_calibration_error,
+    fit_bcts,
+    negative_log_likelihood,
+)
 from .data import read_review_csv
 from .model import CLASSES, LABELS, FeatureBlock, SentimentModel
 
@@ -49,6 +65,7 @@ __all__ = [
     "TrainResult",
     "build_pipeline",
     "export_model",
+    "fit_calibration",
     "load_reviews",
     "main",
     "train",
@@ -77,6 +94,8 @@ class TrainConfig:
     max_iter: int = 3000
     test_size: float = 0.2
     seed: int = 42
+    #: Folds of the cross-validation whose held-out scores fit the calibration (0: none).
+    calibration_folds: int = 5
     name: str = "review-sentiment"
 
     def __post_init__(self) -> None:
@@ -86,6 +105,8 @@ class TrainConfig:
             raise ValueError("C must be > 0")
         if self.min_df < 1 or self.char_min_df < 1:
             raise ValueError("min_df must be >= 1")
+        if self.calibration_folds == 1 or self.calibration_folds < 0:
+            raise ValueError("calibration_folds must be 0 (no calibration) or >= 2")
 
 
 @dataclass(frozen=True)
@@ -116,6 +137,11 @@ class TrainResult:
     n_train: int
     n_validation: int
     seconds: float
+    #: The fitted calibration (None: ``calibration_folds=0``).
+    calibration: Calibration | None = None
+    #: Expected calibration error (15 bins) on the validation reviews, before and after.
+    ece_uncalibrated: float = float("nan")
+    ece: float = float("nan")
     model_dir: Path | None = None
 
 
@@ -204,25 +230,15 @@ def export_model(pipeline: Any, metadata: dict[str, Any] | None = None) -> Senti
     return SentimentModel(blocks, clf.coef_, clf.intercept_, metadata)
 
 
-def _weights_digest(model: SentimentModel) -> str:
-    h = hashlib.sha256()
-    for b in model.blocks:
-        h.update("\n".join(b.terms).encode())
-        if b.idf is not None:
-            h.update(b.idf.tobytes())
-    h.update(model.coef.tobytes())
-    h.update(model.intercept.tobytes())
-    return h.hexdigest()
-
-
 @dataclass(frozen=True)
 class _Validation:
-    """How the fitted pipeline does on the held-out reviews."""
+    """How the model does on the held-out reviews, from its probabilities there."""
 
     proba: npt.NDArray[np.float64]
     accuracy: float
     macro_f1: float
     log_loss: float
+    ece: float
     confusion: npt.NDArray[np.int64]
     per_class: dict[str, dict[str, float]]
 
@@ -242,18 +258,26 @@ def _split(
     return train_idx, valid_idx
 
 
-def _validate(pipeline: Any, texts: list[str], truth: npt.NDArray[np.int64]) -> _Validation:
-    """Score ``texts`` with the fitted pipeline and compare with their true classes."""
-    from sklearn.metrics import (
-        accuracy_score,
-        confusion_matrix,
-        f1_score,
-        log_loss,
-        precision_recall_fscore_support,
-    )
+def fit_calibration(
+    texts: Sequence[str], labels: npt.NDArray[np.int64], config: TrainConfig
+) -> Calibration:
+    """Bias-corrected temperature scaling fitted on the out-of-fold decision scores of a
+    stratified, seeded ``config.calibration_folds``-fold cross-validation of the recipe on
+    ``texts`` (each review scored by a model that did not see it)."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
-    proba = pipeline.predict_proba(texts)
-    pred = pipeline.classes_[np.argmax(proba, axis=1)]
+    folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=config.seed)
+    scores = cross_val_predict(
+        build_pipeline(config), list(texts), labels, cv=folds, method="decision_function"
+    )
+    return fit_bcts(scores, labels + 1)
+
+
+def _validate(proba: npt.NDArray[np.float64], truth: npt.NDArray[np.int64]) -> _Validation:
+    """Compare probabilities (n, 3) of held-out reviews with their true classes."""
+    from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+    pred = np.asarray(CLASSES, dtype=np.int64)[np.argmax(proba, axis=1)]
     labels = list(CLASSES)
     prec, rec, f1, support = precision_recall_fscore_support(
         truth, pred, labels=labels, zero_division=0
@@ -269,9 +293,10 @@ def _validate(pipeline: Any, texts: list[str], truth: npt.NDArray[np.int64]) -> 
     }
     return _Validation(
         proba=proba,
-        accuracy=float(accuracy_score(truth, pred)),
+        accuracy=float(np.mean(pred == truth)),
         macro_f1=float(f1_score(truth, pred, labels=labels, average="macro")),
-        log_loss=float(log_loss(truth, proba, labels=labels)),
+        log_loss=negative_log_likelihood(proba, truth + 1),
+        ece=expected_calibration_error(proba, truth + 1),
         confusion=confusion_matrix(truth, pred, labels=labels).astype(np.int64),
         per_class=per_class,
     )
@@ -283,18 +308,22 @@ def _metadata(
     y_train: npt.NDArray[np.int64],
     n_validation: int,
     validation: _Validation,
+    raw: _Validation,
+    calibration: Calibration | None,
 ) -> dict[str, Any]:
-    """What ``model.json`` records: recipe, class priors, validation figures, provenance."""
+    """What ``model.json`` records: recipe, class priors, calibration, validation figures
+    (of the calibrated model; ``raw``: before calibration), provenance."""
     import sklearn
 
     cm = validation.confusion
     priors = np.bincount(y_train + 1, minlength=3) / len(y_train)
     row_sums = cm.sum(axis=1, keepdims=True)
-    return {
+    meta: dict[str, Any] = {
         "name": config.name,
         "description": (
             "Review sentiment: TF-IDF n-grams and multinomial logistic regression; "
-            "probabilities are softmax(X @ coef.T + intercept), columns in class order."
+            "probabilities are softmax((X @ coef.T + intercept) / T + b) with the calibration's "
+            "temperature T and biases b (T = 1, b = 0 without one), columns in class order."
         ),
         "class_priors": [float(p) for p in priors],
         "classifier": {
@@ -302,51 +331,94 @@ def _metadata(
             "C": config.C,
             "class_weight": config.class_weight,
         },
-        "validation": {
-            "accuracy": validation.accuracy,
-            "macro_f1": validation.macro_f1,
-            "log_loss": validation.log_loss,
-            "per_class": validation.per_class,
-            "confusion_matrix": {
-                "orientation": "rows: true class, columns: predicted class, order [-1, 0, 1]",
-                "counts": cm.tolist(),
-                "row_normalised": (cm / np.where(row_sums == 0, 1, row_sums)).tolist(),
-            },
-        },
-        "training": {
-            "data": reviews.source,
-            "data_sha256": reviews.sha256,
-            "rows": len(reviews),
-            "train_rows": len(y_train),
-            "validation_rows": n_validation,
-            "split": f"stratified hold-out, test_size={config.test_size}, seed={config.seed}",
-            "refit_on_all_rows": False,
-            "note": (
-                "The model was fitted on the training split only and not refit on all rows, "
-                "so the validation figures describe reviews it never saw."
+    }
+    if calibration is not None:
+        meta["calibration"] = {
+            **calibration.to_json(),
+            "fitted_on": (
+                f"out-of-fold decision scores of a stratified {config.calibration_folds}-fold "
+                f"cross-validation on the training split (seed {config.seed})"
             ),
-            "config": {k: v for k, v in asdict(config).items() if k != "name"},
-            "scikit_learn": sklearn.__version__,
-            "numpy": np.__version__,
+            "validation": {
+                "expected_calibration_error": {"before": raw.ece, "after": validation.ece},
+                "log_loss": {"before": raw.log_loss, "after": validation.log_loss},
+                "ece_bins": "15 equal-width bins of the top-class probability",
+            },
+        }
+    meta["validation"] = {
+        "accuracy": validation.accuracy,
+        "macro_f1": validation.macro_f1,
+        "log_loss": validation.log_loss,
+        "expected_calibration_error": validation.ece,
+        "per_class": validation.per_class,
+        "confusion_matrix": {
+            "orientation": "rows: true class, columns: predicted class, order [-1, 0, 1]",
+            "counts": cm.tolist(),
+            "row_normalised": (cm / np.where(row_sums == 0, 1, row_sums)).tolist(),
         },
     }
+    if calibration is not None:
+        meta["validation"]["uncalibrated"] = {
+            "accuracy": raw.accuracy,
+            "macro_f1": raw.macro_f1,
+            "log_loss": raw.log_loss,
+            "expected_calibration_error": raw.ece,
+        }
+    meta["training"] = {
+        "data": reviews.source,
+        "data_sha256": reviews.sha256,
+        "rows": len(reviews),
+        "train_rows": len(y_train),
+        "validation_rows": n_validation,
+        "split": f"stratified hold-out, test_size={config.test_size}, seed={config.seed}",
+        "refit_on_all_rows": False,
+        "note": (
+            "The model was fitted on the training split only and not refit on all rows, "
+            "so the validation figures describe reviews it never saw."
+        ),
+        "config": {k: v for k, v in asdict(config).items() if k != "name"},
+        "scikit_learn": sklearn.__version__,
+        "numpy": np.__version__,
+    }
+    return meta
 
 
 def _check_export(
-    model: SentimentModel, texts: list[str], expected: npt.NDArray[np.float64]
+    model: SentimentModel,
+    texts: list[str],
+    expected: npt.NDArray[np.float64],
+    calibrated: npt.NDArray[np.float64],
 ) -> None:
-    """Raise unless the numpy model gives scikit-learn's probabilities on ``texts``."""
-    mine = model.predict_proba(texts)
-    if not np.allclose(mine, expected, rtol=1e-9, atol=1e-12):
-        raise RuntimeError(
-            "numpy inference differs from scikit-learn: max abs difference "
-            f"{np.max(np.abs(mine - expected)):.3g}"
-        )
+    """Raise unless the numpy model gives scikit-learn's probabilities on ``texts`` (before
+    calibration) and ``calibrated`` after."""
+    for mine, want in (
+        (model.predict_proba(texts, calibrated=False), expected),
+        (model.predict_proba(texts), calibrated),
+    ):
+        if not np.allclose(mine, want, rtol=1e-9, atol=1e-12):
+            raise RuntimeError(
+                "numpy inference differs from scikit-learn: max abs difference "
+                f"{np.max(np.abs(mine - want)):.3g}"
+            )
+
+
+def _weights_digest(model: SentimentModel, calibration: Calibration | None) -> str:
+    h = hashlib.sha256()
+    for b in model.blocks:
+        h.update("\n".join(b.terms).encode())
+        if b.idf is not None:
+            h.update(b.idf.tobytes())
+    h.update(model.coef.tobytes())
+    h.update(model.intercept.tobytes())
+    if calibration is not None:
+        h.update(np.asarray([calibration.temperature, *calibration.bias]).tobytes())
+    return h.hexdigest()
 
 
 def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
-    """Split (stratified, seeded), fit on the training part, validate on the rest, and
-    export the portable model (checked against scikit-learn on the validation texts)."""
+    """Split (stratified, seeded), fit on the training part, fit the calibration on
+    out-of-fold scores of the training part, validate on the rest, and export the portable
+    model (checked against scikit-learn on the validation texts)."""
     config = config or TrainConfig()
     started = time.perf_counter()
     train_idx, valid_idx = _split(reviews, config)
@@ -355,11 +427,16 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
     y_train, y_valid = reviews.labels[train_idx], reviews.labels[valid_idx]
 
     pipeline = build_pipeline(config).fit(x_train, y_train)
-    validation = _validate(pipeline, x_valid, y_valid)
-    metadata = _metadata(config, reviews, y_train, len(valid_idx), validation)
+    calibration = fit_calibration(x_train, y_train, config) if config.calibration_folds else None
+    raw_proba = pipeline.predict_proba(x_valid)
+    proba = (
+        raw_proba if calibration is None else calibration.apply(pipeline.decision_function(x_valid))
+    )
+    raw, validation = _validate(raw_proba, y_valid), _validate(proba, y_valid)
+    metadata = _metadata(config, reviews, y_train, len(valid_idx), validation, raw, calibration)
     model = export_model(pipeline, metadata)
-    model.metadata["version"] = _weights_digest(model)[:12]
-    _check_export(model, x_valid, validation.proba)
+    model.metadata["version"] = _weights_digest(model, calibration)[:12]
+    _check_export(model, x_valid, raw_proba, proba)
     return TrainResult(
         model=model,
         pipeline=pipeline,
@@ -370,6 +447,9 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
         n_train=len(train_idx),
         n_validation=len(valid_idx),
         seconds=time.perf_counter() - started,
+        calibration=calibration,
+        ece_uncalibrated=raw.ece,
+        ece=validation.ece,
     )
 
 
@@ -392,6 +472,15 @@ def format_report(result: TrainResult) -> str:
         f" trained on {result.n_train} reviews in {result.seconds:.1f} s",
         f"validation ({result.n_validation} reviews): accuracy {result.accuracy:.4f}, "
         f"macro-F1 {result.macro_f1:.4f}",
+    ]
+    if result.calibration is not None:
+        cal = result.calibration
+        lines.append(
+            f"calibration: temperature {cal.temperature:.4f}, biases "
+            + " ".join(f"{b:+.4f}" for b in cal.bias)
+            + f"; validation ECE {result.ece_uncalibrated:.4f} -> {result.ece:.4f}"
+        )
+    lines += [
         "confusion matrix (rows true, columns predicted):",
         "            " + "".join(f"{lab:>10s}" for lab in LABELS),
     ]

@@ -24,7 +24,13 @@ if TYPE_CHECKING:
     )
     from monitors.bias import FacetCounts, bias_report, clarify_analysis, facet_metrics
     from monitors.config import MonitorConfig
+    from monitors.contributions import ContributionSums, Explainer, contribution_growth
     from monitors.drift import accuracy_drift, distribution_drift, feature_drift
+    from monitors.performance import (
+        PerformanceEstimate,
+        estimate_performance,
+        estimated_accuracy_drop,
+    )
     from monitors.priors import (
         PriorEstimate,
         PriorShift,
@@ -50,11 +56,14 @@ __all__ = [
     "BaselineBuilder",
     "BernoulliCusum",
     "BernoulliMixtureSR",
+    "ContributionSums",
     "EventTimeWindows",
+    "Explainer",
     "FacetCounts",
     "FeatureReference",
     "MonitorConfig",
     "MonitorSuite",
+    "PerformanceEstimate",
     "PriorEstimate",
     "PriorShift",
     "Reading",
@@ -65,11 +74,14 @@ __all__ = [
     "bbse",
     "bias_report",
     "clarify_analysis",
+    "contribution_growth",
     "cusum_threshold",
     "distinctive_terms",
     "distribution_drift",
     "dumps_baseline",
     "em_priors",
+    "estimate_performance",
+    "estimated_accuracy_drop",
     "facet_metrics",
     "feature_drift",
     "loads_baseline",
@@ -93,7 +105,11 @@ _HOME = {
     ),
     **dict.fromkeys(("FacetCounts", "bias_report", "clarify_analysis", "facet_metrics"), "bias"),
     "MonitorConfig": "config",
+    **dict.fromkeys(("ContributionSums", "Explainer", "contribution_growth"), "contributions"),
     **dict.fromkeys(("accuracy_drift", "distribution_drift", "feature_drift"), "drift"),
+    **dict.fromkeys(
+        ("PerformanceEstimate", "estimate_performance", "estimated_accuracy_drop"), "performance"
+    ),
     **dict.fromkeys(
         (
             "PriorEstimate",

@@ -5,7 +5,7 @@
 ``:{subject}``, e.g. the feature, where one alert name covers several subjects).
 :func:`shift_alert` words a SentimentShift transition, :func:`window_alerts` the transitions of
 one evaluated window (DataDrift per feature, PredictionDrift, LabelDrift, AccuracyDrop,
-PriorShift); both put their numbers in the alert's ``evidence``.
+EstimatedAccuracyDrop, PriorShift); both put their numbers in the alert's ``evidence``.
 """
 
 from __future__ import annotations
@@ -134,6 +134,10 @@ def _shift_evidence(
     if t.status == "firing":
         evidence["example_review_ids"] = list(e.example_ids)
         evidence["terms"] = [{"term": w, "z": z} for w, z in e.terms]
+        if e.contribution_terms:
+            evidence["contribution_terms"] = [g.to_json() for g in e.contribution_terms]
+        if e.example_texts:
+            evidence["example_texts"] = list(e.example_texts)
     return evidence
 
 
@@ -240,6 +244,34 @@ def _accuracy_checks(r: WindowReport) -> Iterator[Check]:
         )
 
 
+def _estimated_accuracy_checks(r: WindowReport, confidence: float) -> Iterator[Check]:
+    d = r.estimated_drop
+    if d is None:
+        return
+    est = d.estimate
+    how = (
+        "reweighted to the estimated priors"
+        if est.method == "prior_weighted"
+        else "not reweighted: the window shows data drift"
+    )
+    drifted = sorted(name for name, f in r.features.items() if f.drifted)
+    yield Check(
+        "EstimatedAccuracyDrop",
+        "",
+        d.dropped,
+        r.estimated_clean,
+        f"Estimated accuracy {est.accuracy:.1%} ({confidence:.0%} CI {est.accuracy_lower:.1%}-"
+        f"{est.accuracy_upper:.1%}; no labels: calibrated probabilities {how}) against "
+        f"baseline {d.baseline_accuracy:.1%}, estimated macro-F1 {est.macro_f1:.3f} "
+        f"(p={d.p_value:.2g}, {est.n} reviews)",
+        {
+            **d.to_json(),
+            "estimates": {m: e.to_json() for m, e in r.performance.items()},
+            "data_drift": drifted,
+        },
+    )
+
+
 def _prior_checks(r: WindowReport, confidence: float) -> Iterator[Check]:
     if not r.priors:
         return
@@ -276,6 +308,7 @@ def window_checks(r: WindowReport, confidence: float) -> list[Check]:
         *_feature_checks(r),
         *_mix_checks(r),
         *_accuracy_checks(r),
+        *_estimated_accuracy_checks(r, confidence),
         *_prior_checks(r, confidence),
     ]
 

@@ -3,11 +3,13 @@
 A :class:`Baseline` holds the class priors, the model's validation confusion matrix (when
 known), its accuracy and macro-F1, the predicted-class mix overall and per product category,
 the mean predicted probabilities, reference histograms of every monitored feature (split by
-predicted class, so drift tests can allow for a change of class mix), and term counts for alert
-evidence. Build one from scored reviews (:meth:`Baseline.from_reviews`, e.g. the first N events
-of a stream) or from plain arrays (:meth:`Baseline.from_values`, e.g. a scored CSV); save it
-with :func:`dumps_baseline` / :func:`baseline_to_dict` and load it with
-:func:`loads_baseline` / :func:`baseline_from_dict`. File I/O stays with the caller.
+predicted class, so drift tests can allow for a change of class mix), and term counts and, per
+category, the predicted negatives' summed contributions to the model's negative score
+(:mod:`monitors.contributions`) for alert evidence. Build one from scored reviews
+(:meth:`Baseline.from_reviews`, e.g. the first N events of a stream) or from plain arrays
+(:meth:`Baseline.from_values`, e.g. a scored CSV); save it with :func:`dumps_baseline` /
+:func:`baseline_to_dict` and load it with :func:`loads_baseline` / :func:`baseline_from_dict`.
+File I/O stays with the caller.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from monitors._stats import FloatArray, IntArray, project_to_simplex
+from monitors.contributions import ContributionSums
 from monitors.features import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
@@ -122,6 +125,8 @@ class Baseline:
     true_counts: tuple[int, int, int] | None = None
     terms: Mapping[str, int] = field(default_factory=dict)
     negative_terms: Mapping[str, int] = field(default_factory=dict)
+    #: per product category, its predicted negatives' contributions (empty: not explained)
+    negative_contributions: Mapping[str, ContributionSums] = field(default_factory=dict)
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -184,9 +189,12 @@ class Baseline:
         confusion: npt.ArrayLike | None = None,
         bins: int = 20,
         max_terms: int = 5000,
+        contributions: Sequence[Mapping[str, float]] | None = None,
     ) -> Baseline:
         """From plain columns: ``predicted`` and ``true`` are sentiments (-1/0/1, ``true``
-        -2 or NaN where unknown), ``probabilities`` an (n, 3) array in class order."""
+        -2 or NaN where unknown), ``probabilities`` an (n, 3) array in class order;
+        ``contributions``: per text, its terms' contributions to the negative score (only the
+        predicted negatives' are used)."""
         n = len(texts)
         pred = np.asarray(predicted, dtype=np.int64) + 1
         probs = np.asarray(probabilities, dtype=np.float64).reshape(n, 3)
@@ -217,6 +225,8 @@ class Baseline:
             oov_rate=text.oov,
             confidence=probs.max(axis=1),
             tokens=[tokenize(t) for t in texts],
+            texts=list(texts),
+            contributions=list(contributions) if contributions is not None else [],
         )
         return cls.from_features(
             feats,
@@ -237,11 +247,13 @@ class Baseline:
         monitor_channel: bool = True,
         terms: Mapping[str, int] | None = None,
         negative_terms: Mapping[str, int] | None = None,
+        negative_contributions: Mapping[str, ContributionSums] | None = None,
     ) -> Baseline:
         """From the column view of the baseline events (see :mod:`monitors.features`).
 
         ``terms`` / ``negative_terms`` (all reviews / predicted negatives) replace the counts
-        from ``f.tokens`` when given."""
+        from ``f.tokens`` when given, ``negative_contributions`` the sums from
+        ``f.contributions``."""
         n = len(f)
         if n == 0:
             raise ValueError("a baseline needs at least one review")
@@ -269,7 +281,28 @@ class Baseline:
             true_counts=None if true_counts is None else _triple(true_counts),
             terms=dict(all_terms.most_common(max_terms)),
             negative_terms=dict(neg_terms.most_common(max_terms)),
+            negative_contributions=(
+                dict(negative_contributions)
+                if negative_contributions is not None
+                else _category_contributions(f)
+            ),
         )
+
+
+def _category_contributions(
+    f: BatchFeatures, sums: dict[str, ContributionSums] | None = None
+) -> dict[str, ContributionSums]:
+    """Per category, the summed contributions of the predicted negatives of ``f`` (added to
+    ``sums`` when given); nothing when ``f`` was not explained."""
+    out = {} if sums is None else sums
+    if len(f.contributions) != len(f):
+        return out
+    for cat, p, row in zip(f.category, f.predicted.tolist(), f.contributions, strict=True):
+        if p == 0:
+            if cat not in out:
+                out[cat] = ContributionSums()
+            out[cat].update([row])
+    return out
 
 
 def _confusion(f: BatchFeatures, confusion: npt.ArrayLike | None) -> IntArray | None:
@@ -388,6 +421,7 @@ def baseline_to_dict(b: Baseline) -> dict[str, Any]:
         },
         "terms": dict(b.terms),
         "negative_terms": dict(b.negative_terms),
+        "negative_contributions": {k: v.state() for k, v in b.negative_contributions.items()},
     }
 
 
@@ -420,6 +454,10 @@ def baseline_from_dict(d: Mapping[str, Any]) -> Baseline:
         true_counts=None if true_counts is None else _triple(true_counts),
         terms={str(k): int(v) for k, v in d.get("terms", {}).items()},
         negative_terms={str(k): int(v) for k, v in d.get("negative_terms", {}).items()},
+        negative_contributions={
+            str(k): ContributionSums.from_state(v)
+            for k, v in d.get("negative_contributions", {}).items()
+        },
     )
 
 
@@ -463,6 +501,7 @@ class BaselineBuilder:
         self.count = 0
         self._terms: Counter[str] = Counter()
         self._negative_terms: Counter[str] = Counter()
+        self._contributions: dict[str, ContributionSums] = {}
 
     @property
     def done(self) -> bool:
@@ -479,6 +518,7 @@ class BaselineBuilder:
             self._terms.update(words)
             if p == 0:
                 self._negative_terms.update(words)
+        _category_contributions(head, self._contributions)
         self._parts.append(features_from_state(features_state(head)))
         self.count += take
         return f.take(np.arange(len(f)) >= take)
@@ -493,6 +533,7 @@ class BaselineBuilder:
             max_terms=self._max_terms,
             terms=self._terms,
             negative_terms=self._negative_terms,
+            negative_contributions=self._contributions,
         )
 
     def state(self) -> dict[str, Any]:
@@ -502,6 +543,7 @@ class BaselineBuilder:
             "columns": None if merged is None else features_state(merged),
             "terms": dict(self._terms),
             "negative_terms": dict(self._negative_terms),
+            "negative_contributions": {k: v.state() for k, v in self._contributions.items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -511,3 +553,7 @@ class BaselineBuilder:
             self._parts = [features_from_state(state["columns"])]
         self._terms = Counter({str(k): int(v) for k, v in state["terms"].items()})
         self._negative_terms = Counter({str(k): int(v) for k, v in state["negative_terms"].items()})
+        self._contributions = {
+            str(k): ContributionSums.from_state(v)
+            for k, v in state.get("negative_contributions", {}).items()
+        }

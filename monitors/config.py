@@ -61,6 +61,8 @@ class MonitorConfig:
     confidence_level: float = 0.95
     examples: int = 5
     top_terms: int = 10
+    #: texts of example reviews in a SentimentShift's evidence (receivers with text only)
+    example_texts: int = 3
     #: the model's validation confusion matrix [predicted][true] (class order -1, 0, 1)
     confusion: tuple[tuple[int, int, int], ...] | None = None
 

@@ -1,4 +1,5 @@
-"""Per-window accumulation and the window tests (drift, priors, accuracy, bias).
+"""Per-window accumulation and the window tests (drift, priors, accuracy, bias, and the
+accuracy estimated without labels).
 
 A :class:`WindowAccumulator` collects, for one tumbling window after the baseline, what the
 tests need: per-feature histograms split by predicted class, the predicted probabilities for
@@ -6,10 +7,18 @@ the EM prior estimate (as counts on a grid of step ``1 / PROB_GRID`` over the si
 and state stay bounded whatever the window holds; the rounding moves an estimate by far less
 than its interval), the predicted-class counts and the confusion matrix of labelled reviews,
 overall and per category. :func:`evaluate_window` runs every test on it.
+
+The accuracy and macro-F1 estimated without labels (:mod:`monitors.performance`) come from the
+same probability grid: plain CBPE (``unweighted``) and CBPE reweighted to the window's EM prior
+estimate (``prior_weighted``, with the estimate's covariance in its interval); the predicted
+class of a grid cell is its most probable class. The latter is tested against the baseline
+accuracy (EstimatedAccuracyDrop); while the window shows data drift, which breaks the
+label-shift assumption, the former is (as PriorShift is withheld then).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -29,6 +38,12 @@ from monitors.drift import (
     feature_drift,
 )
 from monitors.features import BatchFeatures
+from monitors.performance import (
+    EstimatedDrop,
+    PerformanceEstimate,
+    estimate_performance,
+    estimated_accuracy_drop,
+)
 from monitors.priors import PriorEstimate, PriorShift, bbse, em_priors, prior_shift
 
 __all__ = [
@@ -211,6 +226,12 @@ class WindowReport:
     prior_shift: bool = False
     prior_withheld: str | None = None
     bias: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: accuracy and macro-F1 estimated without labels: ``unweighted`` (plain CBPE) and
+    #: ``prior_weighted`` (reweighted to the EM prior estimate)
+    performance: dict[str, PerformanceEstimate] = field(default_factory=dict)
+    #: the EstimatedAccuracyDrop verdict (None: no baseline accuracy or no estimate)
+    estimated_drop: EstimatedDrop | None = None
+    estimated_clean: bool = True
 
 
 def _bias(groups: Sequence[str], counts: IntArray, min_count: int) -> dict[str, Any] | None:
@@ -320,6 +341,8 @@ def evaluate_window(
     if shifted and drifted:
         shifted = False
         withheld = f"data drift in {', '.join(drifted)} breaks the label-shift assumption"
+    performance = _performance(acc, baseline, priors, tests)
+    drop, drop_clean = _estimated_drop(performance, baseline, tests, drifted=bool(drifted))
     return replace(
         out,
         features=features,
@@ -331,7 +354,62 @@ def evaluate_window(
         prior_shift=shifted,
         prior_withheld=withheld,
         bias=_bias_reports(acc, groups, tests.min_count),
+        performance=performance,
+        estimated_drop=drop,
+        estimated_clean=drop_clean,
     )
+
+
+def _performance(
+    acc: WindowAccumulator, baseline: Baseline, priors: Mapping[str, PriorShift], tests: WindowTests
+) -> dict[str, PerformanceEstimate]:
+    """Plain and prior-weighted CBPE on the window's probability grid (the source priors are
+    the baseline's mean probabilities, as for EM)."""
+    src = np.asarray(baseline.mean_probabilities, dtype=np.float64)
+    rows, weights = acc.probabilities()
+    if not rows.size or np.any(src <= 0):
+        return {}
+    predicted = np.argmax(rows, axis=1)
+    common: dict[str, Any] = {
+        "weights": weights,
+        "predicted": predicted,
+        "source_priors": src,
+        "confidence": tests.confidence,
+    }
+    out = {"unweighted": estimate_performance(rows, **common)}
+    em = priors.get("em")
+    if em is not None:
+        # refused only when a grid cell keeps no mass on the classes EM leaves present
+        with contextlib.suppress(ValueError):
+            out["prior_weighted"] = estimate_performance(
+                rows,
+                target_priors=em.estimate.priors,
+                target_covariance=em.estimate.covariance,
+                **common,
+            )
+    return out
+
+
+def _estimated_drop(
+    performance: Mapping[str, PerformanceEstimate],
+    baseline: Baseline,
+    tests: WindowTests,
+    *,
+    drifted: bool,
+) -> tuple[EstimatedDrop | None, bool]:
+    """The prior-weighted estimate (the unweighted one while the window shows data drift,
+    which breaks the label-shift assumption of the reweighting) against the baseline
+    accuracy, and whether it is clean enough to resolve an episode."""
+    est = performance.get("unweighted" if drifted else "prior_weighted")
+    if est is None or baseline.confusion is None or baseline.accuracy is None:
+        return None, True
+    count = int(np.asarray(baseline.confusion).sum())
+    if count <= 0:
+        return None, True
+    d = estimated_accuracy_drop(
+        est, baseline.accuracy, count, alpha=tests.alpha, min_drop=tests.min_accuracy_drop
+    )
+    return d, d.p_value >= tests.resolve_alpha or d.drop < tests.min_accuracy_drop / 2
 
 
 _Estimator = tuple[Callable[[int | None], PriorEstimate], FloatArray, FloatArray]

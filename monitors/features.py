@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from monitors._stats import FloatArray, IntArray
+from monitors.contributions import Explainer
 from monitors.terms import tokenize
 from monitors.windows import to_us
 from stream.events import ScoredBatch, ScoredReview
@@ -78,7 +79,9 @@ class BatchFeatures:
     """Column view of a batch. Class indices are ``sentiment + 1`` (0 negative, 1 neutral,
     2 positive); ``true`` is -1 and ``rating`` NaN without a rating; ``oov_rate`` is NaN
     without a vocabulary or tokens; ``tokens`` are the evidence tokens (empty for reviews
-    that were not tokenised)."""
+    that were not tokenised); ``texts`` the review texts and ``contributions`` each review's
+    per-term contributions to the model's negative score (empty mappings for reviews that were
+    not explained; both lists empty when unknown, e.g. restored from a state)."""
 
     review_ids: list[str]
     t_us: IntArray
@@ -93,6 +96,8 @@ class BatchFeatures:
     oov_rate: FloatArray
     confidence: FloatArray
     tokens: list[list[str]]
+    texts: list[str] = field(default_factory=list)
+    contributions: list[Mapping[str, float]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.review_ids)
@@ -121,6 +126,8 @@ class BatchFeatures:
             oov_rate=self.oov_rate[idx],
             confidence=self.confidence[idx],
             tokens=[self.tokens[i] for i in idx],
+            texts=[self.texts[i] for i in idx] if self.texts else [],
+            contributions=[self.contributions[i] for i in idx] if self.contributions else [],
         )
 
 
@@ -257,10 +264,13 @@ def extract(
     vocabulary: ModelVocabulary | Collection[str] | None,
     *,
     all_tokens: bool = True,
+    explainer: Explainer | None = None,
 ) -> BatchFeatures:
     """Columns of one batch (see :class:`BatchFeatures`); a ``ScoredBatch`` is read from its
     Arrow table. With ``all_tokens`` false, only predicted-negative reviews get evidence tokens:
-    after the baseline, tokens serve only the evidence of negative-share alerts."""
+    after the baseline, tokens serve only the evidence of negative-share alerts. With an
+    ``explainer``, the predicted-negative reviews get their contributions (one call per
+    batch)."""
     cols = _from_table(batch.table) if isinstance(batch, ScoredBatch) else _from_rows(batch)
     texts: list[str] = cols["texts"]
     predicted: IntArray = cols["sentiment"] + 1
@@ -280,7 +290,26 @@ def extract(
         oov_rate=text.oov,
         confidence=probs.max(axis=1) if len(texts) else np.zeros(0),
         tokens=_evidence_tokens(texts, np.full(len(texts), True) if all_tokens else predicted == 0),
+        texts=texts,
+        contributions=_negative_contributions(texts, predicted, explainer),
     )
+
+
+def _negative_contributions(
+    texts: list[str], predicted: IntArray, explainer: Explainer | None
+) -> list[Mapping[str, float]]:
+    """Per review, its contributions to the negative score (predicted negatives only)."""
+    if explainer is None:
+        return []
+    out: list[Mapping[str, float]] = [{}] * len(texts)
+    idx = np.flatnonzero(predicted == 0).tolist()
+    if idx:
+        rows = explainer([texts[i] for i in idx])
+        if len(rows) != len(idx):
+            raise ValueError(f"the explainer answered {len(rows)} of {len(idx)} texts")
+        for i, row in zip(idx, rows, strict=True):
+            out[i] = row
+    return out
 
 
 def partitions(batch: Sequence[ScoredReview]) -> tuple[IntArray, list[str]]:
@@ -338,6 +367,16 @@ def concat(parts: Sequence[BatchFeatures]) -> BatchFeatures:
         oov_rate=cat_f("oov_rate"),
         confidence=cat_f("confidence"),
         tokens=[x for p in parts for x in p.tokens],
+        texts=(
+            [x for p in parts for x in p.texts]
+            if all(len(p.texts) == len(p) for p in parts)
+            else []
+        ),
+        contributions=(
+            [x for p in parts for x in p.contributions]
+            if all(len(p.contributions) == len(p) for p in parts)
+            else []
+        ),
     )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from monitors.alerts import AlertBook
 from monitors.baseline import Baseline, BaselineBuilder, baseline_from_dict, baseline_to_dict
 from monitors.config import MonitorConfig
+from monitors.contributions import ContributionSums
 from monitors.readings import OTHER
 from monitors.shift import SentimentShiftMonitor, cusum_threshold
 from monitors.window_tests import TestLevels, WindowTester
@@ -113,6 +114,11 @@ class SuiteParts:
             gi = index.get(cat, n - 1)
             neg[gi] += counts[0]
             tot[gi] += sum(counts)
+        # each detector's own baseline negatives ("other" pools its categories, "all" every one)
+        contributions: dict[str, ContributionSums] = {}
+        for cat, sums in baseline.negative_contributions.items():
+            for g in (self.groups[index.get(cat, n - 1)], SentimentShiftMonitor.ALL):
+                contributions.setdefault(g, ContributionSums(2 * sums.capacity)).merge(sums)
         self.shift = SentimentShiftMonitor(
             self.groups,
             baseline_negatives=neg.tolist(),
@@ -128,6 +134,9 @@ class SuiteParts:
             examples=c.examples,
             baseline_terms=baseline.terms,
             baseline_negative_terms=baseline.negative_terms,
+            baseline_contributions=contributions,
+            example_texts=c.example_texts,
+            top_terms=c.top_terms,
         )
 
     # -- state -----------------------------------------------------------------------------

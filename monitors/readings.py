@@ -175,6 +175,13 @@ def _prior_shifts(p: SuiteParts) -> Iterator[Sample]:
             yield (method,), 1.0 if ps.shifted else 0.0
 
 
+def _performance(p: SuiteParts, attr: str) -> Iterator[Sample]:
+    r = p.tester.last_report
+    if r is not None:
+        for method, e in r.performance.items():
+            yield (method,), float(getattr(e, attr))
+
+
 def _bias_metrics(p: SuiteParts) -> Iterator[Sample]:
     r = p.tester.last_report
     if r is None:
@@ -289,6 +296,26 @@ METRICS: tuple[Metric, ...] = (
     Metric("sentiment_prior_shift_detected",
            "1 if the last window's prior interval excludes the baseline, else 0.",
            "gauge", ("method",), _prior_shifts),
+    Metric("sentiment_estimated_accuracy",
+           "Accuracy of the last window estimated without labels from calibrated "
+           "probabilities (prior_weighted: reweighted to the EM priors; unweighted: CBPE).",
+           "gauge", ("method",), lambda p: _performance(p, "accuracy")),
+    Metric("sentiment_estimated_accuracy_lower",
+           "Lower end of the interval of the estimated accuracy.",
+           "gauge", ("method",), lambda p: _performance(p, "accuracy_lower")),
+    Metric("sentiment_estimated_accuracy_upper",
+           "Upper end of the interval of the estimated accuracy.",
+           "gauge", ("method",), lambda p: _performance(p, "accuracy_upper")),
+    Metric("sentiment_estimated_macro_f1",
+           "Macro-F1 of the last window estimated without labels (see "
+           "sentiment_estimated_accuracy).",
+           "gauge", ("method",), lambda p: _performance(p, "macro_f1")),
+    Metric("sentiment_estimated_macro_f1_lower",
+           "Lower end of the interval of the estimated macro-F1.",
+           "gauge", ("method",), lambda p: _performance(p, "macro_f1_lower")),
+    Metric("sentiment_estimated_macro_f1_upper",
+           "Upper end of the interval of the estimated macro-F1.",
+           "gauge", ("method",), lambda p: _performance(p, "macro_f1_upper")),
     Metric("sentiment_bias_metric",
            "Clarify pre-training bias metric of a product category vs the rest, last "
            "evaluated window.", "gauge", ("metric", "product_category", "label_source"),

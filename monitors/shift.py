@@ -52,6 +52,13 @@ rest of the stream did, so a stream-wide shift raises ``"all"`` (and PriorShift)
 one alarm per category. Conversely ``"all"`` leaves out the reviews of categories that are in
 an episode of their own, so one large category turning negative raises that category's alarm,
 not a second stream-wide one.
+
+Evidence of a firing alert: the ids of the run's last negative reviews, the terms that
+distinguish the run's negatives (log-odds, :mod:`monitors.terms`) and, when the reviews come
+with the model's per-term contributions to the negative score, the terms whose mean
+contribution grew most against the group's own baseline negatives
+(:func:`monitors.contributions.contribution_growth`) and the texts of the ``example_texts``
+recent negatives those terms weigh most in.
 """
 
 from __future__ import annotations
@@ -66,6 +73,14 @@ import numpy.typing as npt
 from scipy import stats
 
 from monitors._stats import FloatArray, IntArray, logit_shift
+from monitors.contributions import (
+    BatchContributions,
+    ContributionSums,
+    Explainer,
+    TermGrowth,
+    contribution_growth,
+    top_examples,
+)
 from monitors.terms import BoundedCounter, distinctive_terms
 
 __all__ = [
@@ -618,6 +633,36 @@ def upper_shares(
     return overall, groups
 
 
+def _kept(sel: IntArray, x: IntArray, span: tuple[int, int, int]) -> list[int]:
+    """The batch positions of the negatives a run keeps from ``sel[start..end]``: those in its
+    last ``run_count`` events (``span`` is ``(start, end, run_count)``)."""
+    start, end, run_count = span
+    start = max(start, end + 1 - run_count)
+    out: list[int] = sel[start : end + 1][x[start : end + 1] > 0].tolist()
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Advance:
+    """One detector's part of a batch: its events, transitions and the evidence span after
+    the last transition (None: none to keep)."""
+
+    name: str
+    sel: IntArray
+    x: IntArray
+    transitions: list[Transition]
+    tail: tuple[int, int, int] | None
+
+    def spans(self) -> list[tuple[int, int, int]]:
+        """Every ``(start, end, run_count)`` whose negatives the evidence keeps."""
+        out, seg_start = [], 0
+        for t in self.transitions:
+            if t.status == "firing":
+                out.append((seg_start, t.index, t.count))
+            seg_start = t.index + 1
+        return out if self.tail is None else [*out, self.tail]
+
+
 @dataclass(frozen=True, slots=True)
 class ShiftEvent:
     """A SentimentShift transition with its evidence."""
@@ -629,16 +674,58 @@ class ShiftEvent:
     window_end: float | None
     example_ids: tuple[str, ...]
     terms: tuple[tuple[str, float], ...]
+    #: terms whose contribution to the negative score grew most against the group's baseline
+    contribution_terms: tuple[TermGrowth, ...] = ()
+    example_texts: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
 class _Evidence:
     terms: BoundedCounter
     ids: list[str] = field(default_factory=list)
+    contributions: ContributionSums = field(default_factory=ContributionSums)
+    #: text and contributions of each review in ``ids`` ("" and {} where unknown)
+    texts: list[str] = field(default_factory=list)
+    rows: list[Mapping[str, float]] = field(default_factory=list)
 
     def clear(self) -> None:
         self.terms.clear()
         self.ids.clear()
+        self.contributions.clear()
+        self.texts.clear()
+        self.rows.clear()
+
+    def trim(self, keep: int) -> None:
+        drop = max(0, len(self.ids) - keep)
+        for xs in (self.ids, self.texts, self.rows):
+            del xs[:drop]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "terms": self.terms.state(),
+            "ids": list(self.ids),
+            "contributions": self.contributions.state(),
+            "texts": list(self.texts),
+            "rows": [dict(r) for r in self.rows],
+        }
+
+    @classmethod
+    def from_state(cls, e: Mapping[str, Any]) -> _Evidence:
+        ids = [str(i) for i in e["ids"]]
+        texts = [str(t) for t in e.get("texts", [])]
+        rows: list[Mapping[str, float]] = [
+            {str(k): float(v) for k, v in r.items()} for r in e.get("rows", [])
+        ]
+        if len(texts) != len(ids) or len(rows) != len(ids):
+            texts, rows = [""] * len(ids), [{} for _ in ids]
+        sums = e.get("contributions")
+        return cls(
+            BoundedCounter.from_state(e["terms"]),
+            ids,
+            ContributionSums() if sums is None else ContributionSums.from_state(sums),
+            texts,
+            rows,
+        )
 
 
 class SentimentShiftMonitor:
@@ -669,6 +756,9 @@ class SentimentShiftMonitor:
         term_capacity: int = 300,
         baseline_terms: Mapping[str, int] | None = None,
         baseline_negative_terms: Mapping[str, int] | None = None,
+        baseline_contributions: Mapping[str, ContributionSums] | None = None,
+        example_texts: int = 3,
+        top_terms: int = 10,
     ) -> None:
         if len(baseline_negatives) != len(groups) or len(baseline_totals) != len(groups):
             raise ValueError("one baseline count per group")
@@ -698,6 +788,9 @@ class SentimentShiftMonitor:
         self._reference_prior = reference_prior
         self._baseline_terms = dict(baseline_terms or {})
         self._baseline_negative_terms = dict(baseline_negative_terms or {})
+        self._baseline_contributions = dict(baseline_contributions or {})
+        self._example_texts = example_texts
+        self._top_terms = top_terms
         kwargs: dict[str, Any] = {
             "odds_ratios": odds_ratios,
             "weights": weights,
@@ -769,49 +862,66 @@ class SentimentShiftMonitor:
         stamps: FloatArray,
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
+        texts: Sequence[str] | None = None,
+        contributions: Sequence[Mapping[str, float]] | None = None,
+        explainer: Explainer | None = None,
     ) -> list[ShiftEvent]:
-        """Feed one batch (arrays in stream order); returns the transitions it caused."""
+        """Feed one batch (arrays in stream order); returns the transitions it caused.
+        ``texts`` and each review's contributions to the negative score (given, or computed
+        by ``explainer`` from ``texts``; see :mod:`monitors.contributions`) are optional
+        evidence, used only for the negatives a detector's run keeps."""
         events: list[ShiftEvent] = []
+        extra = BatchContributions(len(review_ids), texts, contributions, explainer)
         refs = self.reference_shares()
         neg = negative.astype(np.int64)
         # "all" watches the categories that are not already in an episode of their own
         calm = ~np.array([self.detectors[g].firing for g in self.groups])[group]
-        events += self._run(self.ALL, np.flatnonzero(calm), neg, stamps, review_ids, tokens)
+        runs = [self._advance(self.ALL, np.flatnonzero(calm), neg, stamps)]
         for gi in np.unique(group).tolist():
             det = self.detectors[self.groups[gi]]
             if not det.firing:
                 det.p0 = float(refs[gi])
-            sel = np.flatnonzero(group == gi)
-            events += self._run(self.groups[gi], sel, neg, stamps, review_ids, tokens)
+            runs.append(self._advance(self.groups[gi], np.flatnonzero(group == gi), neg, stamps))
+        # every review some run keeps as evidence, explained in one call
+        extra.prefetch([i for r in runs for span in r.spans() for i in _kept(r.sel, r.x, span)])
+        for r in runs:
+            events += self._finish(r, stamps, review_ids, tokens, extra)
         self._push_ring(group, neg)
         return events
 
-    def _run(
+    def _advance(self, name: str, sel: IntArray, neg: IntArray, stamps: FloatArray) -> _Advance:
+        """Feed one detector its events of the batch; the evidence is kept by :meth:`_finish`."""
+        det = self.detectors[name]
+        x = neg[sel]
+        transitions = det.update_many(x, stamps[sel])
+        last = transitions[-1].index + 1 if transitions else 0
+        tail = None
+        if not det.firing and last < x.shape[0]:
+            tail = (last, x.shape[0] - 1, det.run_count)
+        return _Advance(name, sel, x, transitions, tail)
+
+    def _finish(
         self,
-        name: str,
-        sel: IntArray,
-        neg: IntArray,
+        r: _Advance,
         stamps: FloatArray,
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
+        extra: BatchContributions,
     ) -> list[ShiftEvent]:
-        det = self.detectors[name]
-        evidence = self._evidence[name]
-        x = neg[sel]
-        transitions = det.update_many(x, stamps[sel])
+        """The events of one advanced detector, keeping its evidence as they happen."""
+        evidence = self._evidence[r.name]
         out: list[ShiftEvent] = []
         seg_start = 0
-        for t in transitions:
+        for t in r.transitions:
             if t.status == "firing":
-                self._collect(evidence, sel, x, seg_start, t.index, t.count, review_ids, tokens)
-            out.append(self._event(name, t, float(stamps[sel[t.index]])))
+                span = (seg_start, t.index, t.count)
+                self._collect(evidence, r.sel, r.x, span, review_ids, tokens, extra)
+            out.append(self._event(r.name, t, float(stamps[r.sel[t.index]])))
             if t.status == "resolved":
                 evidence.clear()
             seg_start = t.index + 1
-        if not det.firing and seg_start < x.shape[0]:
-            self._collect(
-                evidence, sel, x, seg_start, x.shape[0] - 1, det.run_count, review_ids, tokens
-            )
+        if r.tail is not None:
+            self._collect(evidence, r.sel, r.x, r.tail, review_ids, tokens, extra)
         return out
 
     def _collect(
@@ -819,24 +929,27 @@ class SentimentShiftMonitor:
         evidence: _Evidence,
         sel: IntArray,
         x: IntArray,
-        start: int,
-        end: int,
-        run_count: int,
+        span: tuple[int, int, int],
         review_ids: Sequence[str],
         tokens: Sequence[Sequence[str]],
+        extra: BatchContributions,
     ) -> None:
         """Keep the evidence of the current run: the negatives of ``sel[start..end]`` that fall
-        in the last ``run_count`` events (clearing what came before the run)."""
-        first = end + 1 - run_count
-        if first >= start:
+        in the last ``run_count`` events (clearing what came before the run); ``span`` is
+        ``(start, end, run_count)``."""
+        start, end, run_count = span
+        if end + 1 - run_count >= start:
             evidence.clear()
-            start = first
-        for j in range(start, end + 1):
-            if x[j]:
-                i = int(sel[j])
-                evidence.terms.update(tokens[i])
-                evidence.ids.append(review_ids[i])
-        del evidence.ids[: max(0, len(evidence.ids) - self._examples)]
+        kept = _kept(sel, x, span)
+        texts = extra.texts
+        for i, row in zip(kept, extra.rows(kept), strict=True):
+            evidence.terms.update(tokens[i])
+            evidence.ids.append(review_ids[i])
+            evidence.texts.append(texts[i] if texts is not None else "")
+            evidence.rows.append(row)
+            if row:
+                evidence.contributions.update([row])
+        evidence.trim(self._examples)
 
     def _event(self, name: str, t: Transition, end: float) -> ShiftEvent:
         det = self.detectors[name]
@@ -855,6 +968,10 @@ class SentimentShiftMonitor:
                     target_total=evidence.terms.total,
                 )
             )
+        growth: tuple[TermGrowth, ...] = ()
+        texts: tuple[str, ...] = ()
+        if t.status == "firing":
+            growth, texts = self._contribution_evidence(name, evidence)
         return ShiftEvent(
             group=name,
             transition=t,
@@ -863,7 +980,27 @@ class SentimentShiftMonitor:
             window_end=end,
             example_ids=tuple(evidence.ids) if t.status == "firing" else (),
             terms=terms,
+            contribution_terms=growth,
+            example_texts=texts,
         )
+
+    def _contribution_evidence(
+        self, name: str, evidence: _Evidence
+    ) -> tuple[tuple[TermGrowth, ...], tuple[str, ...]]:
+        """The terms whose contribution grew most against the group's baseline negatives,
+        and the texts of the recent negatives they weigh most in."""
+        growth = tuple(
+            contribution_growth(
+                evidence.contributions,
+                self._baseline_contributions.get(name),
+                top=self._top_terms,
+            )
+        )
+        known = [i for i, text in enumerate(evidence.texts) if text]
+        picked = top_examples(
+            [evidence.rows[i] for i in known], (g.term for g in growth), self._example_texts
+        )
+        return growth, tuple(evidence.texts[known[j]] for j in picked)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -873,9 +1010,7 @@ class SentimentShiftMonitor:
             "ring_group": self._ring_group.tolist(),
             "ring_neg": self._ring_neg.tolist(),
             "ring_pos": self._ring_pos,
-            "evidence": {
-                k: {"terms": e.terms.state(), "ids": list(e.ids)} for k, e in self._evidence.items()
-            },
+            "evidence": {k: e.state() for k, e in self._evidence.items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -890,6 +1025,4 @@ class SentimentShiftMonitor:
             self._ring_pos = int(state["ring_pos"])
         for k, e in state["evidence"].items():
             if k in self._evidence:
-                self._evidence[k] = _Evidence(
-                    BoundedCounter.from_state(e["terms"]), [str(i) for i in e["ids"]]
-                )
+                self._evidence[k] = _Evidence.from_state(e)

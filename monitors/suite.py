@@ -15,18 +15,24 @@ extraction in :mod:`monitors.features`):
   overall (adapts to the size of the rise), false-alarm budget
   ``false_alarm_rate`` per ``horizon_events`` events, Bonferroni-split over the detectors;
   alert evidence: window, baseline and current share with a Wilson interval, counts, example
-  review ids, distinctive terms of the window's negative reviews;
+  review ids, distinctive terms of the window's negative reviews and, with an ``explainer``
+  (the model's per-term contributions to the negative score, :mod:`monitors.contributions`),
+  the terms whose contribution grew most against the category's own baseline negatives and
+  the texts of ``example_texts`` negatives they weigh most in;
 * on every closed tumbling window (or every ``max_window_events`` events of an open one; a
   window under ``min_count`` events is carried into the next): data drift per feature within
   predicted class (DataDrift; the rating's drift is reported, its alert is LabelDrift),
   prediction drift, label drift, accuracy / macro-F1 (AccuracyDrop), prior shift by BBSE and EM
   with intervals (PriorShift: both estimators must flag it, it must survive leaving out any one
   category, and it is withheld while the window shows data drift, which breaks the label-shift
-  assumption) and the Clarify bias metrics (:mod:`monitors.evaluation`).
+  assumption), accuracy and macro-F1 estimated without labels from the calibrated
+  probabilities reweighted to the EM priors (EstimatedAccuracyDrop; unweighted while the window
+  shows data drift) and the Clarify bias metrics (:mod:`monitors.evaluation`).
 
 Alert names and severities: SentimentShift (critical; category = the product category,
-``other`` or ``all``), PriorShift, PredictionDrift, LabelDrift, AccuracyDrop, DataDrift (warning;
-category ``all``; DataDrift names its feature in the evidence, the summary and the alert id).
+``other`` or ``all``), PriorShift, PredictionDrift, LabelDrift, AccuracyDrop,
+EstimatedAccuracyDrop, DataDrift (warning; category ``all``; DataDrift names its feature in the
+evidence, the summary and the alert id).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from monitors._stats import IntArray
 from monitors.alerts import shift_alert, window_alerts
 from monitors.baseline import Baseline
 from monitors.config import MonitorConfig
+from monitors.contributions import Explainer
 from monitors.evaluation import WindowReport
 from monitors.features import BatchFeatures, ModelVocabulary, extract, partitions
 from monitors.parts import Counters, SuiteParts
@@ -61,9 +68,11 @@ class MonitorSuite:
         baseline: Baseline | None = None,
         *,
         vocabulary: Collection[str] | None = None,
+        explainer: Explainer | None = None,
     ) -> None:
         self.config = config
         self._vocabulary = None if vocabulary is None else ModelVocabulary(vocabulary)
+        self._explainer = explainer
         self._given_baseline = baseline
         self.reset()
 
@@ -86,7 +95,15 @@ class MonitorSuite:
         """Feed one scored micro-batch (stream order); ``now`` is the processing time.
         Returns the alert transitions it caused (firing and resolved)."""
         p = self._parts
-        f = extract(batch, self._vocabulary, all_tokens=p.baseline is None)
+        learning = p.baseline is None
+        # while learning the baseline every negative is explained (its reference); later only
+        # those a SentimentShift run keeps as evidence, on demand
+        f = extract(
+            batch,
+            self._vocabulary,
+            all_tokens=learning,
+            explainer=self._explainer if learning else None,
+        )
         group = self._groups_of(f.category)
         codes, names = partitions(batch)
         res = p.windows.add(f.t_us, group, f.predicted, f.true, to_us(now), codes, names)
@@ -128,7 +145,14 @@ class MonitorSuite:
         if p.shift is None or not len(f):
             return []
         events = p.shift.update(
-            group, f.predicted == 0, f.t_us.astype(np.float64), f.review_ids, f.tokens
+            group,
+            f.predicted == 0,
+            f.t_us.astype(np.float64),
+            f.review_ids,
+            f.tokens,
+            f.texts,
+            f.contributions or None,
+            self._explainer,
         )
         c = self.config.confidence_level
         return [
@@ -186,8 +210,9 @@ class MonitorSuite:
         state: Mapping[str, Any],
         *,
         vocabulary: Collection[str] | None = None,
+        explainer: Explainer | None = None,
     ) -> MonitorSuite:
         """A suite that continues where the one that wrote ``state`` stopped."""
-        suite = cls(config, vocabulary=vocabulary)
+        suite = cls(config, vocabulary=vocabulary, explainer=explainer)
         suite._parts.load_state(state)
         return suite

@@ -55,6 +55,7 @@ _TEAMS: Mapping[str, str] = {
     "PriorShift": "business",
     "LabelDrift": "business",
     "AccuracyDrop": "business",
+    "EstimatedAccuracyDrop": "business",
     "DataDrift": "business",
     "PredictionDrift": "business",
 }

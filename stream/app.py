@@ -122,7 +122,12 @@ async def close_scorer(scorer: Scorer) -> None:
 
 
 def monitor_config(settings: Settings) -> Any:
-    """The monitors' plain-value config, with the model's validation confusion matrix."""
+    """The monitors' plain-value config, with the model's validation confusion matrix; the
+    model's vocabulary; and its explainer (each text's per-term contributions to the negative
+    score, for alert evidence)."""
+    from functools import partial
+
+    from endpoint.explain import negative_contributions
     from endpoint.inference import default_model_dir
     from endpoint.model import SentimentModel
     from monitors import MonitorConfig
@@ -140,7 +145,7 @@ def monitor_config(settings: Settings) -> Any:
         baseline_events=m.baseline_events,
         confusion=confusion,  # type: ignore[arg-type]
     )
-    return config, model.vocabulary
+    return config, model.vocabulary, partial(negative_contributions, model)
 
 
 def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) -> Monitor:
@@ -148,13 +153,13 @@ def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) ->
     a saved ``state``."""
     from monitors import MonitorSuite, loads_baseline
 
-    config, vocabulary = monitor_config(settings)
+    config, vocabulary, explainer = monitor_config(settings)
     if state:
-        return MonitorSuite.from_state(config, state, vocabulary=vocabulary)
+        return MonitorSuite.from_state(config, state, vocabulary=vocabulary, explainer=explainer)
     baseline = None
     if settings.monitor.baseline_path is not None:
         baseline = loads_baseline(settings.monitor.baseline_path.read_text())
-    return MonitorSuite(config, baseline, vocabulary=vocabulary)
+    return MonitorSuite(config, baseline, vocabulary=vocabulary, explainer=explainer)
 
 
 @dataclass(slots=True)

@@ -32,10 +32,11 @@ console = Console(stderr=True)
 
 
 def _mount_subcommands() -> None:
-    from endpoint.cli import endpoint_app, model_app
+    from endpoint.cli import endpoint_app, explain_command, model_app
 
     app.add_typer(model_app, name="model", help="Train and package the sentiment model.")
     app.add_typer(endpoint_app, name="endpoint", help="Serve (or deploy) the model endpoint.")
+    app.command("explain")(explain_command)
 
     from stream.lake_cli import lake_app
 

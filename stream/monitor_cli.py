@@ -208,7 +208,26 @@ def build_baseline(table: ReviewTable, scored: ScoredTable, model: SentimentMode
         channels=channels,
         vocabulary=model.vocabulary,
         confusion=_validation_confusion(model),
+        contributions=_negative_contributions(model, table.texts, scored.predicted),
     )
+
+
+def _negative_contributions(
+    model: SentimentModel, texts: Sequence[str], predicted: IntArray
+) -> list[dict[str, float]]:
+    """Each predicted negative's per-term contributions to the negative score ({} for the
+    others), in chunks."""
+    from endpoint.explain import negative_contributions
+
+    out: list[dict[str, float]] = [{} for _ in texts]
+    idx = np.flatnonzero(predicted == -1).tolist()
+    for lo in range(0, len(idx), _CHUNK):
+        part = idx[lo : lo + _CHUNK]
+        for i, row in zip(
+            part, negative_contributions(model, [texts[i] for i in part]), strict=True
+        ):
+            out[i] = row
+    return out
 
 
 def priors_report(

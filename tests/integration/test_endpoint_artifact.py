@@ -32,6 +32,13 @@ REQUESTS: list[tuple[str, str, str]] = [
         "application/jsonlines",
     ),
     ('review_id,review_text\nr1,"soft, comfy"\nr2,itchy\n', "text/csv", "*/*"),
+    # explanations, asked for in the body and in Accept
+    (
+        json.dumps({"instances": ["the zipper broke, so disappointed"], "explain": 3}),
+        "application/json",
+        "application/json",
+    ),
+    ('"runs small"\n', "application/jsonlines", "application/jsonlines;verbose=2"),
 ]
 
 # Runs inside the fresh interpreter: what a SageMaker framework container does with the archive.
@@ -76,6 +83,7 @@ def test_archive_layout(artifact: Path) -> None:
             [
                 MODEL_FILE,
                 WEIGHTS_FILE,
+                "code/explain.py",
                 "code/inference.py",
                 "code/model.py",
                 "code/requirements.txt",
@@ -123,5 +131,17 @@ def test_handler_served_from_the_unpacked_archive(artifact: Path, tmp_path: Path
     assert json.loads(results[0][0])["predictions"][0]["label"] == 1
     assert results[1][1] == "application/jsonlines"
     assert results[2][1] == "application/json"
-    assert results[3][0] == "InvalidInput" and results[3][2] is True
-    assert "malformed JSON" in results[3][1]
+    # the default responses carry no explanation; the asked-for ones do, with the exact sums
+    for payload, _kind in results[:3]:
+        assert "explanation" not in payload
+    explained = json.loads(results[3][0])["predictions"][0]
+    assert [t["term"] for t in explained["explanation"]["terms"]][:1] == ["disappointed"]
+    assert len(explained["explanation"]["terms"]) == 3
+    line = json.loads(results[4][0])
+    e = line["explanation"]
+    assert len(e["terms"]) == 2
+    for k in ("negative", "neutral", "positive"):
+        total = e["base"][k] + sum(t[k] for t in e["terms"]) + e["remainder"][k]
+        assert total == pytest.approx(e["logits"][k], abs=1e-12)
+    assert results[5][0] == "InvalidInput" and results[5][2] is True
+    assert "malformed JSON" in results[5][1]

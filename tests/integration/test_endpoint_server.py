@@ -99,6 +99,43 @@ def test_boto3_invoke_endpoint_round_trip(client: Any, model: SentimentModel) ->
     assert doc["predictions"][0]["sentiment_label"] == "positive"
 
 
+def test_explanations_on_request_default_unchanged(
+    server: EndpointServer, client: Any, model: SentimentModel
+) -> None:
+    from endpoint.explain import explain
+
+    body = json.dumps({"instances": TEXTS}).encode()
+    plain = client.invoke_endpoint(EndpointName="x", Body=body, ContentType="application/json")
+    plain_doc = json.loads(plain["Body"].read())
+    assert all("explanation" not in p for p in plain_doc["predictions"])
+    expected = [e.to_json() for e in explain(model, TEXTS, 4)]
+
+    verbose = client.invoke_endpoint(
+        EndpointName="x",
+        Body=body,
+        ContentType="application/json",
+        Accept="application/json;verbose=4",
+    )
+    assert verbose["ContentType"] == "application/json"
+    doc = json.loads(verbose["Body"].read())
+    assert [p.pop("explanation") for p in doc["predictions"]] == expected
+    assert doc == plain_doc
+
+    field = json.dumps({"instances": TEXTS, "explain": 4}).encode()
+    status, _headers, out = post(
+        server.url + "/invocations", field, {"Content-Type": "application/json"}
+    )
+    assert status == 200
+    assert [p["explanation"] for p in json.loads(out)["predictions"]] == expected
+
+    status, _headers, out = post(
+        server.url + "/invocations",
+        body,
+        {"Content-Type": "application/json", "Accept": "application/json;verbose=lots"},
+    )
+    assert status == 400 and b"verbose" in out
+
+
 def test_review_event_objects_jsonlines_and_csv(client: Any, model: SentimentModel) -> None:
     events = [
         {"review_id": f"r{i}", "review_text": t, "channel": "web"} for i, t in enumerate(TEXTS)

@@ -37,6 +37,7 @@ IN_APP_ALERTS = {
     "PriorShift",
     "LabelDrift",
     "AccuracyDrop",
+    "EstimatedAccuracyDrop",
     "DataDrift",
     "PredictionDrift",
 }

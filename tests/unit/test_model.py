@@ -304,5 +304,16 @@ def test_shipped_model_is_what_the_training_recipe_builds(
     )
     assert result.confusion.tolist() == shipped.metadata["validation"]["confusion_matrix"]["counts"]
     np.testing.assert_allclose(
-        result.model.predict_proba(texts), result.pipeline.predict_proba(texts), rtol=1e-10
+        result.model.predict_proba(texts, calibrated=False),
+        result.pipeline.predict_proba(texts),
+        rtol=1e-10,
+    )
+    assert result.calibration is not None
+    assert shipped.metadata["calibration"]["temperature"] == pytest.approx(
+        result.calibration.temperature, rel=1e-6
+    )
+    np.testing.assert_allclose(
+        result.model.predict_proba(texts),
+        result.calibration.apply(result.pipeline.decision_function(texts)),
+        rtol=1e-10,
     )

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from endpoint.explain import negative_contributions
 from endpoint.inference import default_model_dir
 from endpoint.model import SentimentModel
 from monitors import (
@@ -308,8 +309,12 @@ def test_baseline_build_round_trips_and_equals_the_pure_builder(
         true=_labels(),
         vocabulary=model.vocabulary,
         confusion=cm.T,
+        contributions=negative_contributions(model, _texts()),
     )
     assert b == loads_baseline(dumps_baseline(expected))
+    # each category's predicted negatives, explained by the model, for the alert evidence
+    negatives = {c: n[0] for c, n in b.category_predicted.items() if n[0]}
+    assert negatives and {c: s.n for c, s in b.negative_contributions.items()} == negatives
     assert b.n == len(ROWS)
     assert b.true_counts == (4, 3, 5)
     assert b.priors == pytest.approx((4 / 12, 3 / 12, 5 / 12))

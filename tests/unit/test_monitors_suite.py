@@ -137,6 +137,46 @@ def test_prior_shift_is_withheld_while_the_data_drift() -> None:
     assert all(p.shifted for p in report.priors.values())
 
 
+def _unsure(r: ScoredReview) -> ScoredReview:
+    """The review without its rating, scored with probabilities pulled towards uniform."""
+    p = [0.4 * v + 0.2 for v in (r.p_negative, r.p_neutral, r.p_positive)]
+    event = replace(r.event, rating=None)
+    return replace(r, event=event, p_negative=p[0], p_neutral=p[1], p_positive=p[2])
+
+
+def test_estimated_accuracy_drop_needs_no_ratings() -> None:
+    # from event 6000 on the model is unsure (its top probability falls from ~0.85 to ~0.54)
+    # and no rating comes in: AccuracyDrop cannot see it, the estimate does
+    reviews = [r if i < 6000 else _unsure(r) for i, r in enumerate(stream("steady"))]
+    suite = MonitorSuite(CONFIG)
+    alerts = run(suite, reviews)
+    fired = {a.name: a for _, a in alerts if a.status == "firing"}
+    assert "EstimatedAccuracyDrop" in fired and "AccuracyDrop" not in fired
+    evidence = fired["EstimatedAccuracyDrop"].evidence
+    assert evidence["dropped"] is True and evidence["p_value"] < 1e-6
+    assert set(evidence["estimates"]) == {"prior_weighted", "unweighted"}
+    report = suite.last_report
+    assert report is not None and report.labelled == 0 and report.estimated_drop is not None
+    # flatter probabilities are data drift (the confidence feature), not label shift: the
+    # verdict rests on the unweighted estimate, which reads the model's doubt directly
+    assert "confidence" in evidence["data_drift"] and evidence["method"] == "unweighted"
+    est = report.performance["unweighted"]
+    assert report.estimated_drop.estimate is est
+    assert est.accuracy_upper < report.estimated_drop.baseline_accuracy - 0.2
+    assert 0.45 < est.accuracy < 0.65 and 0.0 < est.macro_f1 < est.accuracy
+    assert report.performance["prior_weighted"].accuracy < est.accuracy
+    got = {
+        (r.name, r.labels["method"]): r.value
+        for r in suite.readings()
+        if r.name.startswith("sentiment_estimated_")
+    }
+    assert got[("sentiment_estimated_accuracy", "unweighted")] == est.accuracy
+    assert got[("sentiment_estimated_macro_f1_upper", "prior_weighted")] == (
+        report.performance["prior_weighted"].macro_f1_upper
+    )
+    assert len(got) == 12
+
+
 def test_shift_resolves_once_the_share_is_back() -> None:
     surge = synthetic_stream(replace(SPECS["negative-surge"], events=9000))
     calm = synthetic_stream(StreamSpec(events=6000, seed=5, start=T0 + timedelta(seconds=27_000)))

@@ -1,0 +1,169 @@
+"""Probability calibration: bias-corrected temperature scaling and how well it calibrates.
+
+Bias-corrected temperature scaling (BCTS; Alexandari, Kundaje and Shrikumar 2020, "Maximum
+likelihood with bias-corrected calibration is hard-to-beat at label shift adaptation") maps a
+classifier's linear scores ``s`` (logits) to ``softmax(s / T + b)``: one temperature ``T > 0``
+for the whole model and one bias per class, fitted by minimising the mean negative
+log-likelihood of the true classes on reviews the model was not fitted on. ``T < 1`` sharpens
+an under-confident model, ``T > 1`` softens an over-confident one; the biases correct the
+class-wise offsets plain temperature scaling leaves, which is what maximum-likelihood
+label-shift estimation (EM) needs. At the NLL optimum the mean calibrated probabilities equal
+the class shares of the fitting data (the gradient in ``b`` is their difference).
+
+Applying a calibration is :func:`endpoint.model.calibrated_softmax` (numpy only, it runs in
+the SageMaker archive); this module fits and judges one (scipy is imported only to fit).
+
+Class labels here are column indices ``0..k-1`` of the score matrix.
+
+Public API::
+
+    Calibration(temperature=1.0, bias=(0.0, 0.0, 0.0))   .apply(scores) -> probabilities
+        .to_json() -> dict;  Calibration.from_json(doc)
+    fit_bcts(scores, labels) -> Calibration               # NLL-optimal T and biases
+    negative_log_likelihood(probabilities, labels) -> float      # mean, natural log
+    expected_calibration_error(probabilities, labels, bins=15) -> float
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .model import calibrated_softmax
+
+__all__ = [
+    "ECE_BINS",
+    "Calibration",
+    "expected_calibration_error",
+    "fit_bcts",
+    "negative_log_likelihood",
+]
+
+#: Equal-width confidence bins of :func:`expected_calibration_error` (Guo et al. 2017).
+ECE_BINS = 15
+#: Method name written with a fitted calibration.
+METHOD = "bias_corrected_temperature_scaling"
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """``softmax(scores / temperature + bias)``; the defaults leave probabilities as they are."""
+
+    temperature: float = 1.0
+    bias: tuple[float, ...] = (0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"temperature must be finite and > 0, got {self.temperature!r}")
+        if not all(np.isfinite(b) for b in self.bias):
+            raise ValueError(f"biases must be finite, got {self.bias!r}")
+
+    def apply(self, scores: npt.ArrayLike) -> FloatArray:
+        """Calibrated probabilities of linear scores (n, k)."""
+        z = np.asarray(scores, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != len(self.bias):
+            raise ValueError(f"scores must be (n, {len(self.bias)}), got {z.shape}")
+        return calibrated_softmax(z, self.temperature, self.bias)
+
+    def to_json(self) -> dict[str, Any]:
+        """What ``model.json`` stores under ``calibration`` (read by the model itself)."""
+        return {"method": METHOD, "temperature": self.temperature, "bias": list(self.bias)}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Calibration:
+        return cls(float(doc["temperature"]), tuple(float(b) for b in doc["bias"]))
+
+
+def _labels(labels: npt.ArrayLike, n: int, k: int) -> IntArray:
+    y = np.asarray(labels)
+    if y.shape != (n,) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"labels must be {n} integer class indices")
+    if n and (y.min() < 0 or y.max() >= k):
+        raise ValueError(f"labels must be class indices in [0, {k})")
+    return y.astype(np.int64)
+
+
+def _probabilities(probabilities: npt.ArrayLike) -> FloatArray:
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.ndim != 2 or p.shape[1] < 2:
+        raise ValueError(f"probabilities must be (n, k) with k >= 2, got {p.shape}")
+    if p.shape[0] == 0:
+        raise ValueError("no rows")
+    return p
+
+
+def negative_log_likelihood(probabilities: npt.ArrayLike, labels: npt.ArrayLike) -> float:
+    """Mean ``-log p(true class)`` (natural log) of (n, k) probabilities."""
+    p = _probabilities(probabilities)
+    y = _labels(labels, *p.shape)
+    picked = p[np.arange(p.shape[0]), y]
+    return float(-np.mean(np.log(np.maximum(picked, np.finfo(np.float64).tiny))))
+
+
+def expected_calibration_error(
+    probabilities: npt.ArrayLike, labels: npt.ArrayLike, bins: int = ECE_BINS
+) -> float:
+    """Top-label expected calibration error (Guo et al. 2017): the confidences (largest
+    probability of each row) fall into ``bins`` equal-width bins ``(i/bins, (i+1)/bins]``
+    (the first also takes 0); ECE is the sum over bins of ``|accuracy - mean confidence|``
+    weighted by the bin's share of rows. The predicted class is the first largest column."""
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    p = _probabilities(probabilities)
+    y = _labels(labels, *p.shape)
+    confidence = p.max(axis=1)
+    correct = (np.argmax(p, axis=1) == y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    count = np.bincount(which, minlength=bins).astype(np.float64)
+    gap = np.bincount(which, weights=correct - confidence, minlength=bins)
+    return float(np.abs(gap).sum() / count.sum())
+
+
+def fit_bcts(scores: npt.ArrayLike, labels: npt.ArrayLike) -> Calibration:
+    """The temperature and per-class biases minimising the mean NLL of ``softmax(scores / T
+    + b)`` on (n, k) scores with true class indices ``labels`` (L-BFGS on ``log T`` and
+    ``b`` with the exact gradient). Biases are shifted to sum to zero (softmax ignores a
+    common shift)."""
+    from scipy.optimize import minimize
+
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] < 2:
+        raise ValueError(f"scores must be (n, k) with n >= 1 and k >= 2, got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite")
+    n, k = s.shape
+    y = _labels(labels, n, k)
+    onehot = np.zeros((n, k))
+    onehot[np.arange(n), y] = 1.0
+
+    def objective(theta: FloatArray) -> tuple[float, FloatArray]:
+        t = float(np.exp(theta[0]))
+        z = s / t + theta[1:]
+        z -= z.max(axis=1, keepdims=True)
+        log_norm = np.log(np.exp(z).sum(axis=1))
+        nll = float(np.mean(log_norm - z[np.arange(n), y]))
+        g = (np.exp(z - log_norm[:, None]) - onehot) / n  # d NLL / d z
+        grad = np.empty(k + 1)
+        grad[0] = float(np.sum(g * (-s / t)))  # d z / d log T = -s / T
+        grad[1:] = g.sum(axis=0)
+        return nll, grad
+
+    res = minimize(
+        objective,
+        np.zeros(k + 1),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10},
+    )
+    if not np.all(np.isfinite(res.x)):
+        raise RuntimeError(f"calibration fit failed: {res.message}")
+    bias = res.x[1:] - res.x[1:].mean()
+    return Calibration(float(np.exp(res.x[0])), tuple(float(b) for b in bias))

@@ -1,0 +1,174 @@
+"""Bias-corrected temperature scaling: hand-computed NLL and ECE, the identity, recovery of a
+known temperature and biases, and the model applying its stored calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import softmax
+
+from endpoint.calibration import (
+    Calibration,
+    expected_calibration_error,
+    fit_bcts,
+    negative_log_likelihood,
+)
+from endpoint.model import MODEL_FILE, FeatureBlock, SentimentModel, calibrated_softmax
+from endpoint.train import DEFAULT_MODEL_DIR
+
+
+def test_negative_log_likelihood_of_a_known_case() -> None:
+    p = [[0.5, 0.25, 0.25], [0.1, 0.2, 0.7]]
+    assert negative_log_likelihood(p, [0, 2]) == pytest.approx(
+        (math.log(2) + math.log(10 / 7)) / 2, rel=1e-15
+    )
+    # a zero probability on the true class is a large but finite loss
+    assert math.isfinite(negative_log_likelihood([[1.0, 0.0]], [1]))
+    with pytest.raises(ValueError, match="class indices"):
+        negative_log_likelihood(p, [0, 3])
+
+
+def test_expected_calibration_error_by_hand() -> None:
+    p = [
+        [0.9, 0.05, 0.05],  # confidence 0.9 (bin 13), right
+        [0.9, 0.05, 0.05],  # confidence 0.9 (bin 13), wrong
+        [0.5, 0.3, 0.2],  # confidence 0.5 (bin 7), right
+        [0.2, 0.2, 0.6],  # confidence 0.6: the upper edge of bin 8, right
+    ]
+    y = [0, 1, 0, 2]
+    # bin 13: |1/2 - 0.9| * 2/4; bin 7: |1 - 0.5| * 1/4; bin 8: |1 - 0.6| * 1/4
+    assert expected_calibration_error(p, y) == pytest.approx((0.8 + 0.5 + 0.4) / 4, rel=1e-14)
+    # one bin: |accuracy - mean confidence| = |3/4 - 0.725|
+    assert expected_calibration_error(p, y, bins=1) == pytest.approx(0.025, rel=1e-12)
+    # a perfectly confident, always right model is perfectly calibrated
+    assert expected_calibration_error([[0.0, 1.0], [1.0, 0.0]], [1, 0]) == 0.0
+    with pytest.raises(ValueError, match="bins"):
+        expected_calibration_error(p, y, bins=0)
+
+
+def test_identity_calibration_leaves_probabilities_unchanged() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(50, 3)) * 3
+    np.testing.assert_allclose(Calibration().apply(scores), softmax(scores, axis=1), rtol=1e-14)
+    np.testing.assert_allclose(calibrated_softmax(scores), softmax(scores, axis=1), rtol=1e-14)
+
+
+def test_calibrated_softmax_exact() -> None:
+    got = calibrated_softmax([[1.0, 2.0, 3.0]], 2.0, [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(got[0], softmax([0.5, 1.0, 2.5]), rtol=1e-15)
+    cal = Calibration(0.5, (0.1, -0.2, 0.1))
+    np.testing.assert_allclose(
+        cal.apply([[0.0, 1.0, -1.0]])[0], softmax([0.1, 1.8, -1.9]), rtol=1e-15
+    )
+    with pytest.raises(ValueError, match="temperature"):
+        calibrated_softmax([[0.0, 0.0, 0.0]], 0.0)
+    with pytest.raises(ValueError, match="temperature"):
+        Calibration(-1.0)
+    with pytest.raises(ValueError, match="scores"):
+        cal.apply([[0.0, 1.0]])
+    assert Calibration.from_json(cal.to_json()) == cal
+
+
+def _synthetic(
+    temperature: float, bias: tuple[float, float, float], n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and labels drawn from softmax(scores / temperature + bias)."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(scale=2.0, size=(n, 3))
+    p = softmax(scores / temperature + np.asarray(bias), axis=1)
+    labels = (rng.random(n)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    return scores, labels
+
+
+@pytest.mark.parametrize(
+    ("temperature", "bias"),
+    [
+        (2.0, (0.3, 0.0, -0.3)),  # over-confident scores: soften
+        (0.5, (-0.2, 0.4, -0.2)),  # under-confident scores: sharpen
+        (1.0, (0.0, 0.0, 0.0)),  # already calibrated: the identity
+    ],
+)
+def test_fit_recovers_the_generating_temperature_and_biases(
+    temperature: float, bias: tuple[float, float, float]
+) -> None:
+    scores, labels = _synthetic(temperature, bias, 40_000, seed=7)
+    cal = fit_bcts(scores, labels)
+    assert cal.temperature == pytest.approx(temperature, rel=0.04)
+    np.testing.assert_allclose(cal.bias, bias, atol=0.04)
+    assert sum(cal.bias) == pytest.approx(0.0, abs=1e-12)
+    # the optimum: mean calibrated probabilities equal the label shares (gradient in b is 0)
+    shares = np.bincount(labels, minlength=3) / len(labels)
+    np.testing.assert_allclose(cal.apply(scores).mean(axis=0), shares, atol=1e-6)
+    # and it is at least as good as the identity and the generating calibration
+    fitted = negative_log_likelihood(cal.apply(scores), labels)
+    assert fitted <= negative_log_likelihood(softmax(scores, axis=1), labels)
+    truth = Calibration(temperature, bias).apply(scores)
+    assert fitted <= negative_log_likelihood(truth, labels) + 1e-12
+
+
+def test_fit_lowers_ece_of_an_under_confident_model() -> None:
+    scores, labels = _synthetic(0.4, (0.0, 0.0, 0.0), 20_000, seed=3)
+    before = expected_calibration_error(softmax(scores, axis=1), labels)
+    after = expected_calibration_error(fit_bcts(scores, labels).apply(scores), labels)
+    assert before > 0.1 and after < 0.02
+
+
+def test_fit_refuses_bad_input() -> None:
+    with pytest.raises(ValueError, match="scores"):
+        fit_bcts(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+    with pytest.raises(ValueError, match="finite"):
+        fit_bcts([[np.nan, 0.0, 0.0]], [0])
+    with pytest.raises(ValueError, match="labels"):
+        fit_bcts([[0.0, 0.0, 0.0]], [0.5])
+
+
+# -- the model applies its calibration --------------------------------------------------------
+
+
+def _calibrated_model(calibration: dict[str, object] | None) -> SentimentModel:
+    coef = np.array([[2.0, -1.0], [0.0, 0.0], [-2.0, 1.0]])
+    meta = {"name": "tiny", "version": "c1"}
+    if calibration is not None:
+        meta["calibration"] = calibration  # type: ignore[assignment]
+    return SentimentModel([FeatureBlock(terms=("bad", "good"))], coef, [0.0, 0.1, 0.0], meta)
+
+
+def test_model_serves_calibrated_probabilities_and_predictions(tmp_path: Path) -> None:
+    # "good": scores (-1, 0.1, 1); T = 2, b = (0, 0.5, 0) -> (-0.5, 0.55, 0.5): neutral wins
+    # "bad": scores (2, 0.1, -2) -> (1, 0.55, -1): still negative
+    model = _calibrated_model({"temperature": 2.0, "bias": [0.0, 0.5, 0.0]})
+    assert model.calibration is not None
+    np.testing.assert_allclose(
+        model.predict_proba(["good"])[0], softmax([-0.5, 0.55, 0.5]), rtol=1e-15
+    )
+    np.testing.assert_allclose(
+        model.predict_proba(["good"], calibrated=False)[0], softmax([-1.0, 0.1, 1.0]), rtol=1e-15
+    )
+    assert model.predict(["good", "bad"]).tolist() == [0, -1]
+    assert _calibrated_model(None).predict(["good"]).tolist() == [1]
+    loaded = SentimentModel.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict_proba(["good"]), model.predict_proba(["good"]))
+    assert json.loads((tmp_path / "m" / MODEL_FILE).read_text())["calibration"]["temperature"] == 2
+
+
+def test_model_refuses_a_malformed_calibration() -> None:
+    with pytest.raises(ValueError, match="calibration"):
+        _calibrated_model({"temperature": 0.0, "bias": [0.0, 0.0, 0.0]})
+    with pytest.raises(ValueError, match="calibration"):
+        _calibrated_model({"temperature": 1.0, "bias": [0.0, 0.0]})
+
+
+def test_shipped_model_is_calibrated_and_better_for_it() -> None:
+    meta = SentimentModel.load(DEFAULT_MODEL_DIR).metadata
+    cal = meta["calibration"]
+    assert cal["method"] == "bias_corrected_temperature_scaling"
+    assert 0 < cal["temperature"] < 1  # the raw model is under-confident
+    figures = cal["validation"]
+    ece, loss = figures["expected_calibration_error"], figures["log_loss"]
+    assert ece["after"] < ece["before"] / 2
+    assert loss["after"] < loss["before"]
+    assert meta["validation"]["expected_calibration_error"] == ece["after"]
