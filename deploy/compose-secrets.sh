@@ -3,6 +3,8 @@
 #   grafana-admin-password   Grafana's admin password (user "admin")
 #   s3.json                  the lake's S3 server (SeaweedFS) identities
 #   aws-credentials          the same key pair as an AWS shared-credentials file, for the workers
+#   label-studio-password    Label Studio's admin password (user admin@example.com)
+#   label-studio-token       its API token, which the review loop uses
 # Usage: deploy/compose-secrets.sh [DIR]   (default deploy/secrets, which git ignores)
 set -euo pipefail
 dir="${1:-$(dirname "$0")/secrets}"
@@ -23,4 +25,10 @@ if [ ! -s "$dir/s3.json" ] || [ ! -s "$dir/aws-credentials" ]; then
     > "$dir/aws-credentials"
   echo "wrote $dir/s3.json and $dir/aws-credentials (lake access key $key)"
 fi
-chmod 644 "$dir/grafana-admin-password" "$dir/s3.json" "$dir/aws-credentials"
+if [ ! -s "$dir/label-studio-password" ] || [ ! -s "$dir/label-studio-token" ]; then
+  token 24 > "$dir/label-studio-password"
+  python3 -c 'import secrets, sys; sys.stdout.write(secrets.token_hex(20))' > "$dir/label-studio-token"
+  echo "wrote $dir/label-studio-password and $dir/label-studio-token (Label Studio)"
+fi
+chmod 644 "$dir/grafana-admin-password" "$dir/s3.json" "$dir/aws-credentials" \
+  "$dir/label-studio-password" "$dir/label-studio-token"

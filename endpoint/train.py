@@ -61,6 +61,7 @@ from .model import CLASSES, LABELS, FeatureBlock, SentimentModel
 __all__ = [
     "DEFAULT_DATA",
     "DEFAULT_MODEL_DIR",
+    "LabelsReport",
     "Reviews",
     "TrainConfig",
     "TrainResult",
@@ -72,6 +73,7 @@ __all__ = [
     "main",
     "train",
     "train_and_save",
+    "train_with_labels",
 ]
 
 #: The shipped model directory.
@@ -427,16 +429,25 @@ def _weights_digest(model: SentimentModel, calibration: Calibration | None) -> s
     return h.hexdigest()
 
 
-def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
-    """Split (stratified, seeded), fit on the training part, fit the calibration on
-    out-of-fold scores of the training part, validate on the rest, and export the portable
-    model (checked against scikit-learn on the validation texts)."""
+def train(
+    reviews: Reviews,
+    config: TrainConfig | None = None,
+    *,
+    extra: tuple[Sequence[str], Sequence[int]] | None = None,
+) -> TrainResult:
+    """Split (stratified, seeded), fit on the training part (plus the ``extra`` texts and
+    labels, which never enter the validation part), fit the calibration on out-of-fold scores
+    of that training part, validate on the rest, and export the portable model (checked
+    against scikit-learn on the validation texts)."""
     config = config or TrainConfig()
     started = time.perf_counter()
     train_idx, valid_idx = _split(reviews, config)
     x_train = [reviews.texts[i] for i in train_idx]
     x_valid = [reviews.texts[i] for i in valid_idx]
     y_train, y_valid = reviews.labels[train_idx], reviews.labels[valid_idx]
+    if extra is not None and len(extra[0]):
+        x_train += list(extra[0])
+        y_train = np.concatenate([y_train, np.asarray(extra[1], dtype=np.int64)])
 
     pipeline, calibration = fit_recipe(x_train, y_train, config)
     raw_proba = pipeline.predict_proba(x_valid)
@@ -455,13 +466,45 @@ def train(reviews: Reviews, config: TrainConfig | None = None) -> TrainResult:
         macro_f1=validation.macro_f1,
         confusion=validation.confusion,
         per_class=validation.per_class,
-        n_train=len(train_idx),
+        n_train=len(x_train),
         n_validation=len(valid_idx),
         seconds=time.perf_counter() - started,
         calibration=calibration,
         ece_uncalibrated=raw.ece,
         ece=validation.ece,
     )
+
+
+@dataclass(frozen=True)
+class LabelsReport:
+    """``train`` without and with extra labelled reviews, on the same validation split."""
+
+    before: TrainResult
+    after: TrainResult
+    added: int  #: extra reviews added to the training part
+    held_out: int  #: extra reviews left out: their text is in the validation part
+
+
+def train_with_labels(
+    reviews: Reviews,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    config: TrainConfig | None = None,
+) -> LabelsReport:
+    """Train on ``reviews`` alone, then with ``texts``/``labels`` (human labels) added to the
+    training part only; both are validated on the same, fixed split of ``reviews``. An extra
+    review whose text is in the validation part is left out (it would leak)."""
+    if len(texts) != len(labels):
+        raise ValueError("one label per text")
+    if not set(labels) <= set(CLASSES):
+        raise ValueError(f"labels must be in {CLASSES}")
+    config = config or TrainConfig()
+    before = train(reviews, config)
+    _, valid_idx = _split(reviews, config)
+    validation_texts = {reviews.texts[i] for i in valid_idx}
+    keep = [i for i, t in enumerate(texts) if t not in validation_texts]
+    after = train(reviews, config, extra=([texts[i] for i in keep], [labels[i] for i in keep]))
+    return LabelsReport(before, after, len(keep), len(texts) - len(keep))
 
 
 def train_and_save(

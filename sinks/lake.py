@@ -105,6 +105,7 @@ import pyarrow.parquet as pq
 from stream.events import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
+    LABEL_SCHEMA,
     SCORED_SCHEMA,
     Alert,
     Batch,
@@ -151,6 +152,7 @@ TABLES: dict[str, tuple[str, pa.Schema, tuple[str, ...]]] = {
     "reviews": ("reviews", SCORED_SCHEMA, ("dt", "product_category")),
     "dead_letters": ("dlq", DEAD_LETTER_SCHEMA, ("dt", "reason")),
     "alerts": ("alerts", ALERT_SCHEMA, ("dt",)),
+    "labels": ("labels", LABEL_SCHEMA, ("dt",)),
 }
 
 _REWOUND_TABLES = ("reviews", "dlq")

@@ -1,8 +1,9 @@
 """SQL over the lake: DuckDB locally (a directory or S3), Athena when configured.
 
-The SQL sees three views, ``reviews``, ``dead_letters`` and ``alerts``, with the lake's own
-schemas. DuckDB reads them as pyarrow datasets: ``dt`` and ``reason`` from the Hive paths (a
-filter on them skips whole directories), ``product_category`` from the column in the files
+The SQL sees four views, ``reviews``, ``dead_letters``, ``alerts`` and ``labels`` (human
+labels from the review loop), with the lake's own schemas. DuckDB reads them as pyarrow
+datasets: ``dt`` and ``reason`` from the Hive paths (a filter on them skips whole
+directories), ``product_category`` from the column in the files
 (its directory name may be shortened or escaped; a filter on it uses the files' statistics).
 On S3 through pyarrow's S3 filesystem with the lake session's endpoint and credentials.
 (DuckDB's ``httpfs`` extension would read S3 itself, but it is downloaded at run time, and no
@@ -96,11 +97,21 @@ class DuckDBLake:
         root = pafs.LocalFileSystem().normalize_path(self.location)
         return lake_datasets(str(root), local)
 
-    def query(self, sql: str) -> pa.Table:
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection (the caller closes it) with the views registered
+        over one listing of the lake's files: several queries, one listing."""
         con = duckdb.connect(":memory:")
         try:
             for name, data in self._tables().items():
                 con.register(name, data)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def query(self, sql: str) -> pa.Table:
+        con = self.connect()
+        try:
             result: pa.Table = con.sql(sql).to_arrow_table()
             return result
         finally:

@@ -333,6 +333,10 @@ async def run_pipeline(
                 on_batch(batch)
 
         outputs = list(sinks) if sinks is not None else [lake or rt.lake()]
+        review = _review_loop(settings, rt.metrics)
+        if review is not None:
+            outputs.append(review.queue)
+            review.start()
         pipeline = rt.pipeline(
             source,
             outputs,
@@ -347,10 +351,26 @@ async def run_pipeline(
             stopped.set()
             pipeline.stop()
 
-        with _signals(stop):
-            await pipeline.run()
-            if linger_s > 0 and not stopped.is_set():
-                # Keep /metrics up so a scraper sees the final values; a signal ends it early.
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopped.wait(), linger_s)
+        try:
+            with _signals(stop):
+                await pipeline.run()
+                if linger_s > 0 and not stopped.is_set():
+                    # Keep /metrics up so a scraper sees the final values; a signal ends it early.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopped.wait(), linger_s)
+        finally:
+            if review is not None:
+                await review.close()
     return pipeline
+
+
+def _review_loop(settings: Settings, metrics: PipelineMetrics) -> Any:
+    """The review queue (a sink, and its send and sync tasks) when the settings enable it;
+    its ``sentiment_review_*`` metrics join the registry."""
+    if not settings.review.enabled:
+        return None
+    from stream.review import ReviewLoop
+
+    loop = ReviewLoop(settings)
+    metrics.registry.register(ReadingsCollector(loop))
+    return loop

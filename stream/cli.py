@@ -31,8 +31,16 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+def _lake_labels() -> tuple[list[str], list[int]]:
+    from stream.review import lake_training_labels
+
+    return lake_training_labels(Settings())
+
+
 def _mount_subcommands() -> None:
-    from endpoint.cli import endpoint_app, explain_command, model_app
+    from endpoint.cli import LABEL_SOURCES, endpoint_app, explain_command, model_app
+
+    LABEL_SOURCES["lake"] = _lake_labels
 
     app.add_typer(model_app, name="model", help="Train and package the sentiment model.")
     app.add_typer(endpoint_app, name="endpoint", help="Serve (or deploy) the model endpoint.")
@@ -47,6 +55,15 @@ def _mount_subcommands() -> None:
     app.add_typer(baseline_app, name="baseline", help="Build the monitors' baseline from a CSV.")
     app.command("priors")(priors_command)
     app.command("bias")(bias_command)
+
+    from stream.review_cli import review_app
+
+    app.add_typer(review_app, name="review", help="Human review in Label Studio.")
+
+    from stream.report.cli import explore_command, report_command
+
+    app.command("report")(report_command)
+    app.command("explore")(explore_command)
 
 
 _mount_subcommands()

@@ -37,6 +37,7 @@ __all__ = [
     "EVENT_FIELDS",
     "EVENT_WIRE_KEYS",
     "LABELS",
+    "LABEL_SCHEMA",
     "SCHEMA_VERSION",
     "SCORED_SCHEMA",
     "VERDICT_FIELDS",
@@ -599,6 +600,26 @@ ALERT_SCHEMA: Final = pa.schema(
         pa.field("window_end", _TS, nullable=False),
         pa.field("raised_at", _TS, nullable=False),
         pa.field("evidence_json", pa.string(), nullable=False),
+        pa.field("dt", pa.string(), nullable=False),
+    ]
+)
+
+#: Labels people gave in Label Studio (lake ``labels/``, partitioned by the labelling date):
+#: the class (-1/0/1), who (a salted hash of the annotator's id), when, ``source`` ``human``,
+#: and from the task: the category, the model's class, why the review was picked and the
+#: probability that the audit draw picked it.
+LABEL_SCHEMA: Final = pa.schema(
+    [
+        pa.field("review_id", pa.string(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+        pa.field("annotator", pa.string(), nullable=False),
+        pa.field("labeled_at", _TS, nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("product_category", pa.string(), nullable=False),
+        pa.field("predicted", pa.int8(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("inclusion_probability", pa.float64(), nullable=False),
+        pa.field("event_time", _TS, nullable=False),
         pa.field("dt", pa.string(), nullable=False),
     ]
 )

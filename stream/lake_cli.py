@@ -1,9 +1,10 @@
 """``sentiment-monitor lake``: look into the data lake.
 
-``query "SQL"`` answers SQL over the views ``reviews``, ``dead_letters`` and ``alerts`` with
-DuckDB (a local lake, or S3 through the lake's endpoint and credentials), or with Athena
-(``--athena``, over the Glue tables). Settings come from the environment as for every command
-(``SENTIMENT_LAKE_PATH``, ``SENTIMENT_LAKE__S3_ENDPOINT_URL``, ...).
+``query "SQL"`` answers SQL over the views ``reviews``, ``dead_letters``, ``alerts`` and
+``labels`` (human labels) with DuckDB (a local lake, or S3 through the lake's endpoint and
+credentials), or with Athena (``--athena``, over the Glue tables). Settings come from the
+environment as for every command (``SENTIMENT_LAKE_PATH``, ``SENTIMENT_LAKE__S3_ENDPOINT_URL``,
+...).
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ def render(table: pa.Table, console: Console, *, title: str | None = None) -> No
 
 @lake_app.command()
 def query(
-    sql: Annotated[str, typer.Argument(help="SQL over the views reviews, dead_letters, alerts.")],
+    sql: Annotated[
+        str, typer.Argument(help="SQL over the views reviews, dead_letters, alerts, labels.")
+    ],
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the rows as a JSON array instead.")
     ] = False,

@@ -21,6 +21,7 @@ __all__ = [
     "KinesisSettings",
     "LakeSettings",
     "MonitorSettings",
+    "ReviewSettings",
     "Settings",
 ]
 
@@ -198,6 +199,38 @@ class AlertSettings(BaseModel):
     sns_include_text: bool = Field(False, description="Send review texts and terms to SNS.")
 
 
+class ReviewSettings(BaseModel):
+    """Human review in Label Studio: which reviews go to people, and where."""
+
+    enabled: bool = Field(False, description="Select reviews for people while the pipeline runs.")
+    url: str = Field("http://127.0.0.1:8080", description="Label Studio server.")
+    token: SecretStr | None = Field(None, description="Label Studio API token.")
+    token_file: Path | None = Field(None, description="... or a file holding it (a secret).")
+    project: str = Field("Review sentiment", description="Title of the labeling project.")
+    state_path: Path = Field(
+        Path("./review-state.sqlite"), description="Outbox and sent/synced record (SQLite)."
+    )
+    threshold: float = Field(0.6, ge=0, le=1, description="Low confidence: top probability below.")
+    audit_rate: float = Field(0.01, ge=0, le=1, description="Random audit sample per category.")
+    budget_per_hour: int = Field(20, ge=0, description="Most tasks per category and hour.")
+    seed: int = Field(13, description="Key of the audit draw.")
+    max_outbox: int = Field(100_000, ge=1, description="Selected, not yet sent: at most this.")
+    send_batch: int = Field(100, ge=1, description="Tasks per import request.")
+    send_interval_s: float = Field(5.0, gt=0, description="How often the outbox is sent.")
+    sync_interval_s: float = Field(60.0, gt=0, description="How often annotations are pulled.")
+    recent_rows: int = Field(
+        20_000, ge=0, description="Recent reviews kept to find the examples of a firing alert."
+    )
+
+    def api_token(self) -> str | None:
+        """The token, from ``token`` or else from ``token_file`` (stripped)."""
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text().strip()
+        return None
+
+
 class Settings(BaseSettings):
     """Everything the monitor can be told. Every field can be set as ``SENTIMENT_<NAME>``."""
 
@@ -238,3 +271,4 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     lake: LakeSettings = LakeSettings()
     alerts: AlertSettings = AlertSettings()
+    review: ReviewSettings = ReviewSettings()

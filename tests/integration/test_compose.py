@@ -9,6 +9,7 @@ from __future__ import annotations
 import configparser
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -201,8 +202,16 @@ def test_the_secrets_script_writes_matching_keys_once(tmp_path: Path) -> None:
     out = tmp_path / "secrets"
     make_secrets(out)
     first = {p.name: p.read_text() for p in out.iterdir()}
-    assert set(first) == {"grafana-admin-password", "s3.json", "aws-credentials"}
+    assert set(first) == {
+        "grafana-admin-password",
+        "s3.json",
+        "aws-credentials",
+        "label-studio-password",
+        "label-studio-token",
+    }
     assert len(first["grafana-admin-password"].strip()) >= 24
+    assert len(first["label-studio-password"].strip()) >= 24
+    assert re.fullmatch(r"[0-9a-f]{40}", first["label-studio-token"])
     assert oct(out.stat().st_mode & 0o777) == "0o700"
     [identity] = json.loads(first["s3.json"])["identities"]
     [keys] = identity["credentials"]

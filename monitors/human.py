@@ -1,0 +1,171 @@
+"""Ground truth from people: how the model does on the reviews annotators labelled (pure).
+
+:class:`HumanLabels` holds the labelled reviews as columns (the model's class, the person's
+class, the category, the event time, why the review was picked and its inclusion probability)
+and answers:
+
+* :meth:`HumanLabels.by_sample`: accuracy and macro-F1 per selection reason. Only the ``audit``
+  sample is a probability sample of the stream; low-confidence, disagreement and alert picks
+  are chosen *because* the model is likely wrong, so their accuracy is reported beside the
+  audit's, never mixed into it;
+* :meth:`HumanLabels.audited_accuracy`: the stream's accuracy estimated from the audit sample
+  (Hajek estimator, weights 1 / inclusion probability) with a Wilson interval on the Kish
+  effective sample size (with one inclusion probability this is the plain Wilson interval);
+* :meth:`HumanLabels.audited_class_shares`: the true class mix estimated from the audit
+  sample (label drift measured on human labels, not on ratings);
+* :meth:`HumanLabels.by_window`: accuracy and macro-F1 of all human labels per event-time
+  window (tumbling, ``window_s`` seconds);
+* :meth:`HumanLabels.agreement`: share of human labels equal to the model's, per category.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy import stats
+
+from monitors.baseline import classification_scores
+
+__all__ = ["Estimate", "HumanLabels", "Scores", "wilson_interval"]
+
+
+def wilson_interval(share: float, n: float, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``share`` observed on ``n`` (possibly an
+    effective, non-integer) trials; (0, 1) for ``n`` <= 0."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z2 = z * z
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@dataclass(frozen=True, slots=True)
+class Scores:
+    n: int
+    accuracy: float
+    macro_f1: float
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """An accuracy estimate: the value, its interval and the sample it rests on."""
+
+    value: float
+    lower: float
+    upper: float
+    n: int
+    effective_n: float
+
+
+def _scores(predicted: npt.NDArray[np.int64], label: npt.NDArray[np.int64]) -> Scores:
+    confusion = np.zeros((3, 3), dtype=np.int64)
+    np.add.at(confusion, (predicted + 1, label + 1), 1)
+    accuracy, macro_f1 = classification_scores(confusion)
+    return Scores(len(predicted), accuracy, macro_f1)
+
+
+@dataclass(frozen=True, slots=True)
+class HumanLabels:
+    """Labelled reviews as columns (see the module doc); classes are -1/0/1, times Unix s."""
+
+    predicted: npt.NDArray[np.int64]
+    label: npt.NDArray[np.int64]
+    category: tuple[str, ...]
+    reason: tuple[str, ...]
+    inclusion_probability: npt.NDArray[np.float64]
+    event_time_s: npt.NDArray[np.float64]
+    labeled_at_s: npt.NDArray[np.float64]
+
+    @classmethod
+    def from_columns(
+        cls,
+        predicted: Sequence[int],
+        label: Sequence[int],
+        category: Sequence[str],
+        reason: Sequence[str],
+        inclusion_probability: Sequence[float],
+        event_time_s: Sequence[float],
+        labeled_at_s: Sequence[float],
+    ) -> HumanLabels:
+        n = len(predicted)
+        columns = (label, category, reason, inclusion_probability, event_time_s, labeled_at_s)
+        if any(len(c) != n for c in columns):
+            raise ValueError("every column needs one value per labelled review")
+        probs = np.asarray(inclusion_probability, dtype=np.float64)
+        if n and not bool(((probs > 0) & (probs <= 1)).all()):
+            raise ValueError("inclusion probabilities must be in (0, 1]")
+        return cls(
+            np.asarray(predicted, dtype=np.int64),
+            np.asarray(label, dtype=np.int64),
+            tuple(category),
+            tuple(reason),
+            probs,
+            np.asarray(event_time_s, dtype=np.float64),
+            np.asarray(labeled_at_s, dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.predicted)
+
+    def _mask(self, values: tuple[str, ...], wanted: str) -> npt.NDArray[np.bool_]:
+        return np.fromiter((v == wanted for v in values), dtype=np.bool_, count=len(values))
+
+    def by_sample(self) -> dict[str, Scores]:
+        """Accuracy and macro-F1 per selection reason (only reasons that have labels)."""
+        out: dict[str, Scores] = {}
+        for reason in sorted(set(self.reason)):
+            m = self._mask(self.reason, reason)
+            out[reason] = _scores(self.predicted[m], self.label[m])
+        return out
+
+    def audited_accuracy(self, confidence: float = 0.95) -> Estimate | None:
+        """The stream's accuracy from the audit sample (None without audited labels)."""
+        m = self._mask(self.reason, "audit")
+        n = int(m.sum())
+        if n == 0:
+            return None
+        w = 1.0 / self.inclusion_probability[m]
+        correct = (self.predicted[m] == self.label[m]).astype(np.float64)
+        value = float((w * correct).sum() / w.sum())
+        effective = float(w.sum() ** 2 / (w * w).sum())
+        lower, upper = wilson_interval(value, effective, confidence)
+        return Estimate(value, lower, upper, n, effective)
+
+    def audited_class_shares(self) -> tuple[float, float, float] | None:
+        """The stream's true class mix (negative, neutral, positive) estimated from the
+        audit sample (weights 1 / inclusion probability): label drift on human labels,
+        to hold against the baseline's priors. None without audited labels."""
+        m = self._mask(self.reason, "audit")
+        if not bool(m.any()):
+            return None
+        w = 1.0 / self.inclusion_probability[m]
+        mix = np.bincount(self.label[m] + 1, weights=w, minlength=3) / w.sum()
+        return (float(mix[0]), float(mix[1]), float(mix[2]))
+
+    def by_window(self, window_s: float) -> dict[float, Scores]:
+        """Accuracy and macro-F1 of every human label per event-time window (its start)."""
+        if window_s <= 0:
+            raise ValueError("window_s must be > 0")
+        starts = np.floor(self.event_time_s / window_s) * window_s
+        return {
+            float(s): _scores(self.predicted[starts == s], self.label[starts == s])
+            for s in np.unique(starts)
+        }
+
+    def agreement(self) -> dict[str, tuple[int, float]]:
+        """Per category: (labels, share where the person chose the model's class)."""
+        out: dict[str, tuple[int, float]] = {}
+        same = self.predicted == self.label
+        for category in sorted(set(self.category)):
+            m = self._mask(self.category, category)
+            out[category] = (int(m.sum()), float(same[m].mean()))
+        return out
+
+    def newest_label_s(self) -> float | None:
+        return float(self.labeled_at_s.max()) if len(self) else None

@@ -1,0 +1,311 @@
+"""The human-in-the-loop review queue against a real Label Studio server (one per session).
+
+A replayed stream runs through ``sentiment-monitor run`` with the review queue on; its picks
+arrive in Label Studio as tasks with the model's pre-annotation; a rerun (a restarted worker
+replaying the same records) adds no task; with the server stopped the picks wait in the outbox
+and all arrive once it is back; tasks annotated through the API as a person would are synced
+by ``sentiment-monitor review sync`` into the lake's ``labels/`` and into the accuracy
+metrics (the audit sample's estimate apart from the low-confidence sample).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+
+from monitors.human import wilson_interval
+from stream.labelstudio import LabelStudio, choice_label
+from stream.metrics import ReadingsCollector
+from stream.review import ReviewLoop, ReviewStore, human_labels, read_labels
+from stream.settings import Settings
+from tests.integration.test_dashboards import (
+    REVIEW_METRIC,
+    REVIEW_ONLY,
+    documented,
+    has_data,
+    queries,
+)
+from tests.servers.labelstudio import LabelStudioServer, LabelStudioUnavailableError
+from tests.servers.ports import free_port
+from tests.servers.prometheus import (
+    PrometheusServer,
+    prometheus_config,
+    scrape_families,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def label_studio() -> Iterator[LabelStudioServer]:
+    try:
+        server = LabelStudioServer()
+    except LabelStudioUnavailableError as err:
+        pytest.fail(f"cannot run the Label Studio server the review tests need: {err}")
+    with server:
+        yield server
+
+
+def _env(server: LabelStudioServer, tmp: Path, project: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
+    env.update(
+        PYTHONPATH=str(REPO),
+        SENTIMENT_LAKE_PATH=str(tmp / "lake"),
+        SENTIMENT_ALERTS_PATH=str(tmp / "alerts.jsonl"),
+        SENTIMENT_REVIEW__ENABLED="true",
+        SENTIMENT_REVIEW__URL=server.url,
+        SENTIMENT_REVIEW__TOKEN=server.token,
+        SENTIMENT_REVIEW__PROJECT=project,
+        SENTIMENT_REVIEW__STATE_PATH=str(tmp / "review.sqlite"),
+        SENTIMENT_REVIEW__AUDIT_RATE="0.03",
+        SENTIMENT_REVIEW__THRESHOLD="0.55",
+        SENTIMENT_REVIEW__BUDGET_PER_HOUR="1000",
+        SENTIMENT_REVIEW__SEND_INTERVAL_S="0.5",
+        SENTIMENT_REVIEW__SYNC_INTERVAL_S="3600",
+        **extra,
+    )
+    return env
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "stream", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout + done.stderr
+
+
+def _run(env: dict[str, str], seed: int, events: int = 600, scenario: str = "steady") -> str:
+    return _cli(
+        env,
+        "run",
+        "--scenario",
+        scenario,
+        "--events",
+        str(events),
+        "--seed",
+        str(seed),
+        "--no-progress",
+        "--metrics-port",
+        "0",
+    )
+
+
+def _settings(env: dict[str, str]) -> Settings:
+    keys = {k: v for k, v in env.items() if k.startswith("SENTIMENT_")}
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        return Settings()
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+async def _tasks(server: LabelStudioServer, project_id: int) -> dict[str, int]:
+    async with LabelStudio(server.url, server.token) as client:
+        return await client.task_review_ids(project_id)
+
+
+def _store_rows(path: Path) -> dict[str, tuple[str, str, float, int]]:
+    store = ReviewStore(path)
+    try:
+        rows = store.rows()
+    finally:
+        store.close()
+    return {r[0]: (r[1], r[2], r[3], r[4]) for r in rows}
+
+
+def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path) -> None:
+    project = f"reviews-{uuid.uuid4().hex[:8]}"
+    env = _env(label_studio, tmp_path, project)
+    state = tmp_path / "review.sqlite"
+
+    # setup is idempotent: the same project twice
+    first = _cli(env, "review", "setup")
+    assert _cli(env, "review", "setup").split("id ")[1] == first.split("id ")[1]
+    project_id = int(first.split("id ")[1].split()[0])
+
+    # a pipeline run: every pick becomes one task with the model's pre-annotation
+    _run(env, seed=3)
+    rows = _store_rows(state)
+    reasons = {r[1] for r in rows.values()}
+    assert {"audit", "low_confidence"} <= reasons
+    assert all(r[0] == "sent" for r in rows.values())
+    tasks = asyncio.run(_tasks(label_studio, project_id))
+    assert set(tasks) == set(rows)
+
+    # a restarted worker replaying the same records: no duplicate task
+    _run(env, seed=3)
+    assert _store_rows(state).keys() == rows.keys()
+    assert asyncio.run(_tasks(label_studio, project_id)) == tasks
+
+    # Label Studio down: the picks of a new stream wait in the outbox ...
+    label_studio.stop()
+    _run(env, seed=4, scenario="negative-surge")  # another stream: its own lake files
+    waiting = {k: v for k, v in _store_rows(state).items() if k not in rows}
+    assert waiting
+    assert all(v[0] != "sent" for v in waiting.values())
+    # ... and all arrive once it is back (same data, same port)
+    label_studio.start()
+    assert "0 left in the outbox" in _cli(env, "review", "send")
+    after = asyncio.run(_tasks(label_studio, project_id))
+    assert set(after) == set(rows) | set(waiting)
+    assert len(after) == len(set(after.values()))
+
+    # a worker killed after Label Studio created a task but before the outbox recorded it:
+    # the row is in doubt; the next send finds the task and creates no second one
+    doubtful = sorted(waiting)[0]
+    store = ReviewStore(state)
+    store.mark_pending([doubtful])
+    assert [r for r, _ in store.take(1)] == [doubtful]
+    store.close()
+    assert "sent 0 tasks; 0 left in the outbox" in _cli(env, "review", "send")
+    assert _store_rows(state)[doubtful][0] == "sent"
+    assert asyncio.run(_tasks(label_studio, project_id)) == after
+
+    # people label the tasks: they agree with the model except on every third audited one
+    everything = _store_rows(state)
+    expected = _annotate(label_studio, project_id, after, everything)
+
+    out = _cli(env, "review", "sync")
+    assert f"{len(after)} new labels" in out
+    settings = _settings(env)
+    lake = read_labels(settings)
+    assert lake.num_rows == len(after)
+    assert set(lake.column("source").to_pylist()) == {"human"}
+    assert "1" not in set(lake.column("annotator").to_pylist())  # hashed, not the user id
+    labels = {
+        r: lab
+        for r, lab in zip(
+            lake.column("review_id").to_pylist(), lake.column("label").to_pylist(), strict=True
+        )
+    }
+    assert labels == {r: e[0] for r, e in expected.items()}
+
+    # a second sync finds nothing new
+    assert "0 new labels" in _cli(env, "review", "sync")
+
+    # the accuracy metrics: audit apart from the low-confidence sample
+    audit = [e for e in expected.values() if e[1] == "audit"]
+    audit_right = sum(1 for label, _, predicted in audit if label == predicted)
+    value = audit_right / len(audit)
+    low, high = wilson_interval(value, len(audit), 0.95)
+    assert f"audited accuracy (unbiased, random audit sample of {len(audit)}): {value:.3f}" in out
+    readings = _loop_readings(settings)
+    assert readings[("sentiment_review_audited_accuracy_ratio", "estimate")] == pytest.approx(value)
+    assert readings[("sentiment_review_audited_accuracy_ratio", "lower")] == pytest.approx(low)
+    assert readings[("sentiment_review_audited_accuracy_ratio", "upper")] == pytest.approx(high)
+    low_conf = [e for e in expected.values() if e[1] == "low_confidence"]
+    assert readings[("sentiment_review_accuracy_ratio", "low_confidence")] == 1.0
+    assert len(low_conf) > 0
+    assert human_labels(lake).audited_accuracy() is not None
+
+    # the labels improve the model: `model train --labels lake` adds every one of them
+    data = tmp_path / "reviews.csv"
+    with (REPO.parent / "shared" / "data" / "reviews.csv").open() as src:
+        data.write_text("".join(line for _, line in zip(range(901), src, strict=False)))
+    trained = _cli(
+        env, "model", "train", "--data", str(data), "--labels", "lake", "--out", str(tmp_path / "m")
+    )
+    assert f"labels added: {len(after)};" in trained
+    assert "before" in trained and "after" in trained
+
+
+def _annotate(
+    server: LabelStudioServer,
+    project_id: int,
+    tasks: dict[str, int],
+    rows: dict[str, tuple[str, str, float, int]],
+) -> dict[str, tuple[int, str, int]]:
+    """Annotate every task; returns review_id -> (label, reason, model's class)."""
+
+    async def go() -> dict[str, tuple[int, str, int]]:
+        out: dict[str, tuple[int, str, int]] = {}
+        audited = 0
+        for review_id in sorted(tasks):
+            _status, reason, _p, predicted = rows[review_id]
+            label = predicted
+            if reason == "audit":
+                audited += 1
+                if audited % 3 == 0:
+                    label = (predicted + 2) % 3 - 1  # another class
+            out[review_id] = (label, reason, predicted)
+        gate = asyncio.Semaphore(4)
+        async with LabelStudio(server.url, server.token) as client:
+
+            async def one(review_id: str) -> None:
+                async with gate:
+                    made = await client.annotate(tasks[review_id], out[review_id][0], lead_time=2.5)
+                assert choice_label(made["result"]) == out[review_id][0]
+
+            await asyncio.gather(*(one(r) for r in out))
+        return out
+
+    return asyncio.run(go())
+
+
+def _loop_readings(settings: Settings) -> dict[tuple[str, str], float]:
+    """Sync through a :class:`ReviewLoop`, serve its metrics on /metrics to a real Prometheus,
+    and check the catalog rows and the dashboards' review panels against it; returns the
+    loop's readings as (name, first label value) -> value."""
+
+    async def go() -> dict[tuple[str, str], Any]:
+        loop = ReviewLoop(settings)
+        try:
+            await loop.sync()
+            _check_exposition(loop)
+            return {(r.name, next(iter(r.labels.values()), "")): r.value for r in loop.readings()}
+        finally:
+            await loop.close(send_last=False)
+
+    return asyncio.run(go())
+
+
+def _check_exposition(loop: ReviewLoop) -> None:
+    registry = CollectorRegistry()
+    registry.register(ReadingsCollector(loop))
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        families = {
+            f"{f.name}_total" if f.type == "counter" else f.name: f
+            for f in scrape_families(port).values()
+            if f.name.startswith(REVIEW_METRIC) and not f.name.endswith("_created")
+        }
+        doc = {n: w for n, w in documented().items() if w in REVIEW_ONLY}
+        assert set(families) == set(doc)
+        assert all(f.samples for f in families.values())
+        with PrometheusServer(prometheus_config([f"127.0.0.1:{port}"])) as prometheus:
+            review_panels = [(b, t, e) for b, t, e in queries() if REVIEW_METRIC in e]
+            assert len(review_panels) >= 6
+
+            def answered() -> bool:
+                return all(has_data(prometheus.query(e)) for _, _, e in review_panels)
+
+            wait_until(answered, 60, "data for every review panel", interval=1.0)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,234 @@
+"""The review queue sink and its durable store (a real SQLite file), and label rows from
+Label Studio's export: exact values, restarts, the outbox bound, alert examples."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from monitors.review import SelectionConfig
+from stream.events import Alert, Batch, ReviewEvent, ScoredBatch, Severity, SourcePosition
+from stream.labelstudio import CHOICES, choice_label, prediction_result
+from stream.review import (
+    ReviewQueue,
+    ReviewStore,
+    hash_annotator,
+    human_labels,
+    label_rows,
+    labels_table,
+    selector_from,
+)
+
+T = datetime(2026, 3, 4, 12, tzinfo=UTC)
+NOW = T.timestamp()
+CATS = ("Dresses", "Knits")
+
+
+def _batch(seq: int, first: int, tops: list[float], ratings: list[int | None]) -> Batch:
+    n = len(tops)
+    events = [
+        ReviewEvent(
+            review_id=f"r-{first + i}",
+            product_id="p",
+            product_category=CATS[i % 2],
+            review_text=f"text {first + i}",
+            channel="web",
+            event_time=T,
+            rating=ratings[i],
+        )
+        for i in range(n)
+    ]
+    positions = [SourcePosition("kafka", "t", "0", first + i) for i in range(n)]
+    probs = np.array([((1 - t) / 2, (1 - t) / 2, t) for t in tops], np.float32)
+    scored = ScoredBatch.from_predictions(
+        events, positions, np.ones(n, np.int8), probs, model=("m", "1"), scored_at=T, latency_ms=1.0
+    )
+    return Batch(scored=scored, dead=[], positions={}, seq=seq)
+
+
+def _queue(path: Path, *, max_outbox: int = 100, recent_rows: int = 100) -> ReviewQueue:
+    store = ReviewStore(path, max_outbox=max_outbox)
+    config = SelectionConfig(CATS, threshold=0.6, audit_rate=0.0, budget_per_hour=100)
+    return ReviewQueue(
+        store, selector_from(config, store), clock=lambda: NOW, recent_rows=recent_rows
+    )
+
+
+async def test_picks_become_pending_tasks_with_the_prediction(tmp_path: Path) -> None:
+    q = _queue(tmp_path / "s.sqlite")
+    await q.write(_batch(0, 0, [0.5, 0.9, 0.9], [None, 5, 2]))
+    assert q.durable_seq() == 0
+    assert sorted(q.store.rows()) == [
+        ("r-0", "pending", "low_confidence", 1.0, 1),
+        ("r-2", "pending", "disagreement", 1.0, 1),
+    ]
+    [(rid, payload), *_] = q.store.take(1)
+    assert rid == "r-0"
+    assert payload["data"]["review_text"] == "text 0"
+    assert payload["data"]["reason"] == "low_confidence"
+    assert payload["data"]["event_time"] == "2026-03-04T12:00:00+00:00"
+    [prediction] = payload["predictions"]
+    assert prediction["score"] == 0.5
+    assert prediction["model_version"] == "m:1"
+    assert choice_label(prediction["result"]) == 1
+    assert q.store.in_doubt() == ["r-0"]
+    q.store.close()
+
+
+async def test_a_restart_queues_nothing_twice_and_keeps_the_budget(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite"
+    q = _queue(path)
+    await q.write(_batch(0, 0, [0.5, 0.5], [None, None]))
+    q.store.mark_sent({"r-0": 11, "r-1": 12}, NOW)
+    q.store.close()
+    again = _queue(path)
+    assert again.selector.spent == {
+        ("Dresses", int(NOW // 3600)): 1,
+        ("Knits", int(NOW // 3600)): 1,
+    }
+    await again.write(_batch(0, 0, [0.5, 0.5], [None, None]))  # the same batch, replayed
+    assert again.queued == 0
+    assert [r[1] for r in sorted(again.store.rows())] == ["sent", "sent"]
+    assert again.store.outbox_size() == 0
+    again.store.close()
+
+
+async def test_the_outbox_is_bounded_and_counts_what_it_turned_away(tmp_path: Path) -> None:
+    q = _queue(tmp_path / "s.sqlite", max_outbox=2)
+    await q.write(_batch(0, 0, [0.5, 0.5, 0.5], [None] * 3))
+    assert (q.queued, q.not_queued, q.store.outbox_size()) == (2, 1, 2)
+    q.store.mark_sent({"r-0": 1}, NOW)
+    await q.write(_batch(1, 10, [0.5], [None]))
+    assert (q.queued, q.not_queued, q.store.outbox_size()) == (3, 1, 2)
+    q.store.close()
+
+
+async def test_examples_of_a_firing_alert_from_an_earlier_batch(tmp_path: Path) -> None:
+    q = _queue(tmp_path / "s.sqlite")
+    await q.write(_batch(0, 0, [0.95, 0.95], [None, None]))  # confident: nothing picked
+    assert q.store.rows() == []
+    alert = Alert(
+        "a1",
+        "SentimentShift",
+        "firing",
+        Severity.CRITICAL,
+        "Dresses",
+        "more negative",
+        T,
+        T,
+        T,
+        {"example_review_ids": ["r-0", "r-5"]},
+    )
+    later = _batch(1, 5, [0.95], [None])
+    later.alerts = [alert]
+    await q.write(later)
+    assert sorted((r[0], r[2]) for r in q.store.rows()) == [("r-0", "alert"), ("r-5", "alert")]
+    q.store.close()
+
+
+def _task(review_id: str, annotations: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "id": 1,
+        "data": {
+            "review_id": review_id,
+            "product_category": "Knits",
+            "predicted": 1,
+            "reason": "audit",
+            "inclusion_probability": 0.05,
+            "event_time": "2026-03-04T12:00:00+00:00",
+        },
+        "annotations": annotations,
+    }
+
+
+def test_label_rows_take_the_latest_usable_annotation() -> None:
+    tasks = [
+        _task(
+            "r-1",
+            [
+                {
+                    "id": 7,
+                    "completed_by": 3,
+                    "result": prediction_result(-1),
+                    "updated_at": "2026-03-05T10:00:00Z",
+                },
+                {
+                    "id": 8,
+                    "completed_by": 4,
+                    "result": prediction_result(0),
+                    "updated_at": "2026-03-05T11:00:00Z",
+                },
+                {
+                    "id": 9,
+                    "completed_by": 5,
+                    "result": prediction_result(1),
+                    "updated_at": "2026-03-05T12:00:00Z",
+                    "was_cancelled": True,
+                },
+            ],
+        ),
+        _task(
+            "r-2",
+            [{"id": 10, "completed_by": 3, "result": [], "updated_at": "2026-03-05T10:00:00Z"}],
+        ),
+        {"id": 3, "data": {}, "annotations": []},
+    ]
+    [row] = label_rows(tasks, salt="s")
+    assert row["review_id"] == "r-1"
+    assert row["label"] == 0
+    assert row["annotation_id"] == 8
+    assert row["annotator"] == hash_annotator(4, "s")
+    assert len(row["annotator"]) == 16 and row["annotator"] != "4"
+    assert row["labeled_at"] == datetime(2026, 3, 5, 11, tzinfo=UTC)
+    assert (row["source"], row["dt"], row["inclusion_probability"]) == ("human", "2026-03-05", 0.05)
+    table = labels_table([row])
+    assert table.column("label").to_pylist() == [0]
+    labels = human_labels(table)
+    assert (labels.predicted.tolist(), labels.label.tolist()) == ([1], [0])
+    assert json.dumps(CHOICES) == '["Negative", "Neutral", "Positive"]'
+
+
+async def test_readings_of_a_loop(tmp_path: Path) -> None:
+    from monitors.human import HumanLabels
+    from stream.review import ReviewLoop
+    from stream.settings import ReviewSettings, Settings
+
+    settings = Settings(
+        lake_path=str(tmp_path / "lake"),
+        categories=CATS,
+        review=ReviewSettings(
+            enabled=True,
+            token="t",  # noqa: S106 - no server is called
+            state_path=tmp_path / "s.sqlite",
+            url="http://127.0.0.1:9",
+        ),
+    )
+    loop = ReviewLoop(settings, clock=lambda: 1000.0)
+    try:
+        before = {(r.name, tuple(r.labels.values())): r.value for r in loop.readings()}
+        assert before[("sentiment_review_outbox_tasks", ())] == 0
+        assert before[("sentiment_review_selected_total", ("audit",))] == 0
+        assert not any(name == "sentiment_review_labels_age_seconds" for name, _ in before)
+        loop.labels = HumanLabels.from_columns(
+            [1, 1, -1],
+            [1, 0, -1],
+            ["Knits", "Pants", "Knits"],
+            ["audit", "audit", "alert"],
+            [0.5, 0.5, 1.0],
+            [0, 0, 0],
+            [400, 900, 100],
+        )
+        got = {(r.name, tuple(r.labels.values())): r.value for r in loop.readings()}
+    finally:
+        await loop.close(send_last=False)
+    assert got[("sentiment_review_labels_age_seconds", ())] == 100.0
+    assert got[("sentiment_review_agreement_ratio", ("Knits",))] == 1.0
+    assert got[("sentiment_review_agreement_ratio", ("other",))] == 0.0  # Pants: not allowed
+    assert got[("sentiment_review_accuracy_ratio", ("audit",))] == 0.5
+    assert got[("sentiment_review_accuracy_ratio", ("alert",))] == 1.0
+    assert got[("sentiment_review_audited_accuracy_ratio", ("estimate",))] == 0.5
+    assert got[("sentiment_review_audited_class_share", ("neutral",))] == 0.5
+    assert got[("sentiment_review_audited_class_share", ("negative",))] == 0.0
