@@ -98,6 +98,7 @@ CREATE TABLE IF NOT EXISTS annotations (
     updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS adopted (review_id TEXT PRIMARY KEY, task_id INTEGER NOT NULL);
 """
 
 
@@ -161,8 +162,9 @@ class ReviewStore:
         return None if value is None else float(value)
 
     def add(self, rows: Sequence[tuple[Pick, int, dict[str, Any]]], now_s: float) -> int:
-        """Queue picks (with the model's class and the task payload) that are new; returns
-        how many were queued. Stops at the outbox bound."""
+        """Queue picks (with the model's class and the task payload) that are new (neither
+        queued before nor :meth:`adopt`-ed from the project); returns how many were queued.
+        Stops at the outbox bound."""
         added = 0
         with self._tx() as db:
             room = self.max_outbox - int(
@@ -174,7 +176,8 @@ class ReviewStore:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO tasks (review_id, category, reason,"
                     " inclusion_probability, predicted, payload, status, selected_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    " SELECT ?, ?, ?, ?, ?, ?, 'pending', ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM adopted WHERE review_id = ?)",
                     (
                         pick.review_id,
                         pick.category,
@@ -183,6 +186,7 @@ class ReviewStore:
                         predicted,
                         json.dumps(payload, ensure_ascii=False),
                         now_s,
+                        pick.review_id,
                     ),
                 )
                 added += cur.rowcount
@@ -227,6 +231,22 @@ class ReviewStore:
                 "UPDATE tasks SET status = 'pending' WHERE review_id = ?",
                 [(r,) for r in review_ids],
             )
+
+    def adopt(self, held: dict[str, int], now_s: float) -> None:
+        """Take the project's tasks (review_id -> task id) as this store's own: a row not yet
+        ``sent`` whose review the project holds becomes ``sent``, a row left ``sending`` that
+        it does not hold is ``pending`` again, and a later pick of a held review is not
+        queued. What a worker does when it takes over the review loop from another one."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO adopted VALUES (?, ?)", sorted(held.items()))
+            db.execute(
+                "UPDATE tasks SET status = 'sent', sent_at = ?,"
+                " task_id = (SELECT task_id FROM adopted a WHERE a.review_id = tasks.review_id)"
+                " WHERE status != 'sent'"
+                " AND review_id IN (SELECT review_id FROM adopted)",
+                (now_s,),
+            )
+            db.execute("UPDATE tasks SET status = 'pending' WHERE status = 'sending'")
 
     # -- annotations -----------------------------------------------------------------------
 
@@ -404,7 +424,11 @@ class ReviewSender:
     clock: Callable[[], float] = time.time
     sent: int = 0  #: tasks created
     failures: int = 0  #: failed send attempts
+    #: sends nothing while True (a worker that does not own the review loop)
+    paused: bool = False
     _project: int | None = None
+    _adopt: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def project(self) -> int:
         if self._project is None:
@@ -422,9 +446,34 @@ class ReviewSender:
         self.store.mark_sent(found, self.clock())
         self.store.mark_pending([r for r in doubt if r not in held])
 
+    def take_over(self) -> None:
+        """Start sending as the loop's new owner: before the first task, every review id the
+        project holds is adopted (:meth:`ReviewStore.adopt`), so picks another worker already
+        sent, or picks of a replayed feed, never make a second task."""
+        self.paused = False
+        self._adopt = True
+
+    async def pause(self) -> None:
+        """Stop sending: waits for a send in flight, and no later one starts until
+        :meth:`take_over`. Once it returns this worker creates no task (the fence a new owner
+        relies on)."""
+        async with self._lock:
+            self.paused = True
+
     async def send_once(self) -> int:
         """Send everything pending now, a batch per request; returns the tasks created.
-        Raises what the server answered (the rows stay ``sending`` until reconciled)."""
+        Raises what the server answered (the rows stay ``sending`` until reconciled).
+        Sends nothing while :attr:`paused`."""
+        async with self._lock:
+            if self.paused:
+                return 0
+            if self._adopt:
+                held = await self.client.task_review_ids(await self.project())
+                self.store.adopt(held, self.clock())
+                self._adopt = False
+            return await self._send()
+
+    async def _send(self) -> int:
         await self.reconcile()
         project = await self.project()
         created = 0
@@ -682,15 +731,32 @@ class ReviewLoop:
         self.labels = human_labels(await asyncio.to_thread(read_labels, self.settings))
         return result
 
+    async def send_now(self, timeout_s: float) -> int:
+        """One send of the outbox, waiting at most ``timeout_s``; returns the tasks created.
+        A failure (the server down, or refusing) is counted and logged, never raised: the
+        outbox keeps the rows (a request cut by the timeout leaves them in doubt, reconciled
+        before the next send)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.sender.send_once()
+        except Exception as err:  # noqa: BLE001 - the outbox keeps the rows
+            self.sender.failures += 1
+            log.warning("sending review tasks failed (%s); they stay in the outbox", describe(err))
+            return 0
+
+    async def sync_now(self) -> None:
+        """One :meth:`sync`; a failure the server may recover from is counted and logged."""
+        try:
+            await self.sync()
+        except Exception as err:
+            if not retriable(err):
+                raise
+            self.sync_failures += 1
+            log.warning("syncing review labels failed (%s)", describe(err))
+
     async def _sync_every(self, interval_s: float) -> None:
         while not self._stop.is_set():
-            try:
-                await self.sync()
-            except Exception as err:
-                if not retriable(err):
-                    raise
-                self.sync_failures += 1
-                log.warning("syncing review labels failed (%s)", describe(err))
+            await self.sync_now()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval_s):
                     await self._stop.wait()

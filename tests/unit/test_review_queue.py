@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -232,3 +233,67 @@ async def test_readings_of_a_loop(tmp_path: Path) -> None:
     assert got[("sentiment_review_audited_accuracy_ratio", ("estimate",))] == 0.5
     assert got[("sentiment_review_audited_class_share", ("neutral",))] == 0.5
     assert got[("sentiment_review_audited_class_share", ("negative",))] == 0.0
+
+
+async def test_adopting_the_projects_tasks_settles_the_outbox(tmp_path: Path) -> None:
+    q = _queue(tmp_path / "s.sqlite")
+    await q.write(_batch(0, 0, [0.5, 0.5, 0.5, 0.5], [None] * 4))
+    q.store.mark_sent({"r-0": 10}, NOW)
+    assert [r for r, _ in q.store.take(2)] == ["r-1", "r-2"]  # in doubt
+    # the project holds r-1 (sent by this worker before a crash) and r-3 and r-9 (sent by
+    # the worker that ran the loop before)
+    q.store.adopt({"r-1": 21, "r-3": 23, "r-9": 29}, NOW + 5)
+    rows = {r[0]: r[1] for r in q.store.rows()}
+    assert rows == {"r-0": "sent", "r-1": "sent", "r-2": "pending", "r-3": "sent"}
+    assert q.store.in_doubt() == []
+    assert q.store.outbox_size() == 1
+    # a replayed pick of a review the project holds is not queued again
+    await q.write(_batch(1, 8, [0.5, 0.5], [None, None]))
+    assert sorted(r[0] for r in q.store.rows()) == ["r-0", "r-1", "r-2", "r-3", "r-8"]
+    q.store.close()
+
+
+class _Project:
+    """An in-process stand-in for the few Label Studio calls the sender makes."""
+
+    def __init__(self, held: dict[str, int]) -> None:
+        self.tasks = dict(held)
+        self.imports: list[list[str]] = []
+
+    async def find_project(self, title: str) -> dict[str, object]:
+        return {"id": 7, "title": title}
+
+    async def task_review_ids(self, project: int) -> dict[str, int]:
+        assert project == 7
+        return dict(self.tasks)
+
+    async def import_tasks(self, project: int, payloads: list[dict[str, Any]]) -> list[int]:
+        ids = [str(p["data"]["review_id"]) for p in payloads]
+        self.imports.append(ids)
+        for rid in ids:
+            assert rid not in self.tasks, f"a second task for {rid}"
+            self.tasks[rid] = 100 + len(self.tasks)
+        return [self.tasks[r] for r in ids]
+
+
+async def test_a_paused_sender_sends_nothing_and_a_new_owner_adopts_first(
+    tmp_path: Path,
+) -> None:
+    from stream.review import ReviewSender
+
+    project = _Project({"r-1": 5})  # sent by the previous owner
+    q = _queue(tmp_path / "s.sqlite")
+    sender = ReviewSender(cast("Any", project), q.store, "reviews", clock=lambda: NOW)
+    sender.paused = True
+    await q.write(_batch(0, 0, [0.5, 0.5, 0.5], [None] * 3))
+    assert await sender.send_once() == 0
+    assert project.imports == []
+    sender.take_over()
+    assert await sender.send_once() == 2
+    assert project.imports == [["r-0", "r-2"]]
+    assert {r[0]: r[1] for r in q.store.rows()} == {"r-0": "sent", "r-1": "sent", "r-2": "sent"}
+    await sender.pause()
+    await q.write(_batch(1, 3, [0.5], [None]))
+    assert await sender.send_once() == 0
+    assert q.store.outbox_size() == 1
+    q.store.close()
