@@ -337,6 +337,7 @@ async def run_pipeline(
         review = build_review_loop(settings, rt.metrics)
         if review is not None:
             outputs.append(review.queue)
+            review.reference = lambda: getattr(monitor, "baseline", None)
             review.start()
         pipeline = rt.pipeline(
             source,

@@ -399,6 +399,7 @@ class _Monitoring:
         self._next_sync = 0.0
         if review is not None:
             review.sender.paused = True  # until this worker owns the feed
+            review.reference = lambda: getattr(self.suite, "baseline", None)
 
     async def take_reviews(self) -> None:
         """This worker owns the feed: it selects, sends and syncs from now on."""

@@ -47,7 +47,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitors.human import HumanLabels
+from monitors.human import (
+    NO_LABEL,
+    Estimate,
+    GroundTruthWindow,
+    HumanLabels,
+    ground_truth_windows,
+)
 from monitors.readings import Reading
 from monitors.review import NO_RATING, Pick, ReviewSelector, SelectionConfig
 from stream.errors import ConfigurationError, describe
@@ -63,6 +69,7 @@ __all__ = [
     "ReviewStore",
     "SyncResult",
     "ensure_project",
+    "ground_truth",
     "hash_annotator",
     "human_labels",
     "label_rows",
@@ -74,6 +81,7 @@ __all__ = [
     "selection_config",
     "selector_from",
     "sync_labels",
+    "truth_readings",
 ]
 
 log = logging.getLogger(__name__)
@@ -672,6 +680,54 @@ def read_labels(settings: Settings) -> pa.Table:
     return build_lake_query(settings).query("SELECT * FROM labels")
 
 
+#: how many of the newest windows with a person's label are evaluated on ground truth
+TRUTH_WINDOWS: Final = 24
+
+
+def ground_truth(
+    settings: Settings, reference: Any = None, windows: int = TRUTH_WINDOWS
+) -> list[GroundTruthWindow]:
+    """The monitor windows (``monitor.window_minutes``) that hold a person's label, the newest
+    ``windows`` of them, evaluated on the best truth of each review the lake holds: the
+    newest human label where one was synced, else its rating's class. ``reference`` (the
+    monitors' baseline, when there is one) gives the label drift and accuracy tests their
+    reference."""
+    from stream.lake_factory import build_lake_query
+
+    window_s = settings.monitor.window_minutes * 60
+    table = build_lake_query(settings).query(
+        "WITH latest AS (SELECT review_id, arg_max(label, labeled_at) AS label,"  # noqa: S608 - only integers are formatted in
+        " arg_max(reason, labeled_at) AS reason,"
+        " arg_max(inclusion_probability, labeled_at) AS p FROM labels GROUP BY review_id),"
+        f" wins AS (SELECT DISTINCT floor(epoch(event_time) / {window_s}) AS w FROM labels"
+        f" ORDER BY w DESC LIMIT {int(windows)}),"
+        " r AS (SELECT review_id, any_value(event_time) AS event_time,"
+        " any_value(sentiment) AS sentiment, any_value(rating) AS rating FROM reviews"
+        f" WHERE floor(epoch(event_time) / {window_s}) IN (SELECT w FROM wins)"
+        " GROUP BY review_id)"
+        " SELECT epoch(r.event_time) AS t, r.sentiment, r.rating, l.label, l.reason, l.p"
+        " FROM r LEFT JOIN latest l USING (review_id)"
+        " WHERE r.rating IS NOT NULL OR l.label IS NOT NULL ORDER BY review_id"
+    )
+    rating = table.column("rating").fill_null(0).to_numpy().astype(np.int64)
+    rated = np.where(rating >= 4, 1, np.where(rating == 3, 0, -1))
+    rated[rating == 0] = NO_LABEL
+    true_counts = getattr(reference, "true_counts", None)
+    confusion = getattr(reference, "confusion", None)
+    return ground_truth_windows(
+        float(window_s),
+        table.column("t").to_numpy().astype(np.float64),
+        table.column("sentiment").to_numpy().astype(np.int64),
+        rated,
+        table.column("label").fill_null(NO_LABEL).to_numpy().astype(np.int64),
+        [str(r or "") for r in table.column("reason").to_pylist()],
+        table.column("p").fill_null(1.0).to_numpy().astype(np.float64),
+        reference_counts=None if true_counts is None else list(true_counts),
+        reference_confusion=None if confusion is None else [list(row) for row in confusion],
+        alpha=settings.monitor.false_alarm_rate,
+    )
+
+
 _OTHER: Final = "other"
 
 
@@ -704,6 +760,10 @@ class ReviewLoop:
         )
         self.writer = build_lake_writer(settings)
         self.labels: HumanLabels | None = None
+        #: windows evaluated on people's labels over ratings (see :func:`ground_truth`)
+        self.truth: list[GroundTruthWindow] = []
+        #: the monitors' baseline, when there is one (the reference of the truth windows)
+        self.reference: Callable[[], Any] = lambda: None
         self.received = 0
         self.sync_failures = 0
         self._stop = asyncio.Event()
@@ -729,6 +789,8 @@ class ReviewLoop:
         )
         self.received += result.new
         self.labels = human_labels(await asyncio.to_thread(read_labels, self.settings))
+        if len(self.labels):
+            self.truth = await asyncio.to_thread(ground_truth, self.settings, self.reference())
         return result
 
     async def send_now(self, timeout_s: float) -> int:
@@ -892,20 +954,84 @@ def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:
             )
     audited = labels.audited_accuracy(0.95)
     if audited is not None:
-        for bound, value in (
-            ("estimate", audited.value),
-            ("lower", audited.lower),
-            ("upper", audited.upper),
-        ):
-            out.append(
-                _r(
-                    "sentiment_review_audited_accuracy_ratio",
-                    "The stream's accuracy estimated from the random audit sample, with its "
-                    "interval (bound: estimate, lower, upper).",
-                    value,
-                    bound=bound,
-                )
+        out += _bounds(
+            "sentiment_review_audited_accuracy_ratio",
+            "The stream's accuracy estimated from the random audit sample, with its "
+            "interval (bound: estimate, lower, upper).",
+            audited,
+        )
+    return out + truth_readings(loop.truth)
+
+
+def _bounds(name: str, doc: str, e: Estimate) -> list[Reading]:
+    return [
+        _r(name, doc, value, bound=bound)
+        for bound, value in (("estimate", e.value), ("lower", e.lower), ("upper", e.upper))
+    ]
+
+
+def truth_readings(windows: Sequence[GroundTruthWindow]) -> list[Reading]:
+    """The ``sentiment_review_window_*`` metrics: the newest window evaluated on people's
+    labels over ratings, and apart from it the newest window's audit estimate and the
+    newest window's biased (selected) sample."""
+    if not windows:
+        return []
+    w = windows[-1]
+    out = [
+        _r(
+            "sentiment_review_window_start_seconds",
+            "Start of the newest event-time window that holds a human label.",
+            w.start_s,
+        ),
+        _r(
+            "sentiment_review_window_accuracy_ratio",
+            "Model accuracy in that window on the human label of a review where there is one, "
+            "else on its rating's class.",
+            w.accuracy,
+        ),
+        _r(
+            "sentiment_review_window_macro_f1_ratio",
+            "Model macro-F1 in that window, human labels over ratings.",
+            w.macro_f1,
+        ),
+    ]
+    for source, n in (("human", w.human), ("rating", w.rated)):
+        out.append(
+            _r(
+                "sentiment_review_window_labels",
+                "Reviews of that window whose truth is a human label or a rating, by source.",
+                n,
+                source=source,
             )
+        )
+    for name, share in zip(LABELS.values(), w.class_shares, strict=True):
+        out.append(
+            _r(
+                "sentiment_review_window_class_share",
+                "The true class mix of that window, human labels over ratings (label drift), "
+                "by sentiment.",
+                share,
+                sentiment=name,
+            )
+        )
+    audited = next((x.audited for x in reversed(windows) if x.audited is not None), None)
+    if audited is not None:
+        out += _bounds(
+            "sentiment_review_window_audited_accuracy_ratio",
+            "Accuracy on the random audit sample of the newest window that has one, with its "
+            "interval (bound: estimate, lower, upper).",
+            audited,
+        )
+    selected = next((x.selected for x in reversed(windows) if x.selected is not None), None)
+    if selected is not None:
+        out.append(
+            _r(
+                "sentiment_review_window_selected_accuracy_ratio",
+                "Accuracy on the other human labels (low confidence, disagreement, alert: "
+                "biased) of the newest window that has them.",
+                selected.accuracy,
+            )
+        )
     return out
 
 

@@ -297,3 +297,33 @@ async def test_a_paused_sender_sends_nothing_and_a_new_owner_adopts_first(
     assert await sender.send_once() == 0
     assert q.store.outbox_size() == 1
     q.store.close()
+
+
+def test_truth_readings_report_the_newest_windows() -> None:
+    from monitors.human import NO_LABEL as N
+    from monitors.human import ground_truth_windows
+    from stream.review import truth_readings
+
+    assert truth_readings([]) == []
+    windows = ground_truth_windows(
+        100.0,
+        [10, 20, 30, 150, 160],
+        [1, 1, 0, 1, -1],
+        [1, N, 1, 1, -1],
+        [N, 0, 0, N, N],
+        ["", "audit", "low_confidence", "", ""],
+        [1.0, 0.5, 1.0, 1.0, 1.0],
+    )
+    got = {(r.name, tuple(r.labels.values())): r.value for r in truth_readings(windows)}
+    # the newest window (start 100) has ratings only: both right
+    assert got[("sentiment_review_window_start_seconds", ())] == 100.0
+    assert got[("sentiment_review_window_accuracy_ratio", ())] == 1.0
+    assert got[("sentiment_review_window_labels", ("human",))] == 0
+    assert got[("sentiment_review_window_labels", ("rating",))] == 2
+    assert got[("sentiment_review_window_class_share", ("negative",))] == 0.5
+    assert got[("sentiment_review_window_class_share", ("positive",))] == 0.5
+    # the audit and the selected samples come from the newest window that has them
+    assert got[("sentiment_review_window_audited_accuracy_ratio", ("estimate",))] == 0.0
+    assert got[("sentiment_review_window_audited_accuracy_ratio", ("lower",))] == 0.0
+    assert got[("sentiment_review_window_selected_accuracy_ratio", ())] == 1.0
+    assert len(got) == 12
