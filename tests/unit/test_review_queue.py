@@ -327,3 +327,52 @@ def test_truth_readings_report_the_newest_windows() -> None:
     assert got[("sentiment_review_window_audited_accuracy_ratio", ("lower",))] == 0.0
     assert got[("sentiment_review_window_selected_accuracy_ratio", ())] == 1.0
     assert len(got) == 12
+
+
+def test_ground_truth_from_a_local_lake(tmp_path: Path) -> None:
+    """The lake's reviews and labels joined: the newest human label over the rating's class,
+    a review the lake holds twice counted once."""
+    import pyarrow.parquet as pq
+
+    from stream.review import ground_truth
+    from stream.settings import Settings
+
+    lake = tmp_path / "lake"
+    table = _batch(0, 0, [0.9, 0.9, 0.5, 0.9], [5, 1, None, 3]).scored.table  # type: ignore[attr-defined]
+    for name in ("a", "b"):  # r-0 .. r-3, and all of them again (a replayed batch)
+        part = lake / "reviews" / "dt=2026-03-04" / "product_category=Knits"
+        part.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.drop_columns(["dt"]), part / f"{name}.parquet")
+
+    def label(review_id: str, value: int, reason: str, p: float, hour: int) -> dict[str, object]:
+        return {
+            "review_id": review_id,
+            "label": value,
+            "annotator": "x",
+            "labeled_at": datetime(2026, 3, 5, hour, tzinfo=UTC),
+            "source": "human",
+            "product_category": "Knits",
+            "predicted": 1,
+            "reason": reason,
+            "inclusion_probability": p,
+            "event_time": T,
+            "dt": "2026-03-05",
+        }
+
+    rows = [
+        label("r-1", 1, "audit", 0.5, 9),  # over the 1-star rating
+        label("r-2", -1, "low_confidence", 1.0, 8),
+        label("r-2", 0, "low_confidence", 1.0, 9),  # the newer label wins
+    ]
+    (lake / "labels" / "dt=2026-03-05").mkdir(parents=True)
+    pq.write_table(
+        labels_table(rows).drop_columns(["dt"]), lake / "labels" / "dt=2026-03-05" / "l.parquet"
+    )
+    [window] = ground_truth(Settings(lake_path=str(lake)))
+    assert window.start_s == NOW  # the hour window of T
+    # truths: r-0 1 (rating 5), r-1 1 (person), r-2 0 (person), r-3 0 (rating 3); all predicted 1
+    assert window.confusion.tolist() == [[0, 0, 0], [0, 0, 0], [0, 2, 2]]
+    assert (window.human, window.rated, window.accuracy) == (2, 2, 0.5)
+    assert window.class_shares == (0.0, 0.5, 0.5)
+    assert window.audited is not None and window.audited.value == 1.0
+    assert window.selected is not None and window.selected.accuracy == 0.0
