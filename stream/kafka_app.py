@@ -566,13 +566,25 @@ def create_app(
             if any((tp.topic, tp.partition) == feed_tp for tp in revoked):
                 await monitoring.release_reviews()
 
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def _feed_assigned(_app: Any, assigned: set[Any], **_kw: Any) -> None:
+            # The outbox leaves even while the feed is idle (sent by the timer).
+            if any((tp.topic, tp.partition) == feed_tp for tp in assigned):
+                await monitoring.take_reviews()
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_app: Any, **_kw: Any) -> None:
         started = time.monotonic()
         await scoring.stop()
         log.info("scoring drained in %.1f s", time.monotonic() - started)
         if review is not None:
-            await review.close(send_last=monitoring.owns_reviews)
+            # A last send from the owner, then the fence. The store stays open: the agent may
+            # still select from a feed message it was handling (kept in the outbox, and the
+            # message, not acknowledged, goes to the next owner).
+            if monitoring.owns_reviews:
+                await review.send_now(REVIEW_SEND_TIMEOUT_S)
+            await monitoring.release_reviews()
+            await review.client.close()
         await runtime.close()
         await producer.stop()
 
