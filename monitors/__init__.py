@@ -41,7 +41,12 @@ if TYPE_CHECKING:
         prior_shift,
     )
     from monitors.readings import Reading
-    from monitors.shift import BernoulliCusum, SentimentShiftMonitor, cusum_threshold
+    from monitors.shift import (
+        BernoulliCusum,
+        BernoulliMixtureSR,
+        SentimentShiftMonitor,
+        cusum_threshold,
+    )
     from monitors.suite import MonitorSuite
     from monitors.terms import distinctive_terms
     from monitors.windows import EventTimeWindows
@@ -50,6 +55,7 @@ __all__ = [
     "Baseline",
     "BaselineBuilder",
     "BernoulliCusum",
+    "BernoulliMixtureSR",
     "ContributionSums",
     "EventTimeWindows",
     "Explainer",
@@ -117,7 +123,10 @@ _HOME = {
         "priors",
     ),
     "Reading": "readings",
-    **dict.fromkeys(("BernoulliCusum", "SentimentShiftMonitor", "cusum_threshold"), "shift"),
+    **dict.fromkeys(
+        ("BernoulliCusum", "BernoulliMixtureSR", "SentimentShiftMonitor", "cusum_threshold"),
+        "shift",
+    ),
     "MonitorSuite": "suite",
     "distinctive_terms": "terms",
     "EventTimeWindows": "windows",

@@ -41,10 +41,11 @@ class MonitorConfig:
     baseline_events: int = 2000
     #: events over which a sequential detector's false-alarm probability is budgeted
     horizon_events: int = 100_000
-    #: the rise a SentimentShift detector is tuned for, as an odds ratio of negative share
+    #: the rise a firing SentimentShift is tested against when it resolves, as an odds ratio of
+    #: negative share (the alarm itself watches a grid of rises, ``shift.MIXTURE_ODDS_RATIOS``)
     shift_odds_ratio: float = 2.0
-    #: log-likelihood-ratio evidence for "back to normal" that resolves a SentimentShift
-    #: (None: half the firing threshold)
+    #: log-likelihood-ratio evidence for "back to normal" (against ``shift_odds_ratio``) that
+    #: resolves a SentimentShift (None: half the firing threshold)
     resolve_log_lr: float | None = None
     #: events behind the moving reference of the per-category detectors
     reference_events: int = 1000

@@ -13,23 +13,44 @@ a martingale under ``p0``, so by Ville's inequality it exceeds ``e^h`` with prob
 which holds the probability of any false alarm within a horizon of ``N`` events at ``alpha``
 (conservative: the union bound ignores the overlap of start points).
 
+:class:`BernoulliMixtureSR` adapts to the size of the rise. For each alternative ``p1_j`` of a
+grid (``odds_ratios`` times the odds of ``p0``, weights ``w_j`` summing to 1) it keeps the
+Shiryaev-Roberts statistic, the *sum* over start points of the likelihood ratios::
+
+    R^j_n = L_j(x_n) (1 + R^j_{n-1}),  R^j_0 = 0     alarm when log sum_j w_j R^j_n > h
+
+Under ``p0`` (or any lower rate) every ratio has mean at most 1, so ``E[R_n | past] <= 1 +
+R_{n-1}`` and, for ``n <= N``, ``Y_n = sum_j w_j R^j_n + N - n`` is a nonnegative
+supermartingale starting at ``N``. Ville's inequality gives ``P(max_{n <= N} Y_n >= e^h) <=
+N e^-h``, and the statistic is at most ``Y_n``: the same threshold ``h = ln(N / alpha)`` holds
+the same budget (under ``p0`` the mean time to a false alarm is also at least ``e^h``, by
+optional stopping on ``R_n - n``). The sum is at least the CUSUM's maximum and the mixture at
+least ``w_j`` times each alternative's statistic, so the detector spends the budget the CUSUM's
+union bound leaves unused, and a large rise is caught at the pace of a large alternative while
+a small one still has an alternative near it. The recursion is vectorised in closed form,
+``R_n = e^{D_n} (R_0 + sum_{i <= n} e^{-D_{i-1}})`` with ``D`` the cumulative log-ratio (one
+``exp`` and one ``cumsum`` per alternative and event, in steps whose ratios span at most
+``e^600``). Its reported run (change point, count, negatives) is the CUSUM run of the
+alternative that carries most of the mixture: the most likely start of the rise under it.
+
 Hysteresis: once firing, the detector runs the mirror CUSUM ``R_n = max(0, R_{n-1} - l(x_n))``
-(evidence for ``p0`` over ``p1``) and resolves when ``R_n`` exceeds ``resolve_threshold``; it
-then restarts from ``S = 0``. An alarm therefore fires once per episode.
+(evidence for ``p0`` over the ``odds_ratio`` alternative ``p1``) and resolves when ``R_n``
+exceeds ``resolve_threshold``; it then restarts from zero. An alarm therefore fires once per
+episode.
 
 Updates are vectorised: a batch of ``m`` observations costs a few numpy passes
 (``S_n = D_n - min(0, min_k D_k)`` with ``D`` the cumulative sum), not ``m`` Python steps.
 
-:class:`SentimentShiftMonitor` runs one detector for the whole stream (``"all"``, against the
-baseline share) and one per product category. Each reference is an upper confidence bound
-(``reference_quantile``) of the baseline share -- for a category, of its share shrunk towards
-the overall share (empirical Bayes, beta-binomial method of moments) -- so that a baseline that
-happened to run low does not become a false alarm later. A category's reference is further
-raised by the log-odds change the *other* categories have shown over the last
-``reference_events`` events: a category alarm means that category moved beyond what the rest
-of the stream did, so a stream-wide shift raises ``"all"`` (and PriorShift) rather than one
-alarm per category. Conversely ``"all"`` leaves out the reviews of categories that are in an
-episode of their own, so one large category turning negative raises that category's alarm,
+:class:`SentimentShiftMonitor` runs one :class:`BernoulliMixtureSR` for the whole stream
+(``"all"``, against the baseline share) and one per product category. Each reference is an
+upper confidence bound (``reference_quantile``) of the baseline share -- for a category, of its
+share shrunk towards the overall share (empirical Bayes, beta-binomial method of moments) -- so
+that a baseline that happened to run low does not become a false alarm later. A category's
+reference is further raised by the log-odds change the *other* categories have shown over the
+last ``reference_events`` events: a category alarm means that category moved beyond what the
+rest of the stream did, so a stream-wide shift raises ``"all"`` (and PriorShift) rather than
+one alarm per category. Conversely ``"all"`` leaves out the reviews of categories that are in
+an episode of their own, so one large category turning negative raises that category's alarm,
 not a second stream-wide one.
 
 Evidence of a firing alert: the ids of the run's last negative reviews, the terms that
@@ -63,7 +84,9 @@ from monitors.contributions import (
 from monitors.terms import BoundedCounter, distinctive_terms
 
 __all__ = [
+    "MIXTURE_ODDS_RATIOS",
     "BernoulliCusum",
+    "BernoulliMixtureSR",
     "SentimentShiftMonitor",
     "ShiftEvent",
     "Transition",
@@ -74,7 +97,8 @@ __all__ = [
 
 
 def cusum_threshold(alpha: float, horizon: int) -> float:
-    """``ln(horizon / alpha)``: keeps P(any false alarm within ``horizon`` events) <= alpha."""
+    """``ln(horizon / alpha)``: keeps P(any false alarm within ``horizon`` events) <= alpha,
+    for :class:`BernoulliCusum` and :class:`BernoulliMixtureSR` alike (see module doc)."""
     if not 0 < alpha < 1 or horizon < 1:
         raise ValueError("need 0 < alpha < 1 and horizon >= 1")
     return math.log(horizon / alpha)
@@ -146,6 +170,10 @@ class BernoulliCusum:
         self.p1 = p1
         self._l1 = math.log(p1 / p0)
         self._l0 = math.log((1 - p1) / (1 - p0))
+        self._set_alternatives()
+
+    def _set_alternatives(self) -> None:
+        """Hook for subclasses with alternatives of their own (run after ``p0`` changes)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -300,6 +328,255 @@ class BernoulliCusum:
         self.fired_start = state["fired_start"]
 
 
+#: the largest spread of log-likelihood ratios taken in one vectorised step (e^600 < 1.8e308)
+_MAX_SPAN = 600.0
+_TINY = 1e-300
+
+#: Odds ratios of the mixture's alternatives: five steps of 6^(1/4) = 1.57 from 1.5 to 9 (a
+#: rise from 20 % negative to 27 %, 37 %, 48 %, 59 % or 69 %); default weights are proportional
+#: to 1 / ln(odds ratio), so the small rises, which take longest to tell from noise, get more
+#: of the budget.
+MIXTURE_ODDS_RATIOS: tuple[float, ...] = tuple(1.5 * 6 ** (k / 4) for k in range(5))
+
+
+class BernoulliMixtureSR(BernoulliCusum):
+    """Mixture Shiryaev-Roberts detector for a rise of a Bernoulli rate (see module doc).
+
+    Alarms when ``log sum_j w_j R^j_n`` exceeds ``threshold`` (and the run behind it has
+    ``min_count`` events), where ``R^j`` is the Shiryaev-Roberts statistic of the alternative
+    with ``odds_ratios[j]`` times the odds of ``p0``; ``statistic`` is that logarithm (floored
+    at 0). Resolution is the parent's mirror CUSUM at ``odds_ratio``. ``run_count``,
+    ``run_negatives`` and ``run_start`` describe the CUSUM run of the alternative that carries
+    most of the mixture: its most likely change point. Per alternative: ``comp_log_r``
+    (``log R^j``), ``comp_cusum`` and the ``comp_run_*`` of its CUSUM.
+    """
+
+    comp_log_r: FloatArray
+    comp_cusum: FloatArray
+    comp_run_count: IntArray
+    comp_run_negatives: IntArray
+    comp_run_start: FloatArray
+
+    def __init__(
+        self,
+        p0: float = 0.2,
+        *,
+        odds_ratios: Sequence[float] = MIXTURE_ODDS_RATIOS,
+        weights: Sequence[float] | None = None,
+        odds_ratio: float = 2.0,
+        threshold: float = 10.0,
+        resolve_threshold: float | None = None,
+        min_count: int = 1,
+    ) -> None:
+        ors = np.asarray(odds_ratios, dtype=np.float64)
+        if ors.ndim != 1 or ors.size == 0 or bool(np.any(ors <= 1)):
+            raise ValueError("odds_ratios must be a non-empty sequence of values > 1")
+        w = 1.0 / np.log(ors) if weights is None else np.asarray(weights, dtype=np.float64)
+        if w.shape != ors.shape or bool(np.any(w <= 0)):
+            raise ValueError("weights must be positive, one per odds ratio")
+        self.odds_ratios: FloatArray = ors
+        self.weights: FloatArray = w / w.sum()
+        self._l1s: FloatArray = np.zeros(ors.size)
+        self._l0s: FloatArray = np.zeros(ors.size)
+        self._max_step = 0.0
+        super().__init__(
+            p0,
+            odds_ratio=odds_ratio,
+            threshold=threshold,
+            resolve_threshold=resolve_threshold,
+            min_count=min_count,
+        )
+
+    def _set_alternatives(self) -> None:
+        odds = self._p0 / (1 - self._p0) * self.odds_ratios
+        p1 = odds / (1 + odds)
+        self._l1s = np.log(p1 / self._p0)
+        self._l0s = np.log((1 - p1) / (1 - self._p0))
+        self._max_step = float(max(np.abs(self._l1s).max(), np.abs(self._l0s).max()))
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        super().reset()
+        self.reset_components()
+
+    # -- updates ---------------------------------------------------------------------------
+
+    def _alarm_segment(
+        self, llr: FloatArray, x: IntArray, ts: FloatArray | None, offset: int
+    ) -> Transition | None:
+        del llr  # the parent's single alternative (used for resolution only)
+        m, lo = x.shape[0], 0
+        while lo < m:
+            cneg = np.cumsum(x[lo:])
+            # d[j, i]: log-LR of alternative j over the events lo..lo+i
+            d = np.multiply.outer(self._l0s, np.arange(1.0, cneg.shape[0] + 1.0))
+            d += np.multiply.outer(self._l1s - self._l0s, cneg)
+            lo_d = d.min(axis=1)
+            # e^{+-d} must stay far inside the float range: take fewer events if it would not
+            if cneg.shape[0] * self._max_step > _MAX_SPAN and (
+                float((np.maximum(d.max(axis=1), 0.0) - np.minimum(lo_d, 0.0)).max()) > _MAX_SPAN
+            ):
+                run_span = np.maximum.accumulate(np.maximum(d, 0.0), axis=1)
+                run_span -= np.minimum.accumulate(np.minimum(d, 0.0), axis=1)
+                n = max(1, int(np.argmax(run_span.max(axis=0) > _MAX_SPAN)))
+                d, cneg = d[:, :n], cneg[:n]
+                lo_d = d.min(axis=1)
+            t = self._alarm_step(cneg, d, lo_d, ts, offset + lo)
+            if t is not None:
+                return t
+            lo += cneg.shape[0]
+        return None
+
+    def _alarm_step(
+        self,
+        cneg: IntArray,
+        d: FloatArray,
+        d_min: FloatArray,
+        ts: FloatArray | None,
+        offset: int,
+    ) -> Transition | None:
+        """Events with cumulative negatives ``cneg`` and log-LRs ``d`` (row minima
+        ``d_min``) that span at most ``_MAX_SPAN``."""
+        m = cneg.shape[0]
+        # R_i = e^{D_i} (R_0 + sum_{i' <= i} e^{-D_{i'-1}}) with D_{-1} = 0, computed as
+        # Q = R e^{-s}, s >= log R_0, so that nothing overflows
+        s = max(0.0, float(self.comp_log_r.max()))
+        f = np.exp(d)
+        g = 1.0 / f
+        excl = np.cumsum(g, axis=1)
+        excl -= g
+        excl += 1.0
+        excl *= math.exp(-s)
+        excl += np.exp(self.comp_log_r - s)[:, None]
+        q = excl * f
+        mix = self.weights @ q
+        end, fired = m - 1, False
+        if self.threshold - s < 700:
+            for i in np.flatnonzero(mix > math.exp(self.threshold - s)).tolist():
+                j = int(np.argmax(q[:, i] * self.weights))
+                cus = self.comp_cusum[j] + d[j, : i + 1]
+                if self._run_length(cus, int(self.comp_run_count[j])) >= self.min_count:
+                    end, fired = i, True
+                    break
+        if fired:
+            d = d[:, : end + 1]
+            d_min = d.min(axis=1)
+        cus_min = self.comp_cusum + d_min
+        # the last reflection at zero (-1: none in these events), as in the parent's run
+        lz = np.where(cus_min <= 0.0, end - np.argmin(d[:, ::-1], axis=1), -1)
+        has = lz >= 0
+        self.comp_run_negatives = np.where(
+            has, cneg[end] - cneg[np.maximum(lz, 0)], self.comp_run_negatives + cneg[end]
+        )
+        if ts is None:
+            self.comp_run_start = np.full(lz.shape[0], np.nan)
+        else:
+            after = ts[offset + np.minimum(lz + 1, end)]
+            self.comp_run_start = np.where(
+                has,
+                np.where(lz < end, after, np.nan),
+                np.where(self.comp_run_count == 0, ts[offset], self.comp_run_start),
+            )
+        self.comp_run_count = np.where(has, end - lz, self.comp_run_count + end + 1)
+        self.comp_cusum = self.comp_cusum + d[:, end] - np.minimum(0.0, cus_min)
+        # R_i >= L(x_i), so q >= e^-s L(x_i): the floor only matters when s > 690
+        self.comp_log_r = s + np.log(np.maximum(q[:, end], _TINY))
+        self.statistic = max(0.0, s + math.log(max(float(mix[end]), _TINY)))
+        top = int(np.argmax(q[:, end] * self.weights))
+        self.run_count = int(self.comp_run_count[top])
+        self.run_negatives = int(self.comp_run_negatives[top])
+        start = float(self.comp_run_start[top])
+        self.run_start = None if math.isnan(start) else start
+        if not fired:
+            return None
+        self.firing = True
+        self.resolve_statistic = 0.0
+        self.since_count = 0
+        self.since_negatives = 0
+        self.fired_start = self.run_start
+        return Transition(
+            offset + end,
+            "firing",
+            self.statistic,
+            self.run_count,
+            self.run_negatives,
+            self.run_start,
+        )
+
+    @staticmethod
+    def _run_length(cus: FloatArray, before: int) -> int:
+        """Length of the CUSUM run at the end of ``cus`` (statistic + cumulative log-LR),
+        ``before``: the run length before these events."""
+        e = int(cus.shape[0]) - 1
+        if cus.min() <= 0.0:
+            return int(np.argmin(cus[::-1]))  # events after the last reflection at zero
+        return before + e + 1
+
+    def _resolve_segment(
+        self, llr: FloatArray, x: IntArray, ts: FloatArray | None, offset: int
+    ) -> Transition | None:
+        t = super()._resolve_segment(llr, x, ts, offset)
+        if t is not None:
+            self.reset_components()
+        return t
+
+    def reset_components(self) -> None:
+        """Forget the alarm side's evidence (after a resolution: a new episode starts)."""
+        k = self.odds_ratios.size
+        self.comp_log_r = np.full(k, -np.inf)
+        self.comp_cusum = np.zeros(k)
+        self.comp_run_count = np.zeros(k, dtype=np.int64)
+        self.comp_run_negatives = np.zeros(k, dtype=np.int64)
+        self.comp_run_start = np.full(k, np.nan)
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able: ``log R^j`` of a fresh detector (minus infinity) is stored as None."""
+        return {
+            **super().state(),
+            "kind": "mixture-sr",
+            "odds_ratios": self.odds_ratios.tolist(),
+            "comp_log_r": [None if math.isinf(v) else v for v in self.comp_log_r.tolist()],
+            "comp_cusum": self.comp_cusum.tolist(),
+            "comp_run_count": self.comp_run_count.tolist(),
+            "comp_run_negatives": self.comp_run_negatives.tolist(),
+            "comp_run_start": [None if math.isnan(v) else v for v in self.comp_run_start.tolist()],
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Load a state of this detector, or migrate a :class:`BernoulliCusum` state (or one
+        saved with another grid): each alternative starts from the evidence of the saved run,
+        ``n_neg ln(p1/p0) + (n - n_neg) ln((1-p1)/(1-p0))`` (the run's counts are sufficient),
+        as its CUSUM and as ``log R^j`` (a Shiryaev-Roberts restart at the run's start)."""
+        super().load_state(state)
+        same = state.get("kind") == "mixture-sr" and np.array_equal(
+            np.asarray(state.get("odds_ratios"), dtype=np.float64), self.odds_ratios
+        )
+        if same:
+            self.comp_log_r = np.array(
+                [-np.inf if v is None else float(v) for v in state["comp_log_r"]]
+            )
+            self.comp_cusum = np.asarray(state["comp_cusum"], dtype=np.float64)
+            self.comp_run_count = np.asarray(state["comp_run_count"], dtype=np.int64)
+            self.comp_run_negatives = np.asarray(state["comp_run_negatives"], dtype=np.int64)
+            self.comp_run_start = np.array(
+                [np.nan if v is None else float(v) for v in state["comp_run_start"]]
+            )
+            return
+        n, neg = self.run_count, self.run_negatives
+        evidence = neg * self._l1s + (n - neg) * self._l0s
+        live = (evidence > 0) & (n > 0)
+        self.reset_components()
+        self.comp_cusum = np.where(live, evidence, 0.0)
+        self.comp_log_r = np.where(n > 0, evidence, -np.inf)
+        self.comp_run_count = np.where(live, n, 0)
+        self.comp_run_negatives = np.where(live, neg, 0)
+        start = np.nan if self.run_start is None else float(self.run_start)
+        self.comp_run_start = np.where(live, start, np.nan)
+
+
 def _prior_strength(k: FloatArray, n: FloatArray) -> tuple[float, float]:
     """Pooled share and the beta-prior strength of the groups (inf: no between-group
     variance beyond sampling), by the beta-binomial method of moments."""
@@ -452,7 +729,11 @@ class _Evidence:
 
 
 class SentimentShiftMonitor:
-    """One :class:`BernoulliCusum` for ``"all"`` and one per group (see module doc)."""
+    """One :class:`BernoulliMixtureSR` for ``"all"`` and one per group (see module doc).
+
+    ``odds_ratio`` is the alternative the resolution tests "back to normal" against;
+    ``odds_ratios`` and ``weights`` the mixture's grid (None: :data:`MIXTURE_ODDS_RATIOS`,
+    equal weights)."""
 
     ALL = "all"
 
@@ -469,6 +750,8 @@ class SentimentShiftMonitor:
         reference_events: int = 1000,
         reference_prior: float = 50.0,
         reference_quantile: float = 0.9,
+        odds_ratios: Sequence[float] = MIXTURE_ODDS_RATIOS,
+        weights: Sequence[float] | None = None,
         examples: int = 5,
         term_capacity: int = 300,
         baseline_terms: Mapping[str, int] | None = None,
@@ -509,16 +792,18 @@ class SentimentShiftMonitor:
         self._example_texts = example_texts
         self._top_terms = top_terms
         kwargs: dict[str, Any] = {
+            "odds_ratios": odds_ratios,
+            "weights": weights,
             "odds_ratio": odds_ratio,
             "threshold": threshold,
             "resolve_threshold": resolve_threshold,
             "min_count": min_count,
         }
-        self.detectors: dict[str, BernoulliCusum] = {
-            self.ALL: BernoulliCusum(self.overall_reference, **kwargs)
+        self.detectors: dict[str, BernoulliMixtureSR] = {
+            self.ALL: BernoulliMixtureSR(self.overall_reference, **kwargs)
         }
         for g, share in zip(self.groups, self.group_references.tolist(), strict=True):
-            self.detectors[g] = BernoulliCusum(share, **kwargs)
+            self.detectors[g] = BernoulliMixtureSR(share, **kwargs)
         self._term_capacity = term_capacity
         self.reset()
 

@@ -11,7 +11,8 @@ extraction in :mod:`monitors.features`):
   (``ScoredReview.position.key``; idle ones left out after ``idle_timeout``); late and future
   (dropped) and out-of-order (kept) events counted;
 * the baseline: given, or learned from the first ``baseline_events`` events;
-* SentimentShift (:mod:`monitors.shift`): CUSUM per category and overall, false-alarm budget
+* SentimentShift (:mod:`monitors.shift`): a mixture Shiryaev-Roberts detector per category and
+  overall (adapts to the size of the rise), false-alarm budget
   ``false_alarm_rate`` per ``horizon_events`` events, Bonferroni-split over the detectors;
   alert evidence: window, baseline and current share with a Wilson interval, counts, example
   review ids, distinctive terms of the window's negative reviews and, with an ``explainer``

@@ -21,9 +21,18 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-__all__ = ["STOPWORDS", "BoundedCounter", "content_words", "distinctive_terms", "tokenize"]
+__all__ = [
+    "STOPWORDS",
+    "TOKEN_PATTERN",
+    "BoundedCounter",
+    "content_words",
+    "distinctive_terms",
+    "tokenize",
+]
 
-_TOKEN = re.compile(r"[a-z][a-z']*[a-z]|[a-z]")
+#: A word token of the lower-cased text (RE2-compatible: SQL engines tokenise alike).
+TOKEN_PATTERN = r"[a-z][a-z']*[a-z]|[a-z]"  # noqa: S105 - a regex, not a secret
+_TOKEN = re.compile(TOKEN_PATTERN)
 
 #: Very common function words: never useful as evidence.
 _STOPWORDS_TEXT = """about after all also am an and any are as at back be because been before

@@ -97,11 +97,21 @@ class DuckDBLake:
         root = pafs.LocalFileSystem().normalize_path(self.location)
         return lake_datasets(str(root), local)
 
-    def query(self, sql: str) -> pa.Table:
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB connection (the caller closes it) with the views registered
+        over one listing of the lake's files: several queries, one listing."""
         con = duckdb.connect(":memory:")
         try:
             for name, data in self._tables().items():
                 con.register(name, data)
+        except BaseException:
+            con.close()
+            raise
+        return con
+
+    def query(self, sql: str) -> pa.Table:
+        con = self.connect()
+        try:
             result: pa.Table = con.sql(sql).to_arrow_table()
             return result
         finally:

@@ -60,6 +60,11 @@ def _mount_subcommands() -> None:
 
     app.add_typer(review_app, name="review", help="Human review in Label Studio.")
 
+    from stream.report.cli import explore_command, report_command
+
+    app.command("report")(report_command)
+    app.command("explore")(explore_command)
+
 
 _mount_subcommands()
 

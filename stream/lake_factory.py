@@ -22,11 +22,12 @@ from stream.settings import Settings
 
 if TYPE_CHECKING:  # imported where used: a local lake never loads boto3 or awswrangler
     from sinks.catalog import GlueCatalog
-    from sinks.query import LakeQuery
+    from sinks.query import DuckDBLake, LakeQuery
     from sinks.s3 import Backoff, EndpointSession
 
 __all__ = [
     "build_catalog",
+    "build_duckdb_lake",
     "build_lake_query",
     "build_lake_sink",
     "build_lake_writer",
@@ -129,7 +130,7 @@ def build_lake_sink(settings: Settings) -> LakeSink:
 
 def build_lake_query(settings: Settings, *, athena: bool = False) -> LakeQuery:
     """DuckDB over the lake's files, or Athena over the Glue tables (``athena=True``)."""
-    from sinks.query import AthenaLake, DuckDBLake
+    from sinks.query import AthenaLake
 
     if athena:
         if settings.lake.glue_database is None:
@@ -140,6 +141,13 @@ def build_lake_query(settings: Settings, *, athena: bool = False) -> LakeQuery:
             workgroup=settings.lake.athena_workgroup,
             output_location=settings.lake.athena_output,
         )
+    return build_duckdb_lake(settings)
+
+
+def build_duckdb_lake(settings: Settings) -> DuckDBLake:
+    """DuckDB over the lake's files: a local directory, or S3 with the lake's session."""
+    from sinks.query import DuckDBLake
+
     if is_s3_lake(settings):
         _location(settings)
         return DuckDBLake(settings.lake_path, session=lake_session(settings))

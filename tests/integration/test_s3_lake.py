@@ -388,3 +388,25 @@ async def test_the_query_command(seaweedfs: SeaweedFS, s3_bucket: str, tmp_path:
     bad = runner.invoke(lake_app, ["query", "SELECT * FROM nope", "--lake", str(tmp_path)])
     assert bad.exit_code == 1
     assert "error:" in bad.output
+
+
+async def test_the_report_command_reads_an_s3_lake(
+    seaweedfs: SeaweedFS, s3_bucket: str, tmp_path: Path
+) -> None:
+    from stream.cli import app
+
+    await fill(LakeSink(S3LakeWriter(s3_bucket, PREFIX, session=session_of(seaweedfs))))
+    env = {
+        "SENTIMENT_LAKE__S3_ENDPOINT_URL": seaweedfs.endpoint_url,
+        "AWS_ACCESS_KEY_ID": seaweedfs.access_key,
+        "AWS_SECRET_ACCESS_KEY": seaweedfs.secret_key,
+    }
+    out = tmp_path / "report.html"
+    args = ["report", "--lake", f"s3://{s3_bucket}/{PREFIX}", "--out", str(out), "--no-progress"]
+    result = await asyncio.to_thread(CliRunner().invoke, app, args, env=env)
+    assert result.exit_code == 0, result.output
+    page = out.read_text(encoding="utf-8")
+    overview = page[page.index('data-table="overview"') :].split("</table>")[0]
+    for what, n in (("reviews", 4), ("categories", 3), ("dead letters", 1), ("alerts", 1)):
+        assert f'<td>{what}</td><td class="n" data-value="{n}">' in overview
+    assert "http://" not in page and "https://" not in page

@@ -273,8 +273,13 @@ class BufferingSink(MemorySink):
 async def test_positions_are_committed_only_once_a_buffering_sink_made_them_durable() -> None:
     source = ListSource([event_bytes(i) for i in range(70)])
     buffering, direct = BufferingSink(), MemorySink()
+    # Batches cut by size only (a busy machine must not cut one by time): exactly 10 each.
     await Pipeline(
-        source, KeywordScorer(), [buffering, direct], CountingMonitor(), options=opts()
+        source,
+        KeywordScorer(),
+        [buffering, direct],
+        CountingMonitor(),
+        options=opts(max_batch_wait_s=60),
     ).run()
     committed = [c[("test", "reviews", "0")].offset for c in source.commits]
     # Batches of 10: durable after the 3rd and 6th batch, then the final flush at the end.
