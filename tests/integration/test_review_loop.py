@@ -77,7 +77,7 @@ def _env(server: LabelStudioServer, tmp: Path, project: str, **extra: str) -> di
         SENTIMENT_REVIEW__PROJECT=project,
         SENTIMENT_REVIEW__STATE_PATH=str(tmp / "review.sqlite"),
         SENTIMENT_REVIEW__AUDIT_RATE="0.03",
-        SENTIMENT_REVIEW__THRESHOLD="0.55",
+        SENTIMENT_REVIEW__THRESHOLD="0.7",
         SENTIMENT_REVIEW__BUDGET_PER_HOUR="1000",
         SENTIMENT_REVIEW__SEND_INTERVAL_S="0.5",
         SENTIMENT_REVIEW__SYNC_INTERVAL_S="3600",
