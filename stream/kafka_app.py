@@ -20,8 +20,9 @@ Scoring scales out; monitoring needs one global view. So a worker runs two thing
   Each group's picks are sent before the group is acknowledged. Losing the feed pauses the
   sender (after the request in flight) before the partition moves on; taking it over first
   adopts every review id the project already holds, so neither the previous owner's tasks nor
-  picks of a replayed feed message (the audit draw hashes the review id: a replay picks the
-  same reviews) become a second task.
+  picks of a replayed feed message become a second task. The selector's spent budget is saved
+  with the monitor state, so a replay meets the same budget and (the audit draw hashes the
+  review id) picks the same reviews.
 
 Failures inside a worker never commit past unstored data: the scoring pipeline commits only
 what every sink holds; when any stage fails, the pipeline is torn down, the worker seeks every
@@ -49,6 +50,7 @@ import pyarrow.ipc as ipc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 
+from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
 from stream.errors import describe
 from stream.events import (
@@ -82,6 +84,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE_KEY = b"suite"
+#: the review selector's state (its spent budget), saved beside the monitor suite's
+SELECTOR_KEY = "review_selector"
 LAG_INTERVAL_S = 5.0
 #: the longest a group of feed messages waits for its review tasks to be sent
 REVIEW_SEND_TIMEOUT_S = 10.0
@@ -396,6 +400,7 @@ class _Monitoring:
         self.suite: Any = None
         self.review = review
         self.owns_reviews = False
+        self._selector_loaded = False
         self._next_sync = 0.0
         if review is not None:
             review.sender.paused = True  # until this worker owns the feed
@@ -412,6 +417,7 @@ class _Monitoring:
         if self.review is not None:
             await self.review.sender.pause()
         self.owns_reviews = False
+        self._selector_loaded = False
 
     async def review_tick(self) -> None:
         """Periodically on the owner: send what waits (the server was down, or the feed is
@@ -426,8 +432,20 @@ class _Monitoring:
 
     async def handle(self, events: Sequence[Any], producer: AIOKafkaProducer) -> None:
         k = self._settings.kafka
+        state: dict[str, Any] | None = None
         if self.suite is None:
-            self.suite = self._factory(await self._store.load())
+            state = await self._store.load()
+            self.suite = self._factory(state)
+        if self.review is not None and not self._selector_loaded:
+            # The budget spent so far travels with the feed: a replayed message meets the
+            # budget its first owner met, so it picks the same reviews.
+            if state is None:
+                state = await self._store.load()
+            saved = (state or {}).get(SELECTOR_KEY)
+            if saved is not None:
+                queue = self.review.queue
+                queue.selector = ReviewSelector.from_state(queue.selector.config, saved)
+            self._selector_loaded = True
         await self.take_reviews()
         topics = KafkaTopicsSink(
             producer,
@@ -462,7 +480,10 @@ class _Monitoring:
                 log.warning("ALERT %s %s", a.status, a.name)
         if self.review is not None:
             await self.review.send_now(REVIEW_SEND_TIMEOUT_S)
-        await self._store.save(producer, self.suite.state())
+        state = self.suite.state()
+        if self.review is not None:
+            state = {**state, SELECTOR_KEY: self.review.queue.selector.state()}
+        await self._store.save(producer, state)
 
 
 def _faust_app(settings: Settings, datadir: Path) -> faust.App:

@@ -26,6 +26,7 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from monitors.human import wilson_interval
+from stream.kafka_app import MonitorStateStore
 from stream.labelstudio import LabelStudio, choice_label
 from stream.metrics import ReadingsCollector
 from stream.producer import KafkaReviewProducer, publish
@@ -434,3 +435,7 @@ def test_kafka_workers_make_one_task_per_review_across_rebalances_and_a_crash(
         assert len(tasks) > 50
         # the loop moved: a worker other than the first owner sent tasks too
         assert w.sent("w2") + w.sent("w1-restarted") > 0
+        # the selector's budget moved with the feed: the saved state counts every pick
+        state = asyncio.run(MonitorStateStore(_settings(w.env("w2"))).load())
+        assert state is not None
+        assert sum(state["review_selector"]["picked"].values()) >= len(set(tasks))
