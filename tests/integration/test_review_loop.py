@@ -334,8 +334,12 @@ class _ReviewWorkers(KafkaWorkers):
         return self.root / f"review-{name.split('-')[0]}.sqlite"
 
     def env(self, name: str = "") -> dict[str, str]:
+        # "fresh" is a worker of another group on the same topics: its monitor agent reads
+        # the whole feed again, with an empty outbox
+        other = {"SENTIMENT_KAFKA__GROUP_ID": f"{self.group}-fresh"} if name == "fresh" else {}
         return {
             **super().env(name),
+            **other,
             "SENTIMENT_REVIEW__ENABLED": "true",
             "SENTIMENT_REVIEW__URL": self.server.url,
             "SENTIMENT_REVIEW__TOKEN": self.server.token,
@@ -358,10 +362,10 @@ class _ReviewWorkers(KafkaWorkers):
             for r in _store_rows(self.state(name))
         }
 
-    def sent(self, name: str) -> float:
+    def sent(self, name: str, metric: str = "sentiment_review_tasks_sent_total") -> float:
         """Tasks the worker created (0 while its /metrics is not up yet)."""
         try:
-            return self.metric(name, "sentiment_review_tasks_sent_total")
+            return self.metric(name, metric)
         except OSError:
             return 0.0
 
@@ -439,4 +443,18 @@ def test_kafka_workers_make_one_task_per_review_across_rebalances_and_a_crash(
         # the selector's budget moved with the feed: the saved state counts every pick
         state = asyncio.run(MonitorStateStore(_settings(w.env("w2"))).load())
         assert state is not None
-        assert sum(state["review_selector"]["picked"].values()) >= len(set(tasks))
+        picked = sum(state["review_selector"]["picked"].values())
+        assert picked >= len(set(tasks))
+
+        # A worker with an empty outbox that reads the whole feed again (the extreme of a
+        # takeover) adopts the project's tasks first, and makes none twice.
+        w.start("fresh")
+        _until(
+            "the feed read again",
+            lambda: w.sent("fresh", "sentiment_review_selected_total") >= picked + len(tasks),
+            w,
+        )
+        time.sleep(3)
+        again = asyncio.run(_review_ids_of_tasks(label_studio, project))
+        assert sorted(again) == sorted(tasks)
+        assert w.sent("fresh") == 0
