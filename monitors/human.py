@@ -16,6 +16,13 @@ and answers:
 * :meth:`HumanLabels.by_window`: accuracy and macro-F1 of all human labels per event-time
   window (tumbling, ``window_s`` seconds);
 * :meth:`HumanLabels.agreement`: share of human labels equal to the model's, per category.
+
+:func:`ground_truth_windows` evaluates event-time windows on the best ground truth there is
+for each review: a person's label where one was synced, else the class of its star rating.
+Per window: the confusion matrix, accuracy and macro-F1, the true class mix with its label
+drift against the baseline's, the accuracy drop test against the baseline's confusion, and,
+apart from them, the audit sample's accuracy estimate with its interval and the scores of the
+other (biased) human labels.
 """
 
 from __future__ import annotations
@@ -23,14 +30,27 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
 from monitors.baseline import classification_scores
+from monitors.drift import AccuracyDrift, DistributionDrift, accuracy_drift, distribution_drift
 
-__all__ = ["Estimate", "HumanLabels", "Scores", "wilson_interval"]
+__all__ = [
+    "NO_LABEL",
+    "Estimate",
+    "GroundTruthWindow",
+    "HumanLabels",
+    "Scores",
+    "ground_truth_windows",
+    "wilson_interval",
+]
+
+#: The class of a review that has no label (no person's, or no star rating).
+NO_LABEL: Final = -2
 
 
 def wilson_interval(share: float, n: float, confidence: float) -> tuple[float, float]:
@@ -130,12 +150,9 @@ class HumanLabels:
         n = int(m.sum())
         if n == 0:
             return None
-        w = 1.0 / self.inclusion_probability[m]
-        correct = (self.predicted[m] == self.label[m]).astype(np.float64)
-        value = float((w * correct).sum() / w.sum())
-        effective = float(w.sum() ** 2 / (w * w).sum())
-        lower, upper = wilson_interval(value, effective, confidence)
-        return Estimate(value, lower, upper, n, effective)
+        return _weighted_accuracy(
+            self.predicted[m] == self.label[m], self.inclusion_probability[m], confidence
+        )
 
     def audited_class_shares(self) -> tuple[float, float, float] | None:
         """The stream's true class mix (negative, neutral, positive) estimated from the
@@ -169,3 +186,109 @@ class HumanLabels:
 
     def newest_label_s(self) -> float | None:
         return float(self.labeled_at_s.max()) if len(self) else None
+
+
+def _weighted_accuracy(
+    right: npt.NDArray[np.bool_], inclusion_probability: npt.NDArray[np.float64], confidence: float
+) -> Estimate:
+    w = 1.0 / inclusion_probability
+    value = float((w * right).sum() / w.sum())
+    effective = float(w.sum() ** 2 / (w * w).sum())
+    lower, upper = wilson_interval(value, effective, confidence)
+    return Estimate(value, lower, upper, len(right), effective)
+
+
+@dataclass(frozen=True, slots=True)
+class GroundTruthWindow:
+    """One event-time window evaluated on human labels over rating classes."""
+
+    start_s: float
+    #: counts ``[predicted, true]`` (classes -1/0/1 at indices 0/1/2)
+    confusion: npt.NDArray[np.int64]
+    human: int  #: reviews whose truth is a person's label
+    rated: int  #: reviews whose truth is the class of their star rating
+    accuracy: float
+    macro_f1: float
+    class_shares: tuple[float, float, float]  #: the true class mix
+    label_drift: DistributionDrift | None  #: the true mix against the baseline's
+    accuracy_drift: AccuracyDrift | None  #: accuracy against the baseline's
+    audited: Estimate | None  #: the audit sample's accuracy (unbiased), with its interval
+    selected: Scores | None  #: the other human labels (chosen where the model is weak)
+
+
+def ground_truth_windows(
+    window_s: float,
+    event_time_s: Sequence[float] | npt.ArrayLike,
+    predicted: Sequence[int] | npt.ArrayLike,
+    rated: Sequence[int] | npt.ArrayLike,
+    human: Sequence[int] | npt.ArrayLike,
+    reason: Sequence[str],
+    inclusion_probability: Sequence[float] | npt.ArrayLike,
+    *,
+    reference_counts: Sequence[int] | None = None,
+    reference_confusion: Sequence[Sequence[int]] | None = None,
+    alpha: float = 0.01,
+    min_share_change: float = 0.0,
+    min_accuracy_drop: float = 0.0,
+    confidence: float = 0.95,
+) -> list[GroundTruthWindow]:
+    """Per tumbling event-time window (``window_s`` seconds, oldest first; only windows with
+    a label): one row per review with the model's class, the class of its rating and the
+    person's label (:data:`NO_LABEL` where there is none), and for a person's label the
+    reason it was picked and its inclusion probability (ignored elsewhere). The truth of a
+    review is the person's label where there is one, else its rating's class. The label drift
+    and accuracy tests run when the baseline's true class counts and confusion matrix are
+    given (the window tests' ``alpha`` and floors)."""
+    if window_s <= 0:
+        raise ValueError("window_s must be > 0")
+    t = np.asarray(event_time_s, dtype=np.float64)
+    pred = np.asarray(predicted, dtype=np.int64)
+    rate = np.asarray(rated, dtype=np.int64)
+    person = np.asarray(human, dtype=np.int64)
+    probs = np.asarray(inclusion_probability, dtype=np.float64)
+    n = len(t)
+    if any(len(c) != n for c in (pred, rate, person, reason, probs)):
+        raise ValueError("every column needs one value per review")
+    by_person = person != NO_LABEL
+    truth = np.where(by_person, person, rate)
+    known = truth != NO_LABEL
+    audit = by_person & np.fromiter((r == "audit" for r in reason), np.bool_, count=n)
+    if bool((audit & ~((probs > 0) & (probs <= 1))).any()):
+        raise ValueError("inclusion probabilities must be in (0, 1]")
+    starts = np.floor(t / window_s) * window_s
+    out: list[GroundTruthWindow] = []
+    for start in np.unique(starts[known]):
+        m = known & (starts == start)
+        confusion = np.zeros((3, 3), dtype=np.int64)
+        np.add.at(confusion, (pred[m] + 1, truth[m] + 1), 1)
+        accuracy, macro_f1 = classification_scores(confusion)
+        counts = confusion.sum(axis=0)
+        shares = counts / counts.sum()
+        a = audit & m
+        other = by_person & m & ~audit
+        out.append(
+            GroundTruthWindow(
+                start_s=float(start),
+                confusion=confusion,
+                human=int((by_person & m).sum()),
+                rated=int((m & ~by_person).sum()),
+                accuracy=accuracy,
+                macro_f1=macro_f1,
+                class_shares=(float(shares[0]), float(shares[1]), float(shares[2])),
+                label_drift=None
+                if reference_counts is None
+                else distribution_drift(
+                    reference_counts, counts, alpha=alpha, min_change=min_share_change
+                ),
+                accuracy_drift=None
+                if reference_confusion is None
+                else accuracy_drift(
+                    reference_confusion, confusion, alpha=alpha, min_drop=min_accuracy_drop
+                ),
+                audited=_weighted_accuracy(pred[a] == person[a], probs[a], confidence)
+                if a.any()
+                else None,
+                selected=_scores(pred[other], person[other]) if other.any() else None,
+            )
+        )
+    return out

@@ -38,6 +38,7 @@ __all__ = [
     "Runtime",
     "TimedSink",
     "build_monitor",
+    "build_review_loop",
     "build_scorer",
     "close_scorer",
     "pipeline_options",
@@ -333,9 +334,10 @@ async def run_pipeline(
                 on_batch(batch)
 
         outputs = list(sinks) if sinks is not None else [lake or rt.lake()]
-        review = _review_loop(settings, rt.metrics)
+        review = build_review_loop(settings, rt.metrics)
         if review is not None:
             outputs.append(review.queue)
+            review.reference = lambda: getattr(monitor, "baseline", None)
             review.start()
         pipeline = rt.pipeline(
             source,
@@ -364,7 +366,7 @@ async def run_pipeline(
     return pipeline
 
 
-def _review_loop(settings: Settings, metrics: PipelineMetrics) -> Any:
+def build_review_loop(settings: Settings, metrics: PipelineMetrics) -> Any:
     """The review queue (a sink, and its send and sync tasks) when the settings enable it;
     its ``sentiment_review_*`` metrics join the registry."""
     if not settings.review.enabled:

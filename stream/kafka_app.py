@@ -14,6 +14,15 @@ Scoring scales out; monitoring needs one global view. So a worker runs two thing
   topic, saved after each group of feed messages before they are acknowledged. Alerts go to
   every alert output: ``sentiment.alerts``, the lake's ``alerts/``, the alert log and the
   configured notifiers.
+* **the review loop** (when ``review.enabled``) runs beside the monitors, on the feed owner
+  only: the feed carries every scored review and every alert, so selection sees the whole
+  stream once, and one worker at a time sends tasks to Label Studio (and syncs annotations).
+  Each group's picks are sent before the group is acknowledged. Losing the feed pauses the
+  sender (after the request in flight) before the partition moves on; taking it over first
+  adopts every review id the project already holds, so neither the previous owner's tasks nor
+  picks of a replayed feed message become a second task. The selector's spent budget is saved
+  with the monitor state, so a replay meets the same budget and (the audit draw hashes the
+  review id) picks the same reviews.
 
 Failures inside a worker never commit past unstored data: the scoring pipeline commits only
 what every sink holds; when any stage fails, the pipeline is torn down, the worker seeks every
@@ -41,6 +50,7 @@ import pyarrow.ipc as ipc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.abc import ConsumerRebalanceListener
 
+from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
 from stream.errors import describe
 from stream.events import (
@@ -59,6 +69,7 @@ from stream.sources.kafka import ConsumerLag, KafkaBatchSource
 
 if TYPE_CHECKING:
     from stream.app import Runtime
+    from stream.review import ReviewLoop
 
 __all__ = [
     "KafkaScoring",
@@ -73,7 +84,11 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 STATE_KEY = b"suite"
+#: the review selector's state (its spent budget), saved beside the monitor suite's
+SELECTOR_KEY = "review_selector"
 LAG_INTERVAL_S = 5.0
+#: the longest a group of feed messages waits for its review tasks to be sent
+REVIEW_SEND_TIMEOUT_S = 10.0
 #: a feed message stays well under the broker's default 1 MB limit
 FEED_MAX_BYTES = 512 * 1024
 _IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
@@ -367,13 +382,15 @@ def _credentials(settings: Settings) -> Any:
 class _Monitoring:
     """The monitor agent's work on one group of feed messages: observe, send alerts to every
     output, store alerts in the lake (files named by the feed position, so a replayed feed
-    message rewrites its own file), save the state."""
+    message rewrites its own file), select reviews for people and send them, save the state.
+    """
 
     def __init__(
         self,
         settings: Settings,
         runtime: Runtime,
         monitor_factory: Callable[[dict[str, Any] | None], Any],
+        review: ReviewLoop | None = None,
     ) -> None:
         self._settings = settings
         self._rt = runtime
@@ -381,11 +398,55 @@ class _Monitoring:
         self._store = MonitorStateStore(settings)
         self._lake = runtime.lake()
         self.suite: Any = None
+        self.review = review
+        self.owns_reviews = False
+        self._selector_loaded = False
+        self._next_sync = 0.0
+        if review is not None:
+            review.sender.paused = True  # until this worker owns the feed
+            review.reference = lambda: getattr(self.suite, "baseline", None)
+
+    async def take_reviews(self) -> None:
+        """This worker owns the feed: it selects, sends and syncs from now on."""
+        if self.review is not None and not self.owns_reviews:
+            self.review.sender.take_over()
+            self.owns_reviews = True
+
+    async def release_reviews(self) -> None:
+        """The feed moves away: no task leaves this worker once this returns."""
+        if self.review is not None:
+            await self.review.sender.pause()
+        self.owns_reviews = False
+        self._selector_loaded = False
+
+    async def review_tick(self) -> None:
+        """Periodically on the owner: send what waits (the server was down, or the feed is
+        idle), and sync annotations every ``review.sync_interval_s``."""
+        if self.review is None or not self.owns_reviews:
+            return
+        await self.review.send_now(REVIEW_SEND_TIMEOUT_S)
+        now = time.monotonic()
+        if now >= self._next_sync:
+            self._next_sync = now + self._settings.review.sync_interval_s
+            await self.review.sync_now()
 
     async def handle(self, events: Sequence[Any], producer: AIOKafkaProducer) -> None:
         k = self._settings.kafka
+        state: dict[str, Any] | None = None
         if self.suite is None:
-            self.suite = self._factory(await self._store.load())
+            state = await self._store.load()
+            self.suite = self._factory(state)
+        if self.review is not None and not self._selector_loaded:
+            # The budget spent so far travels with the feed: a replayed message meets the
+            # budget its first owner met, so it picks the same reviews.
+            if state is None:
+                state = await self._store.load()
+            saved = (state or {}).get(SELECTOR_KEY)
+            if saved is not None:
+                queue = self.review.queue
+                queue.selector = ReviewSelector.from_state(queue.selector.config, saved)
+            self._selector_loaded = True
+        await self.take_reviews()
         topics = KafkaTopicsSink(
             producer,
             enriched_topic=k.enriched_topic,
@@ -400,11 +461,16 @@ class _Monitoring:
             except (pa.ArrowException, OSError, ValueError) as err:
                 log.error("skipping an unreadable feed message: %s", describe(err))  # noqa: TRY400
                 continue
-            alerts = self.suite.observe(ScoredBatch.from_table(table), datetime.now(UTC))
+            scored = ScoredBatch.from_table(table)
+            alerts = self.suite.observe(scored, datetime.now(UTC))
+            position = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
+            if self.review is not None:
+                await self.review.queue.write(
+                    Batch(scored, [], {position.key: position}, list(alerts))
+                )
             await asyncio.sleep(0)  # let the scoring side run between feed messages
             if not alerts:
                 continue
-            position = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
             await self._lake.write(Batch([], [], {position.key: position}, list(alerts)))
             await self._lake.flush()
             for output in outputs:
@@ -412,7 +478,12 @@ class _Monitoring:
             for a in alerts:
                 self._rt.metrics.alerts.labels(a.name, a.status).inc()
                 log.warning("ALERT %s %s", a.status, a.name)
-        await self._store.save(producer, self.suite.state())
+        if self.review is not None:
+            await self.review.send_now(REVIEW_SEND_TIMEOUT_S)
+        state = self.suite.state()
+        if self.review is not None:
+            state = {**state, SELECTOR_KEY: self.review.queue.selector.state()}
+        await self._store.save(producer, state)
 
 
 def _faust_app(settings: Settings, datadir: Path) -> faust.App:
@@ -473,17 +544,18 @@ def create_app(
     *,
     monitor_factory: Callable[[dict[str, Any] | None], Any],
     datadir: Path | None = None,
+    review: ReviewLoop | None = None,
 ) -> tuple[faust.App, KafkaScoring, Callable[[], Any]]:
     """Build the faust app (the monitor agent, the lag timer, the lifecycle) and the scoring
     side it runs. ``monitor_factory(state)`` returns a monitor suite restored from ``state``
-    (or fresh when None) with ``observe``, ``state()`` and ``readings()``. Returns the app,
-    the scoring side and a function that gives the monitor suite this worker runs (None until
-    it owns the feed)."""
+    (or fresh when None) with ``observe``, ``state()`` and ``readings()``; ``review`` is the
+    review loop the feed owner runs. Returns the app, the scoring side and a function that
+    gives the monitor suite this worker runs (None until it owns the feed)."""
     app = _faust_app(settings, datadir or Path(".faust") / settings.kafka.group_id)
     feed = app.topic(settings.kafka.monitor_feed_topic, value_type=bytes, partitions=1)
     producer = _SharedProducer(settings)
     scoring = KafkaScoring(settings, runtime, producer)
-    monitoring = _Monitoring(settings, runtime, monitor_factory)
+    monitoring = _Monitoring(settings, runtime, monitor_factory, review)
 
     @app.task  # type: ignore[untyped-decorator]
     async def score() -> None:
@@ -501,11 +573,39 @@ def create_app(
 
     app.timer(interval=LAG_INTERVAL_S)(consumer_lag)
 
+    if review is not None:
+        feed_tp = (settings.kafka.monitor_feed_topic, 0)
+
+        async def review_tick() -> None:
+            await monitoring.review_tick()
+
+        app.timer(interval=settings.review.send_interval_s)(review_tick)
+
+        @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+        async def _feed_revoked(_app: Any, revoked: set[Any], **_kw: Any) -> None:
+            # Awaited before the rebalance goes on: the next owner starts after the fence.
+            if any((tp.topic, tp.partition) == feed_tp for tp in revoked):
+                await monitoring.release_reviews()
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def _feed_assigned(_app: Any, assigned: set[Any], **_kw: Any) -> None:
+            # The outbox leaves even while the feed is idle (sent by the timer).
+            if any((tp.topic, tp.partition) == feed_tp for tp in assigned):
+                await monitoring.take_reviews()
+
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_app: Any, **_kw: Any) -> None:
         started = time.monotonic()
         await scoring.stop()
         log.info("scoring drained in %.1f s", time.monotonic() - started)
+        if review is not None:
+            # A last send from the owner, then the fence. The store stays open: the agent may
+            # still select from a feed message it was handling (kept in the outbox, and the
+            # message, not acknowledged, goes to the next owner).
+            if monitoring.owns_reviews:
+                await review.send_now(REVIEW_SEND_TIMEOUT_S)
+            await monitoring.release_reviews()
+            await review.client.close()
         await runtime.close()
         await producer.stop()
 

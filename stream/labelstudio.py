@@ -133,9 +133,9 @@ class LabelStudio:
         )
         return [int(t) for t in answer.get("task_ids", [])]
 
-    async def task_review_ids(self, project: int, page_size: int = 500) -> dict[str, int]:
-        """review_id -> task id of every task of ``project`` (read page by page)."""
-        out: dict[str, int] = {}
+    async def tasks(self, project: int, page_size: int = 500) -> list[dict[str, Any]]:
+        """Every task of ``project`` (read page by page)."""
+        out: list[dict[str, Any]] = []
         page = 1
         while True:
             try:
@@ -149,13 +149,19 @@ class LabelStudio:
                     return out
                 raise
             tasks = answer.get("tasks", []) if isinstance(answer, dict) else answer
-            for task in tasks:
-                review_id = task.get("data", {}).get("review_id")
-                if isinstance(review_id, str):
-                    out.setdefault(review_id, int(task["id"]))
+            out.extend(tasks)
             if len(tasks) < page_size:
                 return out
             page += 1
+
+    async def task_review_ids(self, project: int, page_size: int = 500) -> dict[str, int]:
+        """review_id -> task id of every task of ``project`` (the first, were there two)."""
+        out: dict[str, int] = {}
+        for task in await self.tasks(project, page_size):
+            review_id = task.get("data", {}).get("review_id")
+            if isinstance(review_id, str):
+                out.setdefault(review_id, int(task["id"]))
+        return out
 
     async def annotated_tasks(self, project: int) -> list[dict[str, Any]]:
         """Every task of ``project`` that has at least one annotation, with them."""

@@ -47,7 +47,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from monitors.human import HumanLabels
+from monitors.human import (
+    NO_LABEL,
+    Estimate,
+    GroundTruthWindow,
+    HumanLabels,
+    ground_truth_windows,
+)
 from monitors.readings import Reading
 from monitors.review import NO_RATING, Pick, ReviewSelector, SelectionConfig
 from stream.errors import ConfigurationError, describe
@@ -63,6 +69,7 @@ __all__ = [
     "ReviewStore",
     "SyncResult",
     "ensure_project",
+    "ground_truth",
     "hash_annotator",
     "human_labels",
     "label_rows",
@@ -74,6 +81,7 @@ __all__ = [
     "selection_config",
     "selector_from",
     "sync_labels",
+    "truth_readings",
 ]
 
 log = logging.getLogger(__name__)
@@ -98,6 +106,7 @@ CREATE TABLE IF NOT EXISTS annotations (
     updated_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS adopted (review_id TEXT PRIMARY KEY, task_id INTEGER NOT NULL);
 """
 
 
@@ -161,8 +170,9 @@ class ReviewStore:
         return None if value is None else float(value)
 
     def add(self, rows: Sequence[tuple[Pick, int, dict[str, Any]]], now_s: float) -> int:
-        """Queue picks (with the model's class and the task payload) that are new; returns
-        how many were queued. Stops at the outbox bound."""
+        """Queue picks (with the model's class and the task payload) that are new (neither
+        queued before nor :meth:`adopt`-ed from the project); returns how many were queued.
+        Stops at the outbox bound."""
         added = 0
         with self._tx() as db:
             room = self.max_outbox - int(
@@ -174,7 +184,8 @@ class ReviewStore:
                 cur = db.execute(
                     "INSERT OR IGNORE INTO tasks (review_id, category, reason,"
                     " inclusion_probability, predicted, payload, status, selected_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    " SELECT ?, ?, ?, ?, ?, ?, 'pending', ?"
+                    " WHERE NOT EXISTS (SELECT 1 FROM adopted WHERE review_id = ?)",
                     (
                         pick.review_id,
                         pick.category,
@@ -183,6 +194,7 @@ class ReviewStore:
                         predicted,
                         json.dumps(payload, ensure_ascii=False),
                         now_s,
+                        pick.review_id,
                     ),
                 )
                 added += cur.rowcount
@@ -227,6 +239,22 @@ class ReviewStore:
                 "UPDATE tasks SET status = 'pending' WHERE review_id = ?",
                 [(r,) for r in review_ids],
             )
+
+    def adopt(self, held: dict[str, int], now_s: float) -> None:
+        """Take the project's tasks (review_id -> task id) as this store's own: a row not yet
+        ``sent`` whose review the project holds becomes ``sent``, a row left ``sending`` that
+        it does not hold is ``pending`` again, and a later pick of a held review is not
+        queued. What a worker does when it takes over the review loop from another one."""
+        with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO adopted VALUES (?, ?)", sorted(held.items()))
+            db.execute(
+                "UPDATE tasks SET status = 'sent', sent_at = ?,"
+                " task_id = (SELECT task_id FROM adopted a WHERE a.review_id = tasks.review_id)"
+                " WHERE status != 'sent'"
+                " AND review_id IN (SELECT review_id FROM adopted)",
+                (now_s,),
+            )
+            db.execute("UPDATE tasks SET status = 'pending' WHERE status = 'sending'")
 
     # -- annotations -----------------------------------------------------------------------
 
@@ -404,7 +432,11 @@ class ReviewSender:
     clock: Callable[[], float] = time.time
     sent: int = 0  #: tasks created
     failures: int = 0  #: failed send attempts
+    #: sends nothing while True (a worker that does not own the review loop)
+    paused: bool = False
     _project: int | None = None
+    _adopt: bool = False
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def project(self) -> int:
         if self._project is None:
@@ -422,9 +454,34 @@ class ReviewSender:
         self.store.mark_sent(found, self.clock())
         self.store.mark_pending([r for r in doubt if r not in held])
 
+    def take_over(self) -> None:
+        """Start sending as the loop's new owner: before the first task, every review id the
+        project holds is adopted (:meth:`ReviewStore.adopt`), so picks another worker already
+        sent, or picks of a replayed feed, never make a second task."""
+        self.paused = False
+        self._adopt = True
+
+    async def pause(self) -> None:
+        """Stop sending: waits for a send in flight, and no later one starts until
+        :meth:`take_over`. Once it returns this worker creates no task (the fence a new owner
+        relies on)."""
+        async with self._lock:
+            self.paused = True
+
     async def send_once(self) -> int:
         """Send everything pending now, a batch per request; returns the tasks created.
-        Raises what the server answered (the rows stay ``sending`` until reconciled)."""
+        Raises what the server answered (the rows stay ``sending`` until reconciled).
+        Sends nothing while :attr:`paused`."""
+        async with self._lock:
+            if self.paused:
+                return 0
+            if self._adopt:
+                held = await self.client.task_review_ids(await self.project())
+                self.store.adopt(held, self.clock())
+                self._adopt = False
+            return await self._send()
+
+    async def _send(self) -> int:
         await self.reconcile()
         project = await self.project()
         created = 0
@@ -623,6 +680,54 @@ def read_labels(settings: Settings) -> pa.Table:
     return build_lake_query(settings).query("SELECT * FROM labels")
 
 
+#: how many of the newest windows with a person's label are evaluated on ground truth
+TRUTH_WINDOWS: Final = 24
+
+
+def ground_truth(
+    settings: Settings, reference: Any = None, windows: int = TRUTH_WINDOWS
+) -> list[GroundTruthWindow]:
+    """The monitor windows (``monitor.window_minutes``) that hold a person's label, the newest
+    ``windows`` of them, evaluated on the best truth of each review the lake holds: the
+    newest human label where one was synced, else its rating's class. ``reference`` (the
+    monitors' baseline, when there is one) gives the label drift and accuracy tests their
+    reference."""
+    from stream.lake_factory import build_lake_query
+
+    window_s = settings.monitor.window_minutes * 60
+    table = build_lake_query(settings).query(
+        "WITH latest AS (SELECT review_id, arg_max(label, labeled_at) AS label,"  # noqa: S608 - only integers are formatted in
+        " arg_max(reason, labeled_at) AS reason,"
+        " arg_max(inclusion_probability, labeled_at) AS p FROM labels GROUP BY review_id),"
+        f" wins AS (SELECT DISTINCT floor(epoch(event_time) / {window_s}) AS w FROM labels"
+        f" ORDER BY w DESC LIMIT {int(windows)}),"
+        " r AS (SELECT review_id, any_value(event_time) AS event_time,"
+        " any_value(sentiment) AS sentiment, any_value(rating) AS rating FROM reviews"
+        f" WHERE floor(epoch(event_time) / {window_s}) IN (SELECT w FROM wins)"
+        " GROUP BY review_id)"
+        " SELECT epoch(r.event_time) AS t, r.sentiment, r.rating, l.label, l.reason, l.p"
+        " FROM r LEFT JOIN latest l USING (review_id)"
+        " WHERE r.rating IS NOT NULL OR l.label IS NOT NULL ORDER BY review_id"
+    )
+    rating = table.column("rating").fill_null(0).to_numpy().astype(np.int64)
+    rated = np.where(rating >= 4, 1, np.where(rating == 3, 0, -1))
+    rated[rating == 0] = NO_LABEL
+    true_counts = getattr(reference, "true_counts", None)
+    confusion = getattr(reference, "confusion", None)
+    return ground_truth_windows(
+        float(window_s),
+        table.column("t").to_numpy().astype(np.float64),
+        table.column("sentiment").to_numpy().astype(np.int64),
+        rated,
+        table.column("label").fill_null(NO_LABEL).to_numpy().astype(np.int64),
+        [str(r or "") for r in table.column("reason").to_pylist()],
+        table.column("p").fill_null(1.0).to_numpy().astype(np.float64),
+        reference_counts=None if true_counts is None else list(true_counts),
+        reference_confusion=None if confusion is None else [list(row) for row in confusion],
+        alpha=settings.monitor.false_alarm_rate,
+    )
+
+
 _OTHER: Final = "other"
 
 
@@ -655,6 +760,10 @@ class ReviewLoop:
         )
         self.writer = build_lake_writer(settings)
         self.labels: HumanLabels | None = None
+        #: windows evaluated on people's labels over ratings (see :func:`ground_truth`)
+        self.truth: list[GroundTruthWindow] = []
+        #: the monitors' baseline, when there is one (the reference of the truth windows)
+        self.reference: Callable[[], Any] = lambda: None
         self.received = 0
         self.sync_failures = 0
         self._stop = asyncio.Event()
@@ -680,17 +789,36 @@ class ReviewLoop:
         )
         self.received += result.new
         self.labels = human_labels(await asyncio.to_thread(read_labels, self.settings))
+        if len(self.labels):
+            self.truth = await asyncio.to_thread(ground_truth, self.settings, self.reference())
         return result
+
+    async def send_now(self, timeout_s: float) -> int:
+        """One send of the outbox, waiting at most ``timeout_s``; returns the tasks created.
+        A failure (the server down, or refusing) is counted and logged, never raised: the
+        outbox keeps the rows (a request cut by the timeout leaves them in doubt, reconciled
+        before the next send)."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await self.sender.send_once()
+        except Exception as err:  # noqa: BLE001 - the outbox keeps the rows
+            self.sender.failures += 1
+            log.warning("sending review tasks failed (%s); they stay in the outbox", describe(err))
+            return 0
+
+    async def sync_now(self) -> None:
+        """One :meth:`sync`; a failure the server may recover from is counted and logged."""
+        try:
+            await self.sync()
+        except Exception as err:
+            if not retriable(err):
+                raise
+            self.sync_failures += 1
+            log.warning("syncing review labels failed (%s)", describe(err))
 
     async def _sync_every(self, interval_s: float) -> None:
         while not self._stop.is_set():
-            try:
-                await self.sync()
-            except Exception as err:
-                if not retriable(err):
-                    raise
-                self.sync_failures += 1
-                log.warning("syncing review labels failed (%s)", describe(err))
+            await self.sync_now()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval_s):
                     await self._stop.wait()
@@ -826,20 +954,84 @@ def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:
             )
     audited = labels.audited_accuracy(0.95)
     if audited is not None:
-        for bound, value in (
-            ("estimate", audited.value),
-            ("lower", audited.lower),
-            ("upper", audited.upper),
-        ):
-            out.append(
-                _r(
-                    "sentiment_review_audited_accuracy_ratio",
-                    "The stream's accuracy estimated from the random audit sample, with its "
-                    "interval (bound: estimate, lower, upper).",
-                    value,
-                    bound=bound,
-                )
+        out += _bounds(
+            "sentiment_review_audited_accuracy_ratio",
+            "The stream's accuracy estimated from the random audit sample, with its "
+            "interval (bound: estimate, lower, upper).",
+            audited,
+        )
+    return out + truth_readings(loop.truth)
+
+
+def _bounds(name: str, doc: str, e: Estimate) -> list[Reading]:
+    return [
+        _r(name, doc, value, bound=bound)
+        for bound, value in (("estimate", e.value), ("lower", e.lower), ("upper", e.upper))
+    ]
+
+
+def truth_readings(windows: Sequence[GroundTruthWindow]) -> list[Reading]:
+    """The ``sentiment_review_window_*`` metrics: the newest window evaluated on people's
+    labels over ratings, and apart from it the newest window's audit estimate and the
+    newest window's biased (selected) sample."""
+    if not windows:
+        return []
+    w = windows[-1]
+    out = [
+        _r(
+            "sentiment_review_window_start_seconds",
+            "Start of the newest event-time window that holds a human label.",
+            w.start_s,
+        ),
+        _r(
+            "sentiment_review_window_accuracy_ratio",
+            "Model accuracy in that window on the human label of a review where there is one, "
+            "else on its rating's class.",
+            w.accuracy,
+        ),
+        _r(
+            "sentiment_review_window_macro_f1_ratio",
+            "Model macro-F1 in that window, human labels over ratings.",
+            w.macro_f1,
+        ),
+    ]
+    for source, n in (("human", w.human), ("rating", w.rated)):
+        out.append(
+            _r(
+                "sentiment_review_window_labels",
+                "Reviews of that window whose truth is a human label or a rating, by source.",
+                n,
+                source=source,
             )
+        )
+    for name, share in zip(LABELS.values(), w.class_shares, strict=True):
+        out.append(
+            _r(
+                "sentiment_review_window_class_share",
+                "The true class mix of that window, human labels over ratings (label drift), "
+                "by sentiment.",
+                share,
+                sentiment=name,
+            )
+        )
+    audited = next((x.audited for x in reversed(windows) if x.audited is not None), None)
+    if audited is not None:
+        out += _bounds(
+            "sentiment_review_window_audited_accuracy_ratio",
+            "Accuracy on the random audit sample of the newest window that has one, with its "
+            "interval (bound: estimate, lower, upper).",
+            audited,
+        )
+    selected = next((x.selected for x in reversed(windows) if x.selected is not None), None)
+    if selected is not None:
+        out.append(
+            _r(
+                "sentiment_review_window_selected_accuracy_ratio",
+                "Accuracy on the other human labels (low confidence, disagreement, alert: "
+                "biased) of the newest window that has them.",
+                selected.accuracy,
+            )
+        )
     return out
 
 

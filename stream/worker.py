@@ -8,7 +8,7 @@ from typing import Any
 
 import faust
 
-from stream.app import Runtime, build_monitor
+from stream.app import Runtime, build_monitor, build_review_loop
 from stream.kafka_app import create_app
 from stream.kafka_topics import ensure_topics
 from stream.settings import Settings
@@ -27,6 +27,7 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         settings,
         runtime,
         monitor_factory=lambda state: build_monitor(settings, state),
+        review=build_review_loop(settings, runtime.metrics),
     )
     runtime.serve_metrics(_Readings(suite))
     try:

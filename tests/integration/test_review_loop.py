@@ -14,8 +14,11 @@ import asyncio
 import os
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +26,13 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from monitors.human import wilson_interval
+from stream.kafka_app import MonitorStateStore
 from stream.labelstudio import LabelStudio, choice_label
 from stream.metrics import ReadingsCollector
+from stream.producer import KafkaReviewProducer, publish
 from stream.review import ReviewLoop, ReviewStore, human_labels, read_labels
 from stream.settings import Settings
+from stream.synthetic import generate
 from tests.integration.test_dashboards import (
     REVIEW_METRIC,
     REVIEW_ONLY,
@@ -34,6 +40,7 @@ from tests.integration.test_dashboards import (
     has_data,
     queries,
 )
+from tests.servers.kafka import KafkaBroker, create_topics
 from tests.servers.labelstudio import LabelStudioServer, LabelStudioUnavailableError
 from tests.servers.ports import free_port
 from tests.servers.prometheus import (
@@ -42,6 +49,7 @@ from tests.servers.prometheus import (
     scrape_families,
     wait_until,
 )
+from tests.servers.workers import KafkaWorkers
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +78,7 @@ def _env(server: LabelStudioServer, tmp: Path, project: str, **extra: str) -> di
         SENTIMENT_REVIEW__PROJECT=project,
         SENTIMENT_REVIEW__STATE_PATH=str(tmp / "review.sqlite"),
         SENTIMENT_REVIEW__AUDIT_RATE="0.03",
-        SENTIMENT_REVIEW__THRESHOLD="0.55",
+        SENTIMENT_REVIEW__THRESHOLD="0.7",
         SENTIMENT_REVIEW__BUDGET_PER_HOUR="1000",
         SENTIMENT_REVIEW__SEND_INTERVAL_S="0.5",
         SENTIMENT_REVIEW__SYNC_INTERVAL_S="3600",
@@ -309,3 +317,144 @@ def _check_exposition(loop: ReviewLoop) -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# -- the Kafka workers ---------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class _ReviewWorkers(KafkaWorkers):
+    """Kafka workers with the review loop on, each with its own outbox (as on its own
+    machine); ``w1-restarted`` is ``w1`` again, with ``w1``'s outbox."""
+
+    server: LabelStudioServer
+    project: str
+
+    def state(self, name: str) -> Path:
+        return self.root / f"review-{name.split('-')[0]}.sqlite"
+
+    def env(self, name: str = "") -> dict[str, str]:
+        # "fresh" is a worker of another group on the same topics: its monitor agent reads
+        # the whole feed again, with an empty outbox
+        other = {"SENTIMENT_KAFKA__GROUP_ID": f"{self.group}-fresh"} if name == "fresh" else {}
+        return {
+            **super().env(name),
+            **other,
+            "SENTIMENT_REVIEW__ENABLED": "true",
+            "SENTIMENT_REVIEW__URL": self.server.url,
+            "SENTIMENT_REVIEW__TOKEN": self.server.token,
+            "SENTIMENT_REVIEW__PROJECT": self.project,
+            "SENTIMENT_REVIEW__STATE_PATH": str(self.state(name)),
+            "SENTIMENT_REVIEW__AUDIT_RATE": "0.03",
+            "SENTIMENT_REVIEW__THRESHOLD": "0.55",
+            "SENTIMENT_REVIEW__BUDGET_PER_HOUR": "100000",
+            "SENTIMENT_REVIEW__SEND_INTERVAL_S": "0.5",
+            "SENTIMENT_REVIEW__SYNC_INTERVAL_S": "3600",
+            "SENTIMENT_MONITOR__STATE_SAVE_S": "0.5",
+        }
+
+    def selected(self) -> set[str]:
+        """Every review any worker's outbox selected."""
+        return {
+            r
+            for name in ("w1", "w2")
+            if self.state(name).exists()
+            for r in _store_rows(self.state(name))
+        }
+
+    def sent(self, name: str, metric: str = "sentiment_review_tasks_sent_total") -> float:
+        """Tasks the worker created (0 while its /metrics is not up yet)."""
+        try:
+            return self.metric(name, metric)
+        except OSError:
+            return 0.0
+
+
+async def _review_ids_of_tasks(server: LabelStudioServer, title: str) -> list[str]:
+    """The review id of every task of the project (a review twice if it has two tasks)."""
+    async with LabelStudio(server.url, server.token) as client:
+        project = await client.find_project(title)
+        if project is None:
+            return []
+        return [str(t["data"]["review_id"]) for t in await client.tasks(int(project["id"]))]
+
+
+def _publish(w: KafkaWorkers, bootstrap: str, first: int, n: int) -> set[str]:
+    recs = list(generate("steady", events=first + n, seed=41))[first:]
+
+    async def go() -> None:
+        async with KafkaReviewProducer(bootstrap, topic=w.topic("reviews")) as producer:
+            await publish(producer, [(r.key, r.value) for r in recs])
+
+    asyncio.run(go())
+    return {r.event.review_id for r in recs if r.event is not None}
+
+
+def _until(what: str, check: Callable[[], bool], w: KafkaWorkers, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n{w.logs()}")
+        time.sleep(1)
+
+
+@pytest.mark.slow
+def test_kafka_workers_make_one_task_per_review_across_rebalances_and_a_crash(
+    label_studio: LabelStudioServer, kafka_broker: KafkaBroker, unique_group: str, tmp_path: Path
+) -> None:
+    project = f"kafka-{uuid.uuid4().hex[:8]}"
+    with _ReviewWorkers(
+        root=tmp_path,
+        bootstrap=kafka_broker.bootstrap,
+        group=unique_group,
+        partitions=2,
+        server=label_studio,
+        project=project,
+    ) as w:
+        asyncio.run(create_topics(kafka_broker.bootstrap, [w.topic("reviews")], 2))
+        w.env_extra["SENTIMENT_BATCH__MAX_EVENTS"] = "50"
+        # w1 alone owns the feed and sends; w2 joins (a rebalance) while more arrives, then
+        # the feed's first owner dies mid-stream and comes back.
+        w.start("w1")
+        valid = _publish(w, kafka_broker.bootstrap, 0, 1500)
+        _until("w1's first tasks", lambda: w.sent("w1") > 0, w)
+        w.start("w2")
+        valid |= _publish(w, kafka_broker.bootstrap, 1500, 1500)
+        _until("a share of the stream in the lake", lambda: len(set(w.lake_ids())) > 2000, w)
+        w.kill("w1")
+        valid |= _publish(w, kafka_broker.bootstrap, 3000, 1000)
+        # the feed moved to w2, whose outbox knows nothing of w1's tasks
+        _until("w2's first tasks", lambda: w.sent("w2") > 0, w)
+        w.start("w1-restarted")
+        _until("the whole stream in the lake", lambda: set(w.lake_ids()) >= valid, w, 240)
+
+        def settled() -> bool:
+            tasks = asyncio.run(_review_ids_of_tasks(label_studio, project))
+            return len(tasks) > 0 and set(tasks) == w.selected()
+
+        _until("every selected review in Label Studio", settled, w)
+        time.sleep(3)  # a late duplicate would show itself
+        tasks = asyncio.run(_review_ids_of_tasks(label_studio, project))
+        assert [r for r, n in Counter(tasks).items() if n > 1] == [], "a review has two tasks"
+        assert set(tasks) == w.selected()
+        assert set(tasks) <= valid
+        assert len(tasks) > 50
+        assert w.selected() > _store_rows(w.state("w2")).keys()  # w1 sent some, w2 others
+        # the selector's budget moved with the feed: the saved state counts every pick
+        state = asyncio.run(MonitorStateStore(_settings(w.env("w2"))).load())
+        assert state is not None
+        picked = sum(state["review_selector"]["picked"].values())
+        assert picked >= len(set(tasks))
+
+        # A worker with an empty outbox that reads the whole feed again (the extreme of a
+        # takeover) adopts the project's tasks first, and makes none twice.
+        w.start("fresh")
+        _until(
+            "the feed read again",
+            lambda: w.sent("fresh", "sentiment_review_selected_total") >= picked + len(tasks),
+            w,
+        )
+        time.sleep(3)
+        again = asyncio.run(_review_ids_of_tasks(label_studio, project))
+        assert sorted(again) == sorted(tasks)
+        assert w.sent("fresh") == 0

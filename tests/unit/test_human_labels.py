@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from monitors.human import HumanLabels, wilson_interval
+from monitors.human import NO_LABEL, HumanLabels, ground_truth_windows, wilson_interval
 
 
 def _labels() -> HumanLabels:
@@ -97,3 +97,74 @@ def test_bad_columns() -> None:
         HumanLabels.from_columns([1], [1], ["A"], ["audit"], [0.0], [0], [0])
     with pytest.raises(ValueError, match="window"):
         _labels().by_window(0)
+
+
+_N = NO_LABEL
+
+
+def test_ground_truth_windows_take_the_persons_label_over_the_rating() -> None:
+    first, second = ground_truth_windows(
+        100.0,
+        [10, 20, 30, 40, 150, 160, 170, 250],
+        [1, 1, 0, -1, 1, 1, -1, 0],
+        [1, _N, 1, -1, 1, _N, _N, _N],
+        [_N, 0, 0, _N, -1, 1, _N, _N],
+        ["", "audit", "low_confidence", "", "audit", "audit", "", ""],
+        [1.0, 0.5, 1.0, 1.0, 0.5, 0.25, 1.0, 1.0],
+    )  # the window at 200 has no label: left out
+    # window [0, 100): truths 1 (rating), 0 (person), 0 (person over a 5-star rating), -1
+    assert first.start_s == 0.0
+    assert first.confusion.tolist() == [[1, 0, 0], [0, 1, 0], [0, 1, 1]]
+    assert (first.human, first.rated) == (2, 2)
+    assert first.accuracy == 0.75
+    assert first.macro_f1 == pytest.approx(7 / 9)  # F1 1, 2/3, 2/3
+    assert first.class_shares == (0.25, 0.5, 0.25)
+    assert first.label_drift is None and first.accuracy_drift is None
+    # the audit sample apart: one audited review, wrong
+    assert first.audited is not None
+    z2 = stats.norm.ppf(0.975) ** 2
+    assert (first.audited.value, first.audited.lower, first.audited.n) == (0.0, 0.0, 1)
+    assert first.audited.upper == pytest.approx(z2 / (1 + z2))
+    assert first.selected is not None
+    assert (first.selected.n, first.selected.accuracy) == (1, 1.0)
+    # window [100, 200): the person's -1 over a 5-star rating; the unlabelled review left out
+    assert second.start_s == 100.0
+    assert second.confusion.tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 1]]
+    assert (second.human, second.rated, second.accuracy) == (2, 0, 0.5)
+    assert second.class_shares == (0.5, 0.0, 0.5)
+    assert second.selected is None
+    assert second.audited is not None
+    # weights 2 (wrong) and 4 (right): 4/6; Kish n = 6^2 / (4 + 16)
+    assert second.audited.value == pytest.approx(2 / 3)
+    assert second.audited.effective_n == pytest.approx(1.8)
+
+
+def test_ground_truth_windows_test_against_the_baseline() -> None:
+    first, _second = ground_truth_windows(
+        100.0,
+        [10, 20, 30, 40, 150, 160, 170, 250],
+        [1, 1, 0, -1, 1, 1, -1, 0],
+        [1, _N, 1, -1, 1, _N, _N, _N],
+        [_N, 0, 0, _N, -1, 1, _N, _N],
+        ["", "audit", "low_confidence", "", "audit", "audit", "", ""],
+        [1.0, 0.5, 1.0, 1.0, 0.5, 0.25, 1.0, 1.0],
+        reference_counts=[20, 20, 60],
+        reference_confusion=[[8, 1, 1], [1, 8, 1], [1, 1, 8]],
+        alpha=0.5,
+    )
+    assert first.label_drift is not None and first.accuracy_drift is not None
+    assert first.label_drift.count == 4
+    assert first.label_drift.current.tolist() == [0.25, 0.5, 0.25]
+    assert first.label_drift.tvd == pytest.approx(0.35)
+    assert first.accuracy_drift.baseline_accuracy == pytest.approx(0.8)
+    assert (first.accuracy_drift.accuracy, first.accuracy_drift.count) == (0.75, 4)
+
+
+def test_ground_truth_windows_refuse_bad_columns() -> None:
+    with pytest.raises(ValueError, match="window_s"):
+        ground_truth_windows(0.0, [], [], [], [], [], [])
+    with pytest.raises(ValueError, match="one value per review"):
+        ground_truth_windows(10.0, [1.0], [1], [1, 1], [_N], [""], [1.0])
+    with pytest.raises(ValueError, match="inclusion"):
+        ground_truth_windows(10.0, [1.0], [1], [_N], [1], ["audit"], [0.0])
+    assert ground_truth_windows(10.0, [1.0], [1], [_N], [_N], [""], [1.0]) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 
@@ -232,3 +233,146 @@ async def test_readings_of_a_loop(tmp_path: Path) -> None:
     assert got[("sentiment_review_audited_accuracy_ratio", ("estimate",))] == 0.5
     assert got[("sentiment_review_audited_class_share", ("neutral",))] == 0.5
     assert got[("sentiment_review_audited_class_share", ("negative",))] == 0.0
+
+
+async def test_adopting_the_projects_tasks_settles_the_outbox(tmp_path: Path) -> None:
+    q = _queue(tmp_path / "s.sqlite")
+    await q.write(_batch(0, 0, [0.5, 0.5, 0.5, 0.5], [None] * 4))
+    q.store.mark_sent({"r-0": 10}, NOW)
+    assert [r for r, _ in q.store.take(2)] == ["r-1", "r-2"]  # in doubt
+    # the project holds r-1 (sent by this worker before a crash) and r-3 and r-9 (sent by
+    # the worker that ran the loop before)
+    q.store.adopt({"r-1": 21, "r-3": 23, "r-9": 29}, NOW + 5)
+    rows = {r[0]: r[1] for r in q.store.rows()}
+    assert rows == {"r-0": "sent", "r-1": "sent", "r-2": "pending", "r-3": "sent"}
+    assert q.store.in_doubt() == []
+    assert q.store.outbox_size() == 1
+    # a replayed pick of a review the project holds is not queued again
+    await q.write(_batch(1, 8, [0.5, 0.5], [None, None]))
+    assert sorted(r[0] for r in q.store.rows()) == ["r-0", "r-1", "r-2", "r-3", "r-8"]
+    q.store.close()
+
+
+class _Project:
+    """An in-process stand-in for the few Label Studio calls the sender makes."""
+
+    def __init__(self, held: dict[str, int]) -> None:
+        self.tasks = dict(held)
+        self.imports: list[list[str]] = []
+
+    async def find_project(self, title: str) -> dict[str, object]:
+        return {"id": 7, "title": title}
+
+    async def task_review_ids(self, project: int) -> dict[str, int]:
+        assert project == 7
+        return dict(self.tasks)
+
+    async def import_tasks(self, project: int, payloads: list[dict[str, Any]]) -> list[int]:
+        ids = [str(p["data"]["review_id"]) for p in payloads]
+        self.imports.append(ids)
+        for rid in ids:
+            assert rid not in self.tasks, f"a second task for {rid}"
+            self.tasks[rid] = 100 + len(self.tasks)
+        return [self.tasks[r] for r in ids]
+
+
+async def test_a_paused_sender_sends_nothing_and_a_new_owner_adopts_first(
+    tmp_path: Path,
+) -> None:
+    from stream.review import ReviewSender
+
+    project = _Project({"r-1": 5})  # sent by the previous owner
+    q = _queue(tmp_path / "s.sqlite")
+    sender = ReviewSender(cast("Any", project), q.store, "reviews", clock=lambda: NOW)
+    sender.paused = True
+    await q.write(_batch(0, 0, [0.5, 0.5, 0.5], [None] * 3))
+    assert await sender.send_once() == 0
+    assert project.imports == []
+    sender.take_over()
+    assert await sender.send_once() == 2
+    assert project.imports == [["r-0", "r-2"]]
+    assert {r[0]: r[1] for r in q.store.rows()} == {"r-0": "sent", "r-1": "sent", "r-2": "sent"}
+    await sender.pause()
+    await q.write(_batch(1, 3, [0.5], [None]))
+    assert await sender.send_once() == 0
+    assert q.store.outbox_size() == 1
+    q.store.close()
+
+
+def test_truth_readings_report_the_newest_windows() -> None:
+    from monitors.human import NO_LABEL as N
+    from monitors.human import ground_truth_windows
+    from stream.review import truth_readings
+
+    assert truth_readings([]) == []
+    windows = ground_truth_windows(
+        100.0,
+        [10, 20, 30, 150, 160],
+        [1, 1, 0, 1, -1],
+        [1, N, 1, 1, -1],
+        [N, 0, 0, N, N],
+        ["", "audit", "low_confidence", "", ""],
+        [1.0, 0.5, 1.0, 1.0, 1.0],
+    )
+    got = {(r.name, tuple(r.labels.values())): r.value for r in truth_readings(windows)}
+    # the newest window (start 100) has ratings only: both right
+    assert got[("sentiment_review_window_start_seconds", ())] == 100.0
+    assert got[("sentiment_review_window_accuracy_ratio", ())] == 1.0
+    assert got[("sentiment_review_window_labels", ("human",))] == 0
+    assert got[("sentiment_review_window_labels", ("rating",))] == 2
+    assert got[("sentiment_review_window_class_share", ("negative",))] == 0.5
+    assert got[("sentiment_review_window_class_share", ("positive",))] == 0.5
+    # the audit and the selected samples come from the newest window that has them
+    assert got[("sentiment_review_window_audited_accuracy_ratio", ("estimate",))] == 0.0
+    assert got[("sentiment_review_window_audited_accuracy_ratio", ("lower",))] == 0.0
+    assert got[("sentiment_review_window_selected_accuracy_ratio", ())] == 1.0
+    assert len(got) == 12
+
+
+def test_ground_truth_from_a_local_lake(tmp_path: Path) -> None:
+    """The lake's reviews and labels joined: the newest human label over the rating's class,
+    a review the lake holds twice counted once."""
+    import pyarrow.parquet as pq
+
+    from stream.review import ground_truth
+    from stream.settings import Settings
+
+    lake = tmp_path / "lake"
+    table = _batch(0, 0, [0.9, 0.9, 0.5, 0.9], [5, 1, None, 3]).scored.table  # type: ignore[attr-defined]
+    for name in ("a", "b"):  # r-0 .. r-3, and all of them again (a replayed batch)
+        part = lake / "reviews" / "dt=2026-03-04" / "product_category=Knits"
+        part.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.drop_columns(["dt"]), part / f"{name}.parquet")
+
+    def label(review_id: str, value: int, reason: str, p: float, hour: int) -> dict[str, object]:
+        return {
+            "review_id": review_id,
+            "label": value,
+            "annotator": "x",
+            "labeled_at": datetime(2026, 3, 5, hour, tzinfo=UTC),
+            "source": "human",
+            "product_category": "Knits",
+            "predicted": 1,
+            "reason": reason,
+            "inclusion_probability": p,
+            "event_time": T,
+            "dt": "2026-03-05",
+        }
+
+    rows = [
+        label("r-1", 1, "audit", 0.5, 9),  # over the 1-star rating
+        label("r-2", -1, "low_confidence", 1.0, 8),
+        label("r-2", 0, "low_confidence", 1.0, 9),  # the newer label wins
+    ]
+    (lake / "labels" / "dt=2026-03-05").mkdir(parents=True)
+    pq.write_table(
+        labels_table(rows).drop_columns(["dt"]), lake / "labels" / "dt=2026-03-05" / "l.parquet"
+    )
+    [window] = ground_truth(Settings(lake_path=str(lake)))
+    assert window.start_s == NOW  # the hour window of T
+    # truths: r-0 1 (rating 5), r-1 1 (person), r-2 0 (person), r-3 0 (rating 3); all predicted 1
+    assert window.confusion.tolist() == [[0, 0, 0], [0, 0, 0], [0, 2, 2]]
+    assert (window.human, window.rated, window.accuracy) == (2, 2, 0.5)
+    assert window.class_shares == (0.0, 0.5, 0.5)
+    assert window.audited is not None and window.audited.value == 1.0
+    assert window.selected is not None and window.selected.accuracy == 0.0
