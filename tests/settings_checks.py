@@ -19,4 +19,6 @@ def assert_read_as_settings(env: Mapping[str, str]) -> None:
         for part in key.removeprefix("SENTIMENT_").lower().split("__"):
             assert part in node, f"{key} is not a setting"
             node = node[part]
-        assert str(node) == value, f"{key}={value} was read as {node!r}"
+        # Compose writes booleans as YAML strings ("true"); pydantic reads them as bool.
+        shown = str(node).lower() if isinstance(node, bool) else str(node)
+        assert shown == value, f"{key}={value} was read as {node!r}"
