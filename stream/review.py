@@ -47,6 +47,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from monitors.drift import DistributionDrift
 from monitors.human import (
     NO_LABEL,
     Estimate,
@@ -1014,6 +1015,26 @@ def truth_readings(windows: Sequence[GroundTruthWindow]) -> list[Reading]:
                 sentiment=name,
             )
         )
+    for test, result in (("label_drift", w.label_drift), ("accuracy_drop", w.accuracy_drift)):
+        if result is None:
+            continue  # no baseline with ratings to test against
+        fired = result.drifted if isinstance(result, DistributionDrift) else result.dropped
+        out += [
+            _r(
+                "sentiment_review_window_test_p_value",
+                "p-value of that window's test against the baseline, human labels over ratings "
+                "(test: label_drift, the true class mix; accuracy_drop).",
+                result.p_value,
+                test=test,
+            ),
+            _r(
+                "sentiment_review_window_test_fired",
+                "1 when that window's test finds a change (p below the window tests' alpha and "
+                "the change above its floor), else 0, by test.",
+                float(fired),
+                test=test,
+            ),
+        ]
     audited = next((x.audited for x in reversed(windows) if x.audited is not None), None)
     if audited is not None:
         out += _bounds(

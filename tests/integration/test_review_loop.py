@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -229,6 +230,9 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
     assert readings[("sentiment_review_accuracy_ratio", "low_confidence")] == 1.0
     assert len(low_conf) > 0
     assert human_labels(lake).audited_accuracy() is not None
+    for test in ("label_drift", "accuracy_drop"):  # the newest window against the baseline
+        assert 0.0 <= readings[("sentiment_review_window_test_p_value", test)] <= 1.0
+        assert readings[("sentiment_review_window_test_fired", test)] in (0.0, 1.0)
 
     # the labels improve the model: `model train --labels lake` adds every one of them
     data = tmp_path / "reviews.csv"
@@ -279,8 +283,21 @@ def _loop_readings(settings: Settings) -> dict[tuple[str, str], float]:
     and check the catalog rows and the dashboards' review panels against it; returns the
     loop's readings as (name, first label value) -> value."""
 
+    from endpoint.inference import default_model_dir
+    from endpoint.model import SentimentModel
+
+    # The workers hand the loop the monitors' baseline; here the model's validation matrix
+    # (``[true, predicted]``, a baseline holds ``[predicted, true]``) stands in for it.
+    matrix = SentimentModel.load(default_model_dir()).confusion_matrix
+    assert matrix is not None
+    reference = SimpleNamespace(
+        true_counts=tuple(int(x) for x in matrix.sum(axis=1)),
+        confusion=tuple(tuple(int(x) for x in row) for row in matrix.T),
+    )
+
     async def go() -> dict[tuple[str, str], Any]:
         loop = ReviewLoop(settings)
+        loop.reference = lambda: reference
         try:
             await loop.sync()
             _check_exposition(loop)

@@ -376,3 +376,36 @@ def test_ground_truth_from_a_local_lake(tmp_path: Path) -> None:
     assert window.class_shares == (0.0, 0.5, 0.5)
     assert window.audited is not None and window.audited.value == 1.0
     assert window.selected is not None and window.selected.accuracy == 0.0
+
+
+def test_truth_readings_export_the_windows_tests_against_the_baseline() -> None:
+    from monitors.human import NO_LABEL as N
+    from monitors.human import ground_truth_windows
+    from stream.review import truth_readings
+
+    # 40 reviews, all truly negative by people's labels, the model right on 10: against a
+    # baseline of an even mix that the model got 90% right, both tests fire
+    n = 40
+    windows = ground_truth_windows(
+        100.0,
+        [float(i) for i in range(n)],
+        [-1] * 10 + [1] * 30,
+        [N] * n,
+        [-1] * n,
+        ["audit"] * n,
+        [1.0] * n,
+        reference_counts=[300, 300, 300],
+        reference_confusion=[[270, 15, 15], [15, 270, 15], [15, 15, 270]],
+    )
+    w = windows[-1]
+    assert w.label_drift is not None and w.accuracy_drift is not None
+    got = {(r.name, tuple(r.labels.values())): r.value for r in truth_readings(windows)}
+    assert got[("sentiment_review_window_test_p_value", ("label_drift",))] == (
+        w.label_drift.p_value
+    )
+    assert got[("sentiment_review_window_test_p_value", ("accuracy_drop",))] == (
+        w.accuracy_drift.p_value
+    )
+    assert w.label_drift.p_value < 1e-6 and w.accuracy_drift.accuracy == 0.25
+    assert got[("sentiment_review_window_test_fired", ("label_drift",))] == 1.0
+    assert got[("sentiment_review_window_test_fired", ("accuracy_drop",))] == 1.0
