@@ -242,6 +242,8 @@ async def test_the_workers_lake_settings_write_encrypted_objects_to_seaweedfs(
     # Scored here (the compose endpoint is not running): only the lake settings are the test.
     monkeypatch.setenv("SENTIMENT_ENDPOINT__MODE", "inprocess")
     monkeypatch.delenv("SENTIMENT_ENDPOINT__URL")
+    # Nor is Label Studio (the review loop has its own tests).
+    monkeypatch.setenv("SENTIMENT_REVIEW__ENABLED", "false")
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(secrets / "aws-credentials"))
