@@ -249,18 +249,17 @@ class BernoulliCusum:
         self.run_negatives = int(run_neg[end])
         if not hits.size:
             return None
+        return self._fire(offset + end)
+
+    def _fire(self, index: int) -> Transition:
+        """Start an alarm at event ``index`` of the batch (the run so far is its evidence)."""
         self.firing = True
         self.resolve_statistic = 0.0
         self.since_count = 0
         self.since_negatives = 0
         self.fired_start = self.run_start
         return Transition(
-            offset + end,
-            "firing",
-            self.statistic,
-            self.run_count,
-            self.run_negatives,
-            self.run_start,
+            index, "firing", self.statistic, self.run_count, self.run_negatives, self.run_start
         )
 
     def _resolve_segment(
@@ -490,19 +489,7 @@ class BernoulliMixtureSR(BernoulliCusum):
         self.run_start = None if math.isnan(start) else start
         if not fired:
             return None
-        self.firing = True
-        self.resolve_statistic = 0.0
-        self.since_count = 0
-        self.since_negatives = 0
-        self.fired_start = self.run_start
-        return Transition(
-            offset + end,
-            "firing",
-            self.statistic,
-            self.run_count,
-            self.run_negatives,
-            self.run_start,
-        )
+        return self._fire(offset + end)
 
     @staticmethod
     def _run_length(cus: FloatArray, before: int) -> int:
