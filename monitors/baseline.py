@@ -34,6 +34,7 @@ from monitors.features import (
     features_from_state,
     features_state,
     text_features,
+    true_classes,
 )
 from monitors.terms import content_words, tokenize
 from stream.events import CHANNELS, ScoredReview
@@ -207,9 +208,7 @@ class Baseline:
             t = np.asarray(true, dtype=np.float64)
             y = np.where(np.isfinite(t) & (t >= -1), t + 1, -1).astype(np.int64)
         else:
-            y = np.where(
-                np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)
-            ).astype(np.int64)
+            y = true_classes(rating)
         text = text_features(texts, vocabulary)
         feats = BatchFeatures(
             review_ids=[str(i) for i in range(n)],

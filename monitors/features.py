@@ -26,7 +26,7 @@ from monitors._stats import FloatArray, IntArray
 from monitors.contributions import Explainer
 from monitors.terms import tokenize
 from monitors.windows import to_us
-from stream.events import ScoredBatch, ScoredReview
+from stream.events import ScoredBatch, ScoredReview, sentiments_from_ratings
 
 __all__ = [
     "CATEGORICAL_FEATURES",
@@ -44,6 +44,7 @@ __all__ = [
     "oov_rate",
     "partitions",
     "text_features",
+    "true_classes",
 ]
 
 #: Monitored numeric features (name -> meaning); the unit is in the name.
@@ -211,11 +212,10 @@ def _evidence_tokens(
 # -- batches ---------------------------------------------------------------------------------
 
 
-def _true_class(rating: FloatArray) -> IntArray:
-    out: IntArray = np.where(
-        np.isnan(rating), -1, np.select([rating <= 2, rating == 3], [0, 1], 2)
-    ).astype(np.int64)
-    return out
+def true_classes(rating: FloatArray) -> IntArray:
+    """The true class index (0/1/2: negative/neutral/positive) of each rating, -1 where
+    there is none (NaN)."""
+    return sentiments_from_ratings(rating, missing=-2) + 1
 
 
 def _from_table(table: pa.Table) -> dict[str, Any]:
@@ -282,7 +282,7 @@ def extract(
         category=cols["category"],
         channel=cols["channel"],
         predicted=predicted,
-        true=_true_class(cols["rating"]),
+        true=true_classes(cols["rating"]),
         probabilities=probs,
         review_words=text.words,
         review_chars=text.chars,

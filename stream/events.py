@@ -53,6 +53,7 @@ __all__ = [
     "SourcePosition",
     "scored_table",
     "sentiment_from_rating",
+    "sentiments_from_ratings",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -71,6 +72,16 @@ def sentiment_from_rating(rating: int) -> int:
     if rating <= 2:
         return -1
     return 0 if rating == 3 else 1
+
+
+def sentiments_from_ratings(ratings: npt.ArrayLike, missing: int) -> npt.NDArray[np.int64]:
+    """:func:`sentiment_from_rating` over an array of ratings: -1/0/1 per rating, ``missing``
+    where a rating is absent (NaN)."""
+    r = np.asarray(ratings, dtype=np.float64)
+    out: npt.NDArray[np.int64] = np.select([r <= 2, r == 3, r >= 4], [-1, 0, 1], missing).astype(
+        np.int64
+    )
+    return out
 
 
 _TS = pa.timestamp("us", tz="UTC")

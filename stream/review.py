@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -58,7 +59,7 @@ from monitors.human import (
 from monitors.readings import Reading
 from monitors.review import NO_RATING, Pick, ReviewSelector, SelectionConfig
 from stream.errors import ConfigurationError, describe
-from stream.events import LABEL_SCHEMA, LABELS, Batch, scored_table
+from stream.events import LABEL_SCHEMA, LABELS, Batch, scored_table, sentiments_from_ratings
 from stream.labelstudio import LABEL_CONFIG, LabelStudio, choice_label, prediction_result
 from stream.retry import Backoff, retriable
 from stream.settings import Settings
@@ -310,6 +311,12 @@ _COLUMNS: Final = (
 )
 
 
+def _floats(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
+    """A numeric column as floats, NaN where it is null."""
+    out: npt.NDArray[np.float64] = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    return out
+
+
 @dataclass(slots=True)
 class ReviewQueue:
     """A pipeline sink that selects reviews for people and queues them in the store. Stored
@@ -343,9 +350,7 @@ class ReviewQueue:
         probs = np.column_stack(
             [candidates.column(c).to_numpy() for c in ("p_negative", "p_neutral", "p_positive")]
         )
-        rating = candidates.column("rating").fill_null(0).to_numpy().astype(np.int64)
-        true = np.where(rating >= 4, 1, np.where(rating == 3, 0, -1))
-        true[rating == 0] = NO_RATING
+        true = sentiments_from_ratings(_floats(candidates.column("rating")), NO_RATING)
         # Reviews of earlier batches are candidates only as alert examples.
         fresh = len(ids) - len(table)
         now = self.clock()
@@ -710,9 +715,7 @@ def ground_truth(
         " FROM r LEFT JOIN latest l USING (review_id)"
         " WHERE r.rating IS NOT NULL OR l.label IS NOT NULL ORDER BY review_id"
     )
-    rating = table.column("rating").fill_null(0).to_numpy().astype(np.int64)
-    rated = np.where(rating >= 4, 1, np.where(rating == 3, 0, -1))
-    rated[rating == 0] = NO_LABEL
+    rated = sentiments_from_ratings(_floats(table.column("rating")), NO_LABEL)
     true_counts = getattr(reference, "true_counts", None)
     confusion = getattr(reference, "confusion", None)
     return ground_truth_windows(
