@@ -122,9 +122,8 @@ def expected_calibration_error(
     correct = (np.argmax(p, axis=1) == y).astype(np.float64)
     edges = np.linspace(0.0, 1.0, bins + 1)
     which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    count = np.bincount(which, minlength=bins).astype(np.float64)
     gap = np.bincount(which, weights=correct - confidence, minlength=bins)
-    return float(np.abs(gap).sum() / count.sum())
+    return float(np.abs(gap).sum() / len(p))
 
 
 def fit_bcts(scores: npt.ArrayLike, labels: npt.ArrayLike) -> Calibration:

@@ -53,6 +53,7 @@ __all__ = [
     "WindowReport",
     "WindowTests",
     "evaluate_window",
+    "grid_rows",
 ]
 
 #: Features whose drift is reported but never alerted as DataDrift: a rating is the ground
@@ -72,7 +73,7 @@ def _grid_codes(p: FloatArray) -> IntArray:
     return out
 
 
-def _grid_rows(codes: IntArray) -> FloatArray:
+def grid_rows(codes: IntArray) -> FloatArray:
     """Probability rows of grid cells (the inverse of :func:`_grid_codes`)."""
     i, j = np.divmod(codes, PROB_GRID + 1)
     rows = np.stack([i, j, PROB_GRID - i - j], axis=1).astype(np.float64) / PROB_GRID
@@ -150,7 +151,7 @@ class WindowAccumulator:
         if exclude is not None:
             cells = cells - self.prob_cells[exclude]
         codes = np.flatnonzero(cells)
-        return _grid_rows(codes), cells[codes].astype(np.float64)
+        return grid_rows(codes), cells[codes].astype(np.float64)
 
     def state(self) -> dict[str, Any]:
         return {

@@ -29,6 +29,7 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from monitors.evaluation import PROB_GRID
 from monitors.terms import STOPWORDS, TOKEN_PATTERN
 
 if TYPE_CHECKING:
@@ -77,8 +78,6 @@ FEATURE_COLUMNS: Mapping[str, str] = {
     "product_category": "category",
 }
 
-#: Steps of the probability grid of the EM estimate (the monitors' ``PROB_GRID``).
-_GRID = 50
 #: Terms are counted over at most about this many reviews (a sample by review-id hash).
 TERM_REVIEWS = 200_000
 
@@ -306,7 +305,7 @@ def _common(con: duckdb.DuckDBPyConnection, step: Callable[[str], None]) -> dict
     step("model confidence")
     out["confidence"] = _df(
         con,
-        f"""select pred as cls, floor(confidence * {_GRID}) / {_GRID} as bin, count(*) as n
+        f"""select pred as cls, floor(confidence * {PROB_GRID}) / {PROB_GRID} as bin, count(*) as n
             from rn where confidence is not null group by all""",
     )
     return out
@@ -383,7 +382,7 @@ def _histograms(
 def _prob_cells(con: duckdb.DuckDBPyConnection, after: str) -> pd.DataFrame:
     """Per bucket, reviews per cell of the monitors' EM probability grid (p_negative and
     p_neutral rounded half to even to 1/50, p_neutral capped so the three sum to 1)."""
-    g = _GRID
+    g = PROB_GRID
     return _df(
         con,
         f"""
@@ -431,7 +430,7 @@ def read_lake_data(
     sample = term_sample(int(n))
     terms, totals = _terms(con, "true" if sample == 1 else f"hash(id) % {sample} = 0", days)
     step("dead letters")
-    dead_span = Span(span.since, span.until).where("received_at")
+    dead_span = span.where("received_at")
     dead = _df(
         con,
         f"""select date_trunc('{grain}', received_at) as bucket, reason, count(*) as n

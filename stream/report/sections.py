@@ -502,6 +502,7 @@ def prior_series(data: ReportData, levels: Levels) -> pd.DataFrame:
     import pandas as pd
 
     from monitors import bbse, em_priors, naive_priors
+    from monitors.evaluation import PROB_GRID, grid_rows
 
     out: list[dict[str, Any]] = []
     baseline = data.baseline
@@ -509,7 +510,6 @@ def prior_series(data: ReportData, levels: Levels) -> pd.DataFrame:
     if baseline is None or cells is None or cells.empty:
         return pd.DataFrame(columns=["bucket", "method", "cls", "prior", "lower", "upper"])
     src = np.asarray(baseline.mean_probabilities, dtype=np.float64)
-    g = 50
     for bucket, part in cells.groupby("bucket"):
         i = part["i"].to_numpy(np.int64)
         j = part["j"].to_numpy(np.int64)
@@ -517,7 +517,7 @@ def prior_series(data: ReportData, levels: Levels) -> pd.DataFrame:
         n = int(weights.sum())
         if n < levels.min_count:
             continue
-        rows = np.stack([i, j, g - i - j], axis=1).astype(np.float64) / g
+        rows = grid_rows(i * (PROB_GRID + 1) + j)
         hist = data.histograms.get(bucket, {})
         some = next(iter(hist.values()), None)
         counts = some.sum(axis=1) if some is not None else None
