@@ -338,7 +338,6 @@ async def run_pipeline(
         if review is not None:
             outputs.append(review.queue)
             review.reference = lambda: getattr(monitor, "baseline", None)
-            review.start()
         pipeline = rt.pipeline(
             source,
             outputs,
@@ -354,6 +353,8 @@ async def run_pipeline(
             pipeline.stop()
 
         try:
+            if review is not None:
+                review.start()
             with _signals(stop):
                 await pipeline.run()
                 if linger_s > 0 and not stopped.is_set():

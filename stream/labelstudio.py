@@ -100,13 +100,6 @@ class LabelStudio:
                 return None
             return await resp.json(content_type=None)
 
-    async def health(self) -> bool:
-        try:
-            async with self._http().get(self.url + "/health") as resp:
-                return resp.status == 200
-        except (aiohttp.ClientError, TimeoutError):
-            return False
-
     async def find_project(self, title: str) -> dict[str, Any] | None:
         """The project named ``title`` (the lowest id when there are several), or None."""
         found = await self._call("GET", "/api/projects", params={"title": title, "page_size": 100})
@@ -118,10 +111,6 @@ class LabelStudio:
         body = {"title": title, "label_config": label_config, **fields}
         created: dict[str, Any] = await self._call("POST", "/api/projects", json=body)
         return created
-
-    async def update_project(self, project: int, **fields: Any) -> dict[str, Any]:
-        updated: dict[str, Any] = await self._call("PATCH", f"/api/projects/{project}", json=fields)
-        return updated
 
     async def import_tasks(self, project: int, tasks: Sequence[Mapping[str, Any]]) -> list[int]:
         """Create ``tasks`` (each ``{"data": ..., "predictions": [...]}``); returns their ids."""

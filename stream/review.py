@@ -33,6 +33,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import random
 import sqlite3
 import threading
 import time
@@ -162,14 +163,7 @@ class ReviewStore:
     # -- outbox ----------------------------------------------------------------------------
 
     def outbox_size(self) -> int:
-        return int(self._one("SELECT count(*) FROM tasks WHERE status != 'sent'"))
-
-    def count(self, status: str) -> int:
-        return int(self._one("SELECT count(*) FROM tasks WHERE status = ?", status))
-
-    def oldest_pending_s(self) -> float | None:
-        value = self._one("SELECT min(selected_at) FROM tasks WHERE status != 'sent'")
-        return None if value is None else float(value)
+        return int(self._one("SELECT count(*) FROM tasks WHERE status IN ('pending', 'sending')"))
 
     def add(self, rows: Sequence[tuple[Pick, int, dict[str, Any]]], now_s: float) -> int:
         """Queue picks (with the model's class and the task payload) that are new (neither
@@ -178,7 +172,9 @@ class ReviewStore:
         added = 0
         with self._tx() as db:
             room = self.max_outbox - int(
-                db.execute("SELECT count(*) FROM tasks WHERE status != 'sent'").fetchone()[0]
+                db.execute(
+                    "SELECT count(*) FROM tasks WHERE status IN ('pending', 'sending')"
+                ).fetchone()[0]
             )
             for pick, predicted, payload in rows:
                 if added >= room:
@@ -252,7 +248,7 @@ class ReviewStore:
             db.execute(
                 "UPDATE tasks SET status = 'sent', sent_at = ?,"
                 " task_id = (SELECT task_id FROM adopted a WHERE a.review_id = tasks.review_id)"
-                " WHERE status != 'sent'"
+                " WHERE status IN ('pending', 'sending')"
                 " AND review_id IN (SELECT review_id FROM adopted)",
                 (now_s,),
             )
@@ -518,12 +514,24 @@ class ReviewSender:
                 if not retriable(err):
                     raise
                 self.failures += 1
-                wait = self.backoff.delay(retry, lambda: 1.0)
+                wait = self.backoff.delay(retry, random.random)
                 retry += 1
                 log.warning("sending review tasks failed (%s); retry in %.1fs", describe(err), wait)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await stop.wait()
+
+
+def _log_stopped(task: asyncio.Task[None]) -> None:
+    """A background task of the loop ended with an error the loop does not retry: say so when
+    it happens, not at shutdown (the outbox keeps what it had not sent)."""
+    err = None if task.cancelled() else task.exception()
+    if err is not None:
+        log.error("review %s stopped: %s", task.get_name(), describe(err))
+
+
+#: How long closing the loop waits for its last send.
+LAST_SEND_TIMEOUT_S: Final = 10.0
 
 
 # -- sync --------------------------------------------------------------------------------------
@@ -780,6 +788,8 @@ class ReviewLoop:
             asyncio.create_task(self.sender.run(r.send_interval_s, self._stop), name="review-send"),
             asyncio.create_task(self._sync_every(r.sync_interval_s), name="review-sync"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(_log_stopped)
 
     async def sync(self) -> SyncResult:
         """Pull annotations into the lake once, and refresh :attr:`labels` from it."""
@@ -828,17 +838,13 @@ class ReviewLoop:
                     await self._stop.wait()
 
     async def close(self, *, send_last: bool = True) -> None:
-        """Stop the background tasks (after a last send, when the server answers)."""
+        """Stop the background tasks (a task that failed was logged when it stopped), then a
+        last send of at most :data:`LAST_SEND_TIMEOUT_S`, and close the client and the store."""
         self._stop.set()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         if send_last:
-            try:
-                await self.sender.send_once()
-            except Exception as err:  # noqa: BLE001 - the outbox keeps them for the next run
-                log.warning("review tasks stay in the outbox: %s", describe(err))
+            await self.send_now(LAST_SEND_TIMEOUT_S)
         await self.client.close()
         self.store.close()
 
