@@ -17,7 +17,11 @@ Scoring scales out; monitoring needs one global view. So a worker runs two thing
 * **the review loop** (when ``review.enabled``) runs beside the monitors, on the feed owner
   only: the feed carries every scored review and every alert, so selection sees the whole
   stream once, and one worker at a time sends tasks to Label Studio (and syncs annotations).
-  Each group's picks are sent before the group is acknowledged. Losing the feed pauses the
+  Each group's picks are stored in the worker's outbox (SQLite, ``review.state_path``) and
+  sent, within a time limit, before the group is acknowledged; when Label Studio is down the
+  send fails, the picks stay in that outbox and the group is acknowledged all the same, so
+  they reach Label Studio from that worker's later sends (a timer retries) and, should the
+  feed move meanwhile, only once that worker owns it again. Losing the feed pauses the
   sender (after the request in flight) before the partition moves on; taking it over first
   adopts every review id the project already holds, so neither the previous owner's tasks nor
   picks of a replayed feed message become a second task. The selector's spent budget is saved
