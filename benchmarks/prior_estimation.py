@@ -29,12 +29,12 @@ which stands in for the population. The same resamples fit a temperature (log-lo
 EM on probabilities temperature-scaled once more on the resample, with the resample's mean
 scaled probabilities as source priors.
 
-The shipped model's probabilities are calibrated at training (bias-corrected temperature
-scaling, Alexandari et al. 2020, fitted on out-of-fold scores of the training split, so not on
-this pool); EM runs on them. Before calibration the model was under-confident (NLL-optimal
-temperature 0.57 on this pool), which pulled EM towards the training priors: mean absolute
-error at 1,000-review windows was naive 0.062, BBSE 0.027, EM 0.057; with calibration EM is
-the most accurate of the three at 200 and 1,000 reviews.
+The shipped model's probabilities are calibrated at training (vector scaling, Alexandari et
+al. 2020, fitted on out-of-fold scores of a 10-fold cross-validation of the training split, so
+not on this pool); EM runs on them. Before calibration the model was under-confident
+(NLL-optimal temperature 0.57 on this pool), which pulled EM towards the training priors: mean
+absolute error at 1,000-review windows was naive 0.062, BBSE 0.027, EM 0.057; with calibration
+EM is the most accurate of the three at 200 and 1,000 reviews.
 
 The module also builds the larger, cross-fitted pool of ``accuracy_estimation.py``
 (:func:`crossfit_pool`: every review scored by a model trained and calibrated without it).
@@ -151,7 +151,7 @@ def crossfit_pool(
     fits the shipped one (:func:`endpoint.train.fit_recipe`, same recipe and seed) and scores
     its held-out fold. Cached under ``CACHE`` (``$SENTIMENT_MONITOR_CACHE``), keyed by the
     file's sha256, the recipe and the scikit-learn version; a first run fits ``folds`` times
-    ``calibration_folds + 1`` models (4-7 minutes on two shared cores)."""
+    ``calibration_folds + 1`` models (about 2 minutes on two idle cores, more when shared)."""
     import hashlib
     import json
 

@@ -1,14 +1,24 @@
-"""Probability calibration: bias-corrected temperature scaling and how well it calibrates.
+"""Probability calibration: temperature scaling with class biases, and how well it calibrates.
 
-Bias-corrected temperature scaling (BCTS; Alexandari, Kundaje and Shrikumar 2020, "Maximum
-likelihood with bias-corrected calibration is hard-to-beat at label shift adaptation") maps a
-classifier's linear scores ``s`` (logits) to ``softmax(s / T + b)``: one temperature ``T > 0``
-for the whole model and one bias per class, fitted by minimising the mean negative
-log-likelihood of the true classes on reviews the model was not fitted on. ``T < 1`` sharpens
-an under-confident model, ``T > 1`` softens an over-confident one; the biases correct the
-class-wise offsets plain temperature scaling leaves, which is what maximum-likelihood
-label-shift estimation (EM) needs. At the NLL optimum the mean calibrated probabilities equal
-the class shares of the fitting data (the gradient in ``b`` is their difference).
+Both methods of Alexandari, Kundaje and Shrikumar 2020 ("Maximum likelihood with
+bias-corrected calibration is hard-to-beat at label shift adaptation") map a classifier's
+linear scores ``s`` (logits) to ``softmax(s / T + b)`` with one bias per class, fitted by
+minimising the mean negative log-likelihood of the true classes on reviews the model was not
+fitted on:
+
+* bias-corrected temperature scaling (BCTS, ``method="bcts"``): one temperature ``T > 0`` for
+  the whole model;
+* vector scaling (VS, ``method="vector"``, the shipped default): one temperature per class
+  (``T`` is a vector, dividing column by column), which also corrects a model that is sharper
+  on one class than on another -- ours is over-confident on "neutral" and under-confident on
+  the other two, which a single temperature cannot undo and which biases both EM's priors and
+  the label-free accuracy estimate.
+
+``T < 1`` sharpens an under-confident model, ``T > 1`` softens an over-confident one; the
+biases correct the class-wise offsets plain temperature scaling leaves, which is what
+maximum-likelihood label-shift estimation (EM) needs. At the NLL optimum the mean calibrated
+probabilities equal the class shares of the fitting data (the gradient in ``b`` is their
+difference).
 
 Applying a calibration is :func:`endpoint.model.calibrated_softmax` (numpy only, it runs in
 the SageMaker archive); this module fits and judges one (scipy is imported only to fit).
@@ -18,8 +28,10 @@ Class labels here are column indices ``0..k-1`` of the score matrix.
 Public API::
 
     Calibration(temperature=1.0, bias=(0.0, 0.0, 0.0))   .apply(scores) -> probabilities
+        .method -> "bias_corrected_temperature_scaling" | "vector_scaling"   # float T | tuple
         .to_json() -> dict;  Calibration.from_json(doc)
-    fit_bcts(scores, labels) -> Calibration               # NLL-optimal T and biases
+    fit_scaling(scores, labels, method="vector") -> Calibration   # NLL-optimal T(s) and biases
+    fit_bcts(scores, labels) -> Calibration              # fit_scaling(..., method="bcts")
     negative_log_likelihood(probabilities, labels) -> float      # mean, natural log
     expected_calibration_error(probabilities, labels, bins=15) -> float
 """
@@ -28,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -40,13 +52,15 @@ __all__ = [
     "Calibration",
     "expected_calibration_error",
     "fit_bcts",
+    "fit_scaling",
     "negative_log_likelihood",
 ]
 
 #: Equal-width confidence bins of :func:`expected_calibration_error` (Guo et al. 2017).
 ECE_BINS = 15
-#: Method name written with a fitted calibration.
-METHOD = "bias_corrected_temperature_scaling"
+#: ``method`` written with a calibration in ``model.json``: one temperature or one per class.
+METHOD_NAMES = {"bcts": "bias_corrected_temperature_scaling", "vector": "vector_scaling"}
+Method = Literal["bcts", "vector"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -54,16 +68,27 @@ IntArray = npt.NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """``softmax(scores / temperature + bias)``; the defaults leave probabilities as they are."""
+    """``softmax(scores / temperature + bias)``; the defaults leave probabilities as they are.
+    ``temperature`` is one float (BCTS) or a tuple of one per class (vector scaling)."""
 
-    temperature: float = 1.0
+    temperature: float | tuple[float, ...] = 1.0
     bias: tuple[float, ...] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
-        if not (np.isfinite(self.temperature) and self.temperature > 0):
+        t = np.asarray(self.temperature, dtype=np.float64)
+        if t.ndim > 1 or (t.ndim == 1 and t.shape != (len(self.bias),)):
+            raise ValueError(
+                f"temperature must be one float or one per class, got {self.temperature!r}"
+            )
+        if not (np.all(np.isfinite(t)) and np.all(t > 0)):
             raise ValueError(f"temperature must be finite and > 0, got {self.temperature!r}")
         if not all(np.isfinite(b) for b in self.bias):
             raise ValueError(f"biases must be finite, got {self.bias!r}")
+
+    @property
+    def method(self) -> str:
+        """What ``model.json`` calls it: one temperature or one per class."""
+        return METHOD_NAMES["vector" if isinstance(self.temperature, tuple) else "bcts"]
 
     def apply(self, scores: npt.ArrayLike) -> FloatArray:
         """Calibrated probabilities of linear scores (n, k)."""
@@ -74,11 +99,18 @@ class Calibration:
 
     def to_json(self) -> dict[str, Any]:
         """What ``model.json`` stores under ``calibration`` (read by the model itself)."""
-        return {"method": METHOD, "temperature": self.temperature, "bias": list(self.bias)}
+        t = self.temperature
+        return {
+            "method": self.method,
+            "temperature": list(t) if isinstance(t, tuple) else t,
+            "bias": list(self.bias),
+        }
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Calibration:
-        return cls(float(doc["temperature"]), tuple(float(b) for b in doc["bias"]))
+        t = doc["temperature"]
+        temperature = tuple(float(x) for x in t) if isinstance(t, list | tuple) else float(t)
+        return cls(temperature, tuple(float(b) for b in doc["bias"]))
 
 
 def _labels(labels: npt.ArrayLike, n: int, k: int) -> IntArray:
@@ -127,12 +159,21 @@ def expected_calibration_error(
 
 
 def fit_bcts(scores: npt.ArrayLike, labels: npt.ArrayLike) -> Calibration:
-    """The temperature and per-class biases minimising the mean NLL of ``softmax(scores / T
-    + b)`` on (n, k) scores with true class indices ``labels`` (L-BFGS on ``log T`` and
-    ``b`` with the exact gradient). Biases are shifted to sum to zero (softmax ignores a
-    common shift)."""
+    """Bias-corrected temperature scaling: :func:`fit_scaling` with one temperature."""
+    return fit_scaling(scores, labels, method="bcts")
+
+
+def fit_scaling(
+    scores: npt.ArrayLike, labels: npt.ArrayLike, method: Method = "vector"
+) -> Calibration:
+    """The temperature(s) and per-class biases minimising the mean NLL of ``softmax(scores /
+    T + b)`` on (n, k) scores with true class indices ``labels`` (L-BFGS on ``log T`` and
+    ``b`` with the exact gradient): one ``T`` with ``method="bcts"``, one per class with
+    ``"vector"``. Biases are shifted to sum to zero (softmax ignores a common shift)."""
     from scipy.optimize import minimize
 
+    if method not in METHOD_NAMES:
+        raise ValueError(f"method must be one of {sorted(METHOD_NAMES)}, got {method!r}")
     s = np.asarray(scores, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] == 0 or s.shape[1] < 2:
         raise ValueError(f"scores must be (n, k) with n >= 1 and k >= 2, got {s.shape}")
@@ -142,27 +183,30 @@ def fit_bcts(scores: npt.ArrayLike, labels: npt.ArrayLike) -> Calibration:
     y = _labels(labels, n, k)
     onehot = np.zeros((n, k))
     onehot[np.arange(n), y] = 1.0
+    m = k if method == "vector" else 1  # how many temperatures
 
     def objective(theta: FloatArray) -> tuple[float, FloatArray]:
-        t = float(np.exp(theta[0]))
-        z = s / t + theta[1:]
+        t = np.exp(theta[:m])
+        z = s / t + theta[m:]
         z -= z.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(z).sum(axis=1))
         nll = float(np.mean(log_norm - z[np.arange(n), y]))
         g = (np.exp(z - log_norm[:, None]) - onehot) / n  # d NLL / d z
-        grad = np.empty(k + 1)
-        grad[0] = float(np.sum(g * (-s / t)))  # d z / d log T = -s / T
-        grad[1:] = g.sum(axis=0)
+        d_log_t = g * (-s / t)  # d z / d log T = -s / T, column by column
+        grad = np.empty(m + k)
+        grad[:m] = d_log_t.sum(axis=0) if m == k else d_log_t.sum()
+        grad[m:] = g.sum(axis=0)
         return nll, grad
 
     res = minimize(
         objective,
-        np.zeros(k + 1),
+        np.zeros(m + k),
         jac=True,
         method="L-BFGS-B",
         options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10},
     )
     if not np.all(np.isfinite(res.x)):
         raise RuntimeError(f"calibration fit failed: {res.message}")
-    bias = res.x[1:] - res.x[1:].mean()
-    return Calibration(float(np.exp(res.x[0])), tuple(float(b) for b in bias))
+    t = np.exp(res.x[:m])
+    bias = tuple(float(b) for b in res.x[m:] - res.x[m:].mean())
+    return Calibration(tuple(float(x) for x in t) if m == k else float(t[0]), bias)

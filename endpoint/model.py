@@ -8,7 +8,7 @@ Model directory (no pickle anywhere)::
     model.json    name, version, classes [-1, 0, 1], labels, feature settings, class priors
                   of the training data, validation confusion matrix (counts and row-normalised),
                   validation metrics, training provenance, and optionally ``calibration``:
-                  ``{"temperature": T, "bias": [b, b, b], ...}``
+                  ``{"temperature": T | [T, T, T], "bias": [b, b, b], ...}``
     weights.npz   per feature block ``block{i}_terms`` (UTF-8 bytes of the terms joined by
                   newlines, in column order) and ``block{i}_idf``; ``coef`` (3, n_features) and
                   ``intercept`` (3,) of a multinomial linear model
@@ -17,10 +17,10 @@ Features are the column-wise concatenation of blocks, each a TF-IDF vectoriser t
 scikit-learn's ``TfidfVectorizer`` exactly (analyzer ``word``, ``char`` or ``char_wb``,
 ``lowercase``, ``token_pattern``, ``ngram_range``, ``sublinear_tf``, ``norm``): probabilities
 are ``softmax(X @ coef.T + intercept)``, equal to scikit-learn's ``predict_proba`` of the
-trained pipeline, and then calibrated when the model carries a calibration (bias-corrected
-temperature scaling, fitted at training by ``endpoint.calibration``):
-``softmax((X @ coef.T + intercept) / T + b)``. Predicted classes are the argmax of the
-calibrated probabilities.
+trained pipeline, and then calibrated when the model carries a calibration (vector scaling or
+bias-corrected temperature scaling, fitted at training by ``endpoint.calibration``):
+``softmax((X @ coef.T + intercept) / T + b)``, ``T`` one temperature or one per class.
+Predicted classes are the argmax of the calibrated probabilities.
 
 Public API::
 
@@ -35,7 +35,7 @@ Public API::
         .class_priors (ndarray (3,)), .confusion_matrix (ndarray (3, 3) counts | None,
         rows = true class, columns = predicted class), .confusion_matrix_normalised,
         .n_features
-        .calibration -> (temperature, bias (3,)) | None
+        .calibration -> (temperature: float | ndarray (3,), bias (3,)) | None
         .predict_proba(texts, calibrated=True) -> ndarray (n, 3)   columns in order [-1, 0, 1]
         .predict(texts) -> ndarray (n,) of -1 | 0 | 1   (argmax of the calibrated scores)
         .decision_function(texts) -> ndarray (n, 3)
@@ -273,14 +273,20 @@ def _softmax(z: FloatArray) -> FloatArray:
 
 
 def calibrated_softmax(
-    scores: npt.ArrayLike, temperature: float = 1.0, bias: npt.ArrayLike | None = None
+    scores: npt.ArrayLike,
+    temperature: float | npt.ArrayLike = 1.0,
+    bias: npt.ArrayLike | None = None,
 ) -> FloatArray:
-    """Bias-corrected temperature scaling of linear scores (n, k): ``softmax(scores / T + b)``
-    row by row. ``T = 1`` and no bias give the plain softmax."""
+    """Calibrated softmax of linear scores (n, k): ``softmax(scores / T + b)`` row by row,
+    ``T`` one temperature or one per class (column). ``T = 1`` and no bias give the plain
+    softmax."""
     z = np.array(scores, dtype=np.float64, ndmin=2)
-    if not (np.isfinite(temperature) and temperature > 0):
+    t = np.asarray(temperature, dtype=np.float64)
+    if t.ndim > 1 or (t.ndim == 1 and t.shape != z.shape[1:]):
+        raise ValueError(f"temperature must be one float or one per column, got {temperature!r}")
+    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
         raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    z /= temperature
+    z /= t
     if bias is not None:
         z += np.asarray(bias, dtype=np.float64)
     return _softmax(z)
@@ -415,15 +421,25 @@ class SentimentModel:
         return np.asarray(priors, dtype=np.float64)
 
     @property
-    def calibration(self) -> tuple[float, FloatArray] | None:
-        """``(temperature, bias)`` of the stored calibration (None: probabilities are the
-        plain softmax of the linear scores)."""
+    def calibration(self) -> tuple[float | FloatArray, FloatArray] | None:
+        """``(temperature, bias)`` of the stored calibration: one temperature (BCTS) or one
+        per class (vector scaling); None: probabilities are the plain softmax of the linear
+        scores."""
         cal = self.metadata.get("calibration")
         if cal is None:
             return None
-        t, b = float(cal["temperature"]), np.asarray(cal["bias"], dtype=np.float64)
-        if not (np.isfinite(t) and t > 0) or b.shape != (len(CLASSES),):
-            raise ValueError(f"calibration needs a temperature > 0 and 3 biases, got {cal!r}")
+        raw_t = cal["temperature"]
+        t: float | FloatArray = (
+            np.asarray(raw_t, dtype=np.float64) if isinstance(raw_t, list) else float(raw_t)
+        )
+        b = np.asarray(cal["bias"], dtype=np.float64)
+        t_ok = np.shape(t) in ((), (len(CLASSES),)) and bool(
+            np.all(np.isfinite(t) & (np.asarray(t) > 0))
+        )
+        if not t_ok or b.shape != (len(CLASSES),):
+            raise ValueError(
+                f"calibration needs a temperature > 0 (one or 3) and 3 biases, got {cal!r}"
+            )
         return t, b
 
     @property

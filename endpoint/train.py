@@ -6,7 +6,8 @@ regression with ``C=1``. A stratified, seeded 80/20 split holds out validation r
 model is trained on the 80 % only and *not* refit on all rows, so the confusion matrix and
 metrics stored in ``model.json`` are honest estimates on reviews the model never saw.
 
-Calibration: bias-corrected temperature scaling (:mod:`endpoint.calibration`) fitted on
+Calibration: vector scaling (one temperature per class and class biases; bias-corrected
+temperature scaling with ``calibration_method="bcts"``; :mod:`endpoint.calibration`) fitted on
 held-out scores of the training split -- the out-of-fold decision scores of a stratified,
 seeded ``calibration_folds``-fold cross-validation of the same recipe -- so the validation
 reviews stay unseen by the calibration too. The model stores it and serves calibrated
@@ -21,12 +22,12 @@ Public API::
 
     TrainConfig(word_ngrams=(1, 2), min_df=2, sublinear_tf=True, char_ngrams=None,
                 char_analyzer="char_wb", char_min_df=3, C=1.0, class_weight=None,
-                max_iter=3000, test_size=0.2, seed=42, calibration_folds=5,
-                name="review-sentiment")
+                max_iter=3000, test_size=0.2, seed=42, calibration_folds=10,
+                calibration_method="vector", name="review-sentiment")
     load_reviews(path) -> Reviews       # CSV: sentiment, review_body (or Rating, Review Text)
     build_pipeline(config) -> Pipeline  # FeatureUnion of TF-IDF blocks -> LogisticRegression
     export_model(pipeline, metadata) -> SentimentModel
-    fit_calibration(texts, labels, config) -> Calibration   # BCTS on out-of-fold scores
+    fit_calibration(texts, labels, config) -> Calibration   # fitted on out-of-fold scores
     fit_recipe(texts, labels, config) -> (Pipeline, Calibration | None)  # both, as train does
     train(reviews, config) -> TrainResult    # split, fit, validate, export (nothing written)
     train_and_save(data, out_dir, config) -> TrainResult
@@ -51,8 +52,9 @@ import numpy.typing as npt
 
 from .calibration import (
     Calibration,
+    Method,
     expected_calibration_error,
-    fit_bcts,
+    fit_scaling,
     negative_log_likelihood,
 )
 from .data import read_review_csv
@@ -99,7 +101,9 @@ class TrainConfig:
     test_size: float = 0.2
     seed: int = 42
     #: Folds of the cross-validation whose held-out scores fit the calibration (0: none).
-    calibration_folds: int = 5
+    calibration_folds: int = 10
+    #: ``"vector"``: one temperature per class; ``"bcts"``: one for the model.
+    calibration_method: Method = "vector"
     name: str = "review-sentiment"
 
     def __post_init__(self) -> None:
@@ -265,7 +269,7 @@ def _split(
 def fit_calibration(
     texts: Sequence[str], labels: npt.NDArray[np.int64], config: TrainConfig
 ) -> Calibration:
-    """Bias-corrected temperature scaling fitted on the out-of-fold decision scores of a
+    """``config.calibration_method`` fitted on the out-of-fold decision scores of a
     stratified, seeded ``config.calibration_folds``-fold cross-validation of the recipe on
     ``texts`` (each review scored by a model that did not see it)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
@@ -274,7 +278,7 @@ def fit_calibration(
     scores = cross_val_predict(
         build_pipeline(config), list(texts), labels, cv=folds, method="decision_function"
     )
-    return fit_bcts(scores, labels + 1)
+    return fit_scaling(scores, labels + 1, config.calibration_method)
 
 
 def fit_recipe(
@@ -337,7 +341,8 @@ def _metadata(
         "description": (
             "Review sentiment: TF-IDF n-grams and multinomial logistic regression; "
             "probabilities are softmax((X @ coef.T + intercept) / T + b) with the calibration's "
-            "temperature T and biases b (T = 1, b = 0 without one), columns in class order."
+            "temperature T (one, or one per class) and biases b (T = 1, b = 0 without one), "
+            "columns in class order."
         ),
         "class_priors": [float(p) for p in priors],
         "classifier": {
@@ -425,7 +430,7 @@ def _weights_digest(model: SentimentModel, calibration: Calibration | None) -> s
     h.update(model.coef.tobytes())
     h.update(model.intercept.tobytes())
     if calibration is not None:
-        h.update(np.asarray([calibration.temperature, *calibration.bias]).tobytes())
+        h.update(np.asarray([*np.atleast_1d(calibration.temperature), *calibration.bias]).tobytes())
     return h.hexdigest()
 
 
@@ -529,8 +534,9 @@ def format_report(result: TrainResult) -> str:
     ]
     if result.calibration is not None:
         cal = result.calibration
+        temps = " ".join(f"{t:.4f}" for t in np.atleast_1d(cal.temperature))
         lines.append(
-            f"calibration: temperature {cal.temperature:.4f}, biases "
+            f"calibration ({cal.method}): temperature {temps}, biases "
             + " ".join(f"{b:+.4f}" for b in cal.bias)
             + f"; validation ECE {result.ece_uncalibrated:.4f} -> {result.ece:.4f}"
         )

@@ -1,5 +1,6 @@
-"""Bias-corrected temperature scaling: hand-computed NLL and ECE, the identity, recovery of a
-known temperature and biases, and the model applying its stored calibration."""
+"""Bias-corrected temperature scaling and vector scaling: hand-computed NLL and ECE, the
+identity, recovery of known temperatures and biases, and the model applying its stored
+calibration."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from endpoint.calibration import (
     Calibration,
     expected_calibration_error,
     fit_bcts,
+    fit_scaling,
     negative_log_likelihood,
 )
 from endpoint.model import MODEL_FILE, FeatureBlock, SentimentModel, calibrated_softmax
@@ -71,6 +73,25 @@ def test_calibrated_softmax_exact() -> None:
     with pytest.raises(ValueError, match="scores"):
         cal.apply([[0.0, 1.0]])
     assert Calibration.from_json(cal.to_json()) == cal
+    assert cal.method == "bias_corrected_temperature_scaling"
+
+
+def test_vector_scaling_divides_column_by_column() -> None:
+    got = calibrated_softmax([[1.0, 2.0, 3.0]], [2.0, 0.5, 1.0], [0.0, 0.0, 1.0])
+    np.testing.assert_allclose(got[0], softmax([0.5, 4.0, 4.0]), rtol=1e-15)
+    cal = Calibration((0.5, 2.0, 1.0), (0.1, -0.2, 0.1))
+    np.testing.assert_allclose(
+        cal.apply([[1.0, 1.0, -1.0]])[0], softmax([2.1, 0.3, -0.9]), rtol=1e-15
+    )
+    assert cal.method == "vector_scaling"
+    assert cal.to_json()["temperature"] == [0.5, 2.0, 1.0]
+    assert Calibration.from_json(json.loads(json.dumps(cal.to_json()))) == cal
+    with pytest.raises(ValueError, match="temperature"):
+        calibrated_softmax([[0.0, 0.0, 0.0]], [1.0, 1.0])
+    with pytest.raises(ValueError, match="temperature"):
+        Calibration((1.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="one per class"):
+        Calibration((1.0, 1.0))
 
 
 def _synthetic(
@@ -108,6 +129,33 @@ def test_fit_recovers_the_generating_temperature_and_biases(
     assert fitted <= negative_log_likelihood(softmax(scores, axis=1), labels)
     truth = Calibration(temperature, bias).apply(scores)
     assert fitted <= negative_log_likelihood(truth, labels) + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("temperature", "bias"),
+    [
+        ((0.5, 2.0, 0.4), (-0.1, 0.25, -0.15)),  # sharp on one class, soft on the others
+        ((1.5, 1.5, 1.5), (0.3, 0.0, -0.3)),  # one temperature: vector scaling finds it too
+    ],
+)
+def test_vector_scaling_recovers_per_class_temperatures(
+    temperature: tuple[float, float, float], bias: tuple[float, float, float]
+) -> None:
+    rng = np.random.default_rng(11)
+    scores = rng.normal(scale=2.0, size=(60_000, 3))
+    p = Calibration(temperature, bias).apply(scores)
+    labels = (rng.random(len(p))[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    cal = fit_scaling(scores, labels, method="vector")
+    assert isinstance(cal.temperature, tuple)
+    np.testing.assert_allclose(cal.temperature, temperature, rtol=0.06)
+    np.testing.assert_allclose(cal.bias, bias, atol=0.05)
+    shares = np.bincount(labels, minlength=3) / len(labels)
+    np.testing.assert_allclose(cal.apply(scores).mean(axis=0), shares, atol=1e-6)
+    # vector scaling nests BCTS: its optimum is at least as good
+    vector = negative_log_likelihood(cal.apply(scores), labels)
+    assert vector <= negative_log_likelihood(fit_bcts(scores, labels).apply(scores), labels) + 1e-9
+    with pytest.raises(ValueError, match="method"):
+        fit_scaling(scores, labels, method="matrix")  # type: ignore[arg-type]
 
 
 def test_fit_lowers_ece_of_an_under_confident_model() -> None:
@@ -155,18 +203,35 @@ def test_model_serves_calibrated_probabilities_and_predictions(tmp_path: Path) -
     assert json.loads((tmp_path / "m" / MODEL_FILE).read_text())["calibration"]["temperature"] == 2
 
 
+def test_model_serves_vector_scaled_probabilities(tmp_path: Path) -> None:
+    # "good": scores (-1, 0.1, 1); T = (1, 0.1, 2), b = 0 -> (-1, 1, 0.5): neutral wins
+    model = _calibrated_model({"temperature": [1.0, 0.1, 2.0], "bias": [0.0, 0.0, 0.0]})
+    np.testing.assert_allclose(
+        model.predict_proba(["good"])[0], softmax([-1.0, 1.0, 0.5]), rtol=1e-15
+    )
+    assert model.predict(["good"]).tolist() == [0]
+    loaded = SentimentModel.load(model.save(tmp_path / "m"))
+    np.testing.assert_array_equal(loaded.predict_proba(["good"]), model.predict_proba(["good"]))
+
+
 def test_model_refuses_a_malformed_calibration() -> None:
     with pytest.raises(ValueError, match="calibration"):
         _calibrated_model({"temperature": 0.0, "bias": [0.0, 0.0, 0.0]})
     with pytest.raises(ValueError, match="calibration"):
         _calibrated_model({"temperature": 1.0, "bias": [0.0, 0.0]})
+    with pytest.raises(ValueError, match="calibration"):
+        _calibrated_model({"temperature": [1.0, 1.0], "bias": [0.0, 0.0, 0.0]})
+    with pytest.raises(ValueError, match="calibration"):
+        _calibrated_model({"temperature": [1.0, -1.0, 1.0], "bias": [0.0, 0.0, 0.0]})
 
 
 def test_shipped_model_is_calibrated_and_better_for_it() -> None:
     meta = SentimentModel.load(DEFAULT_MODEL_DIR).metadata
     cal = meta["calibration"]
-    assert cal["method"] == "bias_corrected_temperature_scaling"
-    assert 0 < cal["temperature"] < 1  # the raw model is under-confident
+    assert cal["method"] == "vector_scaling"
+    negative, neutral, positive = cal["temperature"]
+    # the raw model is under-confident on the poles and over-confident on "neutral"
+    assert 0 < negative < 1 and 0 < positive < 1 and neutral > 1
     figures = cal["validation"]
     ece, loss = figures["expected_calibration_error"], figures["log_loss"]
     assert ece["after"] < ece["before"] / 2
