@@ -798,7 +798,7 @@ class ReviewLoop:
             self.store,
             self.settings.review.project,
             self.writer.put,
-            salt=self.settings.review.project,
+            salt=self.settings.review.hash_salt(),
             compression=self.settings.lake.compression,
         )
         self.received += result.new

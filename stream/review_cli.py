@@ -20,7 +20,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream.errors import ConfigurationError, describe
+from stream.errors import SentimentMonitorError, describe
 from stream.settings import Settings
 
 __all__ = ["review_app"]
@@ -39,8 +39,19 @@ def review() -> None:
     """Route uncertain reviews to Label Studio and bring the labels back as ground truth."""
 
 
+def _expected() -> tuple[type[Exception], ...]:
+    """What a command reports as one line and exit status 1 instead of a traceback: bad
+    settings, a lake that refuses the labels, Label Studio unreachable (``OSError``) or
+    answering an HTTP error (``aiohttp.ClientError``: a 401 for a wrong token, a 5xx)."""
+    from aiohttp import ClientError
+
+    return (SentimentMonitorError, OSError, ClientError)
+
+
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[red]{describe(err)}[/]")
+    if getattr(err, "status", None) in (401, 403):
+        console.print("[red]Label Studio refused the token: check SENTIMENT_REVIEW__TOKEN[/]")
     return typer.Exit(1)
 
 
@@ -61,7 +72,7 @@ def setup() -> None:
 
     try:
         project = asyncio.run(go())
-    except (ConfigurationError, OSError) as err:
+    except _expected() as err:
         raise _fail(err) from err
     console.print(f"project {settings.review.project!r}: id {project} at {settings.review.url}")
 
@@ -86,7 +97,7 @@ def send() -> None:
 
     try:
         sent, left = asyncio.run(go())
-    except (ConfigurationError, OSError) as err:
+    except _expected() as err:
         raise _fail(err) from err
     console.print(f"sent {sent} tasks; {left} left in the outbox")
 
@@ -109,7 +120,7 @@ def sync() -> None:
                     store,
                     r.project,
                     build_lake_writer(settings).put,
-                    salt=r.project,
+                    salt=r.hash_salt(),
                     compression=settings.lake.compression,
                 )
                 return result.new, result.path
@@ -118,7 +129,7 @@ def sync() -> None:
 
     try:
         new, path = asyncio.run(go())
-    except (ConfigurationError, OSError) as err:
+    except _expected() as err:
         raise _fail(err) from err
     console.print(f"{new} new labels" + (f" -> {path}" if path else ""))
     labels = human_labels(read_labels(settings))

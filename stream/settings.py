@@ -221,6 +221,16 @@ class ReviewSettings(BaseModel):
     recent_rows: int = Field(
         20_000, ge=0, description="Recent reviews kept to find the examples of a firing alert."
     )
+    annotator_salt: SecretStr | None = Field(
+        None,
+        description="Secret mixed into the lake's annotator hashes (default: the project title).",
+    )
+
+    def hash_salt(self) -> str:
+        """What annotator ids are hashed with: ``annotator_salt``, else the project title. The
+        title is no secret: anyone who knows a Label Studio user id could recompute its hash,
+        so set a salt where the lake's readers must not link labels to people."""
+        return self.annotator_salt.get_secret_value() if self.annotator_salt else self.project
 
     def api_token(self) -> str | None:
         """The token, from ``token`` or else from ``token_file`` (stripped)."""

@@ -151,6 +151,21 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
     env = _env(label_studio, tmp_path, project)
     state = tmp_path / "review.sqlite"
 
+    # a wrong token: one clear line and exit status 1, not a traceback
+    refused = subprocess.run(
+        [sys.executable, "-m", "stream", "review", "setup"],
+        env={**env, "SENTIMENT_REVIEW__TOKEN": "not-the-token"},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "Traceback" not in refused.stdout + refused.stderr
+    assert "ClientResponseError: 401" in refused.stdout
+    assert "check SENTIMENT_REVIEW__TOKEN" in refused.stdout
+
     # setup is idempotent: the same project twice
     first = _cli(env, "review", "setup")
     assert _cli(env, "review", "setup").split("id ")[1] == first.split("id ")[1]

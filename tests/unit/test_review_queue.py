@@ -183,6 +183,8 @@ def test_label_rows_take_the_latest_usable_annotation() -> None:
     assert row["annotation_id"] == 8
     assert row["annotator"] == hash_annotator(4, "s")
     assert len(row["annotator"]) == 16 and row["annotator"] != "4"
+    # exact: the first 16 hex digits of SHA-256("s:4")
+    assert row["annotator"] == "fbb7de01b0480e3b"
     assert row["labeled_at"] == datetime(2026, 3, 5, 11, tzinfo=UTC)
     assert (row["source"], row["dt"], row["inclusion_probability"]) == ("human", "2026-03-05", 0.05)
     table = labels_table([row])
@@ -409,3 +411,15 @@ def test_truth_readings_export_the_windows_tests_against_the_baseline() -> None:
     assert w.label_drift.p_value < 1e-6 and w.accuracy_drift.accuracy == 0.25
     assert got[("sentiment_review_window_test_fired", ("label_drift",))] == 1.0
     assert got[("sentiment_review_window_test_fired", ("accuracy_drop",))] == 1.0
+
+
+def test_annotator_hashes_use_the_secret_salt_when_one_is_set() -> None:
+    from pydantic import SecretStr
+
+    from stream.settings import ReviewSettings
+
+    assert ReviewSettings(project="Reviews").hash_salt() == "Reviews"
+    salted = ReviewSettings(project="Reviews", annotator_salt=SecretStr("k3y"))
+    assert salted.hash_salt() == "k3y"
+    assert "k3y" not in repr(salted)  # a secret: never printed with the settings
+    assert hash_annotator(4, salted.hash_salt()) != hash_annotator(4, "Reviews")
