@@ -24,6 +24,7 @@ __all__ = [
     "project_to_simplex",
     "proportion_ci",
     "psi",
+    "wilson_interval",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -127,12 +128,22 @@ def ks_binned(reference: npt.ArrayLike, current: npt.ArrayLike) -> TestResult:
     return TestResult(d, min(1.0, p), en)
 
 
-def proportion_ci(k: int, n: int, confidence: float) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion (scipy's ``binomtest``)."""
+def wilson_interval(share: float, n: float, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of a proportion ``share`` observed on ``n`` trials, ``n`` possibly
+    an effective, non-integer count (Kish); (0, 1) for ``n`` <= 0. For integer ``n`` it is
+    scipy's ``binomtest(k, n).proportion_ci(method="wilson")``."""
     if n <= 0:
         return (0.0, 1.0)
-    ci = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
-    return (float(ci.low), float(ci.high))
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z2 = z * z
+    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
+    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def proportion_ci(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Wilson score interval of ``k`` successes in ``n`` trials."""
+    return wilson_interval(k / n if n > 0 else 0.0, n, confidence)
 
 
 def project_to_simplex(v: npt.ArrayLike) -> FloatArray:

@@ -27,15 +27,14 @@ other (biased) human labels.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
+from monitors._stats import wilson_interval
 from monitors.baseline import classification_scores
 from monitors.drift import AccuracyDrift, DistributionDrift, accuracy_drift, distribution_drift
 
@@ -51,18 +50,6 @@ __all__ = [
 
 #: The class of a review that has no label (no person's, or no star rating).
 NO_LABEL: Final = -2
-
-
-def wilson_interval(share: float, n: float, confidence: float) -> tuple[float, float]:
-    """Wilson score interval of a proportion ``share`` observed on ``n`` (possibly an
-    effective, non-integer) trials; (0, 1) for ``n`` <= 0."""
-    if n <= 0:
-        return (0.0, 1.0)
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
-    z2 = z * z
-    centre = (share + z2 / (2 * n)) / (1 + z2 / n)
-    half = z / (1 + z2 / n) * math.sqrt(share * (1 - share) / n + z2 / (4 * n * n))
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 @dataclass(frozen=True, slots=True)
