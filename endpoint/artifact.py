@@ -4,6 +4,7 @@ Layout (what SageMaker unpacks into ``/opt/ml/model``)::
 
     model.json                the model files, at the archive root
     weights.npz
+    MODEL_CARD.md             the model card, when the model directory has one
     code/inference.py         the handler (``SAGEMAKER_PROGRAM=inference.py``)
     code/model.py             numpy-only inference, loaded by inference.py from beside it
     code/explain.py           per-term explanations (numpy only), loaded the same way
@@ -31,6 +32,7 @@ import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from .card import CARD_FILE
 from .model import MODEL_FILE, WEIGHTS_FILE, SentimentModel
 
 __all__ = ["REQUIREMENTS", "artifact_members", "build_artifact", "main"]
@@ -51,6 +53,8 @@ def artifact_members(model_dir: str | Path | None = None) -> dict[str, bytes]:
     root = Path(model_dir) if model_dir is not None else _default_model_dir()
     SentimentModel.load(root)
     members = {name: (root / name).read_bytes() for name in (MODEL_FILE, WEIGHTS_FILE)}
+    if (root / CARD_FILE).is_file():  # the model card travels with the model
+        members[CARD_FILE] = (root / CARD_FILE).read_bytes()
     for name in _CODE_FILES:
         members[f"code/{name}"] = (_HERE / name).read_bytes()
     members["code/requirements.txt"] = REQUIREMENTS.encode()

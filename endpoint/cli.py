@@ -116,6 +116,7 @@ def train_command(
         DEFAULT_MODEL_DIR,
         TrainConfig,
         load_reviews,
+        save_model,
         train_and_save,
         train_with_labels,
     )
@@ -132,7 +133,7 @@ def train_command(
         with _console.status("training without and with the human labels..."):
             report = train_with_labels(load_reviews(data_path), texts, classes, config)
         result = report.after
-        result.model_dir = result.model.save(out or DEFAULT_MODEL_DIR)
+        save_model(result, out or DEFAULT_MODEL_DIR)
         table = Table(title=f"human labels from {labels}: {report.added} added to training")
         for column in ("model", "training reviews", "accuracy", "macro-F1"):
             table.add_column(column, justify="left" if column == "model" else "right")

@@ -83,6 +83,7 @@ def test_archive_layout(artifact: Path) -> None:
             [
                 MODEL_FILE,
                 WEIGHTS_FILE,
+                "MODEL_CARD.md",
                 "code/explain.py",
                 "code/inference.py",
                 "code/model.py",

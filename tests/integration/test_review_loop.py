@@ -257,6 +257,7 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
         env, "model", "train", "--data", str(data), "--labels", "lake", "--out", str(tmp_path / "m")
     )
     assert f"labels added: {len(after)};" in trained
+    assert (tmp_path / "m" / "MODEL_CARD.md").is_file()  # the card is saved with the model
     assert "before" in trained and "after" in trained
 
 
