@@ -88,8 +88,8 @@ def _env(server: LabelStudioServer, tmp: Path, project: str, **extra: str) -> di
     return env
 
 
-def _cli(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
+def _invoke(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-m", "stream", *args],
         env=env,
         cwd=REPO,
@@ -98,6 +98,10 @@ def _cli(env: dict[str, str], *args: str) -> str:
         timeout=600,
         check=False,
     )
+
+
+def _cli(env: dict[str, str], *args: str) -> str:
+    done = _invoke(env, *args)
     assert done.returncode == 0, done.stdout + done.stderr
     return done.stdout + done.stderr
 
@@ -152,15 +156,7 @@ def test_review_loop_end_to_end(label_studio: LabelStudioServer, tmp_path: Path)
     state = tmp_path / "review.sqlite"
 
     # a wrong token: one clear line and exit status 1, not a traceback
-    refused = subprocess.run(
-        [sys.executable, "-m", "stream", "review", "setup"],
-        env={**env, "SENTIMENT_REVIEW__TOKEN": "not-the-token"},
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    refused = _invoke({**env, "SENTIMENT_REVIEW__TOKEN": "not-the-token"}, "review", "setup")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "Traceback" not in refused.stdout + refused.stderr
     assert "ClientResponseError: 401" in refused.stdout
