@@ -30,7 +30,7 @@ import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -107,6 +107,17 @@ def train_command(
             "with their reviews) or a Parquet file with review_text and label columns.",
         ),
     ] = None,
+    calibration: Annotated[
+        Literal["vector", "bcts"],
+        typer.Option(
+            help="vector: a temperature per class (default); bcts: one temperature "
+            "(bias-corrected temperature scaling). Both with a bias per class.",
+        ),
+    ] = "vector",
+    calibration_folds: Annotated[
+        int,
+        typer.Option(help="Folds whose out-of-fold scores fit the calibration (0: none)."),
+    ] = 10,
 ) -> None:
     """Train on a stratified 80 % split, validate on the rest, save the model. With
     --labels, also train without them and report macro-F1 before and after (same split)."""
@@ -124,7 +135,12 @@ def train_command(
     data_path = data or DEFAULT_DATA
     if not data_path.is_file():
         raise typer.BadParameter(f"{data_path} not found", param_hint="--data")
-    config = TrainConfig(seed=seed, C=c)
+    try:
+        config = TrainConfig(
+            seed=seed, C=c, calibration_method=calibration, calibration_folds=calibration_folds
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
     if labels is None:
         with _console.status("training..."):
             result = train_and_save(data_path, out or DEFAULT_MODEL_DIR, config)

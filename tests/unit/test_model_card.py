@@ -121,3 +121,28 @@ def test_training_saves_the_card_with_the_model(tmp_path: Path) -> None:
     meta = json.loads((root / MODEL_FILE).read_text())
     assert meta["speed"]["reviews"] == 12 and meta["speed"]["reviews_per_s"] > 0
     assert (root / CARD_FILE).read_text() == model_card(meta)
+
+
+def test_model_train_command_takes_the_calibration_method(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+
+    words = ("awful broken", "fine okay", "lovely great")
+    data = tmp_path / "reviews.csv"
+    data.write_text(
+        "sentiment,review_body\n"
+        + "".join(f"{i % 3 - 1},{words[i % 3]} item {i}\n" for i in range(90)),
+        encoding="utf-8",
+    )
+    out = tmp_path / "m"
+    args = ["model", "train", "--data", str(data), "--out", str(out), "--calibration", "bcts"]
+    result = CliRunner().invoke(app, [*args, "--calibration-folds", "3"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / MODEL_FILE).read_text())
+    assert meta["calibration"]["method"] == "bias_corrected_temperature_scaling"
+    assert isinstance(meta["calibration"]["temperature"], float)
+    assert meta["training"]["config"]["calibration_folds"] == 3
+    assert "- Method: bias_corrected_temperature_scaling;" in (out / CARD_FILE).read_text()
+    refused = CliRunner().invoke(app, [*args, "--calibration-folds", "1"])
+    assert refused.exit_code != 0 and "calibration_folds" in refused.output
