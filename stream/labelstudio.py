@@ -27,7 +27,14 @@ import aiohttp
 
 from stream.events import LABELS
 
-__all__ = ["CHOICES", "LABEL_CONFIG", "LabelStudio", "choice_label", "prediction_result"]
+__all__ = [
+    "CHOICES",
+    "LABEL_CONFIG",
+    "LabelStudio",
+    "add_review_ids",
+    "choice_label",
+    "prediction_result",
+]
 
 #: The three choices people pick from, in class order (-1, 0, 1).
 CHOICES: Final = tuple(name.capitalize() for name in LABELS.values())
@@ -122,22 +129,30 @@ class LabelStudio:
         )
         return [int(t) for t in answer.get("task_ids", [])]
 
+    async def task_page(self, project: int, page: int, page_size: int) -> list[dict[str, Any]]:
+        """Page ``page`` (from 1) of ``project``'s tasks; fewer than ``page_size`` (or none,
+        past the last page) at the end."""
+        try:
+            answer = await self._call(
+                "GET",
+                "/api/tasks",
+                params={"project": project, "page": page, "page_size": page_size},
+            )
+        except aiohttp.ClientResponseError as err:
+            if err.status == 404:  # past the last page
+                return []
+            raise
+        tasks: list[dict[str, Any]] = (
+            answer.get("tasks", []) if isinstance(answer, dict) else answer
+        )
+        return tasks
+
     async def tasks(self, project: int, page_size: int = 500) -> list[dict[str, Any]]:
         """Every task of ``project`` (read page by page)."""
         out: list[dict[str, Any]] = []
         page = 1
         while True:
-            try:
-                answer = await self._call(
-                    "GET",
-                    "/api/tasks",
-                    params={"project": project, "page": page, "page_size": page_size},
-                )
-            except aiohttp.ClientResponseError as err:
-                if err.status == 404:  # past the last page
-                    return out
-                raise
-            tasks = answer.get("tasks", []) if isinstance(answer, dict) else answer
+            tasks = await self.task_page(project, page, page_size)
             out.extend(tasks)
             if len(tasks) < page_size:
                 return out
@@ -146,10 +161,7 @@ class LabelStudio:
     async def task_review_ids(self, project: int, page_size: int = 500) -> dict[str, int]:
         """review_id -> task id of every task of ``project`` (the first, were there two)."""
         out: dict[str, int] = {}
-        for task in await self.tasks(project, page_size):
-            review_id = task.get("data", {}).get("review_id")
-            if isinstance(review_id, str):
-                out.setdefault(review_id, int(task["id"]))
+        add_review_ids(out, await self.tasks(project, page_size))
         return out
 
     async def annotated_tasks(self, project: int) -> list[dict[str, Any]]:
@@ -169,3 +181,11 @@ class LabelStudio:
             "POST", f"/api/tasks/{task}/annotations", json=body
         )
         return created
+
+
+def add_review_ids(held: dict[str, int], tasks: Sequence[Mapping[str, Any]]) -> None:
+    """Add each task's ``review_id -> task id`` to ``held`` (the first task of a review wins)."""
+    for task in tasks:
+        review_id = task.get("data", {}).get("review_id")
+        if isinstance(review_id, str):
+            held.setdefault(review_id, int(task["id"]))

@@ -61,7 +61,13 @@ from monitors.readings import Reading
 from monitors.review import NO_RATING, Pick, ReviewSelector, SelectionConfig
 from stream.errors import ConfigurationError, describe
 from stream.events import LABEL_SCHEMA, LABELS, Batch, scored_table, sentiments_from_ratings
-from stream.labelstudio import LABEL_CONFIG, LabelStudio, choice_label, prediction_result
+from stream.labelstudio import (
+    LABEL_CONFIG,
+    LabelStudio,
+    add_review_ids,
+    choice_label,
+    prediction_result,
+)
 from stream.retry import Backoff, retriable
 from stream.settings import Settings
 
@@ -436,14 +442,36 @@ class ReviewSender:
     failures: int = 0  #: failed send attempts
     #: sends nothing while True (a worker that does not own the review loop)
     paused: bool = False
+    #: tasks per page when reading which review ids the project holds
+    page_size: int = 500
     _project: int | None = None
     _adopt: bool = False
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    #: the walk through the project's tasks in progress: next page, review ids held so far
+    _scan: tuple[int, dict[str, int]] | None = None
 
     async def project(self) -> int:
         if self._project is None:
             self._project = await ensure_project(self.client, self.store, self.title)
         return self._project
+
+    async def held(self) -> dict[str, int]:
+        """review_id -> task id of every task the project holds, read a page at a time. The
+        pages read so far outlive a send cut short by its deadline (a large project takes
+        longer to read than one send may wait), so the next send goes on where it stopped
+        instead of starting over and never finishing. Only this sender creates tasks while
+        it reads (the loop's owner; a paused one sends nothing), so no task lands on a page
+        already read."""
+        project = await self.project()
+        page, held = self._scan or (1, {})
+        while True:
+            tasks = await self.client.task_page(project, page, self.page_size)
+            add_review_ids(held, tasks)
+            page += 1
+            self._scan = (page, held)  # kept until the walk ends: a cancelled send resumes
+            if len(tasks) < self.page_size:
+                self._scan = None
+                return held
 
     async def reconcile(self) -> None:
         """Rows left ``sending`` (outcome unknown): sent if the project holds their review
@@ -451,7 +479,7 @@ class ReviewSender:
         doubt = self.store.in_doubt()
         if not doubt:
             return
-        held = await self.client.task_review_ids(await self.project())
+        held = await self.held()
         found = {r: held[r] for r in doubt if r in held}
         self.store.mark_sent(found, self.clock())
         self.store.mark_pending([r for r in doubt if r not in held])
@@ -462,6 +490,7 @@ class ReviewSender:
         sent, or picks of a replayed feed, never make a second task."""
         self.paused = False
         self._adopt = True
+        self._scan = None  # pages read before another owner sent are stale: read them again
 
     async def pause(self) -> None:
         """Stop sending: waits for a send in flight, and no later one starts until
@@ -478,7 +507,7 @@ class ReviewSender:
             if self.paused:
                 return 0
             if self._adopt:
-                held = await self.client.task_review_ids(await self.project())
+                held = await self.held()
                 self.store.adopt(held, self.clock())
                 self._adopt = False
             return await self._send()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
+import pytest
 
 from monitors.review import SelectionConfig
 from stream.events import Alert, Batch, ReviewEvent, ScoredBatch, Severity, SourcePosition
@@ -261,13 +262,20 @@ class _Project:
     def __init__(self, held: dict[str, int]) -> None:
         self.tasks = dict(held)
         self.imports: list[list[str]] = []
+        self.pages: list[int] = []  # the task pages read, in order
+        self.cut_at = 0  # the read (1, 2, ...) that times out; 0: none
 
     async def find_project(self, title: str) -> dict[str, object]:
         return {"id": 7, "title": title}
 
-    async def task_review_ids(self, project: int) -> dict[str, int]:
+    async def task_page(self, project: int, page: int, page_size: int) -> list[dict[str, Any]]:
         assert project == 7
-        return dict(self.tasks)
+        self.pages.append(page)
+        if self.cut_at == len(self.pages):  # the send's deadline strikes during this read
+            raise TimeoutError
+        held = sorted(self.tasks.items(), key=lambda kv: kv[1])
+        chunk = held[(page - 1) * page_size : page * page_size]
+        return [{"id": t, "data": {"review_id": r}} for r, t in chunk]
 
     async def import_tasks(self, project: int, payloads: list[dict[str, Any]]) -> list[int]:
         ids = [str(p["data"]["review_id"]) for p in payloads]
@@ -423,3 +431,27 @@ def test_annotator_hashes_use_the_secret_salt_when_one_is_set() -> None:
     assert salted.hash_salt() == "k3y"
     assert "k3y" not in repr(salted)  # a secret: never printed with the settings
     assert hash_annotator(4, salted.hash_salt()) != hash_annotator(4, "Reviews")
+
+
+async def test_a_project_read_cut_short_resumes_where_it_stopped(tmp_path: Path) -> None:
+    """A large project takes longer to read than one send may wait: the pages read survive
+    the timeout, and the next send reads only the rest (instead of starting over forever)."""
+    from stream.review import ReviewSender
+
+    project = _Project({f"old-{i}": 10 + i for i in range(7)})  # the previous owner's tasks
+    project.cut_at = 3
+    q = _queue(tmp_path / "s.sqlite")
+    sender = ReviewSender(cast("Any", project), q.store, "reviews", clock=lambda: NOW, page_size=2)
+    sender.take_over()
+    await q.write(_batch(0, 0, [0.5, 0.5, 0.5], [None] * 3))
+    with pytest.raises(TimeoutError):
+        await sender.send_once()
+    assert project.pages == [1, 2, 3] and project.imports == []
+    assert await sender.send_once() == 3  # pages 3 and 4 (the last, short), then the picks
+    assert project.pages == [1, 2, 3, 3, 4]
+    assert project.imports == [["r-0", "r-1", "r-2"]]
+    # a new takeover reads the project again from its first page: 10 tasks, 5 full pages
+    sender.take_over()
+    assert await sender.send_once() == 0
+    assert project.pages[5:] == [1, 2, 3, 4, 5, 6]
+    q.store.close()
