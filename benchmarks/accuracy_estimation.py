@@ -5,7 +5,7 @@ The pool (``--pool crossfit``, the default) is every review of ``../shared/data/
 (6,000), each scored by a model that never saw it: a stratified, seeded 5-fold cross-fitting in
 which each fold's model is trained *and calibrated* on the other folds exactly as
 ``endpoint/train.py`` trains the shipped one (``benchmarks.prior_estimation.crossfit_pool``;
-cached outside the checkout, about 2 minutes to build on the first run on two idle cores). ``--pool
+cached outside the checkout, 2-6 minutes to build on the first run: 55 fits). ``--pool
 validation`` is the shipped model's own validation split instead (1,200 reviews, 400 per class,
 rebuilt and checked against model.json). Each run draws a window of ``n`` reviews (with
 replacement) and scores it three ways against the accuracy and macro-F1 its true labels give

@@ -151,7 +151,7 @@ def crossfit_pool(
     fits the shipped one (:func:`endpoint.train.fit_recipe`, same recipe and seed) and scores
     its held-out fold. Cached under ``CACHE`` (``$SENTIMENT_MONITOR_CACHE``), keyed by the
     file's sha256, the recipe and the scikit-learn version; a first run fits ``folds`` times
-    ``calibration_folds + 1`` models (about 2 minutes on two idle cores, more when shared)."""
+    ``calibration_folds + 1`` models (2-6 minutes on two cores, longer when they are shared)."""
     import hashlib
     import json
 

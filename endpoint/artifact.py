@@ -4,7 +4,7 @@ Layout (what SageMaker unpacks into ``/opt/ml/model``)::
 
     model.json                the model files, at the archive root
     weights.npz
-    MODEL_CARD.md             the model card, when the model directory has one
+    MODEL_CARD.md             the model card, rendered from model.json
     code/inference.py         the handler (``SAGEMAKER_PROGRAM=inference.py``)
     code/model.py             numpy-only inference, loaded by inference.py from beside it
     code/explain.py           per-term explanations (numpy only), loaded the same way
@@ -27,12 +27,13 @@ from __future__ import annotations
 import argparse
 import gzip
 import io
+import json
 import sys
 import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .card import CARD_FILE
+from .card import CARD_FILE, model_card
 from .model import MODEL_FILE, WEIGHTS_FILE, SentimentModel
 
 __all__ = ["REQUIREMENTS", "artifact_members", "build_artifact", "main"]
@@ -53,8 +54,8 @@ def artifact_members(model_dir: str | Path | None = None) -> dict[str, bytes]:
     root = Path(model_dir) if model_dir is not None else _default_model_dir()
     SentimentModel.load(root)
     members = {name: (root / name).read_bytes() for name in (MODEL_FILE, WEIGHTS_FILE)}
-    if (root / CARD_FILE).is_file():  # the model card travels with the model
-        members[CARD_FILE] = (root / CARD_FILE).read_bytes()
+    # the card of this model.json, rendered again: a card on disk may be older than it
+    members[CARD_FILE] = model_card(json.loads(members[MODEL_FILE])).encode()
     for name in _CODE_FILES:
         members[f"code/{name}"] = (_HERE / name).read_bytes()
     members["code/requirements.txt"] = REQUIREMENTS.encode()

@@ -45,10 +45,11 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from .model import calibrated_softmax
+from .model import calibrated_softmax, temperatures
 
 __all__ = [
     "ECE_BINS",
+    "METHOD_NAMES",
     "Calibration",
     "expected_calibration_error",
     "fit_bcts",
@@ -75,13 +76,9 @@ class Calibration:
     bias: tuple[float, ...] = (0.0, 0.0, 0.0)
 
     def __post_init__(self) -> None:
-        t = np.asarray(self.temperature, dtype=np.float64)
-        if t.ndim > 1 or (t.ndim == 1 and t.shape != (len(self.bias),)):
-            raise ValueError(
-                f"temperature must be one float or one per class, got {self.temperature!r}"
-            )
-        if not (np.all(np.isfinite(t)) and np.all(t > 0)):
-            raise ValueError(f"temperature must be finite and > 0, got {self.temperature!r}")
+        # one float, or a tuple of floats (a list or an array given is normalised to it)
+        object.__setattr__(self, "temperature", temperatures(self.temperature, len(self.bias)))
+        object.__setattr__(self, "bias", tuple(float(b) for b in self.bias))
         if not all(np.isfinite(b) for b in self.bias):
             raise ValueError(f"biases must be finite, got {self.bias!r}")
 
@@ -108,9 +105,7 @@ class Calibration:
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Calibration:
-        t = doc["temperature"]
-        temperature = tuple(float(x) for x in t) if isinstance(t, list | tuple) else float(t)
-        return cls(temperature, tuple(float(b) for b in doc["bias"]))
+        return cls(doc["temperature"], tuple(doc["bias"]))
 
 
 def _labels(labels: npt.ArrayLike, n: int, k: int) -> IntArray:

@@ -8,7 +8,8 @@ Model directory (no pickle anywhere)::
     model.json    name, version, classes [-1, 0, 1], labels, feature settings, class priors
                   of the training data, validation confusion matrix (counts and row-normalised),
                   validation metrics, training provenance, and optionally ``calibration``:
-                  ``{"temperature": T | [T, T, T], "bias": [b, b, b], ...}``
+                  ``{"temperature": T | [T, T, T], "bias": [b, b, b], ...}``, and the
+                  scoring ``speed`` measured at training (machine-dependent)
     weights.npz   per feature block ``block{i}_terms`` (UTF-8 bytes of the terms joined by
                   newlines, in column order) and ``block{i}_idf``; ``coef`` (3, n_features) and
                   ``intercept`` (3,) of a multinomial linear model
@@ -71,6 +72,7 @@ __all__ = [
     "SentimentModel",
     "SparseRows",
     "calibrated_softmax",
+    "temperatures",
 ]
 
 #: Class values in column order of every probability matrix.
@@ -272,6 +274,20 @@ def _softmax(z: FloatArray) -> FloatArray:
     return z
 
 
+def temperatures(value: object, k: int) -> float | tuple[float, ...]:
+    """A calibration's temperature as stored or given: one float, or one per class (a list,
+    tuple or array of ``k``), each finite and > 0; raises ValueError otherwise."""
+    try:
+        t = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be numbers, got {value!r}") from None
+    if t.ndim > 1 or (t.ndim == 1 and t.shape != (k,)):
+        raise ValueError(f"temperature must be one float or one per class ({k}), got {value!r}")
+    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
+        raise ValueError(f"temperature must be finite and > 0, got {value!r}")
+    return float(t) if t.ndim == 0 else tuple(float(x) for x in t)
+
+
 def calibrated_softmax(
     scores: npt.ArrayLike,
     temperature: float | npt.ArrayLike = 1.0,
@@ -279,14 +295,11 @@ def calibrated_softmax(
 ) -> FloatArray:
     """Calibrated softmax of linear scores (n, k): ``softmax(scores / T + b)`` row by row,
     ``T`` one temperature or one per class (column). ``T = 1`` and no bias give the plain
-    softmax."""
+    softmax. With one temperature per class the result depends on the scores' common offset
+    (plain softmax does not): the multinomial models here give scores that sum to zero in
+    every row, and a calibration is fitted and applied on such scores."""
     z = np.array(scores, dtype=np.float64, ndmin=2)
-    t = np.asarray(temperature, dtype=np.float64)
-    if t.ndim > 1 or (t.ndim == 1 and t.shape != z.shape[1:]):
-        raise ValueError(f"temperature must be one float or one per column, got {temperature!r}")
-    if not (np.all(np.isfinite(t)) and np.all(t > 0)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    z /= t
+    z /= np.asarray(temperatures(temperature, z.shape[1]), dtype=np.float64)
     if bias is not None:
         z += np.asarray(bias, dtype=np.float64)
     return _softmax(z)
@@ -421,25 +434,20 @@ class SentimentModel:
         return np.asarray(priors, dtype=np.float64)
 
     @property
-    def calibration(self) -> tuple[float | FloatArray, FloatArray] | None:
+    def calibration(self) -> tuple[float | tuple[float, ...], FloatArray] | None:
         """``(temperature, bias)`` of the stored calibration: one temperature (BCTS) or one
         per class (vector scaling); None: probabilities are the plain softmax of the linear
         scores."""
         cal = self.metadata.get("calibration")
         if cal is None:
             return None
-        raw_t = cal["temperature"]
-        t: float | FloatArray = (
-            np.asarray(raw_t, dtype=np.float64) if isinstance(raw_t, list) else float(raw_t)
-        )
+        try:
+            t = temperatures(cal["temperature"], len(CLASSES))
+        except ValueError as err:
+            raise ValueError(f"calibration: {err}") from None
         b = np.asarray(cal["bias"], dtype=np.float64)
-        t_ok = np.shape(t) in ((), (len(CLASSES),)) and bool(
-            np.all(np.isfinite(t) & (np.asarray(t) > 0))
-        )
-        if not t_ok or b.shape != (len(CLASSES),):
-            raise ValueError(
-                f"calibration needs a temperature > 0 (one or 3) and 3 biases, got {cal!r}"
-            )
+        if b.shape != (len(CLASSES),) or not np.all(np.isfinite(b)):
+            raise ValueError(f"calibration needs 3 finite biases, got {cal!r}")
         return t, b
 
     @property

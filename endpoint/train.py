@@ -53,6 +53,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .calibration import (
+    METHOD_NAMES,
     Calibration,
     Method,
     expected_calibration_error,
@@ -118,6 +119,11 @@ class TrainConfig:
             raise ValueError("min_df must be >= 1")
         if self.calibration_folds == 1 or self.calibration_folds < 0:
             raise ValueError("calibration_folds must be 0 (no calibration) or >= 2")
+        if self.calibration_method not in METHOD_NAMES:
+            raise ValueError(
+                f"calibration_method must be one of {sorted(METHOD_NAMES)}, "
+                f"got {self.calibration_method!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,13 @@ def fit_calibration(
     ``texts`` (each review scored by a model that did not see it)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
+    smallest = int(np.bincount(np.asarray(labels) + 1, minlength=len(CLASSES)).min())
+    if smallest < config.calibration_folds:
+        raise ValueError(
+            f"calibration_folds={config.calibration_folds} needs at least that many training "
+            f"reviews of each class (the rarest has {smallest}): lower calibration_folds "
+            "(0: no calibration)"
+        )
     folds = StratifiedKFold(config.calibration_folds, shuffle=True, random_state=config.seed)
     scores = cross_val_predict(
         build_pipeline(config), list(texts), labels, cv=folds, method="decision_function"
@@ -527,7 +540,7 @@ def _speed(model: SentimentModel, texts: list[str]) -> dict[str, Any]:
         "reviews_per_s": round(len(texts) / max(best, 1e-9)),
         "reviews": len(texts),
         "what": "in-process numpy inference of the validation reviews in one call, best of 3",
-        "cpu_count": os.cpu_count(),
+        "cpu_count": len(os.sched_getaffinity(0)),
     }
 
 

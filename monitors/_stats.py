@@ -132,6 +132,8 @@ def wilson_interval(share: float, n: float, confidence: float) -> tuple[float, f
     """Wilson score interval of a proportion ``share`` observed on ``n`` trials, ``n`` possibly
     an effective, non-integer count (Kish); (0, 1) for ``n`` <= 0. For integer ``n`` it is
     scipy's ``binomtest(k, n).proportion_ci(method="wilson")``."""
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share!r}")
     if n <= 0:
         return (0.0, 1.0)
     z = float(stats.norm.ppf(0.5 + confidence / 2))
@@ -143,6 +145,8 @@ def wilson_interval(share: float, n: float, confidence: float) -> tuple[float, f
 
 def proportion_ci(k: int, n: int, confidence: float) -> tuple[float, float]:
     """Wilson score interval of ``k`` successes in ``n`` trials."""
+    if n > 0 and not 0 <= k <= n:
+        raise ValueError(f"k must be in [0, n], got k={k}, n={n}")
     return wilson_interval(k / n if n > 0 else 0.0, n, confidence)
 
 

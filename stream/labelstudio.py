@@ -25,6 +25,7 @@ from typing import Any, Final, Self
 
 import aiohttp
 
+from stream.errors import ConfigurationError, redact_url
 from stream.events import LABELS
 
 __all__ = [
@@ -105,7 +106,13 @@ class LabelStudio:
             resp.raise_for_status()
             if resp.status == 204:
                 return None
-            return await resp.json(content_type=None)
+            try:
+                return await resp.json(content_type=None)
+            except ValueError:  # a login page, a proxy's page: not Label Studio's API
+                raise ConfigurationError(
+                    f"{method} {redact_url(self.url + path)} answered {resp.status} with a body "
+                    "that is not JSON: is SENTIMENT_REVIEW__URL Label Studio's address?"
+                ) from None
 
     async def find_project(self, title: str) -> dict[str, Any] | None:
         """The project named ``title`` (the lowest id when there are several), or None."""

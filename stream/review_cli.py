@@ -48,6 +48,21 @@ def _expected() -> tuple[type[Exception], ...]:
     return (SentimentMonitorError, OSError, ClientError)
 
 
+def _settings() -> Settings:
+    """The settings, or one line naming each invalid field (its value left out: it may be a
+    secret) and exit status 1."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as err:
+        fields = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors(include_input=False)
+        )
+        console.print(f"[red]invalid settings: {fields}[/]")
+        raise typer.Exit(1) from None
+
+
 def _fail(err: Exception) -> typer.Exit:
     console.print(f"[red]{describe(err)}[/]")
     if getattr(err, "status", None) in (401, 403):
@@ -60,7 +75,7 @@ def setup() -> None:
     """Create the labeling project (three choices, the model's prediction pre-filled)."""
     from stream.review import ReviewStore, ensure_project, review_client
 
-    settings = Settings()
+    settings = _settings()
 
     async def go() -> int:
         store = ReviewStore(settings.review.state_path, max_outbox=settings.review.max_outbox)
@@ -82,7 +97,7 @@ def send() -> None:
     """Send the outbox to Label Studio now."""
     from stream.review import ReviewSender, ReviewStore, review_client
 
-    settings = Settings()
+    settings = _settings()
     r = settings.review
 
     async def go() -> tuple[int, int]:
@@ -108,7 +123,7 @@ def sync() -> None:
     from stream.lake_factory import build_lake_writer
     from stream.review import ReviewStore, human_labels, read_labels, review_client, sync_labels
 
-    settings = Settings()
+    settings = _settings()
     r = settings.review
 
     async def go() -> tuple[int, str | None]:

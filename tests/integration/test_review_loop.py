@@ -487,3 +487,46 @@ def test_kafka_workers_make_one_task_per_review_across_rebalances_and_a_crash(
         again = asyncio.run(_review_ids_of_tasks(label_studio, project))
         assert sorted(again) == sorted(tasks)
         assert w.sent("fresh") == 0
+
+
+def test_review_commands_fail_in_one_line_on_bad_settings_and_a_server_that_is_not_label_studio(
+    tmp_path: Path,
+) -> None:
+    """A page that is not Label Studio's API (a login page, a proxy's page, a wrong URL) and
+    an invalid setting each give one line and exit status 1, not a traceback."""
+    import http.server
+    import threading
+
+    class LoginPage(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>Please sign in</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), LoginPage)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SENTIMENT_")}
+        env.update(
+            PYTHONPATH=str(REPO),
+            SENTIMENT_REVIEW__URL=f"http://127.0.0.1:{server.server_address[1]}",
+            SENTIMENT_REVIEW__TOKEN="t",  # noqa: S106 - a test token
+            SENTIMENT_REVIEW__STATE_PATH=str(tmp_path / "review.sqlite"),
+        )
+        done = _invoke(env, "review", "setup")
+        out = done.stdout + done.stderr
+        assert done.returncode == 1 and "Traceback" not in out, out
+        assert "ConfigurationError: GET" in out and "not JSON" in out
+        bad = _invoke({**env, "SENTIMENT_REVIEW__THRESHOLD": "abc"}, "review", "send")
+        out = bad.stdout + bad.stderr
+        assert bad.returncode == 1 and "Traceback" not in out, out
+        assert "invalid settings: review.threshold:" in out and "abc" not in out
+    finally:
+        server.shutdown()
+        server.server_close()

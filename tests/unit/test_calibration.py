@@ -92,6 +92,12 @@ def test_vector_scaling_divides_column_by_column() -> None:
         Calibration((1.0, 0.0, 1.0))
     with pytest.raises(ValueError, match="one per class"):
         Calibration((1.0, 1.0))
+    # a list or an array is the same per-class calibration, and it serialises
+    for given in ([0.5, 2.0, 1.0], np.array([0.5, 2.0, 1.0])):
+        same = Calibration(given, (0.1, -0.2, 0.1))  # type: ignore[arg-type]
+        assert same == cal and same.method == "vector_scaling"
+        assert json.loads(json.dumps(same.to_json()))["temperature"] == [0.5, 2.0, 1.0]
+    assert Calibration(np.float64(2.0)).to_json()["temperature"] == 2.0
 
 
 def _synthetic(

@@ -146,3 +146,16 @@ def test_model_train_command_takes_the_calibration_method(tmp_path: Path) -> Non
     assert "- Method: bias_corrected_temperature_scaling;" in (out / CARD_FILE).read_text()
     refused = CliRunner().invoke(app, [*args, "--calibration-folds", "1"])
     assert refused.exit_code != 0 and "calibration_folds" in refused.output
+
+
+def test_calibration_settings_are_checked_before_any_fit() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="calibration_method"):
+        TrainConfig(calibration_method="matrix")  # type: ignore[arg-type]
+    words = {-1: "awful", 0: "fine", 1: "lovely"}
+    labels = np.array([(-1, 0, 1)[i % 3] for i in range(30)], dtype=np.int64)
+    reviews = Reviews([f"{words[int(y)]} item {i}" for i, y in enumerate(labels)], labels)
+    # 8 training reviews of each class cannot fill 10 calibration folds
+    with pytest.raises(ValueError, match=r"calibration_folds=10 needs .*rarest has 8\)"):
+        train(reviews, TrainConfig(min_df=1))

@@ -18,6 +18,7 @@ from monitors._stats import (
     project_to_simplex,
     proportion_ci,
     psi,
+    wilson_interval,
 )
 from monitors.baseline import FeatureReference, classification_scores
 from monitors.drift import (
@@ -83,13 +84,23 @@ def test_ks_binned_is_scipys_ks_on_bin_indices() -> None:
     assert got.p_value == pytest.approx(stats.kstwobign.sf(math.sqrt(100 * 50 / 150) * 0.3))
 
 
-def test_proportion_ci_is_wilson() -> None:
-    lo, hi = proportion_ci(30, 100, 0.95)
-    z = stats.norm.ppf(0.975)
-    p, n = 0.3, 100
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    assert (lo, hi) == pytest.approx((centre - half, centre + half))
+@pytest.mark.parametrize("confidence", [0.8, 0.95, 0.99])
+@pytest.mark.parametrize(
+    ("k", "n"), [(0, 1), (1, 1), (0, 37), (37, 37), (30, 100), (3, 4), (1, 12345)]
+)
+def test_proportion_ci_is_scipys_wilson_interval(k: int, n: int, confidence: float) -> None:
+    want = stats.binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
+    assert proportion_ci(k, n, confidence) == pytest.approx((want.low, want.high), abs=1e-12)
+
+
+def test_proportion_ci_refuses_impossible_counts() -> None:
+    assert proportion_ci(0, 0, 0.95) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="k must be"):
+        proportion_ci(5, 4, 0.95)
+    with pytest.raises(ValueError, match="k must be"):
+        proportion_ci(-1, 4, 0.95)
+    with pytest.raises(ValueError, match="share"):
+        wilson_interval(1.5, 10.0, 0.95)
 
 
 def test_project_to_simplex() -> None:
