@@ -131,22 +131,30 @@ def monitor_config(settings: Settings) -> Any:
     from endpoint.explain import negative_contributions
     from endpoint.inference import default_model_dir
     from endpoint.model import SentimentModel
-    from monitors import MonitorConfig
 
     model = SentimentModel.load(settings.endpoint.model_dir or default_model_dir())
     cm = model.confusion_matrix
     confusion = None if cm is None else tuple(tuple(int(v) for v in row) for row in cm.T)
+    config = plain_monitor_config(settings, confusion)
+    return config, model.vocabulary, partial(negative_contributions, model)
+
+
+def plain_monitor_config(settings: Settings, confusion: Any = None) -> Any:
+    """The monitors' config from the settings alone (``confusion``: the model's validation
+    confusion matrix [predicted][true], when the caller has the model): what the pipeline
+    tests with, and the levels the report draws."""
+    from monitors import MonitorConfig
+
     m = settings.monitor
-    config = MonitorConfig(
+    return MonitorConfig(
         categories=tuple(settings.categories),
         window=m.window,
         allowed_lateness=m.allowed_lateness,
         min_count=m.min_count,
         false_alarm_rate=m.false_alarm_rate,
         baseline_events=m.baseline_events,
-        confusion=confusion,  # type: ignore[arg-type]
+        confusion=confusion,
     )
-    return config, model.vocabulary, partial(negative_contributions, model)
 
 
 def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) -> Monitor:

@@ -86,6 +86,7 @@ def report_command(
 ) -> None:
     """Write an HTML report of the lake: sentiment, balance, mix, bias, drift, priors, terms,
     dead letters (plots with a one-line reading each)."""
+    from stream.app import plain_monitor_config
     from stream.errors import ConfigurationError, describe
     from stream.lake_factory import build_duckdb_lake
     from stream.report.data import STEPS, Span, read_lake_data
@@ -123,8 +124,7 @@ def report_command(
         raise typer.Exit(1) from err
     finally:
         con.close()
-    m = settings.monitor
-    levels = Levels(false_alarm_rate=m.false_alarm_rate, min_count=m.min_count)
+    levels = Levels.of(plain_monitor_config(settings))
     window = f"{data.first:%Y-%m-%d %H:%M} to {data.last:%Y-%m-%d %H:%M} UTC" if data.n else "-"
     reference = (
         "baseline file"
@@ -159,9 +159,11 @@ def explore_command(
     bias metrics, top terms of negative reviews."""
     import duckdb
 
+    from stream.app import plain_monitor_config
     from stream.report.data import read_csv_data
     from stream.report.page import render
     from stream.report.sections import Levels, csv_sections
+    from stream.settings import Settings
 
     try:
         table = csv_table(data)
@@ -174,7 +176,11 @@ def explore_command(
     finally:
         con.close()
     meta = f"{data}: {agg.n:,} labelled reviews (rows without a label or text are left out)."
-    page = render(f"Training data: {data.name}", meta, csv_sections(agg, Levels()))
+    page = render(
+        f"Training data: {data.name}",
+        meta,
+        csv_sections(agg, Levels.of(plain_monitor_config(Settings()))),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page, encoding="utf-8")
     _err.print(f"report of {agg.n:,} reviews written to {out}")

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import duckdb
 import numpy as np
@@ -285,30 +285,45 @@ def _terms(
     return terms, totals
 
 
-def _common(con: duckdb.DuckDBPyConnection, step: Callable[[str], None]) -> dict[str, pd.DataFrame]:
-    out: dict[str, pd.DataFrame] = {}
+class _Common(TypedDict):
+    """The aggregates a lake report and a training-CSV report share (ReportData's fields)."""
+
+    classes: pd.DataFrame
+    lengths: pd.DataFrame
+    length_stats: pd.DataFrame
+    channels: pd.DataFrame
+    confidence: pd.DataFrame
+
+
+def _common(con: duckdb.DuckDBPyConnection, step: Callable[[str], None]) -> _Common:
     step("sentiment over time")
-    out["classes"] = _classes(con)
+    classes = _classes(con)
     step("review lengths")
-    out["lengths"] = _df(
+    lengths = _df(
         con,
         "select pred as cls, (words // 5) * 5 as words, count(*) as n from rn group by all",
     )
-    out["length_stats"] = _df(
+    length_stats = _df(
         con,
         """select pred as cls, count(*) as n, median(words) as median_words,
                   avg(words) as mean_words, median(chars) as median_chars
            from rn group by all order by cls""",
     )
     step("channel mix")
-    out["channels"] = _df(con, "select b as bucket, channel, count(*) as n from rn group by all")
+    channels = _df(con, "select b as bucket, channel, count(*) as n from rn group by all")
     step("model confidence")
-    out["confidence"] = _df(
+    confidence = _df(
         con,
         f"""select pred as cls, floor(confidence * {PROB_GRID}) / {PROB_GRID} as bin, count(*) as n
             from rn where confidence is not null group by all""",
     )
-    return out
+    return _Common(
+        classes=classes,
+        lengths=lengths,
+        length_stats=length_stats,
+        channels=channels,
+        confidence=confidence,
+    )
 
 
 def _empty(columns: Sequence[str]) -> pd.DataFrame:
@@ -452,11 +467,7 @@ def read_lake_data(
     return ReportData(
         source=source,
         kind="lake",
-        classes=parts["classes"],
-        lengths=parts["lengths"],
-        length_stats=parts["length_stats"],
-        channels=parts["channels"],
-        confidence=parts["confidence"],
+        **parts,
         grain=grain,
         n=int(n),
         labelled=int(labelled),
@@ -492,11 +503,7 @@ def read_csv_data(
     return ReportData(
         source=source,
         kind="csv",
-        classes=parts["classes"],
-        lengths=parts["lengths"],
-        length_stats=parts["length_stats"],
-        channels=parts["channels"],
-        confidence=parts["confidence"],
+        **parts,
         grain=None,
         n=int(n),
         labelled=int(labelled),

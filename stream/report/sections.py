@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
+    from monitors import MonitorConfig
     from stream.report.data import ReportData
 
 __all__ = [
@@ -43,15 +44,26 @@ _NAMES = {k: v for k, v in LABELS.items()}
 
 @dataclass(frozen=True, slots=True)
 class Levels:
-    """The monitors' test levels (as the pipeline's settings give them)."""
+    """The monitors' test levels (:meth:`of` the pipeline's config) and the report's own."""
 
-    false_alarm_rate: float = 0.001
-    horizon_events: int = 100_000
-    min_count: int = 50
-    min_psi: float = 0.1
-    confidence: float = 0.95
+    false_alarm_rate: float
+    horizon_events: int
+    min_count: int
+    min_psi: float
+    confidence: float
     bias_threshold: float = 0.1
     top_terms: int = 5
+
+    @classmethod
+    def of(cls, config: MonitorConfig) -> Levels:
+        """The levels the monitors test with under ``config``."""
+        return cls(
+            config.false_alarm_rate,
+            config.horizon_events,
+            config.min_count,
+            config.min_psi,
+            config.confidence_level,
+        )
 
 
 def _plt() -> Any:
