@@ -221,11 +221,14 @@ PATH_VALUE_COLUMNS = frozenset({"dt", "reason"})
 @functools.lru_cache(maxsize=4096)
 def partition_dir_value(value: str) -> str:
     """The directory name of a partition value: URI-quoted (``Fine gauge`` ->
-    ``Fine%20gauge``), with ``~`` quoted too (``%7E``), so that a ``~`` marks the other kind
+    ``Fine%20gauge``), with ``~`` quoted too (``%7E``) and the dots of ``.`` and ``..``
+    (``%2E``), so that a ``~`` marks the other kind
     of name: ``<quoted prefix>~<hash>`` for a value that is empty, too long
     (:data:`MAX_PARTITION_VALUE_BYTES`) or Hive's NULL marker. Distinct values always get
     distinct names; the exact value is the column inside the files."""
     quoted = _quote(value).replace("~", "%7E")
+    if quoted in (".", ".."):  # never a name a path resolves to the directory or its parent
+        quoted = quoted.replace(".", "%2E")
     if quoted and len(quoted) <= MAX_PARTITION_VALUE_BYTES and value.upper() != _HIVE_NULL:
         return quoted
     digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:_HASH_CHARS]

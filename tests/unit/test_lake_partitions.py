@@ -48,7 +48,7 @@ def test_ordinary_values_keep_their_quoted_names() -> None:
     assert partition_dir_value("Fine gauge") == "Fine%20gauge"
     assert partition_dir_value("Dresses") == "Dresses"
     assert partition_dir_value("a/b") == "a%2Fb"
-    assert partition_dir_value("..") == ".."
+    assert partition_dir_value("..") == "%2E%2E"  # never a path's parent, even alone
     assert partition_dir_value("a~b") == "a%7Eb"
     assert partition_dir_value("x" * 120) == "x" * 120
     for value in ("Fine gauge", "a/b", "a~b", "..", "x" * 120):
@@ -67,6 +67,8 @@ def test_long_empty_and_hive_null_values_get_a_prefix_and_a_hash() -> None:
     # a prefix never ends inside a %XX escape
     accents = partition_dir_value("é" * 300)
     assert accents.split("~")[0].endswith("%A9")
+    assert (partition_dir_value("."), partition_dir_value("..")) == ("%2E", "%2E%2E")
+    assert partition_value("%2E") == "." and partition_dir_value("%2E") == "%252E"
     for value in ("x" * 121, "", "__HIVE_DEFAULT_PARTITION__", "é" * 300):
         assert partition_value(partition_dir_value(value)) is None
 
