@@ -9,8 +9,15 @@ that is here, the same for replay, Kafka and Kinesis::
                    [in-flight queue of scoring tasks, in order]  ◄── bounded: backpressure
                                  │
                                  ▼
-            sink stage: sinks.write(batch) ─► monitors.observe ─► alert outputs
-                                 └─► source.commit(positions)   (only after the sinks acked)
+            deliver: monitors.observe(batch), in order
+                                 │
+                                 ▼
+            one lane per sink (and one for the alert outputs): a bounded queue whose task
+            stores the batches in order; the lanes work side by side
+                                 │
+                                 ▼
+            committer: source.commit(positions)  (in the background, only what every sink
+                                                  reports durable)
 
 The unit of work is the micro-batch: sources hand over whole chunks of records (a Kafka fetch,
 a Kinesis page, a slice of a replay), the batcher decodes a batch at a time, and scored batches
@@ -30,7 +37,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
@@ -232,6 +239,72 @@ _STOP = _Stop()
 BatchHook = Callable[[Batch], None]
 
 
+class _Lane:
+    """One output's ordered queue of batches and the task that stores them, one at a time:
+    each output sees the batches in order, while the outputs (and the monitors) work side by
+    side. Bounded, so a slow output holds the whole pipeline back instead of buffering."""
+
+    def __init__(
+        self,
+        write: Callable[[Batch], Awaitable[None]],
+        depth: int,
+        on_written: Callable[[], None],
+        *,
+        is_alerts: bool = False,
+    ) -> None:
+        self._write = write
+        self._queue: asyncio.Queue[Batch] = asyncio.Queue(max(1, depth))
+        self._on_written = on_written
+        self.is_alerts = is_alerts
+        self.written = -1  #: the seq of the last batch this output stored
+
+    async def put(self, batch: Batch) -> None:
+        await self._queue.put(batch)
+
+    async def drained(self) -> None:
+        """Return once every batch put so far is stored."""
+        await self._queue.join()
+
+    async def run(self) -> None:
+        while True:
+            batch = await self._queue.get()
+            await self._write(batch)
+            self.written = batch.seq
+            self._queue.task_done()
+            self._on_written()
+
+
+class _Committer:
+    """Commits positions in the background, one commit at a time: positions that arrive
+    while one is in flight are merged into the next, so a slow commit never holds up
+    delivery and a commit never goes past what it was given."""
+
+    def __init__(self, source: Source | BatchSource) -> None:
+        self._source = source
+        self._positions: dict[tuple[str, str, str], SourcePosition] = {}
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def add(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
+        self._positions.update(positions)
+        self._idle.clear()
+        self._wake.set()
+
+    async def drained(self) -> None:
+        """Return once everything added so far is committed."""
+        await self._idle.wait()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._positions:
+                positions, self._positions = self._positions, {}
+                await self._source.commit(positions)
+            self._idle.set()
+
+
 class Pipeline:
     """Runs one source through scoring, sinks and monitors until the source ends or
     :meth:`stop` is called. Use ``await pipeline.run()``; it returns a :class:`Summary`."""
@@ -259,6 +332,10 @@ class Pipeline:
         self._stopping = asyncio.Event()
         self._read_task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop] | None = None
+        self._lanes: list[_Lane] = []
+        self._committer = _Committer(source)
+        self._handed: deque[Batch] = deque()  # handed to the lanes, not yet stored by all
+        self._unsettled: deque[Batch] = deque()  # stored by every lane, not yet committed
         self.summary = Summary()
 
     @property
@@ -278,32 +355,46 @@ class Pipeline:
             self._opts.queue_batches
         )
         self._inflight = inflight
+        depth = self._opts.queue_batches
+        lanes = [_Lane(sink.write, depth, self._written) for sink in self._sinks]
+        if self._alert_sinks:
+            lanes.append(_Lane(self._emit, depth, self._written, is_alerts=True))
+        self._lanes = lanes
+        committer = self._committer = _Committer(self._source)
         self._read_task = asyncio.create_task(self._read(raw_q), name="pipeline-read")
         if self._stopping.is_set():
             self._read_task.cancel()
-        tasks = [
+        stages = [
             self._read_task,
             asyncio.create_task(self._batch(raw_q, inflight), name="pipeline-batch"),
-            asyncio.create_task(self._deliver(inflight), name="pipeline-deliver"),
+            asyncio.create_task(self._deliver(inflight, lanes, committer), name="pipeline-deliver"),
         ]
+        # The lanes and the committer serve the stages until the last one ends.
+        helpers = [asyncio.create_task(lane.run(), name="pipeline-sink") for lane in lanes]
+        helpers.append(asyncio.create_task(committer.run(), name="pipeline-commit"))
         failed = False
         try:
-            # Any stage failing ends the run; the others are cancelled below.
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                t.result()
-            await asyncio.gather(*tasks)
+            # Any task failing ends the run; the others are cancelled below.
+            waiting = {*stages, *helpers}
+            while not all(t.done() for t in stages):
+                done, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                for t in done:
+                    t.result()
         except BaseException:
             failed = True
             raise
         finally:
-            for t in tasks:
+            for t in stages + helpers:
                 t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await asyncio.gather(*stages, *helpers, return_exceptions=True)
             self._drain_inflight(inflight)
             await self._close_sinks(failed)
         return self.summary
+
+    async def _emit(self, batch: Batch) -> None:
+        for alert_sink in self._alert_sinks:
+            await alert_sink.emit(batch.alerts)
 
     async def _close_sinks(self, failed: bool) -> None:
         """Close every sink. After a failure a close (its last flush) is bounded in time and
@@ -419,8 +510,15 @@ class Pipeline:
                 )
         return Batch(scored=scored, dead=dead, positions=decoded.positions)
 
-    async def _deliver(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
-        pending: deque[Batch] = deque()  # delivered to the sinks, not yet committed
+    async def _deliver(
+        self,
+        inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop],
+        lanes: Sequence[_Lane],
+        committer: _Committer,
+    ) -> None:
+        """Monitor each scored batch in order and hand it to every lane without waiting for
+        the sinks: the sinks store batch n while the monitors look at batch n+1, and the
+        commits follow in the background as the sinks report batches durable."""
         seq = 0
         while True:
             try:
@@ -428,7 +526,7 @@ class Pipeline:
                     item = await inflight.get()
             except TimeoutError:
                 # The stream is idle: push buffered sink data out so it can be committed.
-                await self._flush_and_commit(pending)
+                await self._flush_and_commit(lanes, committer)
                 continue
             if isinstance(item, _Stop):
                 break
@@ -437,35 +535,51 @@ class Pipeline:
             seq += 1
             now = datetime.fromtimestamp(self._clock(), UTC)
             batch.alerts = self._monitor.observe(batch.scored, now) if batch.scored else []
-            # The sinks are independent: store the batch in all of them at once (the lake's
-            # encode and put overlap the broker's acknowledgements of the topics).
-            await asyncio.gather(*(sink.write(batch) for sink in self._sinks))
-            for alert_sink in self._alert_sinks:
-                await alert_sink.emit(batch.alerts)
-            pending.append(batch)
-            await self._commit_durable(pending)
+            self._handed.append(batch)
+            for lane in lanes:
+                await lane.put(batch)
+            if not lanes:
+                self._written()
+        await self._flush_and_commit(lanes, committer)
+
+    def _written(self) -> None:
+        """A lane stored a batch: finish the batches every lane has (in order) and commit
+        what every sink holds durably."""
+        last = self._handed[-1].seq if self._handed else -1
+        done = min((lane.written for lane in self._lanes), default=last)
+        while self._handed and self._handed[0].seq <= done:
+            batch = self._handed.popleft()
+            self._unsettled.append(batch)
             self.summary.add(batch)
             if self._on_batch is not None:
                 self._on_batch(batch)
-        await self._flush_and_commit(pending)
+        self._commit_durable()
 
-    async def _flush_and_commit(self, pending: deque[Batch]) -> None:
-        for sink in self._sinks:
-            await sink.flush()
-        await self._commit_durable(pending)
-
-    async def _commit_durable(self, pending: deque[Batch]) -> None:
-        """Commit the positions of every batch that all sinks hold durably (in order)."""
-        if not pending:
+    def _commit_durable(self) -> None:
+        """Queue the positions of every batch that all sinks hold durably (in order); an
+        alert output counts as holding a batch once its alerts went out."""
+        if not self._unsettled:
             return
-        durable = (
-            min(sink.durable_seq() for sink in self._sinks) if self._sinks else pending[-1].seq
+        durable = min(
+            [sink.durable_seq() for sink in self._sinks]
+            + [lane.written for lane in self._lanes if lane.is_alerts]
+            + [self._unsettled[-1].seq]
         )
         positions: dict[tuple[str, str, str], SourcePosition] = {}
-        while pending and pending[0].seq <= durable:
-            positions.update(pending.popleft().positions)
+        while self._unsettled and self._unsettled[0].seq <= durable:
+            positions.update(self._unsettled.popleft().positions)
         if positions:
-            await self._source.commit(positions)
+            self._committer.add(positions)
+
+    async def _flush_and_commit(self, lanes: Sequence[_Lane], committer: _Committer) -> None:
+        """Wait for every lane to store what it was handed, flush the sinks, and wait for
+        the commit of everything they then hold."""
+        for lane in lanes:
+            await lane.drained()
+        for sink in self._sinks:
+            await sink.flush()
+        self._commit_durable()
+        await committer.drained()
 
     def _drain_inflight(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
         # Only reached after a failure: cancel scoring that nobody will deliver. Those records

@@ -308,3 +308,86 @@ async def test_an_idle_stream_flushes_buffers_and_commits() -> None:
     assert idle.commits[-1][("test", "reviews", "0")].offset == 14
     pipeline.stop()
     await asyncio.wait_for(task, 5)
+
+
+class GatedSink(MemorySink):
+    """Writes a batch only once ``gate`` is set; records when each write began."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.started: list[int] = []
+
+    async def write(self, batch: Batch) -> None:
+        self.started.append(batch.seq)
+        await self.gate.wait()
+        await super().write(batch)
+
+
+async def test_each_sink_stores_batches_in_its_own_lane_side_by_side() -> None:
+    source = ListSource([event_bytes(i) for i in range(40)])
+    slow, fast = GatedSink(), MemorySink(source)
+    run = asyncio.create_task(
+        Pipeline(
+            source,
+            KeywordScorer(),
+            [slow, fast],
+            CountingMonitor(),
+            options=opts(max_batch_wait_s=60, queue_batches=2),
+        ).run()
+    )
+    # The slow sink holds its first batch; the fast one goes ahead by up to its lane's depth
+    # plus the batch in hand, and nothing is committed: the slow sink holds nothing yet.
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if len(fast.batches) >= 3:
+            break
+    assert [b.seq for b in fast.batches] == [0, 1, 2]
+    assert slow.started == [0] and slow.batches == []
+    assert source.commits == []
+    slow.gate.set()
+    summary = await asyncio.wait_for(run, 5)
+    assert [b.seq for b in slow.batches] == [b.seq for b in fast.batches] == [0, 1, 2, 3]
+    assert summary.records_in == 40
+    assert source.commits[-1][("test", "reviews", "0")].offset == 39
+
+
+async def test_a_failing_commit_ends_the_run() -> None:
+    class RefusingSource(ListSource):
+        async def commit(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
+            raise RuntimeError("CommitFailedError: the group rebalanced")
+
+    source = RefusingSource([event_bytes(i) for i in range(30)])
+    sink = MemorySink()
+    with pytest.raises(RuntimeError, match="rebalanced"):
+        await asyncio.wait_for(
+            Pipeline(source, KeywordScorer(), [sink], CountingMonitor(), options=opts()).run(), 5
+        )
+    assert sink.closed == 1
+
+
+async def test_alert_outputs_are_a_lane_that_commits_wait_for() -> None:
+    class StuckAlerts(MemoryAlerts):
+        def __init__(self) -> None:
+            super().__init__()
+            self.gate = asyncio.Event()
+
+        async def emit(self, alerts: Sequence[Alert]) -> None:
+            await self.gate.wait()
+            await super().emit(alerts)
+
+    source = ListSource([event_bytes(i, "bad fit") for i in range(20)])
+    sink, alerts = MemorySink(), StuckAlerts()
+    run = asyncio.create_task(
+        Pipeline(source, KeywordScorer(), [sink], CountingMonitor(), [alerts], options=opts()).run()
+    )
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if len(sink.batches) == 2:
+            break
+    # The lake-like sink holds both batches, but their alerts have not gone out: no commit.
+    assert len(sink.batches) == 2 and source.commits == []
+    alerts.gate.set()
+    await asyncio.wait_for(run, 5)
+    assert len(alerts.alerts) == 2
+    assert source.commits[-1][("test", "reviews", "0")].offset == 19
