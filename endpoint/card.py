@@ -145,8 +145,47 @@ def model_card(metadata: Mapping[str, Any]) -> str:
             else "Not measured."
         ),
         "",
+        *_selection(metadata.get("selection")),
     ]
     return "\n".join(lines)
+
+
+def _selection(sel: Mapping[str, Any] | None) -> list[str]:
+    """How ``model select`` picked the model (nothing for a model trained directly)."""
+    if sel is None:
+        return []
+    split, held = sel.get("split", {}), sel.get("holdout", {})
+    lines = [
+        "## Selection",
+        "",
+        f"- {sel.get('method', 'n/a')}.",
+        f"- {sel.get('trials', '?')} candidates in {sel.get('search_s', '?')} s (budget "
+        f"{sel.get('budget_s', '?')} s); speed budget {sel.get('min_reviews_per_s', '?')} "
+        "reviews/s.",
+        f"- Split: {split.get('train', '?')} training, {split.get('validation', '?')} validation "
+        f"(ranking), {split.get('holdout', '?')} held-out reviews.",
+        f"- Held out (never seen by the search or the training): macro-F1 "
+        f"{_f(held.get('macro_f1'))}, accuracy {_f(held.get('accuracy'))}, expected calibration "
+        f"error {_f(held.get('expected_calibration_error'))}.",
+        "",
+        *_table(
+            ("rank", "recipe", "macro-F1", "accuracy", "reviews/s", "size MB", "fast enough"),
+            [
+                (
+                    str(rank),
+                    str(c.get("recipe", "?")),
+                    _f(c.get("macro_f1"), 4),
+                    _f(c.get("accuracy")),
+                    f"{c.get('reviews_per_s', 0):,.0f}",
+                    _f(c.get("size_bytes", 0) / 1e6, 2),
+                    "yes" if c.get("feasible") else "no",
+                )
+                for rank, c in enumerate(sel.get("leaderboard", []), 1)
+            ],
+        ),
+        "",
+    ]
+    return lines
 
 
 def write_model_card(model_dir: str | Path) -> Path:

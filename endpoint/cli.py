@@ -8,6 +8,9 @@ Commands:
 
 * ``model train [--data CSV] [--out DIR] [--seed N] [--c C]``: train, print accuracy,
   macro-F1 and the confusion matrix, save the model directory (default: the shipped one);
+* ``model select [--data CSV] [--out DIR] [--budget-minutes N] [--min-reviews-per-s R]``:
+  search the recipe's hyper-parameters, print the leaderboard, save the calibrated winner
+  (``endpoint.select``);
 * ``model package [--model-dir DIR] [--out model.tar.gz]``: build the SageMaker artifact;
 * ``model importance [--data CSV] [--top N] [--model-dir DIR]``: the global importance table
   (mean absolute contribution per term and class over the reviews of ``--data``);
@@ -30,7 +33,7 @@ import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -182,6 +185,78 @@ def train_command(
         )
     _console.print(table)
     _console.print(f"saved to {result.model_dir}")
+
+
+@model_app.command("select")
+def select_command(
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="Reviews CSV (sentiment, review_body); default ../shared/data/reviews.csv.",
+        ),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(file_okay=False, help="Where the winner's model directory goes.")
+    ] = Path("selected-model"),
+    budget_minutes: Annotated[
+        float, typer.Option(min=0.05, help="Time for the search (the winner's training after).")
+    ] = 5.0,
+    min_reviews_per_s: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Speed budget: a candidate scoring fewer reviews/s in one process is not "
+            "picked, whatever its macro-F1.",
+        ),
+    ] = 1000.0,
+    max_trials: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many candidates.")
+    ] = None,
+    holdout: Annotated[
+        float,
+        typer.Option(
+            min=0.01, max=0.9, help="Share of the rows held out from search and training."
+        ),
+    ] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the splits and of the search.")] = 42,
+    top: Annotated[int, typer.Option(min=1, help="Leaderboard rows to print.")] = 10,
+) -> None:
+    """Search the recipe's hyper-parameters (FLAML) on a validation split, print the
+    leaderboard, and save the best candidate that meets the speed budget, calibrated, with
+    its figures on a held-out split that the search and the training never saw."""
+    from endpoint.select import format_leaderboard, select
+    from endpoint.train import DEFAULT_DATA, TrainConfig, load_reviews, save_model
+
+    data_path = data or DEFAULT_DATA
+    if not data_path.is_file():
+        raise typer.BadParameter(f"{data_path} not found", param_hint="--data")
+    reviews = load_reviews(data_path)
+    with _console.status("searching...") as status:
+
+        def progress(c: Any) -> None:
+            status.update(
+                f"searching: {c.trial + 1} candidates; last macro-F1 {c.macro_f1:.4f} at "
+                f"{c.reviews_per_s:,.0f} reviews/s ({c.describe()})"
+            )
+
+        try:
+            selection = select(
+                reviews,
+                budget_s=budget_minutes * 60,
+                min_reviews_per_s=min_reviews_per_s,
+                max_trials=max_trials,
+                holdout_size=holdout,
+                base=TrainConfig(seed=seed),
+                progress=progress,
+            )
+        except ValueError as err:
+            _console.print(f"[red]model select:[/] {err}")
+            raise typer.Exit(1) from None
+    typer.echo(format_leaderboard(selection, top))
+    path = save_model(selection.result, out)
+    _console.print(f"saved the winner to {path}")
 
 
 @model_app.command("package")
