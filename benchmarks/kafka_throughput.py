@@ -4,7 +4,8 @@ Prints events/s for
   1. the in-process scorer alone (the slowest stage), on the same events in batches of 500;
   2. the ceiling: a raw aiokafka consumer that only fetches and JSON-decodes the records;
   3. the full worker (``sentiment-monitor worker``) with the model in-process;
-  4. two such workers sharing the 4 partitions;
+  4. two such workers sharing the 4 partitions, and a scoring worker with the monitors in a
+     worker of their own (``--role scoring`` / ``--role monitor``);
   5. the full worker scoring through the local SageMaker-compatible endpoint over HTTP;
   6. the embedded ``sentiment-monitor run`` (replay, lake, monitors), with its time from
      process start to the first delivered batch;
@@ -162,13 +163,17 @@ def run_workers(
     *,
     group: str,
     workers: int = 1,
-) -> tuple[float, float]:
-    """Events/s of ``workers`` worker processes of one group over the whole topic, and the
-    largest peak RSS among them."""
+    roles: tuple[str, ...] | None = None,
+) -> tuple[float, list[float]]:
+    """Events/s of ``workers`` worker processes of one group over the whole topic (or one
+    process per role of ``roles``), and the peak RSS of each."""
     (workdir / group).mkdir(parents=True, exist_ok=True)
     procs: list[tuple[subprocess.Popen[bytes], int]] = []
-    for n in range(workers):
-        env = worker_env(bootstrap, topic, group, workdir, extra_env)
+    for n, role in enumerate(roles or ("all",) * workers):
+        env = {
+            **worker_env(bootstrap, topic, group, workdir, extra_env),
+            "SENTIMENT_KAFKA__ROLE": role,
+        }
         with (workdir / group / f"worker{n}.log").open("wb") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "stream", "worker", "--loglevel", "error"],
@@ -190,7 +195,7 @@ def run_workers(
                 started, first = time.perf_counter(), done
             if started is not None and asyncio.run(committed(bootstrap, group, topic)) >= events:
                 elapsed = time.perf_counter() - started
-                return (events - first) / elapsed, max(peak_rss_mb(p.pid) for p, _ in procs)
+                return (events - first) / elapsed, [peak_rss_mb(p.pid) for p, _ in procs]
             for proc, _port in procs:
                 if proc.poll() is not None:
                     logs = (workdir / group / "worker0.log").read_text()[-3000:]
@@ -277,6 +282,9 @@ def main() -> None:
         inproc = {"SENTIMENT_ENDPOINT__MODE": "inprocess"}
         one, rss_one = run_workers(broker.bootstrap, topic, n, work, inproc, group="one")
         two, rss_two = run_workers(broker.bootstrap, topic, n, work, inproc, group="two", workers=2)
+        split, rss_split = run_workers(
+            broker.bootstrap, topic, n, work, inproc, group="split", roles=("scoring", "monitor")
+        )
         port = free_port()
         endpoint = start_endpoint(port)
         try:
@@ -298,20 +306,25 @@ def main() -> None:
             endpoint.wait(10)
     embedded, first_batch_s = embedded_run(n, Path(tmp))
     print(f"events: {n:,} on {PARTITIONS} partitions, {os.cpu_count()} cores")
-    head = f"{'path':46s} {'events/s':>10s} {'/scorer':>8s} {'/ceiling':>9s} {'peak RSS':>9s}"
+    head = f"{'path':46s} {'events/s':>10s} {'/scorer':>8s} {'/ceiling':>9s} {'peak RSS MB':>12s}"
     print(head)
 
-    def row(name: str, rate: float, rss: float | None = None) -> None:
-        mem = f"{rss:7.0f}MB" if rss is not None else ""
-        print(f"{name:46s} {rate:10,.0f} {rate / alone:8.2f} {rate / ceil:9.3f} {mem:>9s}")
+    def row(name: str, rate: float, rss: list[float] | None = None) -> None:
+        mem = "/".join(f"{r:.0f}" for r in rss) if rss is not None else ""
+        print(f"{name:46s} {rate:10,.0f} {rate / alone:8.2f} {rate / ceil:9.3f} {mem:>12s}")
 
     row("in-process scorer alone (slowest stage)", alone)
     row("raw aiokafka consume + JSON decode (ceiling)", ceil)
     row("1 worker, model in-process", one, rss_one)
     row("2 workers, model in-process", two, rss_two)
+    row("scoring worker + monitor worker (--role)", split, rss_split)
     row("1 worker, local endpoint over HTTP", http, rss_http)
     row("embedded run (replay -> lake + monitors)", embedded)
     print(f"2 workers / 1 worker: {two / one:.2f} (on {os.cpu_count()} cores, broker included)")
+    print(
+        f"scoring + monitor workers / 1 worker: {split / one:.2f}; "
+        "peak RSS per process, the split row's as scoring/monitor"
+    )
     print(f"embedded run: first batch {first_batch_s:.2f} s after the process started")
 
 

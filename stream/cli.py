@@ -331,20 +331,37 @@ class WorkerSource(StrEnum):
     kinesis = "kinesis"
 
 
+class KafkaRole(StrEnum):
+    all = "all"
+    scoring = "scoring"
+    monitor = "monitor"
+
+
 @app.command()
 def worker(
     source: Annotated[
         WorkerSource, typer.Option("--source", help="Transport to consume.")
     ] = WorkerSource.kafka,
     loglevel: Annotated[str, typer.Option(help="Log level.")] = "info",
+    role: Annotated[
+        KafkaRole | None,
+        typer.Option(
+            help="Kafka: all (default), scoring (never the monitors) or monitor (only the "
+            "monitors); overrides SENTIMENT_KAFKA__ROLE.",
+        ),
+    ] = None,
 ) -> None:
     """Run a worker. Kafka: joins the consumer group and shares the partitions of `reviews`.
     Kinesis: the one consumer of the stream, checkpointing every shard (docs/kinesis.md)."""
+    settings = Settings()
     if source is WorkerSource.kinesis:
         from stream.kinesis_worker import serve
 
-        serve(Settings(), loglevel=loglevel)
+        serve(settings, loglevel=loglevel)
         return
     from stream.worker import run_worker
 
-    run_worker(Settings(), loglevel=loglevel)
+    if role is not None:
+        kafka = settings.kafka.model_copy(update={"role": role.value})
+        settings = settings.model_copy(update={"kafka": kafka})
+    run_worker(settings, loglevel=loglevel)

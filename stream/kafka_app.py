@@ -553,31 +553,37 @@ def create_app(
     """Build the faust app (the monitor agent, the lag timer, the lifecycle) and the scoring
     side it runs. ``monitor_factory(state)`` returns a monitor suite restored from ``state``
     (or fresh when None) with ``observe``, ``state()`` and ``readings()``; ``review`` is the
-    review loop the feed owner runs. Returns the app, the scoring side and a function that
-    gives the monitor suite this worker runs (None until it owns the feed)."""
+    review loop the feed owner runs. ``settings.kafka.role`` picks what the app runs: the
+    scoring side, the monitor agent, or both. Returns the app, the scoring side and a function
+    that gives the monitor suite this worker runs (None until it owns the feed)."""
     app = _faust_app(settings, datadir or Path(".faust") / settings.kafka.group_id)
     feed = app.topic(settings.kafka.monitor_feed_topic, value_type=bytes, partitions=1)
     producer = _SharedProducer(settings)
     scoring = KafkaScoring(settings, runtime, producer)
     monitoring = _Monitoring(settings, runtime, monitor_factory, review)
 
-    @app.task  # type: ignore[untyped-decorator]
-    async def score() -> None:
-        await scoring.run()
+    role = settings.kafka.role
+    if role != "monitor":
 
-    @app.agent(feed)
-    async def monitor(stream: Any) -> None:
-        # Messages come in groups (up to 50, or what arrived within state_save_s); the state
-        # is saved after each group, so a burst that ends is always saved at its end.
-        async for events in stream.take_events(50, within=settings.monitor.state_save_s):
-            await monitoring.handle(events, await producer())
+        @app.task  # type: ignore[untyped-decorator]
+        async def score() -> None:
+            await scoring.run()
 
-    async def consumer_lag() -> None:
-        await scoring.update_lag()
+        async def consumer_lag() -> None:
+            await scoring.update_lag()
 
-    app.timer(interval=LAG_INTERVAL_S)(consumer_lag)
+        app.timer(interval=LAG_INTERVAL_S)(consumer_lag)
 
-    if review is not None:
+    if role != "scoring":
+
+        @app.agent(feed)
+        async def monitor(stream: Any) -> None:
+            # Messages come in groups (up to 50, or what arrived within state_save_s); the
+            # state is saved after each group, so a burst that ends is always saved at its end.
+            async for events in stream.take_events(50, within=settings.monitor.state_save_s):
+                await monitoring.handle(events, await producer())
+
+    if review is not None and role != "scoring":
         feed_tp = (settings.kafka.monitor_feed_topic, 0)
 
         async def review_tick() -> None:

@@ -92,6 +92,12 @@ class KafkaSettings(BaseModel):
     partitions: int = Field(4, ge=1)
     replication_factor: int = Field(1, ge=1)
     group_id: str = "sentiment-monitor"
+    role: Literal["all", "scoring", "monitor"] = Field(
+        "all",
+        description="What a worker runs: all (scoring and, on the feed's owner, the monitors), "
+        "scoring (reviews to the lake, topics and feed; never the monitors) or monitor (only "
+        "the monitors on the feed), so the monitors can have a process of their own.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None

@@ -17,17 +17,20 @@ __all__ = ["run_worker"]
 
 
 def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
-    """Start a faust worker with the scoring side and the monitor agent; blocks until
-    stopped (SIGINT/SIGTERM drain the scoring pipeline and commit first)."""
+    """Start a faust worker with the scoring side and the monitor agent (or one of them:
+    ``settings.kafka.role``); blocks until stopped (SIGINT/SIGTERM drain the scoring pipeline
+    and commit first)."""
     asyncio.run(ensure_topics(settings.kafka))
-    import monitors.suite  # noqa: F401 - loaded now, not when the first feed message waits
+    monitors_here = settings.kafka.role != "scoring"
+    if monitors_here:
+        import monitors.suite  # noqa: F401 - loaded now, not when the first feed message waits
 
     runtime = Runtime(settings)
     app, _scoring, suite = create_app(
         settings,
         runtime,
         monitor_factory=lambda state: build_monitor(settings, state),
-        review=build_review_loop(settings, runtime.metrics),
+        review=build_review_loop(settings, runtime.metrics) if monitors_here else None,
     )
     runtime.serve_metrics(_Readings(suite))
     try:

@@ -257,14 +257,19 @@ async def topic_values(w: Workers, name: str, expected: int) -> list[bytes]:
     return values
 
 
-async def test_every_output_of_the_kafka_path_is_written(workers: Workers) -> None:
+@pytest.mark.parametrize("roles", [("all",), ("scoring", "monitor")], ids=["one", "split"])
+async def test_every_output_of_the_kafka_path_is_written(
+    workers: Workers, roles: tuple[str, ...]
+) -> None:
     """The Kafka path writes what every path writes -- lake reviews, dead letters and alerts,
-    the alert log -- plus its topics (enriched, dlq, alerts)."""
+    the alert log -- plus its topics (enriched, dlq, alerts): from one worker that runs
+    everything, and from a scoring worker and a monitor worker in processes of their own."""
     recs = list(generate("negative-surge", events=8_000, seed=12))
     bad = [(b"k", b"{broken"), (b"k", b'{"review_id": 1}'), (b"k", b"\xff\xfe")]
     workers.env_extra["SENTIMENT_MONITOR__BASELINE_EVENTS"] = "1000"
     workers.env_extra["SENTIMENT_ALERTS_PATH"] = str(workers.root / "alerts.jsonl")
-    workers.start("w1")
+    for role in roles:
+        workers.start(role, SENTIMENT_KAFKA__ROLE=role)
     async with KafkaReviewProducer(workers.broker.bootstrap, topic=workers.topic("reviews")) as p:
         await publish(p, [(r.key, r.value) for r in recs] + bad)
     ids = await asyncio.to_thread(wait_for_lake, workers, len(recs), 240)
@@ -289,6 +294,13 @@ async def test_every_output_of_the_kafka_path_is_written(workers: Workers) -> No
     assert {a["alert_id"] for a in on_topic} >= {a["alert_id"] for a in fired}
     in_lake = ds.dataset(workers.lake / "alerts", format="parquet", partitioning="hive")
     assert {a["alert_id"] for a in fired} <= set(in_lake.to_table().column("alert_id").to_pylist())
+    if roles == ("scoring", "monitor"):
+        # The scoring worker read every review and raised no alert; the monitor worker read
+        # no review and raised them all.
+        assert workers.records_received("scoring") == len(recs) + len(bad)
+        assert workers.records_received("monitor") == 0
+        assert workers.metric("scoring", "sentiment_alerts_total") == 0
+        assert workers.metric("monitor", "sentiment_alerts_total") >= len(fired)
 
 
 async def test_a_backlog_over_four_partitions_and_two_workers_is_not_counted_late(

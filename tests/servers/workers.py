@@ -55,12 +55,13 @@ class WorkerProcesses(Closing):
             **self.env_extra,
         }
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, **env: str) -> None:
+        """Start worker ``name``; ``env`` adds settings for this one process."""
         with (self.root / f"{name}.log").open("ab") as log:
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "stream", *self.args],
                 cwd=self.root,
-                env=self.env(name),
+                env={**self.env(name), **env},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
