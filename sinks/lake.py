@@ -88,9 +88,10 @@ import json
 import logging
 import os
 import random
+import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
@@ -728,25 +729,36 @@ class _Buffer:
     entries: list[tuple[int, LakePart]] = field(default_factory=list)  # (batch seq, part)
     rows: int = 0
     nbytes: int = 0
+    #: the lowest batch seq among the entries, kept as they come: ``durable_seq`` asks for it
+    #: after every batch, and a buffer may hold thousands of entries
+    first_seq: int = sys.maxsize
 
     def add(self, seq: int, part: LakePart) -> None:
         self.entries.append((seq, part))
         self.rows += part.table.num_rows
         self.nbytes += part.nbytes
+        self.first_seq = min(self.first_seq, seq)
 
-    @property
-    def first_seq(self) -> int:
-        return min(seq for seq, _ in self.entries)
+    def _take(self) -> list[tuple[int, LakePart]]:
+        """Empty the buffer; returns what it held (to add back what stays)."""
+        entries, self.entries, self.rows, self.nbytes = self.entries, [], 0, 0
+        self.first_seq = sys.maxsize
+        return entries
 
     def drop_below(self, key: SourceKey, offset: int) -> None:
         """Forget ``key``'s rows below ``offset``."""
-        entries, self.entries, self.rows, self.nbytes = self.entries, [], 0, 0
-        for seq, part in entries:
+        for seq, part in self._take():
             if part.key == key and "source_offset" in part.table.column_names:
                 kept = _keep_from(part, offset)
                 if kept is not None:
                     self.add(seq, kept)
             else:
+                self.add(seq, part)
+
+    def drop_keys(self, keys: Collection[SourceKey]) -> None:
+        """Forget the parts of these source partitions (stored already)."""
+        for seq, part in self._take():
+            if part.key not in keys:
                 self.add(seq, part)
 
 
@@ -899,7 +911,7 @@ class LakeSink:
                     await listener.file_written(path)
         except BaseException:
             # Keep only what was not stored; a retry writes the same files again.
-            buffer.entries = [(s, p) for s, p in buffer.entries if p.key not in done]
+            buffer.drop_keys(done)
             raise
 
     def _encode(self, parts: list[LakePart]) -> tuple[str, bytes, int]:

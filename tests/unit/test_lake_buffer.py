@@ -236,3 +236,23 @@ def _simulate(seed: int, root: Path) -> None:
 @pytest.mark.parametrize("seed", range(40))
 def test_a_crash_and_replay_leaves_every_record_exactly_once(seed: int, tmp_path: Path) -> None:
     _simulate(seed, tmp_path)
+
+
+def test_a_buffer_keeps_its_lowest_batch_seq_as_parts_come_and_go() -> None:
+    import pyarrow as pa
+
+    from sinks.lake import LakePart, _Buffer
+
+    def part(key: str, first: int) -> LakePart:
+        rows = pa.record_batch({"source_offset": [str(first), str(first + 1)]})
+        return LakePart("dt=x", ("kafka", "reviews", key), first, first + 1, rows, 10)
+
+    buffer = _Buffer(opened=0.0)
+    buffer.add(5, part("0", 100))
+    buffer.add(3, part("1", 40))  # a part put back after a failed write comes first
+    buffer.add(7, part("0", 102))
+    assert (buffer.first_seq, buffer.rows, buffer.nbytes) == (3, 6, 30)
+    buffer.drop_keys([("kafka", "reviews", "1")])
+    assert (buffer.first_seq, buffer.rows, [s for s, _ in buffer.entries]) == (5, 4, [5, 7])
+    buffer.drop_below(("kafka", "reviews", "0"), 102)  # a rewind to offset 102
+    assert (buffer.first_seq, [s for s, _ in buffer.entries]) == (7, [7])
