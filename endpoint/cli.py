@@ -60,6 +60,14 @@ _ModelDirOption = Annotated[
     Path | None,
     typer.Option(exists=True, file_okay=False, help="Model directory; default: shipped."),
 ]
+_DataOption = Annotated[
+    Path | None,
+    typer.Option(
+        exists=True,
+        dir_okay=False,
+        help="Reviews CSV (sentiment, review_body); default ../shared/data/reviews.csv.",
+    ),
+]
 
 
 #: Named sources of extra labelled reviews for ``model train --labels NAME``: each returns
@@ -88,14 +96,7 @@ def _extra_labels(name: str) -> tuple[list[str], list[int]]:
 
 @model_app.command("train")
 def train_command(
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="Reviews CSV (sentiment, review_body); default ../shared/data/reviews.csv.",
-        ),
-    ] = None,
+    data: _DataOption = None,
     out: Annotated[
         Path | None, typer.Option(file_okay=False, help="Model directory; default: shipped.")
     ] = None,
@@ -189,14 +190,7 @@ def train_command(
 
 @model_app.command("select")
 def select_command(
-    data: Annotated[
-        Path | None,
-        typer.Option(
-            exists=True,
-            dir_okay=False,
-            help="Reviews CSV (sentiment, review_body); default ../shared/data/reviews.csv.",
-        ),
-    ] = None,
+    data: _DataOption = None,
     out: Annotated[
         Path, typer.Option(file_okay=False, help="Where the winner's model directory goes.")
     ] = Path("selected-model"),

@@ -12,6 +12,7 @@ from endpoint.card import CARD_FILE, model_card, write_model_card
 from endpoint.inference import default_model_dir
 from endpoint.model import MODEL_FILE, FeatureBlock, SentimentModel
 from endpoint.train import Reviews, TrainConfig, save_model, train
+from tests.toy_reviews import write_toy_reviews
 
 META = {
     "name": "tiny",
@@ -128,13 +129,7 @@ def test_model_train_command_takes_the_calibration_method(tmp_path: Path) -> Non
 
     from stream.cli import app
 
-    words = ("awful broken", "fine okay", "lovely great")
-    data = tmp_path / "reviews.csv"
-    data.write_text(
-        "sentiment,review_body\n"
-        + "".join(f"{i % 3 - 1},{words[i % 3]} item {i}\n" for i in range(90)),
-        encoding="utf-8",
-    )
+    data = write_toy_reviews(tmp_path / "reviews.csv", 90)
     out = tmp_path / "m"
     args = ["model", "train", "--data", str(data), "--out", str(out), "--calibration", "bcts"]
     result = CliRunner().invoke(app, [*args, "--calibration-folds", "3"])

@@ -14,6 +14,7 @@ from endpoint.card import CARD_FILE
 from endpoint.model import MODEL_FILE, SentimentModel
 from endpoint.select import Candidate, Selection, params_of, recipe, select
 from endpoint.train import DEFAULT_DATA, Reviews, TrainConfig, load_reviews, train
+from tests.toy_reviews import write_toy_reviews
 
 pytestmark = pytest.mark.skipif(not DEFAULT_DATA.is_file(), reason="needs ../shared/data")
 
@@ -140,13 +141,7 @@ def test_model_select_command_prints_the_leaderboard_and_saves_the_winner(
 
     from stream.cli import app
 
-    words = ("awful broken", "fine okay", "lovely great")
-    data = tmp_path / "reviews.csv"
-    data.write_text(
-        "sentiment,review_body\n"
-        + "".join(f"{i % 3 - 1},{words[i % 3]} item {i}\n" for i in range(300)),
-        encoding="utf-8",
-    )
+    data = write_toy_reviews(tmp_path / "reviews.csv", 300)
     out = tmp_path / "m"
     args = ["model", "select", "--data", str(data), "--out", str(out), "--max-trials", "2"]
     result = CliRunner().invoke(app, [*args, "--min-reviews-per-s", "0"])
