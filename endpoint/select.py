@@ -28,13 +28,14 @@ Public API::
 
     search_space() -> dict                                    # FLAML's space
     recipe(params, base=TrainConfig()) -> TrainConfig          # one point of it
+    params_of(config) -> dict                                  # and back
     select(reviews, budget_s=..., min_reviews_per_s=..., ...) -> Selection
     format_leaderboard(selection, top=10) -> str
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -62,12 +63,12 @@ __all__ = [
     "Candidate",
     "Selection",
     "format_leaderboard",
+    "params_of",
     "recipe",
     "search_space",
     "select",
+    "selection_metadata",
 ]
-
-log = logging.getLogger(__name__)
 
 #: The character n-gram block a candidate may add (None: words only).
 CHAR_BLOCKS: dict[str, tuple[int, int] | None] = {"none": None, "2-5": (2, 5), "3-5": (3, 5)}
@@ -216,9 +217,14 @@ def select(
     x_valid = [search.texts[i] for i in valid_idx]
     y_train, y_valid = search.labels[train_idx], search.labels[valid_idx]
     board: list[Candidate] = []
+    tried: dict[str, dict[str, float]] = {}
 
     def evaluate(params: dict[str, Any]) -> dict[str, float]:
         config = replace(recipe(params, base), calibration_folds=0)
+        point = params_of(config)  # the recipe's own point: C as the recipe keeps it
+        key = json.dumps(point, sort_keys=True)
+        if key in tried:  # a point the search proposes again is the same recipe: fit once
+            return tried[key]
         started = time.perf_counter()
         model = export_model(build_pipeline(config).fit(x_train, y_train))
         fit_s = time.perf_counter() - started
@@ -226,7 +232,7 @@ def select(
         speed = float(_speed(model, x_valid)["reviews_per_s"])
         candidate = Candidate(
             trial=len(board),
-            params={k: params[k] for k in search_space()},
+            params=point,
             macro_f1=figures.macro_f1,
             accuracy=figures.accuracy,
             f1={label: figures.per_class[label]["f1"] for label in LABELS},
@@ -238,7 +244,8 @@ def select(
         board.append(candidate)
         if progress is not None:
             progress(candidate)
-        return {"macro_f1": figures.macro_f1, "reviews_per_s": speed}
+        tried[key] = {"macro_f1": figures.macro_f1, "reviews_per_s": speed}
+        return tried[key]
 
     space = search_space()
     start_point = params_of(base)
