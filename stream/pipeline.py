@@ -332,7 +332,12 @@ class Pipeline:
         self._stopping = asyncio.Event()
         self._read_task: asyncio.Task[None] | None = None
         self._inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop] | None = None
-        self._lanes: list[_Lane] = []
+        # One lane per sink, one for the alert outputs, and the committer: created once, their
+        # tasks run for the length of run().
+        depth = self._opts.queue_batches
+        self._lanes = [_Lane(sink.write, depth, self._written) for sink in self._sinks]
+        if self._alert_sinks:
+            self._lanes.append(_Lane(self._emit, depth, self._written, is_alerts=True))
         self._committer = _Committer(source)
         self._handed: deque[Batch] = deque()  # handed to the lanes, not yet stored by all
         self._unsettled: deque[Batch] = deque()  # stored by every lane, not yet committed
@@ -355,23 +360,17 @@ class Pipeline:
             self._opts.queue_batches
         )
         self._inflight = inflight
-        depth = self._opts.queue_batches
-        lanes = [_Lane(sink.write, depth, self._written) for sink in self._sinks]
-        if self._alert_sinks:
-            lanes.append(_Lane(self._emit, depth, self._written, is_alerts=True))
-        self._lanes = lanes
-        committer = self._committer = _Committer(self._source)
         self._read_task = asyncio.create_task(self._read(raw_q), name="pipeline-read")
         if self._stopping.is_set():
             self._read_task.cancel()
         stages = [
             self._read_task,
             asyncio.create_task(self._batch(raw_q, inflight), name="pipeline-batch"),
-            asyncio.create_task(self._deliver(inflight, lanes, committer), name="pipeline-deliver"),
+            asyncio.create_task(self._deliver(inflight), name="pipeline-deliver"),
         ]
         # The lanes and the committer serve the stages until the last one ends.
-        helpers = [asyncio.create_task(lane.run(), name="pipeline-sink") for lane in lanes]
-        helpers.append(asyncio.create_task(committer.run(), name="pipeline-commit"))
+        helpers = [asyncio.create_task(lane.run(), name="pipeline-sink") for lane in self._lanes]
+        helpers.append(asyncio.create_task(self._committer.run(), name="pipeline-commit"))
         failed = False
         try:
             # Any task failing ends the run; the others are cancelled below.
@@ -510,12 +509,7 @@ class Pipeline:
                 )
         return Batch(scored=scored, dead=dead, positions=decoded.positions)
 
-    async def _deliver(
-        self,
-        inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop],
-        lanes: Sequence[_Lane],
-        committer: _Committer,
-    ) -> None:
+    async def _deliver(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
         """Monitor each scored batch in order and hand it to every lane without waiting for
         the sinks: the sinks store batch n while the monitors look at batch n+1, and the
         commits follow in the background as the sinks report batches durable."""
@@ -526,7 +520,7 @@ class Pipeline:
                     item = await inflight.get()
             except TimeoutError:
                 # The stream is idle: push buffered sink data out so it can be committed.
-                await self._flush_and_commit(lanes, committer)
+                await self._flush_and_commit()
                 continue
             if isinstance(item, _Stop):
                 break
@@ -536,11 +530,11 @@ class Pipeline:
             now = datetime.fromtimestamp(self._clock(), UTC)
             batch.alerts = self._monitor.observe(batch.scored, now) if batch.scored else []
             self._handed.append(batch)
-            for lane in lanes:
+            for lane in self._lanes:
                 await lane.put(batch)
-            if not lanes:
+            if not self._lanes:
                 self._written()
-        await self._flush_and_commit(lanes, committer)
+        await self._flush_and_commit()
 
     def _written(self) -> None:
         """A lane stored a batch: finish the batches every lane has (in order) and commit
@@ -571,15 +565,15 @@ class Pipeline:
         if positions:
             self._committer.add(positions)
 
-    async def _flush_and_commit(self, lanes: Sequence[_Lane], committer: _Committer) -> None:
+    async def _flush_and_commit(self) -> None:
         """Wait for every lane to store what it was handed, flush the sinks, and wait for
         the commit of everything they then hold."""
-        for lane in lanes:
+        for lane in self._lanes:
             await lane.drained()
         for sink in self._sinks:
             await sink.flush()
         self._commit_durable()
-        await committer.drained()
+        await self._committer.drained()
 
     def _drain_inflight(self, inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop]) -> None:
         # Only reached after a failure: cancel scoring that nobody will deliver. Those records
