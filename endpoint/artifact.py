@@ -10,6 +10,11 @@ Layout (what SageMaker unpacks into ``/opt/ml/model``)::
     code/explain.py           per-term explanations (numpy only), loaded the same way
     code/requirements.txt     numpy only
 
+A transformer flavour (``endpoint.transformer``) has ``encoder.safetensors``,
+``tokenizer.json`` and ``vocabulary.txt`` in place of ``weights.npz``, ``code/transformer.py``
+besides, and requirements numpy, scipy, tokenizers and safetensors (no torch, no jax); the
+SageMaker container installs them from ``code/requirements.txt`` when it starts.
+
 The archive is reproducible: entries are sorted, with fixed timestamps, owners and modes, so
 the same model gives the same bytes. The model is loaded once before packaging, so a broken
 model directory fails here rather than in the container.
@@ -34,14 +39,19 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .card import CARD_FILE, model_card
+from .inference import model_fn
 from .model import MODEL_FILE, WEIGHTS_FILE, SentimentModel
+from .transformer import ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE
 
 __all__ = ["REQUIREMENTS", "artifact_members", "build_artifact", "main"]
 
 _HERE = Path(__file__).resolve().parent
 #: ``code/requirements.txt``: the handler needs numpy and nothing else.
 REQUIREMENTS = "numpy>=1.24\n"
-#: Handler modules copied into ``code/``.
+#: ``code/requirements.txt`` of a transformer flavour: its tokenizer, its tensor file, and
+#: scipy's error function for GELU (inference is numpy; nothing of torch or jax).
+TRANSFORMER_REQUIREMENTS = "numpy>=1.24\nscipy>=1.10\ntokenizers>=0.20\nsafetensors>=0.4\n"
+#: Handler modules copied into ``code/`` (and ``transformer.py`` for a transformer flavour).
 _CODE_FILES = ("inference.py", "model.py", "explain.py")
 
 
@@ -52,13 +62,20 @@ def _default_model_dir() -> Path:
 def artifact_members(model_dir: str | Path | None = None) -> dict[str, bytes]:
     """Archive path -> file content, after checking that the model loads."""
     root = Path(model_dir) if model_dir is not None else _default_model_dir()
-    SentimentModel.load(root)
-    members = {name: (root / name).read_bytes() for name in (MODEL_FILE, WEIGHTS_FILE)}
+    model = model_fn(root)
+    files: tuple[str, ...]
+    code: tuple[str, ...]
+    if isinstance(model, SentimentModel):
+        files, code, requirements = (MODEL_FILE, WEIGHTS_FILE), _CODE_FILES, REQUIREMENTS
+    else:
+        files = (MODEL_FILE, ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE)
+        code, requirements = (*_CODE_FILES, "transformer.py"), TRANSFORMER_REQUIREMENTS
+    members = {name: (root / name).read_bytes() for name in files}
     # the card of this model.json, rendered again: a card on disk may be older than it
     members[CARD_FILE] = model_card(json.loads(members[MODEL_FILE])).encode()
-    for name in _CODE_FILES:
+    for name in code:
         members[f"code/{name}"] = (_HERE / name).read_bytes()
-    members["code/requirements.txt"] = REQUIREMENTS.encode()
+    members["code/requirements.txt"] = requirements.encode()
     return members
 
 

@@ -69,6 +69,27 @@ def _calibration(cal: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _features_line(
+    features: Sequence[Mapping[str, Any]],
+    encoder: Mapping[str, Any] | None,
+    classifier: Mapping[str, Any],
+) -> str:
+    """The TF-IDF blocks, or a transformer flavour's encoder."""
+    if encoder is None:
+        return "- Features: " + "; ".join(
+            f"{b.get('analyzer', '?')} {tuple(b.get('ngram_range', ()))} TF-IDF, "
+            f"{b.get('n_terms', '?')} terms"
+            for b in features
+        )
+    source: Mapping[str, Any] = classifier.get("pretrained", {})
+    return (
+        f"- Encoder: {source.get('model', 'n/a')} ({source.get('parameters', '?')} parameters, "
+        f"from the wheel `{source.get('wheel', 'n/a')}`), fine-tuned: {encoder.get('layers')} "
+        f"layers, hidden size {encoder.get('hidden')}, reviews truncated to "
+        f"{encoder.get('max_length')} tokens, mean pooling, linear head."
+    )
+
+
 def model_card(metadata: Mapping[str, Any]) -> str:
     """The card of a model with this ``model.json`` content."""
     training: Mapping[str, Any] = metadata.get("training", {})
@@ -90,12 +111,7 @@ def model_card(metadata: Mapping[str, Any]) -> str:
         f"- {training.get('note', '')}".rstrip(),
         "- Class shares of the training reviews (negative, neutral, positive): "
         + ", ".join(_f(p) for p in metadata.get("class_priors", [])),
-        "- Features: "
-        + "; ".join(
-            f"{b.get('analyzer', '?')} {tuple(b.get('ngram_range', ()))} TF-IDF, "
-            f"{b.get('n_terms', '?')} terms"
-            for b in features
-        ),
+        _features_line(features, metadata.get("encoder"), metadata.get("classifier", {})),
         f"- Trained with scikit-learn {training.get('scikit_learn', 'n/a')}, numpy "
         f"{training.get('numpy', 'n/a')}; recipe: `{training.get('config', {})}`.",
         "",

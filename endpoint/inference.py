@@ -53,7 +53,7 @@ Errors: a malformed body, an empty request or an unsupported content type / Acce
 
 Public API::
 
-    model_fn(model_dir) -> SentimentModel
+    model_fn(model_dir) -> SentimentModel | TransformerModel (model.json's flavour)
     input_fn(request_body: bytes | str, request_content_type: str | None) -> Instances
     predict_fn(input_data: Sequence[str], model) -> Prediction
     output_fn(prediction, accept: str | None) -> tuple[bytes, str]    # (body, content type)
@@ -77,29 +77,34 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+
+def _load_sibling(file: str, name: str) -> Any:
+    """A module beside this file, loaded by path under a private name (inside a SageMaker
+    container, where this module is the top-level ``inference``)."""
+    import importlib.util
+    import sys
+
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
+        if spec is None or spec.loader is None:
+            raise ImportError(f"{file} not found beside inference.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 if TYPE_CHECKING or __package__:
     from . import explain as _explain
-    from .model import CLASSES, LABELS, InvalidInput, SentimentModel
+    from .model import CLASSES, LABELS, MODEL_FILE, InvalidInput, ModelInfo, SentimentModel
 else:  # top-level ``inference`` inside a SageMaker container: load ./model.py by path
-
-    def _load_sibling(file: str, name: str) -> Any:
-        import importlib.util
-        import sys
-
-        if name not in sys.modules:
-            spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(file))
-            if spec is None or spec.loader is None:
-                raise ImportError(f"{file} not found beside inference.py")
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[name] = module
-            spec.loader.exec_module(module)
-        return sys.modules[name]
-
     _model_module = _load_sibling("model.py", "_sentiment_endpoint_model")
     _explain = _load_sibling("explain.py", "_sentiment_endpoint_explain")
     CLASSES = _model_module.CLASSES
     LABELS = _model_module.LABELS
     InvalidInput = _model_module.InvalidInput
+    MODEL_FILE = _model_module.MODEL_FILE
+    ModelInfo = _model_module.ModelInfo
     SentimentModel = _model_module.SentimentModel
 
 __all__ = [
@@ -155,13 +160,19 @@ class Prediction:
     model_name: str
     model_version: str
     texts: Sequence[str] = field(default=(), repr=False, compare=False)
-    model: SentimentModel | None = field(default=None, repr=False, compare=False)
+    model: ModelInfo | None = field(default=None, repr=False, compare=False)
     explain: int | None = None
 
     def explanations(self, top_k: int) -> list[dict[str, Any]]:
-        """One explanation object per instance (see the module doc)."""
+        """One explanation object per instance (see the module doc); per-term explanations
+        are the TF-IDF flavour's (another flavour's request is an :class:`InvalidInput`)."""
         if self.model is None or len(self.texts) != len(self.probabilities):
             raise ValueError("this prediction holds no model and texts to explain")
+        if not isinstance(self.model, SentimentModel):
+            raise InvalidInput(
+                "explanations are per-term contributions of the tfidf flavour; this endpoint "
+                f"serves the {self.model.flavour} flavour"
+            )
         return [e.to_json() for e in _explain.explain(self.model, self.texts, top_k)]
 
     @property
@@ -194,9 +205,24 @@ def default_model_dir() -> Path:
 # -- the handler contract -------------------------------------------------------------------
 
 
-def model_fn(model_dir: str | Path) -> SentimentModel:
-    """Load the model from ``model_dir`` (``model.json`` and ``weights.npz``)."""
-    return SentimentModel.load(model_dir)
+def model_fn(model_dir: str | Path) -> ModelInfo:
+    """Load the model in ``model_dir``, whichever its flavour (``model.json``'s
+    ``flavour``): the TF-IDF model (``model.json``, ``weights.npz``) or a fine-tuned
+    transformer (``endpoint.transformer``)."""
+    meta_path = Path(model_dir) / MODEL_FILE
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"model file missing: {meta_path}")
+    flavour = json.loads(meta_path.read_text(encoding="utf-8")).get("flavour", "tfidf")
+    if flavour == "tfidf":
+        return SentimentModel.load(model_dir)
+    if __package__:
+        import importlib
+
+        transformer = importlib.import_module(".transformer", __package__)
+    else:
+        transformer = _load_sibling("transformer.py", "_sentiment_endpoint_transformer")
+    model: ModelInfo = transformer.TransformerModel.load(model_dir)
+    return model
 
 
 def input_fn(
@@ -221,7 +247,7 @@ def input_fn(
     return texts if isinstance(texts, Instances) else Instances(texts)
 
 
-def predict_fn(input_data: Sequence[str], model: SentimentModel) -> Prediction:
+def predict_fn(input_data: Sequence[str], model: ModelInfo) -> Prediction:
     """Score the texts."""
     return Prediction(
         model.predict_proba(input_data),
@@ -258,7 +284,7 @@ def handle(
     body: bytes | bytearray | memoryview | str,
     content_type: str | None,
     accept: str | None,
-    model: SentimentModel,
+    model: ModelInfo,
 ) -> tuple[bytes, str]:
     """``output_fn(predict_fn(input_fn(body, content_type), model), accept)``; the Accept
     header is checked first, so an unsupported one costs no scoring."""

@@ -69,6 +69,7 @@ __all__ = [
     "WEIGHTS_FILE",
     "FeatureBlock",
     "InvalidInput",
+    "ModelInfo",
     "SentimentModel",
     "SparseRows",
     "calibrated_softmax",
@@ -305,7 +306,130 @@ def calibrated_softmax(
     return _softmax(z)
 
 
-class SentimentModel:
+class ModelInfo:
+    """What every model flavour has in common: its metadata (``model.json``) and what is read
+    from it, the word vocabulary monitors measure out-of-vocabulary rates against, and
+    calibrated probabilities from the subclass's :meth:`decision_function`."""
+
+    metadata: dict[str, Any]
+    #: The word tokeniser and its terms (single words are the vocabulary); None: no words.
+    _word_block: FeatureBlock | None = None
+    _vocabulary: frozenset[str] | None = None
+
+    @property
+    def flavour(self) -> str:
+        """``tfidf`` (this module), or a transformer flavour (``endpoint.transformer``)."""
+        return str(self.metadata.get("flavour", "tfidf"))
+
+    def decision_function(self, texts: Sequence[str]) -> FloatArray:
+        """Scores (n, 3) whose softmax is the uncalibrated probabilities."""
+        raise NotImplementedError
+
+    @property
+    def size_text(self) -> str:
+        """What the model is made of, in a few words (for reports)."""
+        raise NotImplementedError
+
+    # -- description ------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("name", "sentiment"))
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", "0"))
+
+    @property
+    def classes(self) -> IntArray:
+        return np.array(CLASSES, dtype=np.int64)
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return LABELS
+
+    @property
+    def class_priors(self) -> FloatArray:
+        """Class shares of the training data, order [-1, 0, 1] (uniform when unknown)."""
+        priors = self.metadata.get("class_priors")
+        if priors is None:
+            return np.full(len(CLASSES), 1.0 / len(CLASSES))
+        return np.asarray(priors, dtype=np.float64)
+
+    @property
+    def calibration(self) -> tuple[float | tuple[float, ...], FloatArray] | None:
+        """``(temperature, bias)`` of the stored calibration: one temperature (BCTS) or one
+        per class (vector scaling); None: probabilities are the plain softmax of the linear
+        scores."""
+        cal = self.metadata.get("calibration")
+        if cal is None:
+            return None
+        try:
+            t = temperatures(cal["temperature"], len(CLASSES))
+        except ValueError as err:
+            raise ValueError(f"calibration: {err}") from None
+        b = np.asarray(cal["bias"], dtype=np.float64)
+        if b.shape != (len(CLASSES),) or not np.all(np.isfinite(b)):
+            raise ValueError(f"calibration needs 3 finite biases, got {cal!r}")
+        return t, b
+
+    @property
+    def confusion_matrix(self) -> IntArray | None:
+        """Validation confusion matrix of counts, ``[true class, predicted class]`` in class
+        order [-1, 0, 1] (scikit-learn's orientation; transpose it for ``[predicted, true]``),
+        or None when the model has none."""
+        cm = self.metadata.get("validation", {}).get("confusion_matrix")
+        return None if cm is None else np.asarray(cm["counts"], dtype=np.int64)
+
+    @property
+    def confusion_matrix_normalised(self) -> FloatArray | None:
+        """Rows of :attr:`confusion_matrix` divided by their sums: ``P(predicted | true)``."""
+        cm = self.confusion_matrix
+        if cm is None:
+            return None
+        sums = cm.sum(axis=1, keepdims=True).astype(np.float64)
+        out: FloatArray = np.divide(cm, sums, out=np.zeros(cm.shape), where=sums > 0)
+        return out
+
+    @property
+    def vocabulary(self) -> frozenset[str]:
+        """Single-word terms of the word block: what :meth:`oov_rate` counts as known."""
+        if self._vocabulary is None:
+            b = self._word_block
+            self._vocabulary = frozenset(() if b is None else (t for t in b.terms if " " not in t))
+        return self._vocabulary
+
+    def tokenize(self, text: str) -> list[str]:
+        """Word tokens of ``text`` as the model's word block sees them (lower-cased)."""
+        if self._word_block is None:
+            return text.lower().split()
+        return self._word_block.tokens(text)
+
+    def oov_rate(self, texts: Sequence[str]) -> FloatArray:
+        """Per text, the share of its word tokens outside :attr:`vocabulary` (NaN: no
+        tokens)."""
+        vocab = self.vocabulary
+        out = np.full(len(texts), np.nan)
+        for i, text in enumerate(texts):
+            toks = self.tokenize(text)
+            if toks:
+                out[i] = sum(1 for t in toks if t not in vocab) / len(toks)
+        return out
+
+    def predict_proba(self, texts: Sequence[str], *, calibrated: bool = True) -> FloatArray:
+        """Class probabilities, shape (n, 3), columns in class order [-1, 0, 1]; with the
+        stored calibration applied unless ``calibrated=False`` (scikit-learn's output)."""
+        scores = self.decision_function(texts)
+        cal = self.calibration if calibrated else None
+        return _softmax(scores) if cal is None else calibrated_softmax(scores, *cal)
+
+    def predict(self, texts: Sequence[str]) -> IntArray:
+        """Most probable class per text (calibrated probabilities): -1, 0 or 1."""
+        out: IntArray = self.classes[np.argmax(self.predict_proba(texts), axis=1)]
+        return out
+
+
+class SentimentModel(ModelInfo):
     """A three-class linear model over TF-IDF features; see the module docstring."""
 
     def __init__(
@@ -332,7 +456,6 @@ class SentimentModel:
         self._coef_t: FloatArray = np.ascontiguousarray(self.coef.T)
         self.metadata: dict[str, Any] = json.loads(json.dumps(dict(metadata or {})))
         self._word_block = next((b for b in self.blocks if b.analyzer == "word"), None)
-        self._vocabulary: frozenset[str] | None = None
         _ = self.calibration  # a malformed calibration fails here, not at the first request
 
     # -- persistence ------------------------------------------------------------------------
@@ -403,95 +526,13 @@ class SentimentModel:
         (root / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return root
 
-    # -- description ------------------------------------------------------------------------
-
-    @property
-    def name(self) -> str:
-        return str(self.metadata.get("name", "sentiment"))
-
-    @property
-    def version(self) -> str:
-        return str(self.metadata.get("version", "0"))
-
-    @property
-    def classes(self) -> IntArray:
-        return np.array(CLASSES, dtype=np.int64)
-
-    @property
-    def labels(self) -> tuple[str, str, str]:
-        return LABELS
-
     @property
     def n_features(self) -> int:
         return self._offsets[-1]
 
     @property
-    def class_priors(self) -> FloatArray:
-        """Class shares of the training data, order [-1, 0, 1] (uniform when unknown)."""
-        priors = self.metadata.get("class_priors")
-        if priors is None:
-            return np.full(len(CLASSES), 1.0 / len(CLASSES))
-        return np.asarray(priors, dtype=np.float64)
-
-    @property
-    def calibration(self) -> tuple[float | tuple[float, ...], FloatArray] | None:
-        """``(temperature, bias)`` of the stored calibration: one temperature (BCTS) or one
-        per class (vector scaling); None: probabilities are the plain softmax of the linear
-        scores."""
-        cal = self.metadata.get("calibration")
-        if cal is None:
-            return None
-        try:
-            t = temperatures(cal["temperature"], len(CLASSES))
-        except ValueError as err:
-            raise ValueError(f"calibration: {err}") from None
-        b = np.asarray(cal["bias"], dtype=np.float64)
-        if b.shape != (len(CLASSES),) or not np.all(np.isfinite(b)):
-            raise ValueError(f"calibration needs 3 finite biases, got {cal!r}")
-        return t, b
-
-    @property
-    def confusion_matrix(self) -> IntArray | None:
-        """Validation confusion matrix of counts, ``[true class, predicted class]`` in class
-        order [-1, 0, 1] (scikit-learn's orientation; transpose it for ``[predicted, true]``),
-        or None when the model has none."""
-        cm = self.metadata.get("validation", {}).get("confusion_matrix")
-        return None if cm is None else np.asarray(cm["counts"], dtype=np.int64)
-
-    @property
-    def confusion_matrix_normalised(self) -> FloatArray | None:
-        """Rows of :attr:`confusion_matrix` divided by their sums: ``P(predicted | true)``."""
-        cm = self.confusion_matrix
-        if cm is None:
-            return None
-        sums = cm.sum(axis=1, keepdims=True).astype(np.float64)
-        out: FloatArray = np.divide(cm, sums, out=np.zeros(cm.shape), where=sums > 0)
-        return out
-
-    @property
-    def vocabulary(self) -> frozenset[str]:
-        """Single-word terms of the word block: what :meth:`oov_rate` counts as known."""
-        if self._vocabulary is None:
-            b = self._word_block
-            self._vocabulary = frozenset(() if b is None else (t for t in b.terms if " " not in t))
-        return self._vocabulary
-
-    def tokenize(self, text: str) -> list[str]:
-        """Word tokens of ``text`` as the model's word block sees them (lower-cased)."""
-        if self._word_block is None:
-            return text.lower().split()
-        return self._word_block.tokens(text)
-
-    def oov_rate(self, texts: Sequence[str]) -> FloatArray:
-        """Per text, the share of its word tokens outside :attr:`vocabulary` (NaN: no
-        tokens)."""
-        vocab = self.vocabulary
-        out = np.full(len(texts), np.nan)
-        for i, text in enumerate(texts):
-            toks = self.tokenize(text)
-            if toks:
-                out[i] = sum(1 for t in toks if t not in vocab) / len(toks)
-        return out
+    def size_text(self) -> str:
+        return f"{self.n_features} features"
 
     # -- inference --------------------------------------------------------------------------
 
@@ -521,18 +562,6 @@ class SentimentModel:
             for k in range(len(CLASSES)):
                 scores[:, k] += np.bincount(rows, weights=contrib[:, k], minlength=n)
         return scores
-
-    def predict_proba(self, texts: Sequence[str], *, calibrated: bool = True) -> FloatArray:
-        """Class probabilities, shape (n, 3), columns in class order [-1, 0, 1]; with the
-        stored calibration applied unless ``calibrated=False`` (scikit-learn's output)."""
-        scores = self.decision_function(texts)
-        cal = self.calibration if calibrated else None
-        return _softmax(scores) if cal is None else calibrated_softmax(scores, *cal)
-
-    def predict(self, texts: Sequence[str]) -> IntArray:
-        """Most probable class per text (calibrated probabilities): -1, 0 or 1."""
-        out: IntArray = self.classes[np.argmax(self.predict_proba(texts), axis=1)]
-        return out
 
     def __repr__(self) -> str:
         return (

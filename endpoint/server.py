@@ -87,7 +87,7 @@ from .inference import (
     handle,
     model_fn,
 )
-from .model import SentimentModel
+from .model import ModelInfo
 
 __all__ = [
     "DEFAULT_PORT",
@@ -146,7 +146,7 @@ class ServerConfig:
 class _State:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.model: SentimentModel | None = None
+        self.model: ModelInfo | None = None
         self.load_error: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.loader: asyncio.Task[None] | None = None
@@ -381,7 +381,7 @@ async def _load_model(app: web.Application) -> None:
     loop = asyncio.get_running_loop()
     try:
         state.model = await loop.run_in_executor(state.executor, model_fn, state.config.model_dir)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, ImportError) as err:
         state.load_error = f"model failed to load from {state.config.model_dir}: {err}"
         log.error("%s", state.load_error)  # noqa: TRY400 - the message says it all
     else:
@@ -465,7 +465,7 @@ def serve(
     if workers < 1:
         raise ValueError("workers must be >= 1")
     model_path = Path(model_dir) if model_dir is not None else default_model_dir()
-    SentimentModel.load(model_path)
+    model_fn(model_path)
     config = ServerConfig(
         model_dir=model_path,
         variant=variant,

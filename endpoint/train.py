@@ -44,10 +44,10 @@ import hashlib
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -61,7 +61,10 @@ from .calibration import (
     negative_log_likelihood,
 )
 from .data import read_review_csv
-from .model import CLASSES, LABELS, FeatureBlock, SentimentModel
+from .model import CLASSES, LABELS, FeatureBlock, ModelInfo, SentimentModel
+
+if TYPE_CHECKING:
+    from .transformer import TransformerModel
 
 __all__ = [
     "DEFAULT_DATA",
@@ -144,7 +147,7 @@ class Reviews:
 class TrainResult:
     """What a training run produced, with the validation figures."""
 
-    model: SentimentModel
+    model: SentimentModel | TransformerModel
     pipeline: Any
     accuracy: float
     macro_f1: float
@@ -347,11 +350,6 @@ def _metadata(
 ) -> dict[str, Any]:
     """What ``model.json`` records: recipe, class priors, calibration, validation figures
     (of the calibrated model; ``raw``: before calibration), provenance."""
-    import sklearn
-
-    cm = validation.confusion
-    priors = np.bincount(y_train + 1, minlength=3) / len(y_train)
-    row_sums = cm.sum(axis=1, keepdims=True)
     meta: dict[str, Any] = {
         "name": config.name,
         "description": (
@@ -360,20 +358,59 @@ def _metadata(
             "temperature T (one, or one per class) and biases b (T = 1, b = 0 without one), "
             "columns in class order."
         ),
-        "class_priors": [float(p) for p in priors],
         "classifier": {
             "type": "multinomial_logistic_regression",
             "C": config.C,
             "class_weight": config.class_weight,
         },
     }
+    fitted_on = (
+        f"out-of-fold decision scores of a stratified {config.calibration_folds}-fold "
+        f"cross-validation on the training split (seed {config.seed})"
+    )
+    return evaluation_metadata(
+        meta,
+        reviews,
+        y_train,
+        n_validation,
+        validation,
+        raw,
+        calibration,
+        fitted_on=fitted_on,
+        split=f"stratified hold-out, test_size={config.test_size}, seed={config.seed}",
+        config={k: v for k, v in asdict(config).items() if k != "name"},
+    )
+
+
+def evaluation_metadata(
+    meta: dict[str, Any],
+    reviews: Reviews,
+    y_train: npt.NDArray[np.int64],
+    n_validation: int,
+    validation: _Validation,
+    raw: _Validation,
+    calibration: Calibration | None,
+    *,
+    fitted_on: str,
+    split: str,
+    config: Mapping[str, Any],
+) -> dict[str, Any]:
+    """``meta`` (name, description, classifier) with what every flavour's ``model.json``
+    records: class priors (before the classifier), calibration, validation figures,
+    provenance."""
+    import sklearn
+
+    cm = validation.confusion
+    priors = np.bincount(y_train + 1, minlength=3) / len(y_train)
+    row_sums = cm.sum(axis=1, keepdims=True)
+    classifier = meta.pop("classifier", None)
+    meta = {**meta, "class_priors": [float(p) for p in priors]}
+    if classifier is not None:
+        meta["classifier"] = classifier
     if calibration is not None:
         meta["calibration"] = {
             **calibration.to_json(),
-            "fitted_on": (
-                f"out-of-fold decision scores of a stratified {config.calibration_folds}-fold "
-                f"cross-validation on the training split (seed {config.seed})"
-            ),
+            "fitted_on": fitted_on,
             "validation": {
                 "expected_calibration_error": {"before": raw.ece, "after": validation.ece},
                 "log_loss": {"before": raw.log_loss, "after": validation.log_loss},
@@ -405,13 +442,13 @@ def _metadata(
         "rows": len(reviews),
         "train_rows": len(y_train),
         "validation_rows": n_validation,
-        "split": f"stratified hold-out, test_size={config.test_size}, seed={config.seed}",
+        "split": split,
         "refit_on_all_rows": False,
         "note": (
             "The model was fitted on the training split only and not refit on all rows, "
             "so the validation figures describe reviews it never saw."
         ),
-        "config": {k: v for k, v in asdict(config).items() if k != "name"},
+        "config": dict(config),
         "scikit_learn": sklearn.__version__,
         "numpy": np.__version__,
     }
@@ -529,7 +566,7 @@ def train_with_labels(
     return LabelsReport(before, after, len(keep), len(texts) - len(keep))
 
 
-def _speed(model: SentimentModel, texts: list[str]) -> dict[str, Any]:
+def _speed(model: ModelInfo, texts: list[str]) -> dict[str, Any]:
     """How fast ``model`` scores: the validation reviews in one call, best of three."""
     best = float("inf")
     for _ in range(3):
@@ -568,7 +605,7 @@ def format_report(result: TrainResult) -> str:
     """Plain-text summary: sizes, accuracy, macro-F1 and the confusion matrix."""
     cm = result.confusion
     lines = [
-        f"model {result.model.name} {result.model.version}: {result.model.n_features} features,"
+        f"model {result.model.name} {result.model.version}: {result.model.size_text},"
         f" trained on {result.n_train} reviews in {result.seconds:.1f} s",
         f"validation ({result.n_validation} reviews): accuracy {result.accuracy:.4f}, "
         f"macro-F1 {result.macro_f1:.4f}",

@@ -125,18 +125,22 @@ async def close_scorer(scorer: Scorer) -> None:
 def monitor_config(settings: Settings) -> Any:
     """The monitors' plain-value config, with the model's validation confusion matrix; the
     model's vocabulary; and its explainer (each text's per-term contributions to the negative
-    score, for alert evidence)."""
+    score, for alert evidence; None for a transformer flavour)."""
     from functools import partial
 
     from endpoint.explain import negative_contributions
-    from endpoint.inference import default_model_dir
+    from endpoint.inference import default_model_dir, model_fn
     from endpoint.model import SentimentModel
 
-    model = SentimentModel.load(settings.endpoint.model_dir or default_model_dir())
+    model = model_fn(settings.endpoint.model_dir or default_model_dir())
     cm = model.confusion_matrix
     confusion = None if cm is None else tuple(tuple(int(v) for v in row) for row in cm.T)
     config = plain_monitor_config(settings, confusion)
-    return config, model.vocabulary, partial(negative_contributions, model)
+    # per-term evidence is the TF-IDF flavour's; a transformer's alerts carry none
+    explainer = (
+        partial(negative_contributions, model) if isinstance(model, SentimentModel) else None
+    )
+    return config, model.vocabulary, explainer
 
 
 def plain_monitor_config(settings: Settings, confusion: Any = None) -> Any:

@@ -46,7 +46,7 @@ from endpoint.data import read_review_csv
 from stream.events import CHANNELS, LABELS
 
 if TYPE_CHECKING:
-    from endpoint.model import SentimentModel
+    from endpoint.model import ModelInfo
     from monitors import Baseline
 
 __all__ = [
@@ -157,7 +157,7 @@ class ScoredTable:
         return out
 
 
-def load_model(model_dir: Path | None = None) -> SentimentModel:
+def load_model(model_dir: Path | None = None) -> ModelInfo:
     """The model the pipeline scores with: ``model_dir``, else the settings' one, else the
     shipped one."""
     from endpoint.inference import default_model_dir, model_fn
@@ -166,7 +166,7 @@ def load_model(model_dir: Path | None = None) -> SentimentModel:
     return model_fn(model_dir or Settings().endpoint.model_dir or default_model_dir())
 
 
-def score(model: SentimentModel, texts: Sequence[str]) -> ScoredTable:
+def score(model: ModelInfo, texts: Sequence[str]) -> ScoredTable:
     """Score ``texts`` in this process with the SageMaker handler's ``predict_fn``."""
     from endpoint.inference import predict_fn
 
@@ -179,7 +179,7 @@ def score(model: SentimentModel, texts: Sequence[str]) -> ScoredTable:
     )
 
 
-def _validation_confusion(model: SentimentModel) -> IntArray | None:
+def _validation_confusion(model: ModelInfo) -> IntArray | None:
     """The model's validation confusion matrix as ``[predicted, true]`` counts."""
     cm = model.confusion_matrix  # [true, predicted]
     return None if cm is None else np.ascontiguousarray(cm.T)
@@ -188,7 +188,7 @@ def _validation_confusion(model: SentimentModel) -> IntArray | None:
 # -- the computations (no I/O; the statistics live in monitors) ------------------------------
 
 
-def build_baseline(table: ReviewTable, scored: ScoredTable, model: SentimentModel) -> Baseline:
+def build_baseline(table: ReviewTable, scored: ScoredTable, model: ModelInfo) -> Baseline:
     """The monitors' reference for ``table`` scored by ``model`` (see the module docstring)."""
     from monitors import Baseline
 
@@ -213,11 +213,16 @@ def build_baseline(table: ReviewTable, scored: ScoredTable, model: SentimentMode
 
 
 def _negative_contributions(
-    model: SentimentModel, texts: Sequence[str], predicted: IntArray
-) -> list[dict[str, float]]:
+    model: ModelInfo, texts: Sequence[str], predicted: IntArray
+) -> list[dict[str, float]] | None:
     """Each predicted negative's per-term contributions to the negative score ({} for the
-    others), in chunks."""
+    others), in chunks; None for a transformer flavour (per-term evidence is the TF-IDF
+    flavour's)."""
     from endpoint.explain import negative_contributions
+    from endpoint.model import SentimentModel
+
+    if not isinstance(model, SentimentModel):
+        return None
 
     out: list[dict[str, float]] = [{} for _ in texts]
     idx = np.flatnonzero(predicted == -1).tolist()
@@ -231,7 +236,7 @@ def _negative_contributions(
 
 
 def priors_report(
-    table: ReviewTable, scored: ScoredTable, model: SentimentModel, *, confidence: float
+    table: ReviewTable, scored: ScoredTable, model: ModelInfo, *, confidence: float
 ) -> dict[str, Any]:
     """The JSON document ``priors`` prints."""
     from monitors import prior_estimates

@@ -44,7 +44,9 @@ def shap() -> ModuleType:
 
 @pytest.fixture(scope="module")
 def shipped() -> SentimentModel:
-    return inference.model_fn(inference.default_model_dir())
+    loaded = inference.model_fn(inference.default_model_dir())
+    assert isinstance(loaded, SentimentModel)  # the shipped model is the tfidf flavour
+    return loaded
 
 
 # -- exact values ----------------------------------------------------------------------------

