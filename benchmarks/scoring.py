@@ -9,7 +9,14 @@ so the ratios compare like with like.
 * endpoint, one per review: the same scorer with ``records_per_request=1, max_in_flight=1``,
   and boto3's synchronous ``invoke_endpoint`` called once per review.
 
+The same table is printed for each model flavour: the shipped TF-IDF model, and the minilm
+transformer flavour (``--minilm-model DIR``, a directory ``model train --flavour minilm``
+wrote; without one, the pre-trained encoder with an untrained head, which costs the same to
+run: the figures are speed only). The transformer scores far fewer reviews per second, so it
+gets fewer reviews (``--transformer-reviews``, ``--transformer-single``).
+
     .venv/bin/python -m benchmarks.scoring [--reviews 6000] [--single 1500] [--repeats 3]
+        [--minilm-model DIR] [--transformer-reviews 256] [--transformer-single 64]
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import json
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -59,8 +67,10 @@ async def timed(run: Callable[[], Awaitable[int]], repeats: int) -> tuple[int, f
     return n, best
 
 
-async def in_process(events: Sequence[ReviewEvent], repeats: int) -> tuple[int, float]:
-    scorer = InProcessScorer()
+async def in_process(
+    events: Sequence[ReviewEvent], repeats: int, model_dir: Path | None = None
+) -> tuple[int, float]:
+    scorer = InProcessScorer(model_dir)
     await scorer.score(events[:10])  # warm up
 
     async def run() -> int:
@@ -128,11 +138,79 @@ def boto3_one_by_one(
     return len(bodies), best
 
 
+Row = tuple[str, int, float]
+
+
+def flavour_rows(
+    model_dir: Path | None,
+    events: Sequence[ReviewEvent],
+    single: Sequence[ReviewEvent],
+    repeats: int,
+) -> list[Row]:
+    """The four modes for one model directory (None: the shipped model)."""
+    rows: list[Row] = []
+    n, s = asyncio.run(in_process(events, repeats, model_dir))
+    rows.append(("in-process (InProcessScorer, batches of 500)", n, s))
+    args = () if model_dir is None else ("--model-dir", str(model_dir))
+    with EndpointServer(*args, workers=2) as server:
+        n, s = asyncio.run(
+            through_endpoint(
+                server.url, events, records_per_request=100, max_in_flight=4, repeats=repeats
+            )
+        )
+        rows.append(("endpoint, 100 per request, 4 in flight (EndpointScorer)", n, s))
+        n, s = asyncio.run(
+            through_endpoint(
+                server.url, single, records_per_request=1, max_in_flight=1, repeats=repeats
+            )
+        )
+        rows.append(("endpoint, 1 per request, 1 in flight (EndpointScorer)", n, s))
+        n, s = boto3_one_by_one(server, single, repeats)
+        rows.append(("endpoint, 1 per request (boto3 sync, one by one)", n, s))
+    return rows
+
+
+def print_rows(title: str, rows: list[Row]) -> list[float]:
+    rates = [n / s for _, n, s in rows]
+    naive, batched = rates[-1], rates[1]
+    width = max(len(name) for name, _, _ in rows)
+    print(f"\n{title}")
+    print(
+        f"{'mode':<{width}}  {'reviews':>7}  {'seconds':>7}  {'reviews/s':>10}  {'x boto3 1-by-1':>14}"
+    )
+    for (name, n, s), rate in zip(rows, rates, strict=True):
+        print(f"{name:<{width}}  {n:>7,}  {s:>7.2f}  {rate:>10,.1f}  {rate / naive:>14.1f}")
+    print(
+        f"batched endpoint / in-process: {batched / rates[0]:.2f}"
+        f"   batched endpoint / EndpointScorer one-per-request: {batched / rates[2]:.1f}"
+        f"   in-process / boto3 one-by-one: {rates[0] / naive:.1f}"
+    )
+    return rates
+
+
+def speed_only_minilm(root: Path) -> Path:
+    """The pre-trained minilm encoder with a zero head: what a fine-tuned one costs to run."""
+    import numpy as np
+
+    from endpoint.transformer import TransformerModel, pretrained_weights
+
+    tensors, tokenizer_json, config, source = pretrained_weights("minilm", 128)
+    head = {
+        "head.weight": np.zeros((config.hidden, 3), dtype=np.float32),
+        "head.bias": np.zeros(3, dtype=np.float32),
+    }
+    meta = {"name": "minilm-speed-only", "version": "untrained", "encoder": {"source": source}}
+    return TransformerModel(tensors | head, tokenizer_json, config, [], meta).save(root / "minilm")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--reviews", type=int, default=6_000, help="reviews for batched modes")
     parser.add_argument("--single", type=int, default=1_500, help="reviews for one-per-request")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
+    parser.add_argument("--minilm-model", type=Path, default=None, help="a minilm model dir")
+    parser.add_argument("--transformer-reviews", type=int, default=256, help="minilm batched")
+    parser.add_argument("--transformer-single", type=int, default=64, help="minilm one by one")
     args = parser.parse_args(argv)
 
     events = load_events(args.reviews)
@@ -140,38 +218,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{len(events):,} real reviews from {DATA.name}; one-per-request modes use {len(single):,}"
     )
-    rows: list[tuple[str, int, float]] = []
-    n, s = asyncio.run(in_process(events, args.repeats))
-    rows.append(("in-process (InProcessScorer, batches of 500)", n, s))
-    with EndpointServer(workers=2) as server:
-        n, s = asyncio.run(
-            through_endpoint(
-                server.url, events, records_per_request=100, max_in_flight=4, repeats=args.repeats
-            )
-        )
-        rows.append(("endpoint, 100 per request, 4 in flight (EndpointScorer)", n, s))
-        n, s = asyncio.run(
-            through_endpoint(
-                server.url, single, records_per_request=1, max_in_flight=1, repeats=args.repeats
-            )
-        )
-        rows.append(("endpoint, 1 per request, 1 in flight (EndpointScorer)", n, s))
-        n, s = boto3_one_by_one(server, single, args.repeats)
-        rows.append(("endpoint, 1 per request (boto3 sync, one by one)", n, s))
-
-    rates = [n / s for _, n, s in rows]
-    naive = rates[-1]
-    batched = rates[1]
-    width = max(len(name) for name, _, _ in rows)
-    print(
-        f"\n{'mode':<{width}}  {'reviews':>7}  {'seconds':>7}  {'reviews/s':>10}  {'x boto3 1-by-1':>14}"
+    tfidf = print_rows(
+        "tfidf (the shipped model)", flavour_rows(None, events, single, args.repeats)
     )
-    for (name, n, s), rate in zip(rows, rates, strict=True):
-        print(f"{name:<{width}}  {n:>7,}  {s:>7.2f}  {rate:>10,.0f}  {rate / naive:>14.1f}")
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.minilm_model or speed_only_minilm(Path(tmp))
+        what = "trained" if args.minilm_model else "pre-trained encoder, untrained head: speed only"
+        minilm = print_rows(
+            f"minilm ({model_dir}; {what}; max length 128; "
+            f"{args.transformer_reviews} and {args.transformer_single} reviews)",
+            flavour_rows(
+                model_dir,
+                events[: args.transformer_reviews],
+                events[: args.transformer_single],
+                1,
+            ),
+        )
     print(
-        f"\nbatched endpoint / in-process: {batched / rates[0]:.2f}"
-        f"   batched endpoint / EndpointScorer one-per-request: {batched / rates[2]:.1f}"
-        f"   in-process / boto3 one-by-one: {rates[0] / naive:.1f}"
+        f"\nminilm / tfidf: in-process {minilm[0] / tfidf[0]:.4f}, "
+        f"batched endpoint {minilm[1] / tfidf[1]:.4f}, boto3 one by one {minilm[3] / tfidf[3]:.4f}"
     )
     return 0
 
