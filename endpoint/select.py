@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .finetune import FinetuneConfig
 from .model import LABELS
 from .train import (
     Reviews,
@@ -136,6 +137,11 @@ class Candidate:
 
     def describe(self) -> str:
         p = self.params
+        if p.get("flavour", "tfidf") != "tfidf":
+            return (
+                f"{p['flavour']} fine-tuned, {p['epochs']} epochs, max length {p['max_length']}, "
+                f"lr {p['learning_rate']:g}"
+            )
         words = "words 1" if p["word_max_n"] == 1 else f"words 1-{p['word_max_n']}"
         char = "" if p["char"] == "none" else f" + chars {p['char']}"
         weight = ", balanced" if p["class_weight"] == "balanced" else ""
@@ -198,10 +204,16 @@ def select(
     holdout_size: float = 0.2,
     base: TrainConfig | None = None,
     progress: Callable[[Candidate], None] | None = None,
+    transformers: Sequence[FinetuneConfig] = (),
 ) -> Selection:
     """Search recipes for ``budget_s`` seconds (at most ``max_trials``), rank them, and train
     the best feasible one with its calibration. Raises :class:`ValueError` when no candidate
-    reaches ``min_reviews_per_s`` (the message names the fastest)."""
+    reaches ``min_reviews_per_s`` (the message names the fastest).
+
+    Each of ``transformers`` (fine-tuning recipes of a transformer flavour) is one more
+    candidate, fine-tuned after the search (outside its budget) on the same training reviews
+    less its calibration share and ranked on the same validation reviews by its uncalibrated
+    figures, like the others; it is kept, calibrated, if it wins."""
     from flaml.tune.searcher.blendsearch import CFO
     from flaml.tune.tune import run
 
@@ -273,6 +285,18 @@ def select(
     search_s = time.perf_counter() - started
     if not board:
         raise ValueError("the search finished no candidate within the budget: raise it")
+    fine_tuned: dict[int, TrainResult] = {}
+    for recipe_ in transformers:
+        candidate, fine = _transformer_candidate(
+            search, replace(recipe_, test_size=base.test_size, seed=base.seed), x_valid, y_valid
+        )
+        candidate = replace(
+            candidate, trial=len(board), feasible=candidate.reviews_per_s >= min_reviews_per_s
+        )
+        board.append(candidate)
+        fine_tuned[candidate.trial] = fine
+        if progress is not None:
+            progress(candidate)
     board.sort(key=_rank_key)
     winner = board[0]
     if not winner.feasible:
@@ -282,7 +306,7 @@ def select(
             f"{len(board)} scored {fastest.reviews_per_s:,.0f}/s ({fastest.describe()}): "
             "lower --min-reviews-per-s or scale the scorer out"
         )
-    result = train(search, recipe(winner.params, base))
+    result = fine_tuned.get(winner.trial) or train(search, recipe(winner.params, base))
     held_x = [reviews.texts[i] for i in holdout_idx]
     held = _validate(result.model.predict_proba(held_x), reviews.labels[holdout_idx])
     holdout = {
@@ -311,12 +335,48 @@ def select(
     return selection
 
 
+def _transformer_candidate(
+    search: Reviews,
+    config: FinetuneConfig,
+    x_valid: list[str],
+    y_valid: npt.NDArray[np.int64],
+) -> tuple[Candidate, TrainResult]:
+    """Fine-tune ``config`` on ``search`` (split as :func:`endpoint.train.train` splits it,
+    so its validation reviews are ``x_valid``), and its figures there before calibration."""
+    from .finetune import finetune
+
+    started = time.perf_counter()
+    result = finetune(search, config)
+    fit_s = time.perf_counter() - started
+    model = result.model
+    figures = _validate(model.predict_proba(x_valid, calibrated=False), y_valid)
+    params = {
+        "flavour": config.flavour,
+        "max_length": config.max_length,
+        "epochs": config.epochs,
+        "learning_rate": config.learning_rate,
+        "batch_size": config.batch_size,
+    }
+    candidate = Candidate(
+        trial=-1,
+        params=params,
+        macro_f1=figures.macro_f1,
+        accuracy=figures.accuracy,
+        f1={label: figures.per_class[label]["f1"] for label in LABELS},
+        reviews_per_s=float(model.metadata["speed"]["reviews_per_s"]),
+        size_bytes=_size_bytes(model),
+        fit_s=fit_s,
+        feasible=False,
+    )
+    return candidate, result
+
+
 def selection_metadata(selection: Selection, top: int = 10) -> dict[str, Any]:
     """What ``model.json`` records of the search that picked the model."""
     return {
-        "method": "FLAML CFO over the TF-IDF + logistic-regression recipe (uncalibrated "
-        "candidates ranked by validation macro-F1; the winner trained again with its "
-        "calibration)",
+        "method": "FLAML CFO over the TF-IDF + logistic-regression recipe, plus any "
+        "transformer flavour asked for, fine-tuned once (uncalibrated candidates ranked by "
+        "validation macro-F1; the winner trained again with its calibration)",
         "budget_s": selection.budget_s,
         "search_s": round(selection.search_s, 1),
         "trials": len(selection.leaderboard),

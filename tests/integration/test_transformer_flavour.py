@@ -173,3 +173,28 @@ def test_the_stream_scores_with_it_into_the_lake(trained: tuple[Path, str], tmp_
     table = lake.to_table(columns=["model_version", "review_text"])
     assert table.num_rows == 60
     assert set(table.column("model_version").to_pylist()) == {version}
+
+
+def test_selection_ranks_the_flavour_under_the_speed_budget(tiny_data: Path) -> None:
+    from endpoint.select import format_leaderboard, select
+    from endpoint.train import TrainConfig
+
+    selection = select(
+        load_reviews(tiny_data),
+        budget_s=120,
+        max_trials=2,
+        min_reviews_per_s=1_000,
+        holdout_size=0.2,
+        base=TrainConfig(calibration_folds=3),
+        transformers=[TINY],
+    )
+    minilm = [c for c in selection.leaderboard if c.params.get("flavour") == "minilm"]
+    assert len(minilm) == 1 and len(selection.leaderboard) == 3
+    candidate = minilm[0]
+    assert 0 < candidate.reviews_per_s < 1_000 and not candidate.feasible
+    assert candidate.size_bytes > 80_000_000  # the fine-tuned encoder travels with the model
+    assert selection.leaderboard[-1] is candidate  # infeasible ones rank last
+    assert selection.winner.params.get("flavour", "tfidf") == "tfidf"
+    assert selection.result.model.flavour == "tfidf"
+    board = format_leaderboard(selection)
+    assert "minilm fine-tuned, 1 epochs, max length 32" in board and "(too slow)" in board
