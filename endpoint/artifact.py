@@ -12,7 +12,8 @@ Layout (what SageMaker unpacks into ``/opt/ml/model``)::
 
 A transformer flavour (``endpoint.transformer``) has ``encoder.safetensors``,
 ``tokenizer.json`` and ``vocabulary.txt`` in place of ``weights.npz``, ``code/transformer.py``
-besides, and requirements numpy, scipy, tokenizers and safetensors (no torch, no jax); the
+besides, and requirements numpy, scipy, tokenizers, safetensors, onnx and onnxruntime (no
+torch, no jax); the
 SageMaker container installs them from ``code/requirements.txt`` when it starts.
 
 The archive is reproducible: entries are sorted, with fixed timestamps, owners and modes, so
@@ -48,9 +49,13 @@ __all__ = ["REQUIREMENTS", "artifact_members", "build_artifact", "main"]
 _HERE = Path(__file__).resolve().parent
 #: ``code/requirements.txt``: the handler needs numpy and nothing else.
 REQUIREMENTS = "numpy>=1.24\n"
-#: ``code/requirements.txt`` of a transformer flavour: its tokenizer, its tensor file, and
-#: scipy's error function for GELU (inference is numpy; nothing of torch or jax).
-TRANSFORMER_REQUIREMENTS = "numpy>=1.24\nscipy>=1.10\ntokenizers>=0.20\nsafetensors>=0.4\n"
+#: ``code/requirements.txt`` of a transformer flavour: its tokenizer, its tensor file, ONNX
+#: Runtime with onnx to build the graph (scipy's error function for numpy's fallback);
+#: nothing of torch or jax.
+TRANSFORMER_REQUIREMENTS = (
+    "numpy>=1.24\nscipy>=1.10\ntokenizers>=0.20\nsafetensors>=0.4\nonnx>=1.15\n"
+    "onnxruntime>=1.17\n"
+)
 #: Handler modules copied into ``code/`` (and ``transformer.py`` for a transformer flavour).
 _CODE_FILES = ("inference.py", "model.py", "explain.py")
 

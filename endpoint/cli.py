@@ -43,6 +43,7 @@ from rich.table import Table
 
 if TYPE_CHECKING:
     from endpoint.deploy import DeployOptions
+    from endpoint.model import SentimentModel
     from endpoint.train import TrainResult
 
 __all__ = ["LABEL_SOURCES", "endpoint_app", "explain_command", "model_app"]
@@ -364,6 +365,23 @@ def package_command(
     _console.print(f"wrote {path} ({path.stat().st_size} bytes)")
 
 
+def _tfidf_model(model_dir: Path | None) -> SentimentModel:
+    """The TF-IDF model in ``model_dir`` (default: the shipped one): explanations are per-term
+    contributions, which only that flavour has."""
+    from endpoint.inference import model_fn
+    from endpoint.model import SentimentModel
+    from endpoint.train import DEFAULT_MODEL_DIR
+
+    model = model_fn(model_dir or DEFAULT_MODEL_DIR)
+    if not isinstance(model, SentimentModel):
+        raise typer.BadParameter(
+            f"explanations are per-term contributions of the tfidf flavour; {model_dir} holds "
+            f"the {model.flavour} flavour",
+            param_hint="--model-dir",
+        )
+    return model
+
+
 def _signed(value: float, digits: int = 3) -> str:
     """A contribution coloured by its direction (green raises the class score, red lowers)."""
     colour = "green" if value > 0 else "red" if value < 0 else "dim"
@@ -377,10 +395,9 @@ def explain_command(
 ) -> None:
     """Explain one review: each term's exact contribution to each class score."""
     from endpoint.explain import explain
-    from endpoint.model import LABELS, SentimentModel
-    from endpoint.train import DEFAULT_MODEL_DIR
+    from endpoint.model import LABELS
 
-    model = SentimentModel.load(model_dir or DEFAULT_MODEL_DIR)
+    model = _tfidf_model(model_dir)
     [e] = explain(model, [text], top)
     [probs] = model.predict_proba([text]).tolist()
     k = e.label + 1
@@ -413,10 +430,10 @@ def importance_command(
 ) -> None:
     """Global importance: mean |contribution| per term and class over a set of reviews."""
     from endpoint.explain import global_importance
-    from endpoint.model import LABELS, SentimentModel
-    from endpoint.train import DEFAULT_DATA, DEFAULT_MODEL_DIR, load_reviews
+    from endpoint.model import LABELS
+    from endpoint.train import DEFAULT_DATA, load_reviews
 
-    model = SentimentModel.load(model_dir or DEFAULT_MODEL_DIR)
+    model = _tfidf_model(model_dir)
     texts = load_reviews(data or DEFAULT_DATA).texts
     rows = global_importance(model, texts, top)
     table = Table(title=f"mean |contribution| over {len(texts)} reviews (signed mean beside)")

@@ -51,8 +51,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .artifact import build_artifact
-from .inference import default_model_dir
-from .model import SentimentModel
+from .inference import default_model_dir, model_fn
+from .model import ModelInfo
 
 __all__ = [
     "DEFAULT_FRAMEWORK_VERSION",
@@ -242,7 +242,7 @@ def plan_deployment(options: DeployOptions) -> DeploymentPlan:
     """Build the artifact and compute every request of the deployment (no AWS calls)."""
     o = options
     model_dir = o.model_dir or default_model_dir()
-    model = SentimentModel.load(model_dir)
+    model = model_fn(model_dir)
     artifact = _artifact_bytes(model_dir)
     digest = hashlib.sha256(artifact).hexdigest()
     model_name = _name(o.endpoint_name, digest[:12])
@@ -297,7 +297,7 @@ def _artifact_bytes(model_dir: Path) -> bytes:
         return build_artifact(Path(tmp) / "model.tar.gz", model_dir).read_bytes()
 
 
-def _tags(options: DeployOptions, model: SentimentModel) -> list[Any]:
+def _tags(options: DeployOptions, model: ModelInfo) -> list[Any]:
     """The tags of every resource: the project's, the model's, then the caller's (sorted)."""
     with _sdk_import():
         from sagemaker.core.shapes import Tag

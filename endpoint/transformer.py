@@ -48,7 +48,7 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -86,6 +86,8 @@ FORMAT = 1
 SCORE_BATCH = 32
 
 FloatArray = npt.NDArray[np.float64]
+#: What scores a transformer: ONNX Runtime when installed (``auto``), or numpy.
+Backend = Literal["auto", "onnx", "numpy"]
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,105 @@ def head_logits(xp: Any, tensors: Mapping[str, Any], pooled: Any) -> Any:
     return z - z.mean(-1, keepdims=True)
 
 
+def onnx_encoder(tensors: Mapping[str, npt.NDArray[np.float32]], config: EncoderConfig) -> bytes:
+    """:func:`encode` as an ONNX graph (opset 17; inputs ``input_ids`` int64 (n, length) and
+    ``attention_mask`` float (n, length), output ``pooled`` (n, hidden)), serialised; built
+    from the tensors node by node, so no exporter (and no torch) is needed."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits: dict[str, Any] = {}
+    nodes: list[Any] = []
+
+    def const(name: str, value: npt.ArrayLike) -> str:
+        if name not in inits:
+            inits[name] = numpy_helper.from_array(np.asarray(value), name)
+        return name
+
+    def op(kind: str, inputs: Sequence[str], **attrs: Any) -> str:
+        out = f"v{len(nodes)}"
+        nodes.append(helper.make_node(kind, list(inputs), [out], **attrs))
+        return out
+
+    def ref(name: str) -> str:
+        return const(name, tensors[name])
+
+    def vector(name: str, *values: int) -> str:
+        return const(name, np.array(values, dtype=np.int64))
+
+    def scalar(name: str, value: float) -> str:
+        return const(name, np.array(value, dtype=np.float32))
+
+    h, heads, eps = config.hidden, config.heads, config.layer_norm_eps
+    dh = h // heads
+    ids, mask = "input_ids", "attention_mask"
+    length = op("Slice", [op("Shape", [ids]), vector("one", 1), vector("two", 2)])
+    position = op(
+        "Slice",
+        [const("pos", tensors["embeddings.position_embeddings.weight"]), vector("zero", 0), length],
+    )
+    x = op("Add", [op("Gather", [ref("embeddings.word_embeddings.weight"), ids]), position])
+    segment = const("segment", tensors["embeddings.token_type_embeddings.weight"][0])
+    x = op("Add", [x, segment])
+
+    def norm(v: str, prefix: str) -> str:
+        return op(
+            "LayerNormalization",
+            [v, ref(prefix + "LayerNorm.weight"), ref(prefix + "LayerNorm.bias")],
+            axis=-1,
+            epsilon=eps,
+        )
+
+    x = norm(x, "embeddings.")
+    blocked = op("Mul", [op("Sub", [scalar("one_f", 1.0), mask]), scalar("blocked", -1e9)])
+    blocked = op("Unsqueeze", [blocked, vector("axes12", 1, 2)])
+    split_heads, merge_heads = vector("split", 0, 0, heads, dh), vector("merge", 0, 0, h)
+    for i in range(config.layers):
+        p = f"encoder.layer.{i}."
+
+        def dense(v: str, name: str, p: str = p) -> str:
+            w = const(p + name + ".weight.T", np.ascontiguousarray(tensors[p + name + ".weight"].T))
+            return op("Add", [op("MatMul", [v, w]), ref(p + name + ".bias")])
+
+        def part(name: str, perm: list[int], x: str = x) -> str:
+            return op("Transpose", [op("Reshape", [dense(x, name), split_heads])], perm=perm)
+
+        q = part("attention.self.query", [0, 2, 1, 3])
+        k = part("attention.self.key", [0, 2, 3, 1])
+        v = part("attention.self.value", [0, 2, 1, 3])
+        scores = op("Add", [op("Mul", [op("MatMul", [q, k]), scalar("scale", dh**-0.5)]), blocked])
+        att = op("Softmax", [scores], axis=-1)
+        ctx = op(
+            "Reshape", [op("Transpose", [op("MatMul", [att, v])], perm=[0, 2, 1, 3]), merge_heads]
+        )
+        x = norm(op("Add", [x, dense(ctx, "attention.output.dense")]), p + "attention.output.")
+        u = dense(x, "intermediate.dense")
+        erf = op("Erf", [op("Mul", [u, scalar("root_half", 0.5**0.5)])])
+        gelu = op(
+            "Mul", [op("Mul", [u, scalar("half", 0.5)]), op("Add", [scalar("one_g", 1.0), erf])]
+        )
+        x = norm(op("Add", [x, dense(gelu, "output.dense")]), p + "output.")
+    weights = op("Unsqueeze", [mask, vector("axis2", 2)])
+    total = op("ReduceSum", [op("Mul", [x, weights]), vector("axis1", 1)], keepdims=0)
+    count = op("ReduceSum", [weights, vector("axis1", 1)], keepdims=0)
+    nodes.append(
+        helper.make_node("Div", [total, op("Max", [count, scalar("one_c", 1.0)])], ["pooled"])
+    )
+    graph = helper.make_graph(
+        nodes,
+        "encoder",
+        [
+            helper.make_tensor_value_info(ids, TensorProto.INT64, ["n", "length"]),
+            helper.make_tensor_value_info(mask, TensorProto.FLOAT, ["n", "length"]),
+        ],
+        [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["n", h])],
+        list(inits.values()),
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
 def _clean(text: str) -> str:
     """``text`` as valid UTF-8 (a lone surrogate becomes U+FFFD) for the tokenizer."""
     return text.encode("utf-8", "replace").decode("utf-8")
@@ -327,7 +428,12 @@ class TransformerModel(ModelInfo):
         config: EncoderConfig,
         vocabulary: Sequence[str],
         metadata: Mapping[str, Any] | None = None,
+        backend: Backend = "auto",
     ) -> None:
+        if backend not in ("auto", "onnx", "numpy"):
+            raise ValueError(f"backend must be auto, onnx or numpy, got {backend!r}")
+        self._backend: Backend = backend
+        self._session: Any = None
         flavour = str((metadata or {}).get("flavour", "minilm"))
         tokenizers = _require("tokenizers", flavour)
         self.tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
@@ -344,8 +450,31 @@ class TransformerModel(ModelInfo):
         self.metadata["encoder"] = {**self.metadata.get("encoder", {}), **asdict(config)}
         _ = self.calibration
 
+    @property
+    def backend(self) -> Backend:
+        """What scores: ``onnx`` (ONNX Runtime; ``auto`` when it is installed) or ``numpy``."""
+        if self._backend == "auto":
+            try:
+                import onnx  # noqa: F401
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                self._backend = "numpy"
+            else:
+                self._backend = "onnx"
+        return self._backend
+
+    def _onnx_session(self) -> Any:
+        if self._session is None:
+            ort = _require("onnxruntime", self.flavour)
+            options = ort.SessionOptions()
+            options.log_severity_level = 3  # errors only
+            self._session = ort.InferenceSession(
+                onnx_encoder(self.tensors, self.config), options, providers=["CPUExecutionProvider"]
+            )
+        return self._session
+
     @classmethod
-    def load(cls, model_dir: str | Path) -> TransformerModel:
+    def load(cls, model_dir: str | Path, backend: Backend = "auto") -> TransformerModel:
         root = Path(model_dir)
         meta = json.loads((root / MODEL_FILE).read_text(encoding="utf-8"))
         flavour = str(meta.get("flavour"))
@@ -364,6 +493,7 @@ class TransformerModel(ModelInfo):
             config,
             [w for w in words if w],
             meta,
+            backend,
         )
 
     def save(self, model_dir: str | Path) -> Path:
@@ -390,17 +520,23 @@ class TransformerModel(ModelInfo):
         return f"{self.flavour} encoder, {c.layers} layers, max length {c.max_length} tokens"
 
     def pooled(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
-        """The encoder's review vectors (n, hidden), scored in length-sorted batches."""
+        """The encoder's review vectors (n, hidden), scored in length-sorted batches by
+        :attr:`backend`."""
         from scipy.special import erf
 
         ids = token_ids(self._tokenizer, texts, self.config.max_length)
         out = np.zeros((len(texts), self.config.hidden), dtype=np.float32)
         order = np.argsort([len(r) for r in ids], kind="stable")
+        session = self._onnx_session() if self.backend == "onnx" else None
         for start in range(0, len(order), SCORE_BATCH):
             rows = order[start : start + SCORE_BATCH]
             batch = [ids[i] for i in rows]
             padded, mask = pad(batch, max(len(r) for r in batch))
-            out[rows] = encode(np, erf, self.tensors, self.config, padded, mask)
+            if session is None:
+                out[rows] = encode(np, erf, self.tensors, self.config, padded, mask)
+            else:
+                feed = {"input_ids": padded.astype(np.int64), "attention_mask": mask}
+                out[rows] = session.run(["pooled"], feed)[0]
         return out
 
     def decision_function(self, texts: Sequence[str]) -> FloatArray:

@@ -200,3 +200,17 @@ def test_encoder_config_checks_its_length() -> None:
         EncoderConfig(384, 12, 6, 1536, 512, 1e-12, max_length=513)
     with pytest.raises(ValueError, match="multiple"):
         EncoderConfig(384, 7, 6, 1536, 512, 1e-12, max_length=64)
+
+
+def test_onnx_runtime_scores_as_numpy_does(minilm: Minilm) -> None:
+    pytest.importorskip("onnxruntime")
+    model = _random_model(minilm, max_length=64)
+    numpy_model = TransformerModel(
+        model.tensors, model.tokenizer_json, model.config, model.words, model.metadata, "numpy"
+    )
+    assert model.backend == "onnx" and numpy_model.backend == "numpy"
+    texts = [*HOSTILE_TEXTS[:4], "runs small", "the zipper broke, so disappointed", "lovely"]
+    np.testing.assert_allclose(model.pooled(texts), numpy_model.pooled(texts), atol=1e-5)
+    np.testing.assert_allclose(
+        model.predict_proba(texts), numpy_model.predict_proba(texts), atol=1e-6
+    )
