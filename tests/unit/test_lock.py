@@ -30,10 +30,25 @@ def pins(name: str) -> dict[str, str]:
 
 
 def declared() -> tuple[list[Requirement], list[Requirement]]:
+    """The runtime and the development requirements; the project's own extras named in the
+    development group (``sentiment-monitor[transformer]``) are expanded to theirs."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
     runtime = [Requirement(r) for r in project["dependencies"]]
-    dev = [Requirement(r) for r in project["optional-dependencies"]["dev"]]
+    dev: list[Requirement] = []
+    for req in map(Requirement, extras["dev"]):
+        if canonicalize_name(req.name) == canonicalize_name(project["name"]):
+            dev += [Requirement(r) for extra in sorted(req.extras) for r in extras[extra]]
+        else:
+            dev.append(req)
     return runtime, dev
+
+
+def test_the_weights_lock_pins_every_transformer_flavour_with_a_hash() -> None:
+    from endpoint.transformer import FLAVOURS
+
+    weights = pins("requirements-weights.lock")
+    assert set(weights) == {canonicalize_name(f.distribution) for f in FLAVOURS.values()}
 
 
 @pytest.mark.parametrize(
