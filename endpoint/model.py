@@ -330,6 +330,11 @@ class ModelInfo:
         """What the model is made of, in a few words (for reports)."""
         raise NotImplementedError
 
+    @property
+    def backend(self) -> str:
+        """What computes the scores."""
+        return "numpy"
+
     # -- description ------------------------------------------------------------------------
 
     @property

@@ -576,7 +576,10 @@ def _speed(model: ModelInfo, texts: list[str]) -> dict[str, Any]:
     return {
         "reviews_per_s": round(len(texts) / max(best, 1e-9)),
         "reviews": len(texts),
-        "what": "in-process numpy inference of the validation reviews in one call, best of 3",
+        "what": (
+            f"in-process {model.backend} inference of the validation reviews in one call, "
+            "best of 3"
+        ),
         "cpu_count": len(os.sched_getaffinity(0)),
     }
 
