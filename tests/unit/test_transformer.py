@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.special import erf
 
@@ -116,6 +116,11 @@ def _random_model(minilm: Minilm, max_length: int = 32) -> TransformerModel:
     return TransformerModel(tensors | head, tokenizer_json, short, ["fit", "love"], meta)
 
 
+@pytest.fixture(scope="module")
+def short_model(minilm: Minilm) -> TransformerModel:
+    return _random_model(minilm, max_length=16)
+
+
 HOSTILE_TEXTS = [
     "",
     " \t\n",
@@ -138,12 +143,10 @@ def test_hostile_texts_score_to_probabilities(minilm: Minilm) -> None:
     assert model.predict_proba([]).shape == (0, 3)
 
 
-@settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
+@settings(max_examples=25, deadline=None)
 @given(st.lists(st.text(max_size=300), min_size=1, max_size=4))
-def test_any_text_scores(minilm: Minilm, texts: list[str]) -> None:
-    p = _random_model(minilm, max_length=16).predict_proba(texts)
+def test_any_text_scores(short_model: TransformerModel, texts: list[str]) -> None:
+    p = short_model.predict_proba(texts)
     assert p.shape == (len(texts), 3) and np.all(np.isfinite(p))
 
 
