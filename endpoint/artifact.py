@@ -53,8 +53,7 @@ REQUIREMENTS = "numpy>=1.24\n"
 #: Runtime with onnx to build the graph (scipy's error function for numpy's fallback);
 #: nothing of torch or jax.
 TRANSFORMER_REQUIREMENTS = (
-    "numpy>=1.24\nscipy>=1.10\ntokenizers>=0.20\nsafetensors>=0.4\nonnx>=1.15\n"
-    "onnxruntime>=1.17\n"
+    "numpy>=1.24\nscipy>=1.10\ntokenizers>=0.20\nsafetensors>=0.4\nonnx>=1.15\nonnxruntime>=1.17\n"
 )
 #: Handler modules copied into ``code/`` (and ``transformer.py`` for a transformer flavour).
 _CODE_FILES = ("inference.py", "model.py", "explain.py")

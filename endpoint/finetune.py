@@ -47,6 +47,7 @@ from .train import (
     evaluation_metadata,
     load_reviews,
     save_model,
+    train_result,
 )
 from .transformer import (
     FLAVOURS,
@@ -265,20 +266,7 @@ def finetune(
     model = TransformerModel(trained, tokenizer_json, encoder, vocabulary, meta)
     model.metadata["version"] = _digest(trained, calibration.to_json())[:12]
     model.metadata["speed"] = _speed(model, x_valid[: min(len(x_valid), 256)])
-    return TrainResult(
-        model=model,
-        pipeline=None,
-        accuracy=validation.accuracy,
-        macro_f1=validation.macro_f1,
-        confusion=validation.confusion,
-        per_class=validation.per_class,
-        n_train=len(fit_idx),
-        n_validation=len(valid_idx),
-        seconds=time.perf_counter() - started,
-        calibration=calibration,
-        ece_uncalibrated=raw.ece,
-        ece=validation.ece,
-    )
+    return train_result(model, None, validation, raw, calibration, len(fit_idx), started)
 
 
 def _empty_head(encoder: EncoderConfig) -> dict[str, npt.NDArray[np.float32]]:

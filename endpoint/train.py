@@ -518,6 +518,20 @@ def train(
     model.metadata["version"] = _weights_digest(model, calibration)[:12]
     _check_export(model, x_valid, raw_proba, proba)
     model.metadata["speed"] = _speed(model, x_valid)
+    return train_result(model, pipeline, validation, raw, calibration, len(x_train), started)
+
+
+def train_result(
+    model: SentimentModel | TransformerModel,
+    pipeline: Any,
+    validation: _Validation,
+    raw: _Validation,
+    calibration: Calibration | None,
+    n_train: int,
+    started: float,
+) -> TrainResult:
+    """A :class:`TrainResult` from a trained model and its figures on the validation reviews
+    (``started``: the ``time.perf_counter()`` when training began)."""
     return TrainResult(
         model=model,
         pipeline=pipeline,
@@ -525,8 +539,8 @@ def train(
         macro_f1=validation.macro_f1,
         confusion=validation.confusion,
         per_class=validation.per_class,
-        n_train=len(x_train),
-        n_validation=len(valid_idx),
+        n_train=n_train,
+        n_validation=int(validation.confusion.sum()),
         seconds=time.perf_counter() - started,
         calibration=calibration,
         ece_uncalibrated=raw.ece,
@@ -577,8 +591,7 @@ def _speed(model: ModelInfo, texts: list[str]) -> dict[str, Any]:
         "reviews_per_s": round(len(texts) / max(best, 1e-9)),
         "reviews": len(texts),
         "what": (
-            f"in-process {model.backend} inference of the validation reviews in one call, "
-            "best of 3"
+            f"in-process {model.backend} inference of the validation reviews in one call, best of 3"
         ),
         "cpu_count": len(os.sched_getaffinity(0)),
     }

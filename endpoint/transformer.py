@@ -243,6 +243,11 @@ def encode(
     )
     x = _layer_norm(xp, x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], eps)
     blocked = ((1.0 - mask) * -1e9)[:, None, None, :]
+
+    def residual(x: Any, update: Any, prefix: str) -> Any:
+        w, b = t[prefix + "LayerNorm.weight"], t[prefix + "LayerNorm.bias"]
+        return _layer_norm(xp, x + update, w, b, eps)
+
     scale = 1.0 / float(np.sqrt(dh))
     for i in range(config.layers):
         p = f"encoder.layer.{i}."
@@ -260,22 +265,10 @@ def encode(
         e = xp.exp(s - s.max(-1, keepdims=True))
         att = e / e.sum(-1, keepdims=True)
         ctx = (att @ v).transpose(0, 2, 1, 3).reshape(n, length, h)
-        x = _layer_norm(
-            xp,
-            x + dense(ctx, "attention.output.dense"),
-            t[p + "attention.output.LayerNorm.weight"],
-            t[p + "attention.output.LayerNorm.bias"],
-            eps,
-        )
+        x = residual(x, dense(ctx, "attention.output.dense"), p + "attention.output.")
         u = dense(x, "intermediate.dense")
         u = 0.5 * u * (1.0 + erf(u * float(1.0 / np.sqrt(2.0))))
-        x = _layer_norm(
-            xp,
-            x + dense(u, "output.dense"),
-            t[p + "output.LayerNorm.weight"],
-            t[p + "output.LayerNorm.bias"],
-            eps,
-        )
+        x = residual(x, dense(u, "output.dense"), p + "output.")
     weights = mask[:, :, None]
     return (x * weights).sum(1) / xp.maximum(weights.sum(1), 1.0)
 
