@@ -37,7 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .calibration import METHOD_NAMES, Method, fit_scaling
-from .model import CLASSES
+from .model import CLASSES, calibrated_softmax
 from .train import (
     Reviews,
     TrainResult,
@@ -57,7 +57,6 @@ from .transformer import (
     install_hint,
     pad,
     pretrained_weights,
-    token_ids,
     word_vocabulary,
 )
 
@@ -174,7 +173,6 @@ def _fit(
 
     started = time.perf_counter()
     epoch_losses = []
-    done = 0
     for epoch in range(1, config.epochs + 1):
         losses = []
         for k, rows in enumerate(_batches(ids, config.batch_size, rng), start=1):
@@ -184,7 +182,6 @@ def _fit(
                 params, state, jnp.asarray(padded), jnp.asarray(mask), jnp.asarray(labels[rows] + 1)
             )
             losses.append(float(loss))
-            done += 1
             if progress is not None and (k % config.log_every == 0 or k == steps_per_epoch):
                 progress(
                     epoch,
@@ -220,8 +217,10 @@ def finetune(
     )
     texts = reviews.texts
     vocabulary = word_vocabulary([texts[i] for i in train_idx])
-    model = TransformerModel(tensors | _empty_head(encoder), tokenizer_json, encoder, vocabulary)
-    fit_ids = token_ids(model._tokenizer, [texts[i] for i in fit_idx], encoder.max_length)
+    untrained = TransformerModel(
+        tensors | _empty_head(encoder), tokenizer_json, encoder, vocabulary
+    )
+    fit_ids = untrained.token_ids([texts[i] for i in fit_idx])
     trained, epoch_losses = _fit(
         tensors, encoder, fit_ids, reviews.labels[fit_idx], config, progress
     )
@@ -233,7 +232,7 @@ def finetune(
     x_valid = [texts[i] for i in valid_idx]
     y_valid = reviews.labels[valid_idx]
     scores = model.decision_function(x_valid)
-    raw = _validate(_softmax(scores), y_valid)
+    raw = _validate(calibrated_softmax(scores), y_valid)
     validation = _validate(calibration.apply(scores), y_valid)
     where = FLAVOURS[config.flavour]
     meta: dict[str, Any] = {
@@ -274,12 +273,6 @@ def _empty_head(encoder: EncoderConfig) -> dict[str, npt.NDArray[np.float32]]:
         "head.weight": np.zeros((encoder.hidden, len(CLASSES)), dtype=np.float32),
         "head.bias": np.zeros(len(CLASSES), dtype=np.float32),
     }
-
-
-def _softmax(z: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
-    from .model import calibrated_softmax
-
-    return calibrated_softmax(z)
 
 
 def _digest(tensors: dict[str, npt.NDArray[np.float32]], calibration: dict[str, Any]) -> str:

@@ -316,6 +316,20 @@ class ModelInfo:
     _word_block: FeatureBlock | None = None
     _vocabulary: frozenset[str] | None = None
 
+    def _write_metadata(self, root: Path, format_: int, **extra: Any) -> None:
+        """``model.json``: format, name, version, classes and labels from the model, every
+        other metadata key as given, then ``extra``."""
+        meta = {
+            "format": format_,
+            "name": self.name,
+            "version": self.version,
+            "classes": list(CLASSES),
+            "labels": list(LABELS),
+            **{k: v for k, v in self.metadata.items() if k not in ("format", "classes")},
+            **extra,
+        }
+        (root / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
     @property
     def flavour(self) -> str:
         """``tfidf`` (this module), or a transformer flavour (``endpoint.transformer``)."""
@@ -519,16 +533,7 @@ class SentimentModel(ModelInfo):
             if b.idf is not None:
                 arrays[f"block{i}_idf"] = b.idf
         _write_npz(root / WEIGHTS_FILE, arrays)
-        meta = {
-            "format": FORMAT,
-            "name": self.name,
-            "version": self.version,
-            "classes": list(CLASSES),
-            "labels": list(LABELS),
-            **{k: v for k, v in self.metadata.items() if k not in ("format", "classes")},
-            "features": [b.settings() for b in self.blocks],
-        }
-        (root / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        self._write_metadata(root, FORMAT, features=[b.settings() for b in self.blocks])
         return root
 
     @property

@@ -496,15 +496,7 @@ class TransformerModel(ModelInfo):
         safetensors_numpy.save_file(self.tensors, str(root / ENCODER_FILE))
         (root / TOKENIZER_FILE).write_text(self.tokenizer_json, encoding="utf-8")
         (root / VOCABULARY_FILE).write_text("\n".join(self.words), encoding="utf-8")
-        meta = {
-            "format": FORMAT,
-            "name": self.name,
-            "version": self.version,
-            "classes": list(CLASSES),
-            "labels": list(LABELS),
-            **{k: v for k, v in self.metadata.items() if k not in ("format", "classes")},
-        }
-        (root / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        self._write_metadata(root, FORMAT)
         return root
 
     @property
@@ -512,12 +504,16 @@ class TransformerModel(ModelInfo):
         c = self.config
         return f"{self.flavour} encoder, {c.layers} layers, max length {c.max_length} tokens"
 
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """Each text's token ids, truncated to the model's ``max_length``."""
+        return token_ids(self._tokenizer, texts, self.config.max_length)
+
     def pooled(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
         """The encoder's review vectors (n, hidden), scored in length-sorted batches by
         :attr:`backend`."""
         from scipy.special import erf
 
-        ids = token_ids(self._tokenizer, texts, self.config.max_length)
+        ids = self.token_ids(texts)
         out = np.zeros((len(texts), self.config.hidden), dtype=np.float32)
         order = np.argsort([len(r) for r in ids], kind="stable")
         session = self._onnx_session() if self.backend == "onnx" else None

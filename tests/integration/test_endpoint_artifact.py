@@ -17,6 +17,7 @@ import pytest
 from endpoint import inference
 from endpoint.artifact import REQUIREMENTS, build_artifact
 from endpoint.model import MODEL_FILE, WEIGHTS_FILE
+from tests.container import container_script
 
 pytestmark = pytest.mark.integration
 
@@ -42,24 +43,11 @@ REQUESTS: list[tuple[str, str, str]] = [
 ]
 
 # Runs inside the fresh interpreter: what a SageMaker framework container does with the archive.
-CONTAINER = r"""
-import importlib, importlib.abc, json, sys
-
-BLOCKED = ("endpoint", "stream", "monitors", "sinks", "sklearn", "scipy", "pandas", "aiohttp")
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"the artifact must not import {name}")
-        return None
-
-sys.meta_path.insert(0, Block())
-model_dir, requests = sys.argv[1], json.loads(sys.stdin.read())
-sys.path.insert(0, model_dir + "/code")
-handler = importlib.import_module("inference")
-model = handler.model_fn(model_dir)
+CONTAINER = container_script(
+    ("endpoint", "stream", "monitors", "sinks", "sklearn", "scipy", "pandas", "aiohttp"),
+    r"""
 out = []
-for body, content_type, accept in requests:
+for body, content_type, accept in given:
     data = handler.input_fn(body.encode(), content_type)
     payload, kind = handler.output_fn(handler.predict_fn(data, model), accept)
     out.append([payload.decode(), kind])
@@ -68,7 +56,8 @@ try:
 except handler.InvalidInput as err:
     out.append(["InvalidInput", str(err), isinstance(err, ValueError)])
 print(json.dumps(out))
-"""
+""",
+)
 
 
 @pytest.fixture(scope="module")

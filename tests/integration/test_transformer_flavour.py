@@ -22,6 +22,7 @@ from endpoint.artifact import TRANSFORMER_REQUIREMENTS, build_artifact
 from endpoint.finetune import FinetuneConfig, finetune
 from endpoint.train import DEFAULT_DATA, load_reviews
 from endpoint.transformer import TransformerModel
+from tests.container import container_script
 from tests.servers.endpoint import EndpointServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -100,25 +101,14 @@ def test_served_over_http_as_in_process(trained: tuple[Path, str]) -> None:
     np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
-CONTAINER = r"""
-import importlib, importlib.abc, json, sys
-
-BLOCKED = ("endpoint", "stream", "monitors", "sinks", "sklearn", "pandas", "jax", "optax", "torch")
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"the artifact must not import {name}")
-        return None
-
-sys.meta_path.insert(0, Block())
-model_dir, texts = sys.argv[1], json.loads(sys.stdin.read())
-sys.path.insert(0, model_dir + "/code")
-handler = importlib.import_module("inference")
-model = handler.model_fn(model_dir)
-body, kind = handler.output_fn(handler.predict_fn(handler.input_fn(json.dumps(texts), "application/json"), model), None)
+CONTAINER = container_script(
+    ("endpoint", "stream", "monitors", "sinks", "sklearn", "pandas", "jax", "optax", "torch"),
+    r"""
+data = handler.input_fn(json.dumps(given), "application/json")
+body, kind = handler.output_fn(handler.predict_fn(data, model), None)
 print(body.decode())
-"""
+""",
+)
 
 
 def test_archive_serves_in_a_container_like_interpreter(
