@@ -379,7 +379,7 @@ def onnx_encoder(tensors: Mapping[str, npt.NDArray[np.float32]], config: Encoder
 
 
 def _clean(text: str) -> str:
-    """``text`` as valid UTF-8 (a lone surrogate becomes U+FFFD) for the tokenizer."""
+    """``text`` as valid UTF-8 for the tokenizer (a lone surrogate becomes ``?``)."""
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
