@@ -12,7 +12,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 AUDIT_VENV := .cache/audit-venv
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock lock-upgrade audit compose-secrets run test test-unit lint typecheck \
+.PHONY: help setup lock lock-upgrade audit compose-secrets run test test-unit lint typecheck minilm \
 	format kafka-jars model benchmarks clean
 
 help: ## List the targets
@@ -84,6 +84,10 @@ format: setup ## Apply ruff's formatting and safe fixes
 
 model: setup ## Rebuild the shipped model from ../shared/data/reviews.csv (or DATA=path)
 	$(BIN)/sentiment-monitor model train --data $${DATA:-../shared/data/reviews.csv}
+
+minilm: setup ## Fine-tune the minilm transformer flavour into minilm-model/ (~40 min on 2 cores)
+	$(BIN)/sentiment-monitor model train --flavour minilm --out minilm-model \
+		--data $${DATA:-../shared/data/reviews.csv}
 
 benchmarks: setup kafka-jars ## Run every benchmark (prints ratios measured in one run)
 	for b in benchmarks/*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(BIN)/python $$b || exit 1; done
