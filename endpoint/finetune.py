@@ -57,6 +57,8 @@ from .transformer import (
     install_hint,
     pad,
     pretrained_weights,
+    require_extra,
+    token_ids,
     word_vocabulary,
 )
 
@@ -217,10 +219,8 @@ def finetune(
     )
     texts = reviews.texts
     vocabulary = word_vocabulary([texts[i] for i in train_idx])
-    untrained = TransformerModel(
-        tensors | _empty_head(encoder), tokenizer_json, encoder, vocabulary
-    )
-    fit_ids = untrained.token_ids([texts[i] for i in fit_idx])
+    tokenizer = require_extra("tokenizers", config.flavour).Tokenizer.from_str(tokenizer_json)
+    fit_ids = token_ids(tokenizer, [texts[i] for i in fit_idx], encoder.max_length)
     trained, epoch_losses = _fit(
         tensors, encoder, fit_ids, reviews.labels[fit_idx], config, progress
     )
@@ -261,18 +261,10 @@ def finetune(
         config={k: v for k, v in asdict(config).items() if k not in ("name", "log_every")},
     )
     meta["training"]["epoch_loss"] = [round(v, 6) for v in epoch_losses]
-    meta["calibration"] = meta.pop("calibration")  # after the classifier, as for the TF-IDF flavour
     model = TransformerModel(trained, tokenizer_json, encoder, vocabulary, meta)
     model.metadata["version"] = _digest(trained, calibration.to_json())[:12]
-    model.metadata["speed"] = _speed(model, x_valid[: min(len(x_valid), 256)])
+    model.metadata["speed"] = _speed(model, x_valid[:256])
     return train_result(model, None, validation, raw, calibration, len(fit_idx), started)
-
-
-def _empty_head(encoder: EncoderConfig) -> dict[str, npt.NDArray[np.float32]]:
-    return {
-        "head.weight": np.zeros((encoder.hidden, len(CLASSES)), dtype=np.float32),
-        "head.bias": np.zeros(len(CLASSES), dtype=np.float32),
-    }
 
 
 def _digest(tensors: dict[str, npt.NDArray[np.float32]], calibration: dict[str, Any]) -> str:

@@ -126,7 +126,7 @@ def install_hint(flavour: str) -> str:
     )
 
 
-def _require(module: str, flavour: str) -> Any:
+def require_extra(module: str, flavour: str) -> Any:
     import importlib
 
     try:
@@ -185,7 +185,7 @@ def pretrained_weights(
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown transformer flavour {flavour!r}: one of {sorted(FLAVOURS)}")
     where = FLAVOURS[flavour]
-    safetensors_numpy = _require("safetensors.numpy", flavour)
+    safetensors_numpy = require_extra("safetensors.numpy", flavour)
     spec = importlib.util.find_spec(where.package)
     if spec is None or spec.origin is None:
         raise MissingExtra(
@@ -428,7 +428,7 @@ class TransformerModel(ModelInfo):
         self._backend: Backend = backend
         self._session: Any = None
         flavour = str((metadata or {}).get("flavour", "minilm"))
-        tokenizers = _require("tokenizers", flavour)
+        tokenizers = require_extra("tokenizers", flavour)
         self.tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
         for name, shape in (("head.weight", (config.hidden, len(CLASSES))), ("head.bias", (3,))):
             if self.tensors.get(name, np.empty(0)).shape != shape:
@@ -458,7 +458,7 @@ class TransformerModel(ModelInfo):
 
     def _onnx_session(self) -> Any:
         if self._session is None:
-            ort = _require("onnxruntime", self.flavour)
+            ort = require_extra("onnxruntime", self.flavour)
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only
             self._session = ort.InferenceSession(
@@ -473,7 +473,7 @@ class TransformerModel(ModelInfo):
         flavour = str(meta.get("flavour"))
         if meta.get("format") != FORMAT:
             raise ValueError(f"{root / MODEL_FILE}: unsupported format {meta.get('format')!r}")
-        safetensors_numpy = _require("safetensors.numpy", flavour)
+        safetensors_numpy = require_extra("safetensors.numpy", flavour)
         for name in (ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE):
             if not (root / name).is_file():
                 raise FileNotFoundError(f"model file missing: {root / name}")
@@ -490,7 +490,7 @@ class TransformerModel(ModelInfo):
         )
 
     def save(self, model_dir: str | Path) -> Path:
-        safetensors_numpy = _require("safetensors.numpy", self.flavour)
+        safetensors_numpy = require_extra("safetensors.numpy", self.flavour)
         root = Path(model_dir)
         root.mkdir(parents=True, exist_ok=True)
         safetensors_numpy.save_file(self.tensors, str(root / ENCODER_FILE))

@@ -74,6 +74,18 @@ def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, s
     assert meta["speed"]["reviews_per_s"] > 0
 
 
+def test_training_moves_the_encoder_weights(trained: tuple[Path, str]) -> None:
+    # a step that updated nothing would pass every other check here
+    from endpoint.transformer import pretrained_weights
+
+    pretrained = pretrained_weights("minilm")[0]
+    model = inference.model_fn(trained[0])
+    assert isinstance(model, TransformerModel)
+    name = "encoder.layer.5.output.dense.weight"
+    assert 0 < np.max(np.abs(model.tensors[name] - pretrained[name])) < 0.1
+    assert np.any(model.tensors["head.weight"] != 0)
+
+
 def test_training_is_reproducible(trained: tuple[Path, str], tiny_data: Path) -> None:
     again = finetune(load_reviews(tiny_data), TINY)
     meta = json.loads((trained[0] / "model.json").read_text())
