@@ -10,13 +10,15 @@ so the ratios compare like with like.
   and boto3's synchronous ``invoke_endpoint`` called once per review.
 
 The same table is printed for each model flavour: the shipped TF-IDF model, and the minilm
-transformer flavour (``--minilm-model DIR``, a directory ``model train --flavour minilm``
-wrote; without one, the pre-trained encoder with an untrained head, which costs the same to
-run: the figures are speed only). The transformer scores far fewer reviews per second, so it
-gets fewer reviews (``--transformer-reviews``, ``--transformer-single``).
+and mpnet transformer flavours (``--minilm-model DIR``, ``--mpnet-model DIR``: directories
+``model train --flavour ...`` wrote; without one, the pre-trained encoder with an untrained
+head, which costs the same to run: the figures are speed only). The transformers score far
+fewer reviews per second, so they get fewer reviews (``--transformer-reviews``,
+``--transformer-single``).
 
     .venv/bin/python -m benchmarks.scoring [--reviews 6000] [--single 1500] [--repeats 3]
-        [--minilm-model DIR] [--transformer-reviews 256] [--transformer-single 64]
+        [--minilm-model DIR] [--mpnet-model DIR] [--transformer-reviews 256]
+        [--transformer-single 64]
 """
 
 from __future__ import annotations
@@ -188,19 +190,26 @@ def print_rows(title: str, rows: list[Row]) -> list[float]:
     return rates
 
 
-def speed_only_minilm(root: Path) -> Path:
-    """The pre-trained minilm encoder with a zero head: what a fine-tuned one costs to run."""
+def speed_only(flavour: str, root: Path) -> Path:
+    """The flavour's pre-trained encoder with a zero head, saved under ``root``: what a
+    fine-tuned one costs to run."""
     import numpy as np
 
     from endpoint.transformer import TransformerModel, pretrained_weights
 
-    tensors, tokenizer_json, config, source = pretrained_weights("minilm", 128)
+    tensors, tokenizer_json, config, source = pretrained_weights(flavour, 128)
     head = {
         "head.weight": np.zeros((config.hidden, 3), dtype=np.float32),
         "head.bias": np.zeros(3, dtype=np.float32),
     }
-    meta = {"name": "minilm-speed-only", "version": "untrained", "encoder": {"source": source}}
-    return TransformerModel(tensors | head, tokenizer_json, config, [], meta).save(root / "minilm")
+    meta = {
+        "name": f"{flavour}-speed-only",
+        "version": "untrained",
+        "flavour": flavour,
+        "encoder": {"source": source},
+    }
+    model = TransformerModel(tensors | head, tokenizer_json, config, [], meta)
+    return model.save(root / flavour)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -209,8 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--single", type=int, default=1_500, help="reviews for one-per-request")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--minilm-model", type=Path, default=None, help="a minilm model dir")
-    parser.add_argument("--transformer-reviews", type=int, default=256, help="minilm batched")
-    parser.add_argument("--transformer-single", type=int, default=64, help="minilm one by one")
+    parser.add_argument("--mpnet-model", type=Path, default=None, help="an mpnet model dir")
+    parser.add_argument("--transformer-reviews", type=int, default=256, help="batched modes")
+    parser.add_argument("--transformer-single", type=int, default=64, help="one by one")
     args = parser.parse_args(argv)
 
     events = load_events(args.reviews)
@@ -218,26 +228,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{len(events):,} real reviews from {DATA.name}; one-per-request modes use {len(single):,}"
     )
-    tfidf = print_rows(
-        "tfidf (the shipped model)", flavour_rows(None, events, single, args.repeats)
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.minilm_model or speed_only_minilm(Path(tmp))
-        what = "trained" if args.minilm_model else "pre-trained encoder, untrained head: speed only"
-        minilm = print_rows(
-            f"minilm ({model_dir}; {what}; max length 128; "
-            f"{args.transformer_reviews} and {args.transformer_single} reviews)",
-            flavour_rows(
-                model_dir,
-                events[: args.transformer_reviews],
-                events[: args.transformer_single],
-                1,
-            ),
+    rates = {
+        "tfidf": print_rows(
+            "tfidf (the shipped model)", flavour_rows(None, events, single, args.repeats)
         )
-    print(
-        f"\nminilm / tfidf: in-process {minilm[0] / tfidf[0]:.4f}, "
-        f"batched endpoint {minilm[1] / tfidf[1]:.4f}, boto3 one by one {minilm[3] / tfidf[3]:.4f}"
-    )
+    }
+    for flavour, given in (("minilm", args.minilm_model), ("mpnet", args.mpnet_model)):
+        with tempfile.TemporaryDirectory() as tmp:
+            model_dir = given or speed_only(flavour, Path(tmp))
+            what = "trained" if given else "pre-trained encoder, untrained head: speed only"
+            rates[flavour] = print_rows(
+                f"{flavour} ({model_dir}; {what}; max length 128; "
+                f"{args.transformer_reviews} and {args.transformer_single} reviews)",
+                flavour_rows(
+                    model_dir,
+                    events[: args.transformer_reviews],
+                    events[: args.transformer_single],
+                    1,
+                ),
+            )
+    tfidf = rates["tfidf"]
+    print()
+    for flavour in ("minilm", "mpnet"):
+        r = rates[flavour]
+        print(
+            f"{flavour} / tfidf: in-process {r[0] / tfidf[0]:.4f}, batched endpoint "
+            f"{r[1] / tfidf[1]:.4f}, boto3 one by one {r[3] / tfidf[3]:.4f}"
+        )
     return 0
 
 

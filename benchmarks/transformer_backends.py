@@ -4,8 +4,8 @@ training made it), the largest probability difference, and reviews/s of each.
 
     .venv/bin/python -m benchmarks.transformer_backends --model-dir minilm-model [--speed 256]
 
-Without ``--model-dir`` it uses the pre-trained encoder with an untrained head (speed and
-agreement only; its macro-F1 means nothing).
+Without ``--model-dir`` it uses the ``--flavour``'s pre-trained encoder (minilm by default)
+with an untrained head (speed and agreement only; its macro-F1 means nothing).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.scoring import speed_only_minilm
+from benchmarks.scoring import speed_only
 from endpoint.model import CLASSES
 from endpoint.train import DEFAULT_DATA, TrainConfig, _split, _validate, load_reviews
 from endpoint.transformer import TransformerModel
@@ -30,10 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None, help="a transformer model dir")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the training CSV")
     parser.add_argument("--speed", type=int, default=256, help="reviews timed per backend")
+    parser.add_argument(
+        "--flavour", default="minilm", help="without --model-dir: whose pre-trained encoder"
+    )
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = args.model_dir or speed_only_minilm(Path(tmp))
+        model_dir = args.model_dir or speed_only(args.flavour, Path(tmp))
         models = {b: TransformerModel.load(model_dir, backend=b) for b in ("numpy", "onnx")}
     config = models["numpy"].metadata.get("training", {}).get("config", {})
     reviews = load_reviews(args.data)

@@ -158,13 +158,22 @@ def fit_bcts(scores: npt.ArrayLike, labels: npt.ArrayLike) -> Calibration:
     return fit_scaling(scores, labels, method="bcts")
 
 
+#: The range a fitted temperature is kept in, and the largest bias (see :func:`fit_scaling`).
+MIN_TEMPERATURE, MAX_TEMPERATURE, MAX_BIAS = 0.05, 20.0, 10.0
+
+
 def fit_scaling(
     scores: npt.ArrayLike, labels: npt.ArrayLike, method: Method = "vector"
 ) -> Calibration:
     """The temperature(s) and per-class biases minimising the mean NLL of ``softmax(scores /
     T + b)`` on (n, k) scores with true class indices ``labels`` (L-BFGS on ``log T`` and
     ``b`` with the exact gradient): one ``T`` with ``method="bcts"``, one per class with
-    ``"vector"``. Biases are shifted to sum to zero (softmax ignores a common shift)."""
+    ``"vector"``. Biases are shifted to sum to zero (softmax ignores a common shift).
+
+    ``T`` stays in [:data:`MIN_TEMPERATURE`, :data:`MAX_TEMPERATURE`] and each bias within
+    :data:`MAX_BIAS`: on scores that separate the classes (a few reviews, a model that fits
+    them all) the likelihood has no maximum and would push ``T`` to 0 and the biases apart
+    without end; the bounds keep that fit finite and never bind on a usual one."""
     from scipy.optimize import minimize
 
     if method not in METHOD_NAMES:
@@ -193,11 +202,13 @@ def fit_scaling(
         grad[m:] = g.sum(axis=0)
         return nll, grad
 
+    bounds = [(np.log(MIN_TEMPERATURE), np.log(MAX_TEMPERATURE))] * m + [(-MAX_BIAS, MAX_BIAS)] * k
     res = minimize(
         objective,
         np.zeros(m + k),
         jac=True,
         method="L-BFGS-B",
+        bounds=bounds,
         options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-10},
     )
     if not np.all(np.isfinite(res.x)):

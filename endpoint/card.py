@@ -82,10 +82,19 @@ def _features_line(
             for b in features
         )
     source: Mapping[str, Any] = classifier.get("pretrained", {})
+    wheel = str(source.get("wheel", "n/a"))
+    layers = int(encoder.get("layers", 0))
+    frozen = int(classifier.get("frozen_layers", 0))
+    tuned = (
+        f"the top {layers - frozen} of {layers} layers and the head (the embeddings and the "
+        f"{frozen} layers below kept as pre-trained)"
+        if frozen
+        else f"the embeddings, all {layers} layers and the head"
+    )
     return (
         f"- Encoder: {source.get('model', 'n/a')} ({source.get('parameters', '?')} parameters, "
-        f"from the wheel `{source.get('wheel', 'n/a')}`), fine-tuned: {encoder.get('layers')} "
-        f"layers, hidden size {encoder.get('hidden')}, reviews truncated to "
+        f"from the wheel{'s' if ',' in wheel else ''} `{wheel}`), fine-tuned: {tuned}; "
+        f"hidden size {encoder.get('hidden')}, reviews truncated to "
         f"{encoder.get('max_length')} tokens, mean pooling, linear head."
     )
 

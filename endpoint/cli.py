@@ -102,6 +102,7 @@ class Flavour(StrEnum):
 
     tfidf = "tfidf"
     minilm = "minilm"
+    mpnet = "mpnet"
 
 
 @model_app.command("train")
@@ -136,14 +137,29 @@ def train_command(
         Flavour,
         typer.Option(
             help="tfidf: TF-IDF + logistic regression (the shipped default); minilm: "
-            "all-MiniLM-L6-v2 fine-tuned (needs the transformer extra; see the README).",
+            "all-MiniLM-L6-v2 fine-tuned; mpnet: all-mpnet-base-v2, its top layers "
+            "fine-tuned (both need the transformer extra; see the README).",
         ),
     ] = Flavour.tfidf,
     max_length: Annotated[
         int, typer.Option(min=3, max=512, help="Transformer: tokens a review is truncated to.")
     ] = 128,
-    epochs: Annotated[int, typer.Option(min=1, help="Transformer: passes over the data.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Transformer: reviews per step.")] = 32,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Transformer: passes over the data [default: the recipe's]."),
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(min=1, help="Transformer: reviews per step [default: the recipe's]."),
+    ] = None,
+    frozen_layers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Transformer: bottom layers kept pre-trained [default: the recipe's: "
+            "minilm 0, mpnet 9].",
+        ),
+    ] = None,
 ) -> None:
     """Train on a stratified 80 % split, validate on the rest, save the model. With
     --labels, also train without them and report macro-F1 before and after (same split).
@@ -169,7 +185,9 @@ def train_command(
         _finetune_command(
             data_path,
             out or Path(f"{flavour.value}-model"),
-            FinetuneOptions(flavour.value, max_length, epochs, batch_size, seed, calibration),
+            FinetuneOptions(
+                flavour.value, max_length, epochs, batch_size, frozen_layers, seed, calibration
+            ),
         )
         return
     try:
@@ -207,8 +225,9 @@ class FinetuneOptions:
 
     flavour: str
     max_length: int
-    epochs: int
-    batch_size: int
+    epochs: int | None
+    batch_size: int | None
+    frozen_layers: int | None
     seed: int
     calibration: Literal["vector", "bcts"]
 
@@ -218,11 +237,12 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
     from endpoint.transformer import MissingExtra
 
     try:
-        config = FinetuneConfig(
-            flavour=options.flavour,
+        config = FinetuneConfig.recipe(
+            options.flavour,
             max_length=options.max_length,
             epochs=options.epochs,
             batch_size=options.batch_size,
+            frozen_layers=options.frozen_layers,
             seed=options.seed,
             calibration_method=options.calibration,
         )
@@ -230,7 +250,12 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
         raise typer.BadParameter(str(err)) from err
 
     def progress(epoch: int, epochs: int, step: int, steps: int, loss: float, s: float) -> None:
-        _console.print(f"epoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4f}  {s:.0f} s")
+        if epoch == 0:
+            _console.print(f"frozen layers' outputs  batch {step}/{steps}  {s:.0f} s")
+        else:
+            _console.print(
+                f"epoch {epoch}/{epochs}  step {step}/{steps}  loss {loss:.4f}  {s:.0f} s"
+            )
 
     try:
         result = finetune_and_save(data, out, config, progress)
@@ -297,14 +322,18 @@ def select_command(
     transformer: Annotated[
         list[Flavour] | None,
         typer.Option(
-            help="Also fine-tune this transformer flavour as a candidate (repeatable; minilm; "
-            "outside the search's budget: about 40 minutes on 2 cores at the defaults).",
+            help="Also fine-tune this transformer flavour as a candidate (repeatable; minilm "
+            "or mpnet; outside the search's budget: about 40 minutes each on 2 cores at the "
+            "recipes' defaults).",
         ),
     ] = None,
     max_length: Annotated[
         int, typer.Option(min=3, max=512, help="Transformer candidates: truncation length.")
     ] = 128,
-    epochs: Annotated[int, typer.Option(min=1, help="Transformer candidates: epochs.")] = 3,
+    epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Transformer candidates: epochs [default: each recipe's]."),
+    ] = None,
 ) -> None:
     """Search the recipe's hyper-parameters (FLAML) on a validation split, print the
     leaderboard, and save the best candidate that meets the speed budget, calibrated, with
@@ -316,7 +345,7 @@ def select_command(
 
     flavours = [f for f in transformer or [] if f is not Flavour.tfidf]
     transformers = [
-        FinetuneConfig(flavour=f.value, max_length=max_length, epochs=epochs, seed=seed)
+        FinetuneConfig.recipe(f.value, max_length=max_length, epochs=epochs, seed=seed)
         for f in flavours
     ]
 

