@@ -9,9 +9,16 @@ Prints events/s for
   5. the full worker scoring through the local SageMaker-compatible endpoint over HTTP;
   6. the embedded ``sentiment-monitor run`` (replay, lake, monitors), with its time from
      process start to the first delivered batch;
-each against the scorer alone and the ceiling, and each worker's peak RSS.
+each against the scorer alone and the ceiling, and each worker's peak RSS; then
+  7. the worker with a transformer flavour behind the endpoint (``--transformer-model DIR``;
+     without one, minilm's pre-trained encoder with an untrained head, which costs the same),
+     on ``--transformer-events`` events, against that endpoint alone with the same client
+     settings (16 reviews a request, 2 in flight, 2 server processes, 60 s timeout: a request
+     of the default 100 reviews takes longer than the default 10 s timeout on this flavour;
+     micro-batches of 32 events).
 
     .venv/bin/python benchmarks/kafka_throughput.py [--events 20000]
+        [--transformer-model DIR] [--transformer-events 512]
 """
 
 from __future__ import annotations
@@ -55,14 +62,19 @@ async def fill(bootstrap: str, topic: str, events: int) -> None:
         await publish(producer, records)
 
 
-async def scorer_alone(events: int) -> float:
-    """Reviews/s of the in-process scorer on the benchmark's events, batches of 500."""
+def bench_events(events: int) -> list[ReviewEvent]:
+    """The valid reviews among the benchmark's ``events`` synthetic events, decoded."""
     now = time.time
     decoded = [
         decode_event(r.value, SourcePosition("bench", "x", "0", i), _utc(now()))
         for i, r in enumerate(generate("steady", events=events, seed=5))
     ]
-    valid = [e for e in decoded if isinstance(e, ReviewEvent)]
+    return [e for e in decoded if isinstance(e, ReviewEvent)]
+
+
+async def scorer_alone(events: int) -> float:
+    """Reviews/s of the in-process scorer on the benchmark's events, batches of 500."""
+    valid = bench_events(events)
     scorer = InProcessScorer()
     await scorer.score(valid[:500])  # warm up
     started = time.perf_counter()
@@ -251,14 +263,14 @@ def embedded_run(events: int, workdir: Path) -> tuple[float, float]:
             proc.kill()
 
 
-def start_endpoint(port: int) -> subprocess.Popen[bytes]:
+def start_endpoint(port: int, *args: str) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "endpoint.server", "--port", str(port), "--workers", "1"],
+        [sys.executable, "-m", "endpoint.server", "--port", str(port), "--workers", "1", *args],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    for _ in range(200):
+    for _ in range(600):
         try:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
             return proc
@@ -268,9 +280,56 @@ def start_endpoint(port: int) -> subprocess.Popen[bytes]:
     raise RuntimeError("endpoint did not start")
 
 
+#: The transformer rows' endpoint client: small requests, few in flight, a long timeout.
+PER_REQUEST, IN_FLIGHT, TIMEOUT_S = 16, 2, 60.0
+#: ... and micro-batches of 32 events, so that a run of a few hundred events has many.
+BATCH_EVENTS = 32
+
+
+def transformer_rows(
+    bootstrap: str, work: Path, events: int, model_dir: Path | None
+) -> tuple[float, float, list[float]]:
+    """(endpoint alone, worker through it, the worker's peak RSS) with a transformer model."""
+    from benchmarks.scoring import speed_only, through_endpoint
+
+    topic = "bench.transformer"
+    asyncio.run(fill(bootstrap, topic, events))
+    model = model_dir or speed_only("minilm", work / "transformer")
+    port = free_port()
+    endpoint = start_endpoint(port, "--model-dir", str(model), "--workers", "2")
+    url = f"http://127.0.0.1:{port}"
+    try:
+        n, seconds = asyncio.run(
+            through_endpoint(
+                url,
+                bench_events(events),
+                records_per_request=PER_REQUEST,
+                max_in_flight=IN_FLIGHT,
+                repeats=1,
+            )
+        )
+        env = {
+            "SENTIMENT_ENDPOINT__MODE": "sagemaker",
+            "SENTIMENT_ENDPOINT__URL": url,
+            "SENTIMENT_ENDPOINT__RECORDS_PER_REQUEST": str(PER_REQUEST),
+            "SENTIMENT_ENDPOINT__MAX_IN_FLIGHT": str(IN_FLIGHT),
+            "SENTIMENT_ENDPOINT__TIMEOUT_S": str(TIMEOUT_S),
+            "SENTIMENT_BATCH__MAX_EVENTS": str(BATCH_EVENTS),
+            "AWS_ACCESS_KEY_ID": "local",
+            "AWS_SECRET_ACCESS_KEY": "local",
+        }
+        worker, rss = run_workers(bootstrap, topic, events, work, env, group="transformer")
+    finally:
+        endpoint.terminate()
+        endpoint.wait(10)
+    return n / seconds, worker, rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--transformer-model", type=Path, default=None)
+    parser.add_argument("--transformer-events", type=int, default=512)
     args = parser.parse_args()
     n = args.events
     alone = asyncio.run(scorer_alone(n))
@@ -304,6 +363,9 @@ def main() -> None:
         finally:
             endpoint.terminate()
             endpoint.wait(10)
+        t_alone, t_worker, t_rss = transformer_rows(
+            broker.bootstrap, work, args.transformer_events, args.transformer_model
+        )
     embedded, first_batch_s = embedded_run(n, Path(tmp))
     print(f"events: {n:,} on {PARTITIONS} partitions, {os.cpu_count()} cores")
     head = f"{'path':46s} {'events/s':>10s} {'/scorer':>8s} {'/ceiling':>9s} {'peak RSS MB':>12s}"
@@ -326,6 +388,13 @@ def main() -> None:
         "peak RSS per process, the split row's as scoring/monitor"
     )
     print(f"embedded run: first batch {first_batch_s:.2f} s after the process started")
+    flavour = args.transformer_model or "minilm, pre-trained encoder (speed only)"
+    print(
+        f"\ntransformer behind the endpoint ({flavour}; {args.transformer_events} events):\n"
+        f"  endpoint alone (EndpointScorer, same client settings) {t_alone:8.1f} reviews/s\n"
+        f"  1 worker through it                                   {t_worker:8.1f} events/s"
+        f"  ({t_worker / t_alone:.2f} of the endpoint alone; peak RSS {t_rss[0]:.0f} MB)"
+    )
 
 
 if __name__ == "__main__":
