@@ -12,7 +12,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 AUDIT_VENV := .cache/audit-venv
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock lock-upgrade audit compose-secrets run test test-unit lint typecheck minilm \
+.PHONY: help setup lock lock-upgrade audit compose-secrets run test test-unit lint typecheck minilm mpnet \
 	format kafka-jars model benchmarks clean
 
 help: ## List the targets
@@ -87,6 +87,10 @@ model: setup ## Rebuild the shipped model from ../shared/data/reviews.csv (or DA
 
 minilm: setup ## Fine-tune the minilm transformer flavour into minilm-model/ (~40 min on 2 cores)
 	$(BIN)/sentiment-monitor model train --flavour minilm --out minilm-model \
+		--data $${DATA:-../shared/data/reviews.csv}
+
+mpnet: setup ## Fine-tune the mpnet flavour's top layers into mpnet-model/ (~45 min on 2 cores)
+	$(BIN)/sentiment-monitor model train --flavour mpnet --out mpnet-model \
 		--data $${DATA:-../shared/data/reviews.csv}
 
 benchmarks: setup kafka-jars ## Run every benchmark (prints ratios measured in one run)

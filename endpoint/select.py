@@ -138,9 +138,11 @@ class Candidate:
     def describe(self) -> str:
         p = self.params
         if p.get("flavour", "tfidf") != "tfidf":
+            frozen = int(p.get("frozen_layers", 0))
+            top = f" above {frozen} frozen layers" if frozen else ""
             return (
-                f"{p['flavour']} fine-tuned, {p['epochs']} epochs, max length {p['max_length']}, "
-                f"lr {p['learning_rate']:g}"
+                f"{p['flavour']} fine-tuned{top}, {p['epochs']} epochs, max length "
+                f"{p['max_length']}, lr {p['learning_rate']:g}"
             )
         words = "words 1" if p["word_max_n"] == 1 else f"words 1-{p['word_max_n']}"
         char = "" if p["char"] == "none" else f" + chars {p['char']}"
@@ -356,6 +358,7 @@ def _transformer_candidate(
         "epochs": config.epochs,
         "learning_rate": config.learning_rate,
         "batch_size": config.batch_size,
+        "frozen_layers": config.frozen_layers,
     }
     candidate = Candidate(
         trial=-1,
