@@ -73,6 +73,7 @@ def _features_line(
     features: Sequence[Mapping[str, Any]],
     encoder: Mapping[str, Any] | None,
     classifier: Mapping[str, Any],
+    recipe: Mapping[str, Any],
 ) -> str:
     """The TF-IDF blocks, or a transformer flavour's encoder."""
     if encoder is None:
@@ -84,7 +85,7 @@ def _features_line(
     source: Mapping[str, Any] = classifier.get("pretrained", {})
     wheel = str(source.get("wheel", "n/a"))
     layers = int(encoder.get("layers", 0))
-    frozen = int(classifier.get("frozen_layers", 0))
+    frozen = int(recipe.get("frozen_layers", 0))
     tuned = (
         f"the top {layers - frozen} of {layers} layers and the head (the embeddings and the "
         f"{frozen} layers below kept as pre-trained)"
@@ -120,7 +121,12 @@ def model_card(metadata: Mapping[str, Any]) -> str:
         f"- {training.get('note', '')}".rstrip(),
         "- Class shares of the training reviews (negative, neutral, positive): "
         + ", ".join(_f(p) for p in metadata.get("class_priors", [])),
-        _features_line(features, metadata.get("encoder"), metadata.get("classifier", {})),
+        _features_line(
+            features,
+            metadata.get("encoder"),
+            metadata.get("classifier", {}),
+            training.get("config", {}),
+        ),
         f"- Trained with scikit-learn {training.get('scikit_learn', 'n/a')}, numpy "
         f"{training.get('numpy', 'n/a')}; recipe: `{training.get('config', {})}`.",
         "",

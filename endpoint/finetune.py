@@ -355,11 +355,7 @@ def finetune(
             "head; probabilities are softmax(z / T + b) of the head's row-centred logits z "
             "with the calibration's temperature T (one, or one per class) and biases b."
         ),
-        "classifier": {
-            "type": "fine_tuned_transformer",
-            "pretrained": source,
-            "frozen_layers": config.frozen_layers,
-        },
+        "classifier": {"type": "fine_tuned_transformer", "pretrained": source},
     }
     meta = evaluation_metadata(
         meta,
