@@ -592,7 +592,10 @@ class TransformerModel(ModelInfo):
             if not (root / name).is_file():
                 raise FileNotFoundError(f"model file missing: {root / name}")
         enc = meta["encoder"]
-        config = EncoderConfig(**{k: enc[k] for k in EncoderConfig.__dataclass_fields__})
+        # a key a model saved before it existed lacks keeps its default (a BERT encoder)
+        config = EncoderConfig(
+            **{k: enc[k] for k in EncoderConfig.__dataclass_fields__ if k in enc}
+        )
         words = (root / VOCABULARY_FILE).read_text(encoding="utf-8").split("\n")
         return cls(
             safetensors_numpy.load_file(str(root / ENCODER_FILE)),

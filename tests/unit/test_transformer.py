@@ -223,6 +223,12 @@ def test_model_directory_round_trip_and_handler(minilm: Minilm, tmp_path: Path) 
     loaded = inference.model_fn(tmp_path)
     assert isinstance(loaded, TransformerModel)
     assert loaded.config.max_length == 24
+    # a BERT model saved before the encoder recorded its architecture still loads
+    meta = json.loads((tmp_path / "model.json").read_text())
+    for key in ("architecture", "position_offset", "relative_buckets"):
+        del meta["encoder"][key]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    assert TransformerModel.load(tmp_path).config == loaded.config
     texts = ["runs small", "perfect fit, love it"]
     np.testing.assert_allclose(loaded.predict_proba(texts), model.predict_proba(texts), rtol=1e-6)
     assert loaded.oov_rate(["fit love zzz"])[0] == pytest.approx(1 / 3)
