@@ -13,9 +13,9 @@ each against the scorer alone and the ceiling, and each worker's peak RSS; then
   7. the worker with a transformer flavour behind the endpoint (``--transformer-model DIR``;
      without one, minilm's pre-trained encoder with an untrained head, which costs the same),
      on ``--transformer-events`` events, against that endpoint alone with the same client
-     settings (16 reviews a request, 2 in flight, 2 server processes, 60 s timeout: a request
-     of the default 100 reviews takes longer than the default 10 s timeout on this flavour;
-     micro-batches of 32 events).
+     settings (16 reviews a request, 2 in flight, a 60 s timeout: a request of the default
+     100 reviews takes longer than the default 10 s on mpnet; one server process, since ONNX
+     Runtime uses every core itself; micro-batches of 32 events).
 
     .venv/bin/python benchmarks/kafka_throughput.py [--events 20000]
         [--transformer-model DIR] [--transformer-events 512]
@@ -280,9 +280,7 @@ def start_endpoint(port: int, *args: str) -> subprocess.Popen[bytes]:
     raise RuntimeError("endpoint did not start")
 
 
-#: The transformer rows' endpoint client: small requests, few in flight, a long timeout.
-PER_REQUEST, IN_FLIGHT, TIMEOUT_S = 16, 2, 60.0
-#: ... and micro-batches of 32 events, so that a run of a few hundred events has many.
+#: The transformer rows' micro-batches: 32 events, so that a run of a few hundred has many.
 BATCH_EVENTS = 32
 
 
@@ -290,30 +288,33 @@ def transformer_rows(
     bootstrap: str, work: Path, events: int, model_dir: Path | None
 ) -> tuple[float, float, list[float]]:
     """(endpoint alone, worker through it, the worker's peak RSS) with a transformer model."""
-    from benchmarks.scoring import speed_only, through_endpoint
+    from benchmarks.scoring import TRANSFORMER_CLIENT, speed_only, through_endpoint
+
+    per_request, in_flight, timeout_s = TRANSFORMER_CLIENT
 
     topic = "bench.transformer"
     asyncio.run(fill(bootstrap, topic, events))
     model = model_dir or speed_only("minilm", work / "transformer")
     port = free_port()
-    endpoint = start_endpoint(port, "--model-dir", str(model), "--workers", "2")
+    endpoint = start_endpoint(port, "--model-dir", str(model))
     url = f"http://127.0.0.1:{port}"
     try:
         n, seconds = asyncio.run(
             through_endpoint(
                 url,
                 bench_events(events),
-                records_per_request=PER_REQUEST,
-                max_in_flight=IN_FLIGHT,
+                records_per_request=per_request,
+                max_in_flight=in_flight,
                 repeats=1,
+                timeout_s=timeout_s,
             )
         )
         env = {
             "SENTIMENT_ENDPOINT__MODE": "sagemaker",
             "SENTIMENT_ENDPOINT__URL": url,
-            "SENTIMENT_ENDPOINT__RECORDS_PER_REQUEST": str(PER_REQUEST),
-            "SENTIMENT_ENDPOINT__MAX_IN_FLIGHT": str(IN_FLIGHT),
-            "SENTIMENT_ENDPOINT__TIMEOUT_S": str(TIMEOUT_S),
+            "SENTIMENT_ENDPOINT__RECORDS_PER_REQUEST": str(per_request),
+            "SENTIMENT_ENDPOINT__MAX_IN_FLIGHT": str(in_flight),
+            "SENTIMENT_ENDPOINT__TIMEOUT_S": str(timeout_s),
             "SENTIMENT_BATCH__MAX_EVENTS": str(BATCH_EVENTS),
             "AWS_ACCESS_KEY_ID": "local",
             "AWS_SECRET_ACCESS_KEY": "local",

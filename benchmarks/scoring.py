@@ -44,6 +44,9 @@ from tests.servers.endpoint import EndpointServer
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "reviews.csv"
 BATCH = 500  # the pipeline's default micro-batch
+#: A transformer's batched client: 16 reviews a request, 2 in flight, 60 s timeout (100
+#: reviews of mpnet take longer than the default 10 s on 2 cores).
+TRANSFORMER_CLIENT = (16, 2, 60.0)
 
 
 def load_events(limit: int) -> list[ReviewEvent]:
@@ -81,7 +84,9 @@ async def in_process(
     return await timed(run, repeats)
 
 
-def endpoint_scorer(url: str, records_per_request: int, max_in_flight: int) -> EndpointScorer:
+def endpoint_scorer(
+    url: str, records_per_request: int, max_in_flight: int, timeout_s: float = 10.0
+) -> EndpointScorer:
     session = get_session()
     session.set_credentials("bench", "bench")  # the local server accepts any signature
     settings = EndpointSettings(
@@ -89,6 +94,7 @@ def endpoint_scorer(url: str, records_per_request: int, max_in_flight: int) -> E
         url=url,
         records_per_request=records_per_request,
         max_in_flight=max_in_flight,
+        timeout_s=timeout_s,
     )
     return EndpointScorer(settings, session=session)
 
@@ -100,8 +106,9 @@ async def through_endpoint(
     records_per_request: int,
     max_in_flight: int,
     repeats: int,
+    timeout_s: float = 10.0,
 ) -> tuple[int, float]:
-    async with endpoint_scorer(url, records_per_request, max_in_flight) as scorer:
+    async with endpoint_scorer(url, records_per_request, max_in_flight, timeout_s) as scorer:
         await scorer.score(events[: max_in_flight * records_per_request])  # connections, warm
 
         async def run() -> int:
@@ -148,22 +155,37 @@ def flavour_rows(
     events: Sequence[ReviewEvent],
     single: Sequence[ReviewEvent],
     repeats: int,
+    client: tuple[int, int, float] = (100, 4, 10.0),
 ) -> list[Row]:
-    """The four modes for one model directory (None: the shipped model)."""
+    """The four modes for one model directory (None: the shipped model); ``client`` is the
+    batched mode's reviews per request, requests in flight and timeout."""
     rows: list[Row] = []
     n, s = asyncio.run(in_process(events, repeats, model_dir))
     rows.append(("in-process (InProcessScorer, batches of 500)", n, s))
     args = () if model_dir is None else ("--model-dir", str(model_dir))
+    per_request, in_flight, timeout_s = client
     with EndpointServer(*args, workers=2) as server:
         n, s = asyncio.run(
             through_endpoint(
-                server.url, events, records_per_request=100, max_in_flight=4, repeats=repeats
+                server.url,
+                events,
+                records_per_request=per_request,
+                max_in_flight=in_flight,
+                repeats=repeats,
+                timeout_s=timeout_s,
             )
         )
-        rows.append(("endpoint, 100 per request, 4 in flight (EndpointScorer)", n, s))
+        rows.append(
+            (f"endpoint, {per_request} per request, {in_flight} in flight (EndpointScorer)", n, s)
+        )
         n, s = asyncio.run(
             through_endpoint(
-                server.url, single, records_per_request=1, max_in_flight=1, repeats=repeats
+                server.url,
+                single,
+                records_per_request=1,
+                max_in_flight=1,
+                repeats=repeats,
+                timeout_s=timeout_s,
             )
         )
         rows.append(("endpoint, 1 per request, 1 in flight (EndpointScorer)", n, s))
@@ -245,6 +267,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     events[: args.transformer_reviews],
                     events[: args.transformer_single],
                     1,
+                    TRANSFORMER_CLIENT,
                 ),
             )
     tfidf = rates["tfidf"]
