@@ -60,9 +60,7 @@ from .train import (
 from .transformer import (
     FLAVOURS,
     EncoderConfig,
-    MissingExtra,
     TransformerModel,
-    install_hint,
     pad,
     pretrained_weights,
     require_extra,
@@ -131,16 +129,13 @@ class FinetuneConfig:
         return cls(flavour=flavour, **{**RECIPES[flavour], **given})
 
 
-def _jax() -> tuple[Any, Any, Any]:
-    try:
-        import jax
-        import jax.numpy as jnp
-        import optax
-    except ImportError as err:
-        raise MissingExtra(
-            f"fine-tuning needs jax and optax, which are not installed: {install_hint('minilm')}"
-        ) from err
-    return jax, jnp, optax
+def _jax(flavour: str) -> tuple[Any, Any, Any]:
+    """jax, jax.numpy and optax, or :class:`MissingExtra` naming what to install."""
+    return (
+        require_extra("jax", flavour),
+        require_extra("jax.numpy", flavour),
+        require_extra("optax", flavour),
+    )
 
 
 def _batches(
@@ -169,12 +164,13 @@ def _frozen_states(
     tensors: dict[str, npt.NDArray[np.float32]],
     encoder: EncoderConfig,
     ids: list[list[int]],
-    frozen_layers: int,
+    config: FinetuneConfig,
     progress: Callable[[int, int, float], None] | None,
 ) -> list[npt.NDArray[np.float32]]:
     """Each review's token vectors (tokens, hidden) after the embeddings and the bottom
-    ``frozen_layers`` layers, computed in length-sorted batches."""
-    jax, jnp, _ = _jax()
+    ``config.frozen_layers`` layers, computed in length-sorted batches."""
+    jax, jnp, _ = _jax(config.flavour)
+    frozen_layers = config.frozen_layers
     from .transformer import SCORE_BATCH, embed, encoder_layers
 
     fixed = {k: jnp.asarray(v) for k, v in tensors.items() if not _trainable(k, frozen_layers)}
@@ -222,7 +218,7 @@ def _fit(
 ) -> tuple[dict[str, npt.NDArray[np.float32]], list[float]]:
     """Fine-tune ``tensors`` plus a new head on ``ids``/``labels``; returns the trained
     tensors (numpy, head included) and the mean loss of each epoch."""
-    jax, jnp, optax = _jax()
+    jax, jnp, optax = _jax(config.flavour)
     from .transformer import embed, encoder_layers, head_logits, mean_pool
 
     frozen = config.frozen_layers
@@ -255,7 +251,7 @@ def _fit(
             tensors,
             encoder,
             ids,
-            frozen,
+            config,
             None
             if progress is None
             else lambda k, n, s: progress(0, config.epochs, k, n, float("nan"), s),
