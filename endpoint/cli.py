@@ -259,7 +259,7 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
 
     try:
         result = finetune_and_save(data, out, config, progress)
-    except MissingExtra as err:
+    except (MissingExtra, ValueError) as err:  # ValueError: e.g. --frozen-layers too many
         _console.print(f"[red]{err}[/]")
         raise typer.Exit(2) from None
     _print_result(result)
