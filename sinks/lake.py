@@ -540,12 +540,26 @@ def _after(part: LakePart, mark: int) -> LakePart | None:
 
 _TMP_PREFIX = ".tmp-"
 _TMP_SUFFIX = ".partial"
+#: When this process loaded the module: a temporary file named with our pid and changed since
+#: is ours (a file of a dead process that had the same pid is older).
+_PROCESS_STARTED = time.time()
 
 
 def _tmp_owner(name: str) -> int | None:
     """The process id in a temporary file's name (``.tmp-<pid>-<random>.partial``)."""
     pid = name[len(_TMP_PREFIX) :].partition("-")[0]
     return int(pid) if pid.isdigit() else None
+
+
+def _ours(tmp: Path) -> bool:
+    """Whether a temporary file named with this process's pid was written by this process: it
+    changed after the process started. ``_in_flight`` alone misses a file between its creation
+    and its registration (a window another thread's sweep can fall into), so a sweep by a
+    second writer of the process could delete a file the first is writing."""
+    try:
+        return tmp.stat().st_mtime >= _PROCESS_STARTED
+    except FileNotFoundError:
+        return True  # renamed into place meanwhile: nothing to remove
 
 
 def _alive(pid: int) -> bool:
@@ -662,7 +676,7 @@ class LocalLakeWriter:
                 for tmp in base.rglob(f"{_TMP_PREFIX}*") if base.is_dir() else ():
                     owner = _tmp_owner(tmp.name)
                     if owner == os.getpid():
-                        if tmp.resolve() in LocalLakeWriter._in_flight:
+                        if tmp.resolve() in LocalLakeWriter._in_flight or _ours(tmp):
                             continue  # another writer of this process is writing it
                     elif owner is not None and _alive(owner):
                         continue

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -283,3 +284,22 @@ async def test_an_unwritable_directory_is_waited_out(tmp_path: Path) -> None:
     tmp_path.chmod(0o700)
     await flush
     assert sink.rows_written == 1 and sink.durable_seq() == 0
+
+
+async def test_a_second_writer_of_the_process_keeps_the_first_ones_fresh_temporary_file(
+    tmp_path: Path,
+) -> None:
+    # Between mkstemp and its registration a file is on disk but not yet in flight: a writer
+    # created meanwhile (the alerts table's, at the first alert) swept it away mid-write.
+    directory = tmp_path / "reviews" / "dt=2026-03-04" / "product_category=Knits"
+    directory.mkdir(parents=True)
+    fresh = directory / f".tmp-{os.getpid()}-fresh.partial"
+    reused = directory / f".tmp-{os.getpid()}-reused.partial"  # a dead process with our pid
+    for p in (fresh, reused):
+        p.write_bytes(b"PAR1 half")
+    long_ago = time.time() - 3600 * 24 * 365
+    os.utime(reused, (long_ago, long_ago))
+    writer = LocalLakeWriter(tmp_path)
+    await writer.put("alerts/x.jsonl", b"x")
+    assert fresh.exists() and not reused.exists()
+    assert writer.stale_removed == 1
