@@ -196,18 +196,6 @@ def _frozen_states(
     return out
 
 
-def _pad_states(
-    states: Sequence[npt.NDArray[np.float32]], length: int
-) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Token vectors padded with zeros to ``length`` (n, length, hidden), and the mask."""
-    x = np.zeros((len(states), length, states[0].shape[1]), dtype=np.float32)
-    mask = np.zeros((len(states), length), dtype=np.float32)
-    for i, row in enumerate(states):
-        x[i, : len(row)] = row
-        mask[i, : len(row)] = 1.0
-    return x, mask
-
-
 def _fit(
     tensors: dict[str, npt.NDArray[np.float32]],
     encoder: EncoderConfig,
@@ -279,9 +267,7 @@ def _fit(
         for k, rows in enumerate(_batches(ids, config.batch_size, rng), start=1):
             batch = [ids[i] for i in rows]
             length = _padded_length(batch, encoder.max_length)
-            inputs, mask = (
-                _pad_states([states[i] for i in rows], length) if frozen else pad(batch, length)
-            )
+            inputs, mask = pad([states[i] for i in rows] if frozen else batch, length)
             params, state, loss = step(
                 params,
                 state,

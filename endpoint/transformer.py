@@ -518,12 +518,18 @@ def token_ids(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[lis
 
 
 def pad(
-    ids: Sequence[Sequence[int]], length: int
-) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float32]]:
-    """Token ids padded with 0 to ``length`` (n, length), and the attention mask."""
-    out = np.zeros((len(ids), length), dtype=np.int32)
-    mask = np.zeros((len(ids), length), dtype=np.float32)
-    for i, row in enumerate(ids):
+    rows: Sequence[Sequence[int] | npt.NDArray[Any]], length: int
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32]]:
+    """Rows padded with zeros to ``length`` tokens, and the attention mask (n, length): token
+    ids (n, length, int32), or token vectors (each (tokens, hidden) -> (n, length, hidden),
+    their dtype)."""
+    first = np.asarray(rows[0]) if len(rows) else np.empty(0, np.int32)
+    vectors = first.ndim == 2
+    out = np.zeros(
+        (len(rows), length, *first.shape[1:]), dtype=first.dtype if vectors else np.int32
+    )
+    mask = np.zeros((len(rows), length), dtype=np.float32)
+    for i, row in enumerate(rows):
         out[i, : len(row)] = row
         mask[i, : len(row)] = 1.0
     return out, mask

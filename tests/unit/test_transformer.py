@@ -268,6 +268,19 @@ def test_missing_weights_name_what_to_install(monkeypatch: pytest.MonkeyPatch) -
         pretrained_weights("mpnet")
 
 
+def test_pad_fills_ids_and_token_vectors_with_zeros_and_masks_them() -> None:
+    ids, mask = transformer.pad([[5, 6, 7], [8]], 4)
+    assert ids.dtype == np.int32
+    assert ids.tolist() == [[5, 6, 7, 0], [8, 0, 0, 0]]
+    assert mask.tolist() == [[1, 1, 1, 0], [1, 0, 0, 0]]
+    vectors = [np.full((2, 3), 1.5, np.float32), np.full((1, 3), -2.0, np.float32)]
+    x, vmask = transformer.pad(vectors, 3)
+    assert x.shape == (2, 3, 3) and x.dtype == np.float32
+    assert x[0].tolist() == [[1.5] * 3, [1.5] * 3, [0.0] * 3]
+    assert x[1].tolist() == [[-2.0] * 3, [0.0] * 3, [0.0] * 3]
+    assert vmask.tolist() == [[1, 1, 0], [1, 0, 0]]
+
+
 def test_encoder_config_checks_its_length() -> None:
     with pytest.raises(ValueError, match="max_length"):
         EncoderConfig(384, 12, 6, 1536, 512, 1e-12, max_length=513)
