@@ -26,7 +26,7 @@ from monitors._stats import FloatArray, IntArray
 from monitors.contributions import Explainer
 from monitors.terms import tokenize
 from monitors.windows import to_us
-from stream.events import ScoredBatch, ScoredReview, sentiments_from_ratings
+from stream.events import ScoredBatch, ScoredReview, sentiments_from_ratings, source_offsets
 
 __all__ = [
     "CATEGORICAL_FEATURES",
@@ -332,6 +332,17 @@ def partitions(batch: Sequence[ScoredReview]) -> tuple[IntArray, list[str]]:
         count=len(batch),
     )
     return out, list(names)
+
+
+def offsets(batch: Sequence[ScoredReview]) -> np.ndarray[tuple[int], np.dtype[Any]]:
+    """Each event's source offset: int64, or Python ints where one does not fit."""
+    if isinstance(batch, ScoredBatch):
+        return source_offsets(batch.table)
+    values = [s.position.offset for s in batch]
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        return np.array(values, dtype=object)
 
 
 def concat(parts: Sequence[BatchFeatures]) -> BatchFeatures:

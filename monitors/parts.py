@@ -1,8 +1,9 @@
 """What a :class:`~monitors.suite.MonitorSuite` keeps between batches, and how it is saved.
 
 :class:`SuiteParts` holds the suite's moving parts (event-time windows, baseline and its
-builder, the SentimentShift detectors, the window tests, open alert episodes, counters) and
-turns them into one JSON-able dict (:meth:`SuiteParts.state`) and back
+builder, the SentimentShift detectors, the window tests, open alert episodes, counters, and
+the highest source offset seen per source partition, see :func:`unseen`) and turns them into
+one JSON-able dict (:meth:`SuiteParts.state`) and back
 (:meth:`SuiteParts.load_state`), each part saving its own state.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from monitors.alerts import AlertBook
 from monitors.baseline import Baseline, BaselineBuilder, baseline_from_dict, baseline_to_dict
@@ -23,7 +25,7 @@ from monitors.shift import SentimentShiftMonitor, cusum_threshold
 from monitors.window_tests import TestLevels, WindowTester
 from monitors.windows import EventTimeWindows
 
-__all__ = ["STATE_VERSION", "Counters", "SuiteParts"]
+__all__ = ["STATE_VERSION", "Counters", "SuiteParts", "unseen"]
 
 STATE_VERSION = 1
 
@@ -36,6 +38,8 @@ class Counters:
     late: int = 0
     out_of_order: int = 0
     future: int = 0
+    #: events at or below their partition's highest offset already seen (a replay)
+    duplicates: int = 0
     batches: int = 0
     alerts: dict[str, int] = field(default_factory=dict)
 
@@ -49,9 +53,38 @@ class Counters:
             late=int(c["late"]),
             out_of_order=int(c["out_of_order"]),
             future=int(c.get("future", 0)),
+            duplicates=int(c.get("duplicates", 0)),
             batches=int(c["batches"]),
             alerts={str(a): int(b) for a, b in c["alerts"].items()},
         )
+
+
+def unseen(
+    codes: npt.NDArray[np.int64],
+    names: list[str],
+    offsets: npt.NDArray[Any],
+    seen: dict[str, int],
+) -> npt.NDArray[np.bool_]:
+    """Which events come for the first time, and ``seen`` (partition name -> highest offset
+    observed) moved on past them.
+
+    Event ``i`` is in partition ``names[codes[i]]`` at source offset ``offsets[i]``. A source
+    replays a partition from its last commit after a restart or a rebalance, and the monitor
+    feed's owner re-reads what it had not acknowledged: those events come again with the
+    offsets they had, at or below the partition's mark. Offsets only grow within a partition
+    (Kafka offsets, Kinesis sequence numbers, a replay's index), so the mark is enough."""
+    fresh = np.ones(len(codes), dtype=np.bool_)
+    for j, name in enumerate(names):
+        rows = np.flatnonzero(codes == j)
+        if not len(rows):
+            continue
+        mine = offsets[rows]
+        mark = seen.get(name)
+        if mark is not None:
+            fresh[rows] = mine > mark
+        top = int(mine.max())
+        seen[name] = top if mark is None else max(mark, top)
+    return fresh
 
 
 def _groups(config: MonitorConfig) -> tuple[str, ...]:
@@ -99,6 +132,8 @@ class SuiteParts:
         self.tester: WindowTester = WindowTester(_levels(c), self.groups, self.windows.tumbling_us)
         self.book: AlertBook = AlertBook()
         self.counters: Counters = Counters()
+        #: source partition ("source/stream/partition") -> the highest offset observed
+        self.seen: dict[str, int] = {}
         self.baseline: Baseline | None = None
         self.shift: SentimentShiftMonitor | None = None
 
@@ -154,6 +189,8 @@ class SuiteParts:
             "alerts": self.book.state(),
             **self.tester.state(),
             "counters": self.counters.state(),
+            # strings: a Kinesis sequence number does not fit a JSON reader's double
+            "seen": {name: str(offset) for name, offset in self.seen.items()},
         }
 
     def load_state(self, state: Mapping[str, Any]) -> None:
@@ -175,3 +212,5 @@ class SuiteParts:
         self.book.load_state(state["alerts"])
         self.tester.load_state(state, self.baseline)
         self.counters = Counters.from_state(state["counters"])
+        # absent in a state saved before duplicates were recognised: nothing is skipped
+        self.seen = {str(k): int(v) for k, v in state.get("seen", {}).items()}

@@ -214,6 +214,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("sentiment_monitor_out_of_order_events_total",
            "Reviews older than one already seen in their partition (kept).",
            "counter", (), _one(lambda p: p.counters.out_of_order)),
+    Metric("sentiment_monitor_duplicate_events_total",
+           "Reviews skipped by the monitors as already seen: at or below the highest offset "
+           "of their source partition observed so far (a replay after a restart).",
+           "counter", (), _one(lambda p: p.counters.duplicates)),
     Metric("sentiment_baseline_ready", "1 once the monitors have a baseline, else 0.",
            "gauge", (), _one(lambda p: 0.0 if p.baseline is None else 1.0)),
     Metric("sentiment_baseline_reviews",

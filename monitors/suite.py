@@ -49,8 +49,8 @@ from monitors.baseline import Baseline
 from monitors.config import MonitorConfig
 from monitors.contributions import Explainer
 from monitors.evaluation import WindowReport
-from monitors.features import BatchFeatures, ModelVocabulary, extract, partitions
-from monitors.parts import Counters, SuiteParts
+from monitors.features import BatchFeatures, ModelVocabulary, extract, offsets, partitions
+from monitors.parts import Counters, SuiteParts, unseen
 from monitors.readings import METRICS, Reading, collect
 from monitors.window_tests import EvaluatedWindow
 from monitors.windows import to_us
@@ -106,9 +106,13 @@ class MonitorSuite:
         )
         group = self._groups_of(f.category)
         codes, names = partitions(batch)
-        res = p.windows.add(f.t_us, group, f.predicted, f.true, to_us(now), codes, names)
         k = p.counters
         k.batches += 1
+        fresh = unseen(codes, names, offsets(batch), p.seen)
+        if not bool(fresh.all()):
+            k.duplicates += int(len(fresh) - fresh.sum())
+            f, group, codes = f.take(fresh), group[fresh], codes[fresh]
+        res = p.windows.add(f.t_us, group, f.predicted, f.true, to_us(now), codes, names)
         k.late += res.late
         k.out_of_order += res.out_of_order
         k.future += res.future

@@ -114,6 +114,7 @@ from stream.events import (
     ScoredReview,
     SourcePosition,
     scored_table,
+    source_offsets,
 )
 from stream.files import replace_file
 
@@ -301,16 +302,6 @@ def _high_water(paths: Iterable[str], key: SourceKey, before: int) -> dict[str, 
 _SOURCE_COLUMNS = ("source", "source_stream", "source_partition")
 
 
-def _offsets(table: pa.Table | pa.RecordBatch) -> npt.NDArray[Any]:
-    """The rows' source offsets as integers (they are stored as decimal strings): int64, or
-    Python ints where they do not fit (Kinesis sequence numbers exceed 64 bits)."""
-    column = table.column("source_offset")
-    try:
-        return np.asarray(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)
-    except pa.ArrowInvalid:
-        return np.array([int(v) for v in column.to_pylist()], dtype=object)
-
-
 def _codes(column: pa.ChunkedArray | pa.Array) -> tuple[npt.NDArray[np.int64], list[Any]]:
     """Each row's index into the column's distinct values, and those values (None last)."""
     if isinstance(column, pa.ChunkedArray):
@@ -362,7 +353,7 @@ def _group(
     if at is not None:
         offsets = np.full(n, at.offset, np.int64 if at.offset < 2**63 else object)
     else:
-        offsets = _offsets(table)[order]
+        offsets = source_offsets(table)[order]
     lows = np.minimum.reduceat(offsets, starts).tolist()
     highs = np.maximum.reduceat(offsets, starts).tolist()
     per_row = nbytes / n
@@ -527,7 +518,7 @@ def _after(part: LakePart, mark: int) -> LakePart | None:
         return part
     if part.last <= mark:
         return None
-    offsets = _offsets(part.table)
+    offsets = source_offsets(part.table)
     keep = offsets > mark
     kept = offsets[keep]
     size = part.nbytes * len(kept) // max(1, len(offsets))

@@ -54,6 +54,7 @@ __all__ = [
     "scored_table",
     "sentiment_from_rating",
     "sentiments_from_ratings",
+    "source_offsets",
 ]
 
 SCHEMA_VERSION: Final = 1
@@ -867,3 +868,15 @@ def scored_table(scored: Sequence[ScoredReview]) -> pa.Table:
     cols = {f.name: list(map(attrgetter(f.name), events)) for f in EVENT_FIELDS}
     cols.update({f.name: list(map(attrgetter(f.name), scored)) for f in VERDICT_FIELDS})
     return pa.table(cols, schema=SCORED_SCHEMA)
+
+
+def source_offsets(table: pa.Table | pa.RecordBatch) -> npt.NDArray[Any]:
+    """The rows' source offsets (the ``source_offset`` column, decimal strings) as integers:
+    int64, or Python ints where they do not fit (Kinesis sequence numbers exceed 64 bits)."""
+    import pyarrow.compute as pc
+
+    column = table.column("source_offset")
+    try:
+        return np.asarray(pc.cast(column, pa.int64()).to_numpy(), dtype=np.int64)
+    except pa.ArrowInvalid:
+        return np.array([int(v) for v in column.to_pylist()], dtype=object)

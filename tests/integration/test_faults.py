@@ -36,7 +36,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from stream.synthetic import GeneratedRecord, generate
-from tests.history import Report
+from tests.history import Report, decoder, expect
 from tests.hostile import hostile_corpus
 from tests.servers.faulty_s3 import FaultyS3Proxy
 from tests.servers.kafka import KafkaBroker, create_topics
@@ -303,6 +303,9 @@ def insert(
 # Every event the monitors saw: in a window, or too late for one.
 SEEN = ("sentiment_monitor_events_total", "sentiment_monitor_late_events_total")
 LATE = "sentiment_monitor_late_events_total"
+DUPLICATES = "sentiment_monitor_duplicate_events_total"
+# Where each valid event ends in the monitors, once: a window, too late, or too far ahead.
+ACCOUNTED = (*SEEN, "sentiment_monitor_future_events_total")
 WATERMARK = "sentiment_monitor_watermark_timestamp_seconds"
 # negative-surge dense enough for the monitors' windows: about 500 events an hour of event time.
 SURGE_EVENTS = 5_000
@@ -332,14 +335,21 @@ async def alerts_raised(w: KafkaWorkers) -> set[tuple[str, str]]:
         await consumer.stop()
 
 
-async def monitored(w: KafkaWorkers, name: str, at_least: int, within_s: float = 25) -> float:
-    """What one worker's monitors saw (in windows or late), once it reaches ``at_least`` or
-    ``within_s`` passed (the monitor agent follows the scoring agent through a topic)."""
+async def monitored(
+    w: KafkaWorkers,
+    name: str,
+    at_least: int,
+    within_s: float = 25,
+    kinds: tuple[str, ...] = SEEN,
+) -> float:
+    """What one worker's monitors saw (``kinds``: in windows or late), once it reaches
+    ``at_least`` or ``within_s`` passed (the monitor agent follows the scoring agent through a
+    topic)."""
     deadline = time.monotonic() + within_s
     value = 0.0
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError):
-            value = w.metric(name, *SEEN)
+            value = w.metric(name, *kinds)
         if value >= at_least:
             break
         await asyncio.sleep(1)
@@ -437,8 +447,11 @@ async def test_s3_refusing_puts_for_a_while(
     """S3 answers every PUT with 500 InternalError (until it refused 3 PUTs, then 3 s more:
     the lake must wait and retry) or with 400 InvalidRequest (from the first refused PUT, 3 s:
     the records are fine, so nothing may be lost or committed unstored, whether the worker
-    retries or restarts its pipeline from the committed offsets)."""
+    retries or restarts its pipeline from the committed offsets). The monitors, in the same
+    worker, count every valid event once: what a restarted pipeline reads again is skipped."""
     records = pairs(stream_of(2_000, seed=seed))
+    decode = decoder()
+    valid = sum(expect(value, decode).valid for _key, value in records)
     lake = use_s3_lake(workers, seaweedfs, s3_proxy)
     async with Run(workers, lake) as run:
         run.start("w1")
@@ -447,9 +460,16 @@ async def test_s3_refusing_puts_for_a_while(
         s3_proxy.fail(status, code)
         await refusing(run, s3_proxy, status, refusals)
         await sending
+        await run.settle(len(records))
+        seen = await monitored(workers, "w1", valid, kinds=ACCOUNTED)
+        duplicates = workers.metric("w1", DUPLICATES)
         report = await run.finish(len(records))
     assert s3_proxy.injected[("PUT", status)] >= refusals
     assert report.ok, run.verdict(report)
+    assert seen == valid == report.valid, (
+        f"the monitors counted {seen:.0f} of {valid} valid events ({duplicates:.0f} skipped as "
+        f"seen); restarts {run.supervisor.restarts}\n{workers.logs()[-3000:]}"
+    )
 
 
 async def test_a_ten_megabyte_record_among_valid_ones(workers: KafkaWorkers) -> None:
@@ -535,7 +555,9 @@ async def test_a_far_future_event_time_does_not_silence_a_sentiment_shift(
         await produce(workers, records)
         await run.working(1)
         how = await run.settle(len(records))
-        seen = await monitored(workers, "w1", len(records))
+        valid = len(records) - 1  # all but the far-future event, which the monitors drop
+        seen = await monitored(workers, "w1", valid)
+        duplicates = workers.metric("w1", DUPLICATES)
         late = workers.metric("w1", LATE)
         watermark = workers.metric("w1", WATERMARK)
         elapsed = time.monotonic() - started
@@ -552,5 +574,10 @@ async def test_a_far_future_event_time_does_not_silence_a_sentiment_shift(
     assert ("SentimentShift", "Dresses") in alerts, (
         f"alerts {sorted(alerts)}; the monitors saw {seen:.0f} events, {late:.0f} of them "
         f"late ({how})\n{workers.logs()}"
+    )
+    # exactly once in the monitors too: a replay after a pipeline restart is skipped
+    assert seen == valid, (
+        f"the monitors counted {seen:.0f} events for {valid} sent ({duplicates:.0f} skipped "
+        f"as replays; {how})"
     )
     assert report.ok, run.verdict(report)

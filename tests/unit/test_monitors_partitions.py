@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from monitors import MonitorConfig, MonitorSuite
+from monitors.parts import unseen
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
 from monitors.windows import AddResult, EventTimeWindows, to_us
-from stream.events import ScoredReview, SourcePosition
+from stream.events import ScoredBatch, ScoredReview, SourcePosition, scored_table
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 #: processing time of the backlog: long after its events
@@ -152,6 +153,10 @@ def _in_partition(r: ScoredReview, partition: int) -> ScoredReview:
     )
 
 
+def _at(r: ScoredReview, offset: int) -> ScoredReview:
+    return replace(r, position=SourcePosition(*r.position.key, offset))
+
+
 def _interleaved(reviews: list[ScoredReview], sizes: tuple[int, ...]) -> list[list[ScoredReview]]:
     """Review ``i`` goes to partition ``i % len(sizes)``; each batch takes the next
     ``sizes[k]`` reviews of partition ``k`` (as a consumer fetching from every partition at
@@ -185,9 +190,13 @@ def test_suite_follows_the_partitions_of_a_backlog() -> None:
     }
     # the same reading order as one stream: the fast partition closes windows under the others
     merged = MonitorSuite(CONFIG)
+    read = 0
     for b in backlog:
-        merged.observe([_in_partition(r, 0) for r in b], now)
+        # one partition holds them in reading order, at growing offsets
+        merged.observe([_at(_in_partition(r, 0), read + i) for i, r in enumerate(b)], now)
+        read += len(b)
     assert merged.counters.late > 1000
+    assert merged.counters.duplicates == 0
 
 
 def test_one_far_future_event_does_not_blind_the_suite() -> None:
@@ -212,3 +221,83 @@ def test_one_far_future_event_does_not_blind_the_suite() -> None:
     assert readings["sentiment_monitor_late_events_total"] == 0
     assert readings["sentiment_monitor_events_total"] == 12_000
     assert suite.state()["counters"]["future"] == 1
+
+
+# -- replays: events seen again ----------------------------------------------------------------
+
+
+def test_unseen_keeps_what_is_above_each_partitions_mark() -> None:
+    seen: dict[str, int] = {"a": 5}
+    codes = np.array([0, 0, 1, 0, 1, 2], dtype=np.int64)
+    offsets = np.array([4, 6, 10, 5, 11, 0], dtype=np.int64)
+    fresh = unseen(codes, ["a", "b", "c"], offsets, seen)
+    assert fresh.tolist() == [False, True, True, False, True, True]
+    assert seen == {"a": 6, "b": 11, "c": 0}
+    # Kinesis sequence numbers do not fit 64 bits: Python ints in an object array
+    big = 49_650_000_000_000_000_000_000_000_000_000_000_000_000_000
+    seen = {"s": big}
+    fresh = unseen(np.zeros(2, np.int64), ["s"], np.array([big, big + 1], dtype=object), seen)
+    assert fresh.tolist() == [False, True] and seen == {"s": big + 1}
+
+
+def _split(reviews: list[ScoredReview]) -> list[list[ScoredReview]]:
+    return [reviews[i : i + 250] for i in range(0, len(reviews), 250)]
+
+
+def test_a_replay_after_a_restart_is_counted_once() -> None:
+    """A source restarted from its last commit hands the suite events it has seen: they are
+    skipped (counted as duplicates), and the alerts are those of the stream read once."""
+    spec = StreamSpec(
+        events=9000, seed=21, change_at=4500, category_priors_after={"Dresses": (0.6, 0.15, 0.25)}
+    )
+    reviews = [_in_partition(r, r.position.offset % 2) for r in synthetic_stream(spec)]
+    once = MonitorSuite(CONFIG)
+    expected = [
+        a.alert_id for b in _split(reviews) for a in once.observe(b, b[-1].event.event_time)
+    ]
+    assert expected  # the surge fires
+    again = MonitorSuite(CONFIG)
+    got: list[str] = []
+    for b in _split(reviews[:6000]):
+        got += [a.alert_id for a in again.observe(b, b[-1].event.event_time)]
+    # restarted from a commit at 5000: 1000 events come again, then the rest
+    saved = json.loads(json.dumps(again.state()))
+    resumed = MonitorSuite.from_state(CONFIG, saved)
+    for b in _split(reviews[5000:]):
+        got += [a.alert_id for a in resumed.observe(b, b[-1].event.event_time)]
+    assert got == expected
+    assert resumed.counters.events == once.counters.events == 9000
+    assert resumed.counters.duplicates == 1000
+    assert (resumed.counters.late, resumed.counters.future) == (0, 0)
+    assert resumed.state()["seen"] == {"kafka/reviews/0": "8998", "kafka/reviews/1": "8999"}
+    readings = {r.name: r.value for r in resumed.readings() if not r.labels}
+    assert readings["sentiment_monitor_duplicate_events_total"] == 1000
+
+
+def test_the_columnar_batch_is_deduplicated_as_rows_are() -> None:
+    reviews = synthetic_stream(StreamSpec(events=600, seed=4))
+    table = scored_table(reviews)
+    rows, columns = MonitorSuite(CONFIG), MonitorSuite(CONFIG)
+    for suite, first, second in (
+        (rows, reviews[:400], reviews[200:]),
+        (
+            columns,
+            ScoredBatch.from_table(table.slice(0, 400)),
+            ScoredBatch.from_table(table.slice(200)),
+        ),
+    ):
+        suite.observe(first, reviews[-1].event.event_time)
+        suite.observe(second, reviews[-1].event.event_time)
+    assert rows.counters == columns.counters
+    assert (columns.counters.events, columns.counters.duplicates) == (600, 200)
+
+
+def test_state_saved_before_marks_existed_skips_nothing() -> None:
+    reviews = synthetic_stream(StreamSpec(events=600, seed=4))
+    suite = MonitorSuite(CONFIG)
+    suite.observe(reviews[:300], reviews[-1].event.event_time)
+    old = suite.state()
+    del old["seen"]
+    resumed = MonitorSuite.from_state(CONFIG, old)
+    resumed.observe(reviews[:300], reviews[-1].event.event_time)
+    assert (resumed.counters.events, resumed.counters.duplicates) == (600, 0)

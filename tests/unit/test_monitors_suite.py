@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from monitors import Baseline, MonitorConfig, MonitorSuite
 from monitors.readings import Reading
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, make_review, synthetic_stream
-from stream.events import Alert, ScoredReview
+from stream.events import Alert, ScoredReview, SourcePosition
 
 CONFIG = MonitorConfig(categories=DEFAULT_CATEGORIES)
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -34,6 +34,13 @@ SPECS = {
         channels_after=(0.1, 0.1, 0.1, 0.3, 0.3, 0.05, 0.05),
     ),
 }
+
+
+def after(review: ScoredReview, offset: int) -> ScoredReview:
+    """``review`` moved ``offset`` places on in its partition."""
+    return replace(
+        review, position=SourcePosition(*review.position.key, review.position.offset + offset)
+    )
 
 
 @cache
@@ -180,6 +187,7 @@ def test_estimated_accuracy_drop_needs_no_ratings() -> None:
 def test_shift_resolves_once_the_share_is_back() -> None:
     surge = synthetic_stream(replace(SPECS["negative-surge"], events=9000))
     calm = synthetic_stream(StreamSpec(events=6000, seed=5, start=T0 + timedelta(seconds=27_000)))
+    calm = [after(r, len(surge)) for r in calm]  # one stream: offsets go on from the surge's
     alerts = run(MonitorSuite(CONFIG), [*surge, *calm])
     assert [(i, a.alert_id, a.status, a.evidence["count"]) for i, a in alerts] == [
         (35, "SentimentShift:Dresses:2024-03-01T05:02:30+00:00", "firing", 163),
@@ -312,7 +320,7 @@ def test_late_events_are_counted_and_ignored() -> None:
     reviews = stream("steady")
     run(suite, reviews[:3000])
     late = [
-        make_review(i, time=T0 + timedelta(minutes=1), category="Dresses", sentiment=-1)
+        make_review(3000 + i, time=T0 + timedelta(minutes=1), category="Dresses", sentiment=-1)
         for i in range(100)
     ]
     assert suite.observe(late, T0 + timedelta(hours=3)) == []
