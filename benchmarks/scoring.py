@@ -7,7 +7,9 @@ so the ratios compare like with like.
 * endpoint, batched: :class:`~stream.endpoint_client.EndpointScorer` with 100 reviews per
   request and 4 requests in flight, against ``python -m endpoint.server --workers 2``;
 * endpoint, one per review: the same scorer with ``records_per_request=1, max_in_flight=1``,
-  and boto3's synchronous ``invoke_endpoint`` called once per review.
+  and boto3's synchronous ``invoke_endpoint`` called once per review;
+* for the transformers, the batched mode again against 2 workers whose ONNX Runtime has one
+  thread each (``SENTIMENT_MODEL_THREADS=1``) instead of its default, every core each.
 
 The same table is printed for each model flavour: the shipped TF-IDF model, and the minilm
 and mpnet transformer flavours (``--minilm-model DIR``, ``--mpnet-model DIR``: directories
@@ -35,6 +37,7 @@ from typing import Any
 
 from aiobotocore.session import get_session
 
+from endpoint.transformer import THREADS_ENV
 from stream.endpoint_client import EndpointScorer
 from stream.events import ReviewEvent
 from stream.replay_csv import read_csv
@@ -156,9 +159,13 @@ def flavour_rows(
     single: Sequence[ReviewEvent],
     repeats: int,
     client: tuple[int, int, float] = (100, 4, 10.0),
+    *,
+    one_thread: bool = False,
 ) -> list[Row]:
     """The four modes for one model directory (None: the shipped model); ``client`` is the
-    batched mode's reviews per request, requests in flight and timeout."""
+    batched mode's reviews per request, requests in flight and timeout. ``one_thread`` adds a
+    fifth: the batched mode against workers whose model has one thread each
+    (``SENTIMENT_MODEL_THREADS=1``; by default ONNX Runtime uses every core in each)."""
     rows: list[Row] = []
     n, s = asyncio.run(in_process(events, repeats, model_dir))
     rows.append(("in-process (InProcessScorer, batches of 500)", n, s))
@@ -191,12 +198,25 @@ def flavour_rows(
         rows.append(("endpoint, 1 per request, 1 in flight (EndpointScorer)", n, s))
         n, s = boto3_one_by_one(server, single, repeats)
         rows.append(("endpoint, 1 per request (boto3 sync, one by one)", n, s))
+    if one_thread:
+        with EndpointServer(*args, workers=2, env={THREADS_ENV: "1"}) as server:
+            n, s = asyncio.run(
+                through_endpoint(
+                    server.url,
+                    events,
+                    records_per_request=per_request,
+                    max_in_flight=in_flight,
+                    repeats=repeats,
+                    timeout_s=timeout_s,
+                )
+            )
+        rows.append(("  the same, 1 model thread in each of the 2 workers", n, s))
     return rows
 
 
 def print_rows(title: str, rows: list[Row]) -> list[float]:
     rates = [n / s for _, n, s in rows]
-    naive, batched = rates[-1], rates[1]
+    naive, batched = rates[3], rates[1]
     width = max(len(name) for name, _, _ in rows)
     print(f"\n{title}")
     print(
@@ -209,6 +229,11 @@ def print_rows(title: str, rows: list[Row]) -> list[float]:
         f"   batched endpoint / EndpointScorer one-per-request: {batched / rates[2]:.1f}"
         f"   in-process / boto3 one-by-one: {rates[0] / naive:.1f}"
     )
+    if len(rates) > 4:
+        print(
+            f"batched endpoint, 1 model thread / every core in each worker: "
+            f"{rates[4] / batched:.2f}"
+        )
     return rates
 
 
@@ -268,6 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     events[: args.transformer_single],
                     1,
                     TRANSFORMER_CLIENT,
+                    one_thread=True,
                 ),
             )
     tfidf = rates["tfidf"]

@@ -146,18 +146,24 @@ def train_command(
     ] = 128,
     epochs: Annotated[
         int | None,
-        typer.Option(min=1, help="Transformer: passes over the data [default: the recipe's]."),
+        typer.Option(min=1, help="Transformer: passes over the data \\[default: the recipe's]."),
     ] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(min=1, help="Transformer: reviews per step [default: the recipe's]."),
+        typer.Option(min=1, help="Transformer: reviews per step \\[default: the recipe's]."),
     ] = None,
     frozen_layers: Annotated[
         int | None,
         typer.Option(
             min=0,
-            help="Transformer: bottom layers kept pre-trained [default: the recipe's: "
+            help="Transformer: bottom layers kept pre-trained \\[default: the recipe's: "
             "minilm 0, mpnet 9].",
+        ),
+    ] = None,
+    learning_rate: Annotated[
+        float | None,
+        typer.Option(
+            help="Transformer: peak learning rate \\[default: the recipe's, 5e-5].",
         ),
     ] = None,
 ) -> None:
@@ -186,7 +192,14 @@ def train_command(
             data_path,
             out or Path(f"{flavour.value}-model"),
             FinetuneOptions(
-                flavour.value, max_length, epochs, batch_size, frozen_layers, seed, calibration
+                flavour.value,
+                max_length,
+                epochs,
+                batch_size,
+                frozen_layers,
+                learning_rate,
+                seed,
+                calibration,
             ),
         )
         return
@@ -228,6 +241,7 @@ class FinetuneOptions:
     epochs: int | None
     batch_size: int | None
     frozen_layers: int | None
+    learning_rate: float | None
     seed: int
     calibration: Literal["vector", "bcts"]
 
@@ -243,6 +257,7 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
             epochs=options.epochs,
             batch_size=options.batch_size,
             frozen_layers=options.frozen_layers,
+            learning_rate=options.learning_rate,
             seed=options.seed,
             calibration_method=options.calibration,
         )
@@ -323,31 +338,47 @@ def select_command(
         list[Flavour] | None,
         typer.Option(
             help="Also fine-tune this transformer flavour as a candidate (repeatable; minilm "
-            "or mpnet; outside the search's budget: about 40 minutes each on 2 cores at the "
-            "recipes' defaults).",
+            "or mpnet; outside the search's budget: about 30-40 minutes each on 2 cores at "
+            "the recipes' defaults).",
         ),
     ] = None,
     max_length: Annotated[
         int, typer.Option(min=3, max=512, help="Transformer candidates: truncation length.")
     ] = 128,
     epochs: Annotated[
-        int | None,
-        typer.Option(min=1, help="Transformer candidates: epochs [default: each recipe's]."),
+        list[int] | None,
+        typer.Option(
+            min=1,
+            help="Transformer candidates: epochs (repeatable: one candidate per value, times "
+            "the learning rates) \\[default: each recipe's].",
+        ),
+    ] = None,
+    learning_rate: Annotated[
+        list[float] | None,
+        typer.Option(
+            help="Transformer candidates: peak learning rate (repeatable, as --epochs) "
+            "\\[default: each recipe's].",
+        ),
     ] = None,
 ) -> None:
     """Search the recipe's hyper-parameters (FLAML) on a validation split, print the
     leaderboard, and save the best candidate that meets the speed budget, calibrated, with
     its figures on a held-out split that the search and the training never saw."""
-    from endpoint.finetune import FinetuneConfig
+    from endpoint.finetune import grid
     from endpoint.select import format_leaderboard, select
     from endpoint.train import DEFAULT_DATA, TrainConfig, load_reviews, save_model
     from endpoint.transformer import MissingExtra
 
-    flavours = [f for f in transformer or [] if f is not Flavour.tfidf]
-    transformers = [
-        FinetuneConfig.recipe(f.value, max_length=max_length, epochs=epochs, seed=seed)
-        for f in flavours
-    ]
+    try:
+        transformers = grid(
+            [f.value for f in transformer or [] if f is not Flavour.tfidf],
+            epochs=epochs or (),
+            learning_rates=learning_rate or (),
+            max_length=max_length,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
 
     data_path = data or DEFAULT_DATA
     if not data_path.is_file():

@@ -29,6 +29,7 @@ Public API::
 
     FinetuneConfig(flavour="minilm", max_length=128, epochs=3, batch_size=32, ...)
     FinetuneConfig.recipe(flavour, **overrides) -> the flavour's recipe
+    grid(flavours, epochs=(), learning_rates=(), **fixed) -> [FinetuneConfig]   # select's
     finetune(reviews, config, progress=None) -> TrainResult     # nothing written
     finetune_and_save(data, out_dir, config, progress=None) -> TrainResult
 """
@@ -68,7 +69,7 @@ from .transformer import (
     word_vocabulary,
 )
 
-__all__ = ["FinetuneConfig", "Progress", "finetune", "finetune_and_save"]
+__all__ = ["FinetuneConfig", "Progress", "finetune", "finetune_and_save", "grid"]
 
 #: Padded lengths are multiples of this (fewer distinct shapes, fewer compilations).
 LENGTH_STEP = 16
@@ -127,6 +128,26 @@ class FinetuneConfig:
             raise ValueError(f"unknown flavour {flavour!r}: one of {sorted(RECIPES)}")
         given = {k: v for k, v in overrides.items() if v is not None}
         return cls(flavour=flavour, **{**RECIPES[flavour], **given})
+
+
+def grid(
+    flavours: Sequence[str],
+    *,
+    epochs: Sequence[int] = (),
+    learning_rates: Sequence[float] = (),
+    **fixed: Any,
+) -> list[FinetuneConfig]:
+    """``model select``'s transformer candidates: each flavour's recipe at every combination
+    of ``epochs`` and ``learning_rates`` (an empty one keeps the recipe's value), with
+    ``fixed`` overrides, in that order and without repeats."""
+    out: list[FinetuneConfig] = []
+    for flavour in flavours:
+        for n in epochs or (None,):
+            for rate in learning_rates or (None,):
+                config = FinetuneConfig.recipe(flavour, epochs=n, learning_rate=rate, **fixed)
+                if config not in out:
+                    out.append(config)
+    return out
 
 
 def _jax(flavour: str) -> tuple[Any, Any, Any]:

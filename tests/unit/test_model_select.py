@@ -150,3 +150,18 @@ def test_model_select_command_prints_the_leaderboard_and_saves_the_winner(
     assert (out / MODEL_FILE).is_file() and (out / CARD_FILE).is_file()
     too_slow = CliRunner().invoke(app, [*args, "--min-reviews-per-s", "1e12"])
     assert too_slow.exit_code == 1 and "no candidate scores" in too_slow.output
+
+
+def test_model_select_rejects_a_transformer_grid_it_cannot_train(tmp_path: Path) -> None:
+    """A bad grid value is a usage error before any search or fine-tuning starts."""
+    from typer.testing import CliRunner
+
+    from stream.cli import app
+
+    data = write_toy_reviews(tmp_path / "reviews.csv", 30)
+    args = ["model", "select", "--data", str(data), "--out", str(tmp_path / "m")]
+    bad = ["--transformer", "minilm", "--learning-rate", "1e-4", "--learning-rate", "0"]
+    result = CliRunner().invoke(app, [*args, *bad])
+    assert result.exit_code == 2, result.output
+    assert "learning_rate must be > 0" in result.output
+    assert not (tmp_path / "m").exists()

@@ -281,6 +281,45 @@ def test_pad_fills_ids_and_token_vectors_with_zeros_and_masks_them() -> None:
     assert vmask.tolist() == [[1, 1, 0], [1, 0, 0]]
 
 
+def test_a_recipe_takes_overrides_and_keeps_its_own_values_for_none() -> None:
+    from endpoint.finetune import FinetuneConfig
+
+    mpnet = FinetuneConfig.recipe("mpnet")
+    assert (mpnet.epochs, mpnet.batch_size, mpnet.frozen_layers) == (2, 16, 9)
+    assert mpnet.learning_rate == 5e-5
+    assert FinetuneConfig.recipe("mpnet", learning_rate=None, epochs=None) == mpnet
+    tuned = FinetuneConfig.recipe("mpnet", learning_rate=3e-5, epochs=1)
+    assert (tuned.learning_rate, tuned.epochs, tuned.frozen_layers) == (3e-5, 1, 9)
+    assert FinetuneConfig.recipe("minilm") == FinetuneConfig()
+    with pytest.raises(ValueError, match="learning_rate must be > 0"):
+        FinetuneConfig.recipe("minilm", learning_rate=0.0)
+    with pytest.raises(ValueError, match="unknown flavour"):
+        FinetuneConfig.recipe("bert")
+
+
+def test_the_selection_grid_crosses_epochs_and_learning_rates() -> None:
+    from endpoint.finetune import FinetuneConfig, grid
+
+    configs = grid(["minilm", "mpnet"], epochs=[1, 2], learning_rates=[5e-5, 1e-4], seed=7)
+    assert [(c.flavour, c.epochs, c.learning_rate) for c in configs] == [
+        ("minilm", 1, 5e-5),
+        ("minilm", 1, 1e-4),
+        ("minilm", 2, 5e-5),
+        ("minilm", 2, 1e-4),
+        ("mpnet", 1, 5e-5),
+        ("mpnet", 1, 1e-4),
+        ("mpnet", 2, 5e-5),
+        ("mpnet", 2, 1e-4),
+    ]
+    assert {c.seed for c in configs} == {7} and {c.frozen_layers for c in configs} == {0, 9}
+    # nothing given: each recipe once; a value repeated: one candidate
+    assert grid(["mpnet"]) == [FinetuneConfig.recipe("mpnet")]
+    assert grid(["minilm"], epochs=[3, 3]) == [FinetuneConfig.recipe("minilm")]
+    assert grid([]) == []
+    with pytest.raises(ValueError, match="learning_rate"):
+        grid(["minilm"], learning_rates=[-1.0])
+
+
 def test_encoder_config_checks_its_length() -> None:
     with pytest.raises(ValueError, match="max_length"):
         EncoderConfig(384, 12, 6, 1536, 512, 1e-12, max_length=513)
@@ -300,3 +339,19 @@ def test_onnx_runtime_scores_as_numpy_does(encoder: Minilm) -> None:
     np.testing.assert_allclose(
         model.predict_proba(texts), numpy_model.predict_proba(texts), atol=1e-6
     )
+
+
+def test_model_threads_come_from_the_environment(
+    minilm: Minilm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("onnxruntime")
+    assert transformer.model_threads({}) is None
+    assert transformer.model_threads({transformer.THREADS_ENV: " 3 "}) == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(ValueError, match=transformer.THREADS_ENV):
+            transformer.model_threads({transformer.THREADS_ENV: bad})
+    for threads in ("1", "2"):
+        monkeypatch.setenv(transformer.THREADS_ENV, threads)
+        model = _random_model(minilm, max_length=16)
+        options = model._onnx_session().get_session_options()
+        assert options.intra_op_num_threads == int(threads)
