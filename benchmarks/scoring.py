@@ -171,45 +171,28 @@ def flavour_rows(
     rows.append(("in-process (InProcessScorer, batches of 500)", n, s))
     args = () if model_dir is None else ("--model-dir", str(model_dir))
     per_request, in_flight, timeout_s = client
+
+    def endpoint(url: str, reviews: Sequence[ReviewEvent], per: int, flight: int) -> Row:
+        n, s = asyncio.run(
+            through_endpoint(
+                url,
+                reviews,
+                records_per_request=per,
+                max_in_flight=flight,
+                repeats=repeats,
+                timeout_s=timeout_s,
+            )
+        )
+        return f"endpoint, {per} per request, {flight} in flight (EndpointScorer)", n, s
+
     with EndpointServer(*args, workers=2) as server:
-        n, s = asyncio.run(
-            through_endpoint(
-                server.url,
-                events,
-                records_per_request=per_request,
-                max_in_flight=in_flight,
-                repeats=repeats,
-                timeout_s=timeout_s,
-            )
-        )
-        rows.append(
-            (f"endpoint, {per_request} per request, {in_flight} in flight (EndpointScorer)", n, s)
-        )
-        n, s = asyncio.run(
-            through_endpoint(
-                server.url,
-                single,
-                records_per_request=1,
-                max_in_flight=1,
-                repeats=repeats,
-                timeout_s=timeout_s,
-            )
-        )
-        rows.append(("endpoint, 1 per request, 1 in flight (EndpointScorer)", n, s))
+        rows.append(endpoint(server.url, events, per_request, in_flight))
+        rows.append(endpoint(server.url, single, 1, 1))
         n, s = boto3_one_by_one(server, single, repeats)
         rows.append(("endpoint, 1 per request (boto3 sync, one by one)", n, s))
     if one_thread:
         with EndpointServer(*args, workers=2, env={THREADS_ENV: "1"}) as server:
-            n, s = asyncio.run(
-                through_endpoint(
-                    server.url,
-                    events,
-                    records_per_request=per_request,
-                    max_in_flight=in_flight,
-                    repeats=repeats,
-                    timeout_s=timeout_s,
-                )
-            )
+            _name, n, s = endpoint(server.url, events, per_request, in_flight)
         rows.append(("  the same, 1 model thread in each of the 2 workers", n, s))
     return rows
 
