@@ -40,9 +40,10 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 from stream.errors import ScoringRejected, describe
 from stream.events import (
@@ -66,6 +67,7 @@ __all__ = [
     "Pipeline",
     "PipelineOptions",
     "Prediction",
+    "PredictionColumns",
     "RawRecord",
     "Scorer",
     "ScoringResult",
@@ -113,6 +115,32 @@ class Prediction:
     p_positive: float
 
 
+class PredictionColumns(Sequence[Prediction]):
+    """Predictions held as columns (labels -1/0/1 and probabilities n x 3, class order
+    negative, neutral, positive), read as :class:`Prediction` values only when asked."""
+
+    __slots__ = ("labels", "probabilities")
+
+    def __init__(self, labels: npt.ArrayLike, probabilities: npt.ArrayLike) -> None:
+        self.labels = np.asarray(labels, dtype=np.int8)
+        self.probabilities = np.asarray(probabilities, dtype=np.float64)
+        if self.probabilities.shape != (len(self.labels), 3):
+            raise ValueError("one label and three probabilities per prediction")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @overload
+    def __getitem__(self, index: int) -> Prediction: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Prediction]: ...
+    def __getitem__(self, index: int | slice) -> Prediction | Sequence[Prediction]:
+        if isinstance(index, slice):
+            return PredictionColumns(self.labels[index], self.probabilities[index])
+        p = self.probabilities[index].tolist()
+        return Prediction(int(self.labels[index]), p[0], p[1], p[2])
+
+
 @dataclass(frozen=True, slots=True)
 class ScoringResult:
     predictions: Sequence[Prediction]
@@ -122,6 +150,8 @@ class ScoringResult:
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """The predictions as columns: sentiment (int8, -1/0/1) and probabilities (n x 3)."""
+        if isinstance(self.predictions, PredictionColumns):
+            return self.predictions.labels, self.predictions.probabilities.astype(np.float32)
         n = len(self.predictions)
         sentiment = np.fromiter((p.sentiment for p in self.predictions), np.int8, count=n)
         probs = np.array(

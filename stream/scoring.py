@@ -1,8 +1,12 @@
 """Scorers: the in-process model (embedded default) and response parsing shared by all.
 
-Every scorer goes through the SageMaker handler contract of ``endpoint.inference``
-(``input_fn`` -> ``predict_fn`` -> ``output_fn``) and parses the same JSON response, so the
-embedded default runs exactly the code a SageMaker container runs.
+Every scorer goes through the SageMaker handler contract of ``endpoint.inference``: the
+in-process scorer sends the same JSON request through ``input_fn`` and ``predict_fn``, so the
+embedded default decodes and predicts with exactly the code a SageMaker container runs, and
+takes the prediction's columns as they are. Only ``output_fn``'s JSON and its parsing
+(:func:`parse_response`, what the endpoint client reads) are left out in-process: they cost
+as much as the model itself and change nothing (``tests/integration/test_endpoint_client.py``
+checks that both give the same predictions).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any
 
 from stream.errors import ScoringRejected
 from stream.events import ReviewEvent
-from stream.pipeline import Prediction, ScoringResult
+from stream.pipeline import Prediction, PredictionColumns, ScoringResult
 
 __all__ = ["InProcessScorer", "parse_response", "request_body"]
 
@@ -57,19 +61,21 @@ class InProcessScorer:
 
         self._model = model_fn(model_dir or default_model_dir())
 
-    def _score_sync(self, body: bytes) -> bytes:
-        from endpoint.inference import input_fn, output_fn, predict_fn
+    def _score_sync(self, body: bytes) -> tuple[PredictionColumns, str, str]:
+        from endpoint.inference import input_fn, predict_fn
 
         data = input_fn(body, "application/json")
         prediction = predict_fn(data, self._model)
-        out, _content_type = output_fn(prediction, "application/json")
-        return out
+        columns = PredictionColumns(prediction.labels, prediction.probabilities)
+        return columns, prediction.model_name, prediction.model_version
 
     async def score(self, events: Sequence[ReviewEvent]) -> ScoringResult:
         started = time.perf_counter()
         try:
-            body = await asyncio.to_thread(self._score_sync, request_body(events))
+            columns, name, version = await asyncio.to_thread(self._score_sync, request_body(events))
         except ValueError as err:  # the handler's InvalidInput is a ValueError
             raise ScoringRejected(str(err)) from err
+        if len(columns) != len(events):
+            raise ScoringRejected(f"the model answered {len(columns)} of {len(events)} instances")
         latency = (time.perf_counter() - started) * 1000.0
-        return parse_response(body, len(events), latency)
+        return ScoringResult(columns, name, version, latency)

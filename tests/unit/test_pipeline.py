@@ -8,11 +8,19 @@ import json
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from stream.errors import ScoringRejected
 from stream.events import Alert, Batch, Reason, ReviewEvent, ScoredReview, Severity, SourcePosition
-from stream.pipeline import Pipeline, PipelineOptions, Prediction, RawRecord, ScoringResult
+from stream.pipeline import (
+    Pipeline,
+    PipelineOptions,
+    Prediction,
+    PredictionColumns,
+    RawRecord,
+    ScoringResult,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -391,3 +399,26 @@ async def test_alert_outputs_are_a_lane_that_commits_wait_for() -> None:
     await asyncio.wait_for(run, 5)
     assert len(alerts.alerts) == 2
     assert source.commits[-1][("test", "reviews", "0")].offset == 19
+
+
+def test_prediction_columns_read_as_predictions_and_as_arrays() -> None:
+    probs = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.25, 0.5, 0.25]])
+    columns = PredictionColumns([-1, 1, 0], probs)
+    assert len(columns) == 3
+    assert list(columns) == [
+        Prediction(-1, 0.7, 0.2, 0.1),
+        Prediction(1, 0.1, 0.3, 0.6),
+        Prediction(0, 0.25, 0.5, 0.25),
+    ]
+    assert columns[-1] == Prediction(0, 0.25, 0.5, 0.25)
+    assert list(columns[1:]) == list(columns)[1:]
+    with pytest.raises(IndexError):
+        columns[3]
+    # the same columns as the row path builds from Prediction values
+    as_rows = ScoringResult(list(columns), "m", "1", 1.0).arrays()
+    as_columns = ScoringResult(columns, "m", "1", 1.0).arrays()
+    for mine, theirs in zip(as_columns, as_rows, strict=True):
+        assert mine.dtype == theirs.dtype
+        np.testing.assert_array_equal(mine, theirs)
+    with pytest.raises(ValueError, match="three probabilities"):
+        PredictionColumns([1, 0], probs)
