@@ -43,7 +43,7 @@ def enriched_values(scored: Sequence[ScoredReview]) -> list[bytes]:
     from a batch's columns when it has them."""
     if not isinstance(scored, ScoredBatch):
         return [_json(s.to_json_dict()) for s in scored]
-    return [_json(doc) for doc in scored.to_json_dicts()]
+    return scored.to_json_values()
 
 
 class KafkaTopicsSink:

@@ -26,6 +26,7 @@ from functools import cached_property
 from operator import attrgetter
 from typing import Any, Final, Self, overload
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
@@ -232,18 +233,41 @@ def _verdict_values(values: Sequence[Any]) -> list[Any]:
     ]
 
 
-def _verdict_rows(columns: Sequence[list[Any]]) -> Iterator[tuple[Any, ...]]:
-    """:func:`_verdict_values` of many reviews, from the JSON values as columns."""
-    tops = [
-        columns[indexes[0]]
-        if inner is None
-        else [
-            dict(zip(inner, row, strict=True))
-            for row in zip(*[columns[i] for i in indexes], strict=True)
-        ]
-        for _key, inner, indexes in _VERDICT_LAYOUT
-    ]
-    return zip(*tops, strict=True)
+_JSON: Final = msgspec.json.Encoder()
+
+
+def _verdict_template() -> bytes:
+    """What follows an event's own fields in its ``reviews.enriched`` JSON: the verdict's
+    keys, with one ``%b`` for the JSON of each ``_VERDICT_WIRE`` value, in order."""
+    parts = []
+    for key, inner, _indexes in _VERDICT_LAYOUT:
+        value = (
+            b"%b"
+            if inner is None
+            else b"{" + b",".join(_JSON.encode(k) + b":%b" for k in inner) + b"}"
+        )
+        parts.append(_JSON.encode(key) + b":" + value)
+    return b"," + b",".join(parts) + b"}"
+
+
+_VERDICT_TEMPLATE: Final = _verdict_template()
+_VERDICT_KEY_SET: Final = frozenset(_VERDICT_KEYS)
+
+
+def _json_column(f: FieldSpec, column: pa.ChunkedArray) -> list[bytes]:
+    """The JSON of each value of a verdict column (as :meth:`FieldSpec.to_wire` gives it):
+    numbers in one encode of the whole column, the others once per distinct value (a
+    batch's model, scoring time and source repeat on every row)."""
+    import pyarrow.compute as pc
+
+    if not len(column):
+        return []
+    if pa.types.is_integer(column.type) or pa.types.is_floating(column.type):
+        # a number's JSON (or null) holds no comma
+        return _JSON.encode(column.to_pylist())[1:-1].split(b",")
+    coded = pc.dictionary_encode(column, null_encoding="encode").combine_chunks()
+    distinct = [_JSON.encode(v) for v in f.column_to_wire(coded.dictionary.to_pylist())]
+    return [distinct[i] for i in coded.indices.to_pylist()]
 
 
 class _WireValues:
@@ -814,16 +838,22 @@ class ScoredBatch(Sequence[ScoredReview]):
             position=position,
         )
 
-    def to_json_dicts(self) -> list[dict[str, Any]]:
-        """Each review's ``reviews.enriched`` form (as :meth:`ScoredReview.to_json_dict`),
-        the verdict read from :attr:`table`."""
+    def to_json_values(self) -> list[bytes]:
+        """Each review's ``reviews.enriched`` value: the msgspec JSON of
+        :meth:`ScoredReview.to_json_dict`, byte for byte, with the verdict read from
+        :attr:`table` and written from its columns rather than one dict per review."""
         t = self.table
-        columns = [f.column_to_wire(t.column(f.name).to_pylist()) for f in _VERDICT_WIRE]
+        columns = [_json_column(f, t.column(f.name)) for f in _VERDICT_WIRE]
         out = []
-        for event, values in zip(self.events, _verdict_rows(columns), strict=True):
-            doc = event.to_json_dict()
-            doc.update(zip(_VERDICT_KEYS, values, strict=True))
-            out.append(doc)
+        for event, verdict in zip(self.events, zip(*columns, strict=True), strict=True):
+            tail = _VERDICT_TEMPLATE % verdict
+            if event.extra and not _VERDICT_KEY_SET.isdisjoint(event.extra):
+                # an unknown field of a verdict key's name: replaced where it stands
+                doc = event.to_json_dict()
+                doc.update(msgspec.json.decode(b"{" + tail[1:]))
+                out.append(_JSON.encode(doc))
+            else:
+                out.append(_JSON.encode(event.to_json_dict())[:-1] + tail)
         return out
 
     @cached_property

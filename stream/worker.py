@@ -34,9 +34,18 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
     )
     runtime.serve_metrics(_Readings(suite))
     try:
-        faust.Worker(app, loglevel=loglevel).execute_from_commandline()
+        faust_worker(app, loglevel).execute_from_commandline()
     finally:
         logging.getLogger(__name__).info("worker stopped")
+
+
+def faust_worker(app: faust.App, loglevel: str) -> faust.Worker:
+    """A faust worker without its terminal spinner. At a log level of WARNING or above,
+    faust's spinner lowers the root logger to DEBUG and spins on every record, so each of
+    aiokafka's per-request debug messages built a log record on the hot path."""
+    worker = faust.Worker(app, loglevel=loglevel)
+    worker.spinner = None
+    return worker
 
 
 class _Readings:

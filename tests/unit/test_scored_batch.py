@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 
+import msgspec
 import numpy as np
 import pytest
 
@@ -120,7 +121,8 @@ def test_a_batch_of_alerts_alone_is_named_by_its_position() -> None:
 
 def test_the_enriched_json_of_a_batch_equals_its_rows_and_round_trips() -> None:
     batch = _batch()
-    docs = batch.to_json_dicts()
+    values = batch.to_json_values()
+    docs = [msgspec.json.decode(v) for v in values]
     rows = list(ScoredBatch.from_table(batch.table))  # float32 verdict, as the batch's JSON
     assert docs[4] == {
         "kept": 4,
@@ -144,7 +146,8 @@ def test_the_enriched_json_of_a_batch_equals_its_rows_and_round_trips() -> None:
         "endpoint_latency_ms": 12.5,
         "source": {"source": "kafka", "stream": "reviews", "partition": "0", "offset": "104"},
     }
-    for doc, row, original in zip(docs, rows, batch, strict=True):
+    for value, doc, row, original in zip(values, docs, rows, batch, strict=True):
+        assert value == msgspec.json.encode({"kept": doc["kept"], **row.to_json_dict()})
         assert list(doc) == list(original.to_json_dict())
         mine = {k: v for k, v in doc.items() if k != "kept"}
         assert mine == row.to_json_dict()
@@ -153,6 +156,32 @@ def test_the_enriched_json_of_a_batch_equals_its_rows_and_round_trips() -> None:
         assert back.position == original.position
         assert back.sentiment == original.sentiment
         assert back.scored_at == original.scored_at
+
+
+def test_the_enriched_json_of_a_batch_read_from_its_table_is_its_rows_json() -> None:
+    back = ScoredBatch.from_table(_batch().table)
+    assert back.to_json_values() == [msgspec.json.encode(r.to_json_dict()) for r in back]
+    assert ScoredBatch.from_table(back.table.slice(0, 0)).to_json_values() == []
+
+
+def test_a_batch_keeps_an_unknown_field_named_like_a_verdict_key_in_its_place() -> None:
+    plain = _batch(3)
+    events = list(plain.events)
+    events[1] = dataclasses.replace(events[1], extra={"source": 1, "kept": 1, "sentiment": "x"})
+    batch = ScoredBatch.from_table(plain.table)
+    odd = ScoredBatch.from_predictions(
+        events,
+        batch.positions,
+        np.array([r.sentiment for r in batch], np.int8),
+        np.array([[r.p_negative, r.p_neutral, r.p_positive] for r in batch], np.float32),
+        model=("tfidf-lr", "7"),
+        scored_at=SCORED_AT,
+        latency_ms=12.5,
+    )
+    rows = [dataclasses.replace(r, event=e) for r, e in zip(batch, events, strict=True)]
+    values = odd.to_json_values()
+    assert values == [msgspec.json.encode(r.to_json_dict()) for r in rows]
+    assert list(msgspec.json.decode(values[1]))[:3] == ["source", "kept", "sentiment"]
 
 
 def test_an_unknown_field_named_like_a_verdict_key_is_replaced_in_place() -> None:
