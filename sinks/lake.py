@@ -503,12 +503,32 @@ _DISTINCT_COLUMNS = frozenset(
 )
 
 
+def _codecs(schema: pa.Schema, compression: str) -> dict[str, str]:
+    """``compression`` for the columns it shrinks, none for the others. A dictionary-encoded
+    column is small already and floats barely compress, yet each compressed column chunk
+    costs a codec context: with zstd on all 23 columns of a review, a file of 100 rows took
+    1.34 ms to encode against 0.59 ms this way, for 2% more bytes (3-5% at 1,000-4,000
+    rows)."""
+    return {
+        f.name: compression
+        if f.name in _DISTINCT_COLUMNS and not pa.types.is_floating(f.type)
+        else "none"
+        for f in schema
+    }
+
+
 def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     """Encode one table as a Parquet file (the only place the project encodes Parquet): one
-    chunk per column, dictionaries only for columns that repeat."""
+    chunk per column, dictionaries only for columns that repeat, ``compression`` only for
+    the columns it shrinks (:func:`_codecs`)."""
     buf = io.BytesIO()
     dictionary = [name for name in table.column_names if name not in _DISTINCT_COLUMNS]
-    pq.write_table(table.combine_chunks(), buf, compression=compression, use_dictionary=dictionary)
+    pq.write_table(
+        table.combine_chunks(),
+        buf,
+        compression=_codecs(table.schema, compression),
+        use_dictionary=dictionary,
+    )
     return buf.getvalue()
 
 

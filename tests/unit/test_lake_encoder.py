@@ -90,6 +90,29 @@ def test_every_table_has_the_one_schema_even_when_optional_fields_are_all_missin
     assert pq.read_table(io.BytesIO(data)).schema == SCORED_SCHEMA
 
 
+def _codecs(data: bytes) -> dict[str, str]:
+    group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+    return {
+        group.column(i).path_in_schema: group.column(i).compression
+        for i in range(group.num_columns)
+    }
+
+
+def test_only_the_columns_a_codec_shrinks_are_compressed() -> None:
+    table = encode_scored([scored(i, "Knits") for i in range(4)])[0].table
+    codecs = _codecs(to_parquet_bytes(table))
+    assert {c for c, codec in codecs.items() if codec == "ZSTD"} == {
+        "review_id",
+        "review_text",
+        "event_time",
+        "source_offset",
+    }
+    assert codecs["p_negative"] == codecs["product_category"] == "UNCOMPRESSED"
+    assert _codecs(to_parquet_bytes(table, "snappy"))["review_text"] == "SNAPPY"
+    assert set(_codecs(to_parquet_bytes(table, "none")).values()) == {"UNCOMPRESSED"}
+    assert pq.read_table(io.BytesIO(to_parquet_bytes(table))).equals(table)
+
+
 def test_dead_letters_and_alerts_encode_with_their_schemas() -> None:
     dead = [
         DeadLetter(b"\xff", Reason.BAD_UTF8, "bad", SourcePosition("r", "s", "0", 7), T),
