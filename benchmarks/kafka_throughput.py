@@ -213,12 +213,13 @@ def run_workers(
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             got = [received(port) for port in readers]
-            if started is None and all(g > 0 for g in got):
-                started, first = time.perf_counter(), sum(got)
             if started is None and sum(got) >= events:
                 raise RuntimeError(
-                    "one worker read every event before another joined: use more --events"
+                    "the workers read every event before the clock could start (one before "
+                    "another joined, or all in one go): use more events"
                 )
+            if started is None and all(g > 0 for g in got):
+                started, first = time.perf_counter(), sum(got)
             if started is not None and asyncio.run(committed(bootstrap, group, topic)) >= events:
                 elapsed = time.perf_counter() - started
                 return (events - first) / elapsed, [peak_rss_mb(p.pid) for p, _ in procs]
