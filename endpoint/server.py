@@ -2,7 +2,8 @@
 
 Routes (aiohttp):
 
-* ``GET /ping``: 200 once the model is loaded, 503 before (container health check);
+* ``GET /ping``: 200 once every worker has loaded the model, 503 before (container health
+  check);
 * ``POST /invocations``: the container contract, served by :mod:`endpoint.inference`;
 * ``POST /endpoints/{EndpointName}/invocations``: the ``InvokeEndpoint`` runtime API, so
   ``boto3.client("sagemaker-runtime", endpoint_url="http://127.0.0.1:PORT")
@@ -34,9 +35,10 @@ token itself in ``$ENDPOINT_AUTH_TOKEN``) every route but ``/ping`` (the health 
 
 Several worker processes share one listening socket (pre-fork: the socket is bound before the
 workers are forked and the kernel hands each connection to one of them). Every worker loads the
-model in the background after it starts serving, so ``/ping`` says when it is ready; the
-supervisor replaces a worker that dies and stops them all on SIGTERM / SIGINT. Workers also
-exit when the supervisor disappears.
+model in the background after it starts serving, so ``/ping`` says when it is ready: 200 only
+once every worker has loaded the model (a shared count), since the kernel may hand the next
+request to any of them; the supervisor replaces a worker that dies and stops them all on
+SIGTERM / SIGINT. Workers also exit when the supervisor disappears.
 
 Public API::
 
@@ -150,6 +152,9 @@ class _State:
         self.load_error: str | None = None
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.loader: asyncio.Task[None] | None = None
+        #: with several workers: the count (shared by all) of those that have loaded the
+        #: model once, and how many there are
+        self.started: tuple[Any, int] | None = None
 
 
 _STATE = web.AppKey("endpoint_state", _State)
@@ -253,6 +258,9 @@ async def _ping(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     if state.model is None:
         return web.Response(status=503, text=state.load_error or "model loading\n")
+    if state.started is not None and state.started[0].value < state.started[1]:
+        loaded, workers = state.started[0].value, state.started[1]
+        return web.Response(status=503, text=f"model loaded in {loaded} of {workers} workers\n")
     return web.Response(status=200, text="\n")
 
 
@@ -386,6 +394,9 @@ async def _load_model(app: web.Application) -> None:
         log.error("%s", state.load_error)  # noqa: TRY400 - the message says it all
     else:
         log.info("model %s %s loaded", state.model.name, state.model.version)
+        if state.started is not None:
+            with state.started[0].get_lock():
+                state.started[0].value += 1
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -398,13 +409,18 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     state.executor.shutdown(wait=False, cancel_futures=True)
 
 
-def create_app(config: ServerConfig | None = None) -> web.Application:
-    """One worker's application; the model loads in the background once it starts."""
+def create_app(
+    config: ServerConfig | None = None, *, started: tuple[Any, int] | None = None
+) -> web.Application:
+    """One worker's application; the model loads in the background once it starts.
+    ``started``: with several workers, a count shared by all of those that have loaded the
+    model (a ``multiprocessing.Value``) and how many workers there are."""
     config = config or ServerConfig()
     # Bodies are read by hand (6 MB limit, 413); this only bounds aiohttp's own readers.
     middlewares = [_bearer_check(config.auth_token)] if config.auth_token is not None else []
     app = web.Application(client_max_size=config.max_body_bytes + 1, middlewares=middlewares)
     app[_STATE] = _State(config)
+    app[_STATE].started = started
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_get("/ping", _ping)
     app.router.add_get("/execution-parameters", _execution_parameters)
@@ -425,8 +441,13 @@ async def _watch_parent(parent: int) -> None:
     os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _run_worker(sock: socket.socket, config: ServerConfig, parent: int | None) -> None:
-    app = create_app(config)
+def _run_worker(
+    sock: socket.socket,
+    config: ServerConfig,
+    parent: int | None,
+    started: tuple[Any, int] | None = None,
+) -> None:
+    app = create_app(config, started=started)
     if parent is not None:
 
         async def watchdog(app: web.Application) -> AsyncIterator[None]:
@@ -497,9 +518,14 @@ def serve(
 def _supervise(sock: socket.socket, config: ServerConfig, workers: int) -> None:
     ctx = multiprocessing.get_context("fork")
     me = os.getpid()
+    # workers that have loaded the model once: /ping answers 200 when all of them have (a
+    # replacement adds one more; the others go on serving meanwhile)
+    loaded = ctx.Value("i", 0)
 
     def start() -> Any:
-        p = ctx.Process(target=_run_worker, args=(sock, config, me), daemon=False)
+        p = ctx.Process(
+            target=_run_worker, args=(sock, config, me, (loaded, workers)), daemon=False
+        )
         p.start()
         return p
 

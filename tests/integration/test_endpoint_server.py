@@ -4,7 +4,9 @@ error statuses and shapes, worker processes and shutdown."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -18,11 +20,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 from botocore.exceptions import ClientError
 
 from endpoint.inference import default_model_dir
 from endpoint.model import SentimentModel
-from endpoint.server import MAX_BODY_BYTES
+from endpoint.server import MAX_BODY_BYTES, ServerConfig, create_app
 from stream.endpoint_client import EndpointScorer
 from stream.errors import ConfigurationError
 from stream.settings import EndpointSettings
@@ -79,7 +82,27 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str,
 
 
 def test_ping(server: EndpointServer) -> None:
-    assert http_status(server.url + "/ping") == 200
+    # the server was ready for one ping: every later one, whichever worker takes it, is 200
+    assert [http_status(server.url + "/ping") for _ in range(30)] == [200] * 30
+
+
+async def test_ping_waits_for_every_worker_to_load_the_model() -> None:
+    """A worker that has its model still answers 503 while another worker loads its own:
+    the kernel may hand the next request to either."""
+    loaded = multiprocessing.get_context("fork").Value("i", 0)
+    app = create_app(ServerConfig(), started=(loaded, 2))
+    async with TestClient(TestServer(app)) as client:
+        for _ in range(600):  # until this worker has its model
+            response = await client.get("/ping")
+            text = await response.text()
+            if text != "model loading\n":
+                break
+            await asyncio.sleep(0.05)
+        assert (response.status, text) == (503, "model loaded in 1 of 2 workers\n")
+        assert loaded.value == 1  # this worker counted itself
+        with loaded.get_lock():
+            loaded.value += 1  # the other worker
+        assert (await client.get("/ping")).status == 200
 
 
 def test_boto3_invoke_endpoint_round_trip(client: Any, model: SentimentModel) -> None:
