@@ -133,6 +133,7 @@ class FeatureBlock:
     norm: Literal["l1", "l2"] | None = "l2"
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _words: _WordTerms | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lo, hi = self.ngram_range
@@ -149,6 +150,12 @@ class FeatureBlock:
             raise ValueError(f"idf has shape {self.idf.shape}, expected ({len(self.terms)},)")
         object.__setattr__(self, "_index", index)
         object.__setattr__(self, "_pattern", re.compile(self.token_pattern))
+        words = (
+            _WordTerms.of(self.terms)
+            if self.analyzer == "word" and self.ngram_range in ((1, 1), (1, 2))
+            else None
+        )
+        object.__setattr__(self, "_words", words)
 
     @property
     def size(self) -> int:
@@ -205,10 +212,17 @@ class FeatureBlock:
     def transform(self, texts: Sequence[str]) -> tuple[IntArray, IntArray, FloatArray]:
         """(rows, columns, values) of the non-zero features, sorted by row then column."""
         n = len(texts)
-        per_doc = [self.term_ids(t) for t in texts]
-        lengths = np.fromiter((len(p) for p in per_doc), dtype=np.int64, count=n)
-        ids = np.fromiter((i for p in per_doc for i in p), dtype=np.int64, count=int(lengths.sum()))
-        docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        if self._words is not None:
+            lower = self.lowercase
+            findall = self._pattern.findall
+            docs, ids = self._words.occurrences(
+                [findall(t.lower() if lower else t) for t in texts], pairs=self.ngram_range[1] == 2
+            )
+        else:
+            per_doc = [self.term_ids(t) for t in texts]
+            lengths = np.fromiter(map(len, per_doc), dtype=np.int64, count=n)
+            ids = np.fromiter(itertools.chain.from_iterable(per_doc), np.int64, int(lengths.sum()))
+            docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
         known = ids >= 0
         width = max(self.size, 1)
         keys, counts = np.unique(docs[known] * width + ids[known], return_counts=True)
@@ -227,6 +241,59 @@ class FeatureBlock:
             norms[norms == 0.0] = 1.0
             values /= norms[rows]
         return rows, cols, values
+
+
+@dataclass(frozen=True)
+class _WordTerms:
+    """A word block's terms by word number: each word of a term gets a number, a unigram's
+    column is found by its word's number and a bigram's by the pair's, in numpy, so a batch
+    costs one dict lookup per token instead of a lookup per token and a joined string and a
+    lookup per pair."""
+
+    numbers: dict[str, int]  # every word of a term -> its number
+    unigram: IntArray  # word number -> column of that unigram, or -1
+    pair_keys: IntArray  # sorted: first word * len(numbers) + second word, of each bigram
+    pair_columns: IntArray  # the column of each of those bigrams
+
+    @classmethod
+    def of(cls, terms: Sequence[str]) -> _WordTerms:
+        numbers: dict[str, int] = {}
+        unigrams: list[tuple[int, int]] = []
+        pairs: list[tuple[int, int, int]] = []
+        for column, term in enumerate(terms):
+            words = [numbers.setdefault(w, len(numbers)) for w in term.split(" ")]
+            if len(words) == 1:
+                unigrams.append((words[0], column))
+            else:
+                pairs.append((words[0], words[1], column))
+        width = len(numbers)
+        unigram = np.full(width, -1, np.int64)
+        for word, column in unigrams:
+            unigram[word] = column
+        keys = np.array([a * width + b for a, b, _c in pairs], np.int64)
+        order = np.argsort(keys)
+        columns = np.array([c for _a, _b, c in pairs], np.int64)
+        return cls(numbers, unigram, keys[order], columns[order])
+
+    def occurrences(self, tokens: Sequence[list[str]], *, pairs: bool) -> tuple[IntArray, IntArray]:
+        """(document, column) of every unigram (and with ``pairs``, every bigram) of each
+        document's ``tokens``; the column is -1 for a term the block does not know."""
+        get = self.numbers.get
+        per_doc = [[get(t, -1) for t in doc] for doc in tokens]
+        lengths = np.fromiter(map(len, per_doc), np.int64, len(per_doc))
+        words = np.fromiter(itertools.chain.from_iterable(per_doc), np.int64, int(lengths.sum()))
+        docs = np.repeat(np.arange(len(per_doc), dtype=np.int64), lengths)
+        known = words >= 0
+        ids = np.where(known, self.unigram[np.where(known, words, 0)], -1)
+        if not pairs or len(words) < 2 or not len(self.pair_keys):
+            return docs, ids
+        first, second = words[:-1], words[1:]
+        within = (docs[:-1] == docs[1:]) & (first >= 0) & (second >= 0)
+        keys = first * len(self.numbers) + second
+        at = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
+        found = within & (self.pair_keys[at] == keys)
+        pair_ids = np.where(found, self.pair_columns[at], -1)
+        return np.concatenate([docs, docs[:-1]]), np.concatenate([ids, pair_ids])
 
 
 def _word_ngrams(tokens: list[str], lo: int, hi: int) -> list[str]:

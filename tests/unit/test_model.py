@@ -170,6 +170,26 @@ def softmax(z: list[float]) -> list[float]:
     return [v / sum(e) for v in e]
 
 
+def test_word_pairs_are_found_within_a_text_only() -> None:
+    """The batch lookup of unigrams and bigrams by word number: a bigram whose words are not
+    terms themselves, a pair across two texts (never a bigram), empty and unknown texts."""
+    block = FeatureBlock(terms=("good", "not good", "very bad"), ngram_range=(1, 2), norm=None)
+    texts = ["Not good", "very", "bad very bad", "", "good good", "nothing known"]
+    rows, cols, values = block.transform(texts)
+    assert list(zip(rows.tolist(), cols.tolist(), values.tolist(), strict=True)) == [
+        (0, 0, 1.0),
+        (0, 1, 1.0),
+        (2, 2, 1.0),
+        (4, 0, 2.0),
+    ]
+    # the same as the per-text analysis
+    for i, text in enumerate(texts):
+        ids = sorted(c for c in block.term_ids(text) if c >= 0)
+        assert ids == sorted(np.repeat(cols[rows == i], values[rows == i].astype(int)).tolist())
+    unigrams = FeatureBlock(terms=("good", "not good"), ngram_range=(1, 1), norm=None)
+    assert unigrams.transform(["not good"])[1].tolist() == [0]
+
+
 def test_tiny_model_exact_output_raw_counts_l2() -> None:
     model = tiny_model()
     # "good good bad" -> counts bad 1, good 2 -> l2: (1, 2) / sqrt(5)
