@@ -283,6 +283,8 @@ class _WordTerms:
         lengths = np.fromiter(map(len, per_doc), np.int64, len(per_doc))
         words = np.fromiter(itertools.chain.from_iterable(per_doc), np.int64, int(lengths.sum()))
         docs = np.repeat(np.arange(len(per_doc), dtype=np.int64), lengths)
+        if not len(self.numbers):  # a block without terms: every token is unknown
+            return docs, np.full(len(words), -1, np.int64)
         known = words >= 0
         ids = np.where(known, self.unigram[np.where(known, words, 0)], -1)
         if not pairs or len(words) < 2 or not len(self.pair_keys):

@@ -188,6 +188,8 @@ def test_word_pairs_are_found_within_a_text_only() -> None:
         assert ids == sorted(np.repeat(cols[rows == i], values[rows == i].astype(int)).tolist())
     unigrams = FeatureBlock(terms=("good", "not good"), ngram_range=(1, 1), norm=None)
     assert unigrams.transform(["not good"])[1].tolist() == [0]
+    empty = FeatureBlock(terms=(), ngram_range=(1, 2), norm=None)
+    assert [a.tolist() for a in empty.transform(["not good", ""])] == [[], [], []]
 
 
 def test_tiny_model_exact_output_raw_counts_l2() -> None:
