@@ -503,7 +503,7 @@ _DISTINCT_COLUMNS = frozenset(
 )
 
 
-def _codecs(schema: pa.Schema, compression: str) -> dict[str, str]:
+def _column_compression(schema: pa.Schema, compression: str) -> dict[str, str]:
     """``compression`` for the columns it shrinks, none for the others. A dictionary-encoded
     column is small already and floats barely compress, yet each compressed column chunk
     costs a codec context: with zstd on all 23 columns of a review, a file of 100 rows took
@@ -520,13 +520,13 @@ def _codecs(schema: pa.Schema, compression: str) -> dict[str, str]:
 def to_parquet_bytes(table: pa.Table, compression: str = "zstd") -> bytes:
     """Encode one table as a Parquet file (the only place the project encodes Parquet): one
     chunk per column, dictionaries only for columns that repeat, ``compression`` only for
-    the columns it shrinks (:func:`_codecs`)."""
+    the columns it shrinks (:func:`_column_compression`)."""
     buf = io.BytesIO()
     dictionary = [name for name in table.column_names if name not in _DISTINCT_COLUMNS]
     pq.write_table(
         table.combine_chunks(),
         buf,
-        compression=_codecs(table.schema, compression),
+        compression=_column_compression(table.schema, compression),
         use_dictionary=dictionary,
     )
     return buf.getvalue()
