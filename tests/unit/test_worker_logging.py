@@ -29,6 +29,7 @@ def test_a_quiet_worker_does_not_build_debug_records(loglevel: str, root_logging
     app = faust.App("logging-test", broker="kafka://127.0.0.1:1", store="memory://")
     worker = faust_worker(app, loglevel)
     worker.stdout = io.StringIO()
+    worker.redirect_stdouts = False  # the test process keeps its own sys.stdout
     worker._setup_logging()
     assert logging.getLogger().level == getattr(logging, loglevel.upper())
     assert not logging.getLogger("aiokafka.conn").isEnabledFor(logging.DEBUG)
@@ -38,5 +39,6 @@ def test_faust_itself_would_lower_the_root_logger(root_logging: None) -> None:
     """The reason for :func:`faust_worker`: a plain faust worker at ERROR enables DEBUG."""
     app = faust.App("logging-test-plain", broker="kafka://127.0.0.1:1", store="memory://")
     worker = faust.Worker(app, loglevel="error")
+    worker.redirect_stdouts = False
     worker._setup_logging()
     assert logging.getLogger("aiokafka.conn").isEnabledFor(logging.DEBUG)
