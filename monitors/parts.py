@@ -25,7 +25,7 @@ from monitors.shift import SentimentShiftMonitor, cusum_threshold
 from monitors.window_tests import TestLevels, WindowTester
 from monitors.windows import EventTimeWindows
 
-__all__ = ["STATE_VERSION", "Counters", "SuiteParts", "unseen"]
+__all__ = ["STATE_VERSION", "Counters", "SuiteParts", "unobserved", "unseen"]
 
 STATE_VERSION = 1
 
@@ -85,6 +85,20 @@ def unseen(
         top = int(mine.max())
         seen[name] = top if mark is None else max(mark, top)
     return fresh
+
+
+def unobserved(log: Mapping[str, tuple[int, int]], seen: Mapping[str, int]) -> list[str]:
+    """The partitions whose log holds records beyond what was observed, in ``log`` order.
+
+    ``log`` maps each of the source's partitions (``"source/stream/partition"``) to the
+    offsets its log holds now, ``[first, end)``; ``seen`` is the highest offset observed per
+    partition (see :func:`unseen`)."""
+    out = []
+    for name, (first, end) in log.items():
+        mark = seen.get(name)
+        if end > (first if mark is None else max(first, mark + 1)):
+            out.append(name)
+    return out
 
 
 def _groups(config: MonitorConfig) -> tuple[str, ...]:

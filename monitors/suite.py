@@ -50,7 +50,7 @@ from monitors.config import MonitorConfig
 from monitors.contributions import Explainer
 from monitors.evaluation import WindowReport
 from monitors.features import BatchFeatures, ModelVocabulary, extract, offsets, partitions
-from monitors.parts import Counters, SuiteParts, unseen
+from monitors.parts import Counters, SuiteParts, unobserved, unseen
 from monitors.readings import METRICS, Reading, collect
 from monitors.window_tests import EvaluatedWindow
 from monitors.windows import to_us
@@ -125,6 +125,16 @@ class MonitorSuite:
             key = f"{a.name}:{a.status}"
             k.alerts[key] = k.alerts.get(key, 0) + 1
         return alerts
+
+    def expect(self, log: Mapping[str, tuple[int, int]], now: datetime) -> None:
+        """Tell the windows what the source holds: ``log`` maps each of its partitions
+        (``"source/stream/partition"``, as the events' positions name them) to the offsets its
+        log holds, ``[first, end)``. A partition with records not yet observed, and no event
+        yet, holds the watermark (see :mod:`monitors.windows`), so a backlog whose partitions
+        come one after another is not counted late. Call it before each :meth:`observe` where
+        the source can say; without it, partitions hold the watermark from their first event."""
+        p = self._parts
+        p.windows.expect(unobserved(log, p.seen), to_us(now))
 
     def _groups_of(self, categories: Sequence[str]) -> IntArray:
         other = len(self._group_index) - 1

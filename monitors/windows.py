@@ -12,9 +12,18 @@ in it, advanced by processing time while it is idle (``now`` minus the processin
 that newest event arrived). The watermark is the smallest event clock over the partitions that
 had an event within ``idle_timeout`` of processing time; when every partition is idle, the
 largest (an idle stream still closes its windows); it never moves back. A partition holds the
-watermark from its first event on (a consumer's first fetch normally brings every partition
-with data); one idle for longer than the longest window is forgotten. With one partition this
-is the newest event time seen, advanced by processing time while the stream is idle.
+watermark from its first event on; one idle for longer than the longest window is forgotten.
+With one partition this is the newest event time seen, advanced by processing time while the
+stream is idle.
+
+Before its first event a partition has no clock, so by itself it would not hold the
+watermark: a backlog whose partitions reach the windows one after another (two workers, one
+slower to start) would see the first partitions' event time close windows that the later ones
+still fill. A source that knows its partitions says which of them hold records the windows
+have not had (:meth:`EventTimeWindows.expect`: Kafka compares each partition's log end with the
+offsets observed); while one of those has had no event, for at most ``idle_timeout`` of
+processing time after it was first expected, the watermark stays where it is. An empty
+partition is not expected, so it holds nothing.
 
 A tumbling window ``[s, e)`` closes once ``clock >= e + allowed_lateness``; an event whose
 tumbling window has already closed is *late*: it is counted and dropped. An event older than
@@ -30,7 +39,7 @@ in a table.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from math import gcd
@@ -161,6 +170,7 @@ class EventTimeWindows:
     def reset(self) -> None:
         self._panes: dict[int, tuple[IntArray, IntArray]] = {}
         self._partitions: dict[str, _Partition] = {}
+        self._expected: dict[str, int] = {}  # partition with records and no event -> since
         self._watermark: int | None = None
         self._now: int | None = None
         self._closed_until: int | None = None  # tumbling windows with index < this are closed
@@ -178,6 +188,12 @@ class EventTimeWindows:
     def partitions(self) -> dict[str, tuple[int, int, int]]:
         """Per partition: newest event time, its arrival and the last arrival (microseconds)."""
         return {k: (p.max_event, p.arrival, p.seen) for k, p in self._partitions.items()}
+
+    @property
+    def expected(self) -> dict[str, int]:
+        """Partitions expected to bring events that have had none, with the processing time
+        (microseconds) since which they are."""
+        return dict(self._expected)
 
     @property
     def newest_event(self) -> int | None:
@@ -209,6 +225,15 @@ class EventTimeWindows:
         return late
 
     # -- updates ---------------------------------------------------------------------------
+
+    def expect(self, names: Iterable[str], now_us: int) -> None:
+        """The source's partitions that hold records these windows have not had (all of
+        them, each time: a partition left out is no longer expected). One that has had no
+        event holds the watermark until its first event, for at most ``idle_timeout``."""
+        before = self._expected
+        self._expected = {
+            name: before.get(name, now_us) for name in names if name not in self._partitions
+        }
 
     def add(
         self,
@@ -278,7 +303,9 @@ class EventTimeWindows:
     def _advance(self) -> None:
         """Move the watermark (see module doc) and forget partitions idle past the horizon."""
         now = self._now
-        if not self._partitions or now is None:
+        for name in [n for n in self._expected if n in self._partitions]:
+            del self._expected[name]
+        if not self._partitions or now is None or self._waiting(now):
             return
         clocks = [(p.clock(now), now - p.seen) for p in self._partitions.values()]
         active = [c for c, idle in clocks if self._idle is None or idle < self._idle]
@@ -289,6 +316,11 @@ class EventTimeWindows:
         ]
         for k in stale[: len(self._partitions) - 1]:
             del self._partitions[k]
+
+    def _waiting(self, now: int) -> bool:
+        """Whether an expected partition without events still holds the watermark."""
+        idle = self._idle
+        return any(idle is None or now - since < idle for since in self._expected.values())
 
     def _add_counts(self, t: IntArray, g: IntArray, p: IntArray, y: IntArray) -> None:
         if not t.size:

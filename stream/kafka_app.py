@@ -11,7 +11,11 @@ Scoring scales out; monitoring needs one global view. So a worker runs two thing
   timers, not the scoring loop.
 * **monitoring**: a faust agent on the monitor feed, a topic with ONE partition, so exactly one
   worker at a time runs the monitors over the whole stream. Its state lives in a compacted
-  topic, saved after each group of feed messages before they are acknowledged. Alerts go to
+  topic, saved after each group of feed messages before they are acknowledged. Before a group
+  is observed, the agent reads each ``reviews`` partition's log range from the broker (at most
+  every ``SOURCE_LOG_INTERVAL_S``), so a partition with records the monitors have not had holds
+  their watermark until its first event arrives: workers that start at different times do not
+  make each other's backlog late. Alerts go to
   every alert output: ``sentiment.alerts``, the lake's ``alerts/``, the alert log and the
   configured notifiers.
 * **the review loop** (when ``review.enabled``) runs beside the monitors, on the feed owner
@@ -69,7 +73,7 @@ from stream.events import (
 from stream.pipeline import Pipeline
 from stream.producer import kafka_client_options
 from stream.settings import Settings
-from stream.sources.kafka import ConsumerLag, KafkaBatchSource
+from stream.sources.kafka import ConsumerLag, KafkaBatchSource, log_ranges
 
 if TYPE_CHECKING:
     from stream.app import Runtime
@@ -91,6 +95,8 @@ STATE_KEY = b"suite"
 #: the review selector's state (its spent budget), saved beside the monitor suite's
 SELECTOR_KEY = "review_selector"
 LAG_INTERVAL_S = 5.0
+#: how often the monitor agent reads the source partitions' log ranges (first and end offset)
+SOURCE_LOG_INTERVAL_S = 1.0
 #: the longest a group of feed messages waits for its review tasks to be sent
 REVIEW_SEND_TIMEOUT_S = 10.0
 #: a feed message stays well under the broker's default 1 MB limit
@@ -401,6 +407,8 @@ class _Monitoring:
         self._factory = monitor_factory
         self._store = MonitorStateStore(settings)
         self._lake = runtime.lake()
+        self._log_client: AIOKafkaConsumer | None = None
+        self._log_read_at = float("-inf")
         self.suite: Any = None
         self.review = review
         self.owns_reviews = False
@@ -434,6 +442,32 @@ class _Monitoring:
             self._next_sync = now + self._settings.review.sync_interval_s
             await self.review.sync_now()
 
+    async def expect_source(self) -> None:
+        """Tell the suite which ``reviews`` partitions hold records (see the module doc), at
+        most every ``SOURCE_LOG_INTERVAL_S``. Best effort: when the broker does not answer in
+        time, the suite keeps what it was last told."""
+        now = time.monotonic()
+        if now - self._log_read_at < SOURCE_LOG_INTERVAL_S:
+            return
+        self._log_read_at = now
+        k = self._settings.kafka
+        try:
+            async with asyncio.timeout(5.0):
+                if self._log_client is None:
+                    client = AIOKafkaConsumer(enable_auto_commit=False, **kafka_client_options(k))
+                    await client.start()
+                    self._log_client = client
+                ranges = await log_ranges(self._log_client, k.reviews_topic)
+        except Exception as err:  # noqa: BLE001 - the watermark then follows seen partitions
+            log.warning("the source's log ranges are not available now: %s", describe(err))
+            return
+        self.suite.expect(ranges, datetime.now(UTC))
+
+    async def close(self) -> None:
+        if self._log_client is not None:
+            await self._log_client.stop()
+            self._log_client = None
+
     async def handle(self, events: Sequence[Any], producer: AIOKafkaProducer) -> None:
         k = self._settings.kafka
         state: dict[str, Any] | None = None
@@ -451,6 +485,7 @@ class _Monitoring:
                 queue.selector = ReviewSelector.from_state(queue.selector.config, saved)
             self._selector_loaded = True
         await self.take_reviews()
+        await self.expect_source()
         topics = KafkaTopicsSink(
             producer,
             enriched_topic=k.enriched_topic,
@@ -616,6 +651,7 @@ def create_app(
                 await review.send_now(REVIEW_SEND_TIMEOUT_S)
             await monitoring.release_reviews()
             await review.client.close()
+        await monitoring.close()
         await runtime.close()
         await producer.stop()
 

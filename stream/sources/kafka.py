@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
 
-__all__ = ["ConsumerLag", "KafkaBatchSource", "committed_offsets"]
+__all__ = ["ConsumerLag", "KafkaBatchSource", "committed_offsets", "log_ranges"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,28 @@ async def committed_offsets(consumer: Any, partitions: Sequence[Any]) -> dict[An
         first = await consumer.beginning_offsets(missing)
         out.update({tp: int(first[tp]) for tp in missing})
     return out
+
+
+async def log_ranges(client: Any, topic: str) -> dict[str, tuple[int, int]]:
+    """Each partition of ``topic`` with the offsets its log holds now, ``[first, end)``,
+    named as the events' positions name it (``"kafka/<topic>/<partition>"``). ``client`` is a
+    started ``AIOKafkaConsumer`` (no group needed); an unknown topic gives an empty dict."""
+    # The consumer's public calls give partitions only for topics it reads (topics() lists
+    # names); the cluster metadata that topics() fetches has them for every topic.
+    cluster = await client._client.fetch_all_metadata()
+    numbers = sorted(cluster.partitions_for_topic(topic) or ())
+    if not numbers:
+        return {}
+    held = [TopicPartition(topic, n) for n in numbers]
+    first = await client.beginning_offsets(held)
+    end = await client.end_offsets(held)
+    return {
+        "/".join(SourcePosition("kafka", topic, str(tp.partition), 0).key): (
+            int(first[tp]),
+            int(end[tp]),
+        )
+        for tp in held
+    }
 
 
 class KafkaBatchSource:

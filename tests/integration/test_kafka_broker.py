@@ -11,6 +11,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
+from stream.sources.kafka import log_ranges
 from tests.integration.conftest import TopicFactory
 from tests.servers.kafka import KafkaBroker
 
@@ -87,3 +88,28 @@ async def test_a_record_produced_before_a_restart_is_consumed_after_it(
     got, committed = await consume(kafka_broker, topic, unique_group, 2)
     assert got == [b"before", b"after"]
     assert committed == {TopicPartition(topic, 0): 2}
+
+
+async def test_log_ranges_name_every_partition_with_the_offsets_it_holds(
+    kafka_broker: KafkaBroker, kafka_topic: TopicFactory
+) -> None:
+    topic = await kafka_topic("ranges", partitions=3)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, n in ((0, 5), (2, 2)):
+            for i in range(n):
+                await producer.send_and_wait(topic, value=b"%d" % i, partition=partition)
+    finally:
+        await producer.stop()
+    client = AIOKafkaConsumer(bootstrap_servers=kafka_broker.bootstrap)
+    await client.start()
+    try:
+        assert await log_ranges(client, topic) == {
+            f"kafka/{topic}/0": (0, 5),
+            f"kafka/{topic}/1": (0, 0),
+            f"kafka/{topic}/2": (0, 2),
+        }
+        assert await log_ranges(client, f"{topic}-absent") == {}
+    finally:
+        await client.stop()

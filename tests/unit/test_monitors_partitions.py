@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 
 from monitors import MonitorConfig, MonitorSuite
-from monitors.parts import unseen
+from monitors.parts import unobserved, unseen
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
 from monitors.windows import AddResult, EventTimeWindows, to_us
 from stream.events import ScoredBatch, ScoredReview, SourcePosition, scored_table
@@ -107,6 +107,53 @@ def test_a_partition_within_the_idle_timeout_still_holds_it() -> None:
     assert res.closed == []
 
 
+def test_an_expected_partition_holds_the_watermark_before_its_first_event() -> None:
+    # b's records are in its log but reach the windows after a's (a second worker, slower to
+    # start): told so, the windows wait for b's first event, and nothing of b is late
+    w = _windows()
+    w.expect(["a", "b"], to_us(P))
+    assert w.expected == {"a": to_us(P), "b": to_us(P)}
+    assert _feed(w, range(0, 60), "a").late == 0
+    assert w.expected == {"b": to_us(P)}
+    assert _feed(w, range(60, 180), "a").late == 0
+    assert (w.clock, w.closed_until) == (None, None)
+    assert _feed(w, range(0, 120), "b").late == 0
+    assert w.expected == {}
+    assert w.clock == to_us(T0 + timedelta(minutes=119))
+    assert _feed(w, range(120, 180), "b").late == 0
+    assert (w.late_total, w.accepted_total) == (0, 360)
+    # not told: a's event time closes the windows b still fills
+    unaware = _windows()
+    _feed(unaware, range(0, 60), "a")
+    _feed(unaware, range(60, 180), "a")
+    assert _feed(unaware, range(0, 120), "b").late == 120  # windows 00:00 and 01:00 closed
+
+
+def test_an_expected_partition_stops_holding_after_the_idle_timeout() -> None:
+    w = _windows()
+    w.expect(["b"], to_us(P))
+    _feed(w, range(0, 60), "a")
+    assert (w.clock, list(w.expected)) == (None, ["b"])
+    # told again (b still has records, still no event): it is expected since P, not now
+    w.expect(["b"], to_us(P + timedelta(seconds=50)))
+    assert w.expected == {"b": to_us(P)}
+    _feed(w, range(60, 120), "a", now=P + timedelta(seconds=50))
+    assert (w.clock, list(w.expected)) == (None, ["b"])
+    _feed(w, range(120, 180), "a", now=P + timedelta(minutes=1))
+    assert w.clock == to_us(T0 + timedelta(minutes=179))
+    # no longer told (its log is empty, or all of it was observed): it holds nothing
+    w.expect([], to_us(P + timedelta(minutes=1)))
+    assert w.expected == {}
+
+
+def test_unobserved_partitions_have_records_beyond_the_marks() -> None:
+    log = {"a": (0, 10), "b": (0, 0), "c": (5, 5), "d": (3, 9), "e": (0, 4), "f": (7, 9)}
+    # a: all observed; b, c: empty; d: 5..8 not yet; e: never observed; f: its mark (2) is
+    # below the log's first offset (retention deleted the rest), 7..8 not yet
+    assert unobserved(log, {"a": 9, "d": 4, "f": 2}) == ["d", "e", "f"]
+    assert unobserved(log, {"a": 9, "d": 8, "e": 3, "f": 8}) == []
+
+
 def test_a_future_event_never_moves_the_watermark() -> None:
     w = _windows()
     _feed(w, range(0, 30), "a", now=T0 + timedelta(minutes=30))
@@ -197,6 +244,28 @@ def test_suite_follows_the_partitions_of_a_backlog() -> None:
         read += len(b)
     assert merged.counters.late > 1000
     assert merged.counters.duplicates == 0
+
+
+def test_suite_waits_for_partitions_a_second_worker_reads_later() -> None:
+    """Two workers: one reads partitions 0 and 1 to their end before the other's 2 and 3
+    reach the monitors. Told what the source holds before each batch, the suite counts none
+    of 2 and 3 late; not told, it drops most of their first hours."""
+    reviews = synthetic_stream(StreamSpec(events=8000, seed=3))
+    now = reviews[-1].event.event_time + timedelta(hours=1)
+    parts = [[_in_partition(r, k) for r in reviews[k::4]] for k in range(4)]
+    backlog = [
+        parts[j][i : i + 200] + parts[j + 1][i : i + 200]
+        for j in (0, 2)  # the first worker's partitions, then the second's
+        for i in range(0, 2000, 200)
+    ]
+    log = {f"kafka/reviews/{k}": (0, 2000) for k in range(4)}
+    told, unaware = MonitorSuite(CONFIG), MonitorSuite(CONFIG)
+    for b in backlog:
+        told.expect(log, now)
+        told.observe(b, now)
+        unaware.observe(b, now)
+    assert (told.counters.events, told.counters.late) == (8000, 0)
+    assert unaware.counters.late > 1000
 
 
 def test_one_far_future_event_does_not_blind_the_suite() -> None:
