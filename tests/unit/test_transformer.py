@@ -336,9 +336,11 @@ def test_onnx_runtime_scores_as_numpy_does(encoder: Minilm) -> None:
     assert model.backend == "onnx" and numpy_model.backend == "numpy"
     texts = [*HOSTILE_TEXTS[:4], "runs small", "the zipper broke, so disappointed", "lovely"]
     np.testing.assert_allclose(model.pooled(texts), numpy_model.pooled(texts), atol=1e-5)
-    np.testing.assert_allclose(
-        model.predict_proba(texts), numpy_model.predict_proba(texts), atol=1e-6
-    )
+    # float32 kernels sum in another order per CPU (1.2e-6 apart on one CI machine): the
+    # same tolerance as the pooled vectors, and the same class for every text
+    onnx_p, numpy_p = model.predict_proba(texts), numpy_model.predict_proba(texts)
+    np.testing.assert_allclose(onnx_p, numpy_p, rtol=0, atol=1e-5)
+    assert onnx_p.argmax(axis=1).tolist() == numpy_p.argmax(axis=1).tolist()
 
 
 def test_model_threads_come_from_the_environment(
