@@ -43,6 +43,7 @@ replays as little as possible.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
@@ -409,6 +410,7 @@ class _Monitoring:
         self._lake = runtime.lake()
         self._log_client: AIOKafkaConsumer | None = None
         self._log_read_at = float("-inf")
+        self._closed = False
         self.suite: Any = None
         self.review = review
         self.owns_reviews = False
@@ -447,23 +449,29 @@ class _Monitoring:
         most every ``SOURCE_LOG_INTERVAL_S``. Best effort: when the broker does not answer in
         time, the suite keeps what it was last told."""
         now = time.monotonic()
-        if now - self._log_read_at < SOURCE_LOG_INTERVAL_S:
+        if self._closed or now - self._log_read_at < SOURCE_LOG_INTERVAL_S:
             return
         self._log_read_at = now
         k = self._settings.kafka
+        client = self._log_client
         try:
             async with asyncio.timeout(5.0):
-                if self._log_client is None:
+                if client is None:
                     client = AIOKafkaConsumer(enable_auto_commit=False, **kafka_client_options(k))
                     await client.start()
-                    self._log_client = client
-                ranges = await log_ranges(self._log_client, k.reviews_topic)
+                ranges = await log_ranges(client, k.reviews_topic)
         except Exception as err:  # noqa: BLE001 - the watermark then follows seen partitions
             log.warning("the source's log ranges are not available now: %s", describe(err))
+            if client is not None and client is not self._log_client:
+                with contextlib.suppress(Exception):  # one that did not start is not kept
+                    await client.stop()
             return
+        self._log_client = client
         self.suite.expect(ranges, datetime.now(UTC))
 
     async def close(self) -> None:
+        """Stop the log-range client (the agent reads no more ranges after this)."""
+        self._closed = True
         if self._log_client is not None:
             await self._log_client.stop()
             self._log_client = None
