@@ -91,9 +91,17 @@ class TimedSink:
         await self._sink.close()
 
 
-def sink_name(sink: Sink) -> str:
-    """The ``sink`` label of a sink: ``lake``, ``topics``, ... (the same on every path)."""
-    names = {"LakeSink": "lake", "KafkaTopicsSink": "topics", "MonitorFeedSink": "monitor_feed"}
+def sink_name(sink: Sink | AlertSink) -> str:
+    """The ``sink`` label of a sink or alert output: ``lake``, ``topics``, ``alert_log``, ...
+    (the same on every path)."""
+    names = {
+        "LakeSink": "lake",
+        "KafkaTopicsSink": "topics",
+        "MonitorFeedSink": "monitor_feed",
+        "JsonlAlertSink": "alert_log",
+        "WebhookAlertSink": "webhook",
+        "SnsAlertSink": "sns",
+    }
     return names.get(type(sink).__name__, type(sink).__name__.lower())
 
 

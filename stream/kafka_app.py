@@ -44,11 +44,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +62,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
+from stream.app import sink_name
 from stream.errors import describe
 from stream.events import (
     SCORED_SCHEMA,
@@ -73,6 +75,7 @@ from stream.events import (
 )
 from stream.pipeline import Pipeline
 from stream.producer import kafka_client_options
+from stream.retry import Backoff, RetryStopped, retrying
 from stream.settings import Settings
 from stream.sources.kafka import ConsumerLag, KafkaBatchSource, log_ranges
 
@@ -100,6 +103,8 @@ LAG_INTERVAL_S = 5.0
 SOURCE_LOG_INTERVAL_S = 1.0
 #: the longest a group of feed messages waits for its review tasks to be sent
 REVIEW_SEND_TIMEOUT_S = 10.0
+#: the longest a stopping worker waits for the monitor agent's group in hand to end
+WIND_DOWN_S = 15.0
 #: a feed message stays well under the broker's default 1 MB limit
 FEED_MAX_BYTES = 512 * 1024
 _IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
@@ -394,6 +399,16 @@ class _Monitoring:
     """The monitor agent's work on one group of feed messages: observe, send alerts to every
     output, store alerts in the lake (files named by the feed position, so a replayed feed
     message rewrites its own file), select reviews for people and send them, save the state.
+
+    Every step that leaves the process for a store (loading and saving the state, the alerts'
+    lake file, each alert output) is retried until it succeeds, whatever the error: the group
+    is neither acknowledged nor followed by the next one meanwhile, so a store that refuses an
+    alert file or a broker that refuses the state stalls the monitors (each failed try logged
+    and counted in ``sentiment_sink_errors_total``) and loses nothing. The agent acknowledges
+    a group only once it is handled, so a worker stopped mid-group leaves the group to the
+    next owner, which continues from the last saved state. (A failure that escaped, a bug,
+    would crash the agent; its replacement reads on, and the group, not acknowledged, holds
+    the feed's commit back until the next owner reads it again.)
     """
 
     def __init__(
@@ -411,6 +426,10 @@ class _Monitoring:
         self._log_client: AIOKafkaConsumer | None = None
         self._log_read_at = float("-inf")
         self._closed = False
+        self._stopping = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._backoff = Backoff(initial_s=0.5, max_s=settings.lake.retry_max_backoff_s)
         self.suite: Any = None
         self.review = review
         self.owns_reviews = False
@@ -469,9 +488,56 @@ class _Monitoring:
         self._log_client = client
         self.suite.expect(ranges, datetime.now(UTC))
 
+    async def _until_done(
+        self, what: str, sink: str, call: Callable[[], Awaitable[object]]
+    ) -> None:
+        """``await call()`` until it succeeds (see the class doc); each failed try counts
+        against ``sink``. Shutdown ends the waiting."""
+
+        def failed(_err: BaseException, _delay: float) -> None:
+            self._rt.metrics.sink_errors.labels(sink).inc()
+
+        await retrying(
+            call,
+            what=what,
+            backoff=self._backoff,
+            is_retriable=lambda err: isinstance(err, Exception),
+            stop=self._stopping,
+            on_retry=failed,
+            log=log,
+        )
+
+    async def _load_state(self) -> dict[str, Any] | None:
+        loaded: list[dict[str, Any] | None] = []
+
+        async def load() -> None:
+            loaded[:] = [await self._store.load()]
+
+        await self._until_done("loading the monitor state", "monitor_state", load)
+        return loaded[0]
+
+    @contextlib.asynccontextmanager
+    async def busy(self) -> AsyncIterator[None]:
+        """Around the handling and acknowledgement of one group (see :meth:`wind_down`)."""
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            self._idle.set()
+
+    async def wind_down(self) -> None:
+        """The worker stops: a step being retried gives up now (:class:`RetryStopped` from
+        :meth:`handle`; the agent leaves its group unacknowledged for the next owner), and a
+        group being handled otherwise gets up to ``WIND_DOWN_S`` to end."""
+        self._stopping.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(WIND_DOWN_S):
+                await self._idle.wait()
+
     async def close(self) -> None:
         """Stop the log-range client (the agent reads no more ranges after this)."""
         self._closed = True
+        self._stopping.set()
         if self._log_client is not None:
             await self._log_client.stop()
             self._log_client = None
@@ -480,13 +546,13 @@ class _Monitoring:
         k = self._settings.kafka
         state: dict[str, Any] | None = None
         if self.suite is None:
-            state = await self._store.load()
+            state = await self._load_state()
             self.suite = self._factory(state)
         if self.review is not None and not self._selector_loaded:
             # The budget spent so far travels with the feed: a replayed message meets the
             # budget its first owner met, so it picks the same reviews.
             if state is None:
-                state = await self._store.load()
+                state = await self._load_state()
             saved = (state or {}).get(SELECTOR_KEY)
             if saved is not None:
                 queue = self.review.queue
@@ -518,10 +584,18 @@ class _Monitoring:
             await asyncio.sleep(0)  # let the scoring side run between feed messages
             if not alerts:
                 continue
-            await self._lake.write(Batch([], [], {position.key: position}, list(alerts)))
-            await self._lake.flush()
+            found = Batch([], [], {position.key: position}, list(alerts))
+            n = len(alerts)
+            await self._until_done(
+                f"storing {n} alerts in the lake",
+                "lake",
+                functools.partial(self._store_alerts, found),
+            )
             for output in outputs:
-                await output.emit(alerts)
+                name = sink_name(output)
+                await self._until_done(
+                    f"sending {n} alerts to {name}", name, functools.partial(output.emit, alerts)
+                )
             for a in alerts:
                 self._rt.metrics.alerts.labels(a.name, a.status).inc()
                 log.warning("ALERT %s %s", a.status, a.name)
@@ -530,14 +604,49 @@ class _Monitoring:
         state = self.suite.state()
         if self.review is not None:
             state = {**state, SELECTOR_KEY: self.review.queue.selector.state()}
-        await self._store.save(producer, state)
+        await self._until_done(
+            "saving the monitor state",
+            "monitor_state",
+            functools.partial(self._store.save, producer, state),
+        )
+
+    async def _store_alerts(self, batch: Batch) -> None:
+        # a retried write adds nothing the sink holds already (its marks by source position);
+        # the flush writes what a failed try put back
+        await self._lake.write(batch)
+        await self._lake.flush()
 
 
-def _faust_app(settings: Settings, datadir: Path) -> faust.App:
+class _App(faust.App):
+    """faust's app, changed in how it stops: the ``before_stop`` callbacks run first, and the
+    consumer then does not wait for the messages taken but not acknowledged.
+
+    faust waits for those before anything else (its own shutdown signal,
+    ``on_before_shutdown``, comes after), for as long as it takes: a monitor agent retrying a
+    refused alert file would hold the stop until the store heals. Here the agent finishes or
+    gives up its group in a ``before_stop`` callback, and a group given up stays
+    unacknowledged, so uncommitted: the next owner reads it again. Rebalances still wait."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.before_stop: list[Callable[[], Awaitable[None]]] = []
+
+    async def on_stop(self) -> None:
+        for callback in self.before_stop:
+            await callback()
+        await super().on_stop()
+
+    async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
+        if self.should_stop:
+            return  # stopping: see the class doc
+        await super()._consumer_wait_empty(consumer, logger)
+
+
+def _faust_app(settings: Settings, datadir: Path) -> _App:
     """The worker's faust app (its tables in memory, its data under ``datadir``)."""
     k = settings.kafka
     datadir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    return _App(
         f"{k.group_id}-monitor",
         broker=_broker_url(settings),
         broker_credentials=_credentials(settings),
@@ -604,6 +713,7 @@ def create_app(
     producer = _SharedProducer(settings)
     scoring = KafkaScoring(settings, runtime, producer)
     monitoring = _Monitoring(settings, runtime, monitor_factory, review)
+    app.before_stop.append(monitoring.wind_down)
 
     role = settings.kafka.role
     if role != "monitor":
@@ -623,8 +733,21 @@ def create_app(
         async def monitor(stream: Any) -> None:
             # Messages come in groups (up to 50, or what arrived within state_save_s); the
             # state is saved after each group, so a burst that ends is always saved at its end.
-            async for events in stream.take_events(50, within=settings.monitor.state_save_s):
-                await monitoring.handle(events, await producer())
+            # A group is acknowledged only once handled: take_events would acknowledge it as
+            # a cancelled agent unwinds (a worker stopping mid-group), past unsaved state.
+            async for events in stream.noack_take(50, within=settings.monitor.state_save_s):
+                async with monitoring.busy():
+                    try:
+                        await monitoring.handle(events, await producer())
+                    except RetryStopped:
+                        log.warning(
+                            "stopping while a step was retried: %d feed messages left to the "
+                            "next owner",
+                            len(events),
+                        )
+                        return
+                    for event in events:
+                        await stream.ack(event)
 
     if review is not None and role != "scoring":
         feed_tp = (settings.kafka.monitor_feed_topic, 0)

@@ -10,9 +10,9 @@ group caught up at the end.
 
 Faults: the local lake read-only for 4 s (a read-only bind mount, see
 ``tests/servers/read_only.py``), S3 answering 500 and 400 for a while (a proxy in front of
-SeaweedFS, ``tests/servers/faulty_s3.py``), a 10 MB record, a hostile corpus generated with
-hypothesis, a SIGKILL of one of two workers, a broker restart; and one far-future event time
-that must not silence a real SentimentShift.
+SeaweedFS, ``tests/servers/faulty_s3.py``), S3 refusing the monitors' alert files, a 10 MB
+record, a hostile corpus generated with hypothesis, a SIGKILL of one of two workers, a broker
+restart; and one far-future event time that must not silence a real SentimentShift.
 
 Every wait is bounded: a run that wedges ends at its deadline or once nothing moved for a while,
 the workers get SIGTERM and then SIGKILL, and the checker reports what the history shows.
@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import random
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -313,8 +316,8 @@ SURGE_SPAN = timedelta(hours=10)
 SURGE_ENV = {"SENTIMENT_MONITOR__BASELINE_EVENTS": "1000"}
 
 
-async def alerts_raised(w: KafkaWorkers) -> set[tuple[str, str]]:
-    """(name, category) of every alert on the alerts topic."""
+async def alerts_on_topic(w: KafkaWorkers) -> list[dict[str, Any]]:
+    """Every alert on the alerts topic (its JSON document)."""
     consumer = AIOKafkaConsumer(
         w.topic("alerts"),
         bootstrap_servers=w.bootstrap,
@@ -323,16 +326,46 @@ async def alerts_raised(w: KafkaWorkers) -> set[tuple[str, str]]:
     )
     await consumer.start()
     try:
-        found: set[tuple[str, str]] = set()
+        found: list[dict[str, Any]] = []
         for _ in range(3):
             batch = await consumer.getmany(timeout_ms=1000)
             for msgs in batch.values():
-                for m in msgs:
-                    doc = json.loads(m.value or b"{}")
-                    found.add((str(doc.get("name")), str(doc.get("category"))))
+                found += [json.loads(m.value or b"{}") for m in msgs]
         return found
     finally:
         await consumer.stop()
+
+
+async def alerts_raised(w: KafkaWorkers) -> set[tuple[str, str]]:
+    """(name, category) of every alert on the alerts topic."""
+    return {(str(d.get("name")), str(d.get("category"))) for d in await alerts_on_topic(w)}
+
+
+async def alert_ids_on_topic(w: KafkaWorkers) -> dict[str, tuple[str, str]]:
+    """``alert_id:status`` -> (name, status) of every alert on the alerts topic."""
+    return {
+        f"{d.get('alert_id')}:{d.get('status')}": (str(d.get("name")), str(d.get("status")))
+        for d in await alerts_on_topic(w)
+    }
+
+
+def alert_ids_in_lake(lake: S3Lake) -> set[str]:
+    """``alert_id:status`` of every alert row in the lake's ``alerts/`` (read from the store)."""
+    import pyarrow.parquet as pq
+
+    base = lake.prefix.strip("/") + "/alerts/"
+    pages = lake.client.get_paginator("list_objects_v2").paginate(Bucket=lake.bucket, Prefix=base)
+    out: set[str] = set()
+    for page in pages:
+        for o in page.get("Contents", []):
+            key = str(o["Key"])
+            if not key.endswith(".parquet") or key.rpartition("/")[2].startswith("."):
+                continue
+            body = lake.client.get_object(Bucket=lake.bucket, Key=key)["Body"].read()
+            table = pq.read_table(io.BytesIO(body), columns=["alert_id", "status"])
+            ids, statuses = table.column("alert_id").to_pylist(), table.column("status").to_pylist()
+            out.update(f"{i}:{s}" for i, s in zip(ids, statuses, strict=True))
+    return out
 
 
 async def monitored(
@@ -416,10 +449,12 @@ async def test_a_read_only_local_lake_for_four_seconds(workers: KafkaWorkers) ->
     assert report.ok, run.verdict(report)
 
 
-async def refusing(run: Run, proxy: FaultyS3Proxy, status: int, at_least: int) -> None:
-    """Keep the proxy's fault until it refused ``at_least`` PUTs (at most 30 s), then 3 s
-    more; then heal it."""
-    deadline = time.monotonic() + 30
+async def refusing(
+    run: Run, proxy: FaultyS3Proxy, status: int, at_least: int, within_s: float = 30
+) -> None:
+    """Keep the proxy's fault until it refused ``at_least`` PUTs (at most ``within_s``), then
+    3 s more; then heal it."""
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if proxy.injected[("PUT", status)] >= at_least:
             break
@@ -470,6 +505,122 @@ async def test_s3_refusing_puts_for_a_while(
         f"the monitors counted {seen:.0f} of {valid} valid events ({duplicates:.0f} skipped as "
         f"seen); restarts {run.supervisor.restarts}\n{workers.logs()[-3000:]}"
     )
+
+
+def surge_with_alert_files_refused(
+    workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy, seed: int
+) -> tuple[list[tuple[bytes | None, bytes]], int, S3Lake]:
+    """A ``negative-surge`` for workers whose lake is on S3 (the records, how many are valid,
+    and the lake); from now until healed, every PUT of an alert file is answered 400."""
+    records = pairs(stream_of(SURGE_EVENTS, seed=seed, scenario="negative-surge", span=SURGE_SPAN))
+    decode = decoder()
+    valid = sum(expect(value, decode).valid for _key, value in records)
+    workers.env_extra.update(SURGE_ENV)
+    lake = use_s3_lake(workers, seaweedfs, s3_proxy)
+    s3_proxy.fail(400, "InvalidRequest", path_contains="/lake/alerts/")
+    return records, valid, lake
+
+
+@dataclass(frozen=True, slots=True)
+class AlertsSeen:
+    """After an alert-file run: what the monitors of one worker counted, and the alerts
+    (``alert_id:status``) on the topic and in the lake."""
+
+    seen: float
+    duplicates: float
+    retried: float
+    on_topic: dict[str, tuple[str, str]]
+    in_lake: set[str]
+
+    @classmethod
+    async def read(cls, workers: KafkaWorkers, name: str, lake: S3Lake, valid: int) -> AlertsSeen:
+        seen = await monitored(workers, name, valid, within_s=90, kinds=ACCOUNTED)
+        return cls(
+            seen=seen,
+            duplicates=workers.metric(name, DUPLICATES),
+            retried=workers.metric(name, "sentiment_sink_errors_total"),
+            on_topic=await alert_ids_on_topic(workers),
+            in_lake=await asyncio.to_thread(alert_ids_in_lake, lake),
+        )
+
+    def check(self, proxy: FaultyS3Proxy, valid: int, more: str, logs: str) -> None:
+        """The fault hit, a SentimentShift fired, every alert on the topic is in the lake and
+        the other way round, and the monitors counted every valid event once."""
+        topic = set(self.on_topic)
+        figures = (
+            f"{proxy.injected[('PUT', 400)]} alert PUTs refused; {len(topic)} alerts on the "
+            f"topic, {len(self.in_lake)} in the lake; the monitors counted {self.seen:.0f} of "
+            f"{valid} valid events ({self.duplicates:.0f} skipped as seen); {more}"
+        )
+        assert proxy.injected[("PUT", 400)] >= 1, f"the fault missed: {figures}"
+        assert ("SentimentShift", "firing") in set(self.on_topic.values()), (
+            f"{figures}; alerts on the topic: {sorted(set(self.on_topic.values()))}\n{logs}"
+        )
+        assert topic == self.in_lake, (
+            f"on the topic only: {sorted(topic - self.in_lake)}; in the lake only: "
+            f"{sorted(self.in_lake - topic)}; {figures}\n{logs}"
+        )
+        assert self.seen == valid, figures
+
+
+@pytest.mark.parametrize("workers", [1], indirect=True)
+async def test_s3_refusing_the_monitors_alert_files_for_a_while(
+    workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
+) -> None:
+    """``negative-surge`` into one worker whose lake is on S3; from the start, every PUT of an
+    alert file (``alerts/dt=...``) is answered 400 InvalidRequest, until one was refused and
+    3 s more. The feed owner must wait and store the alerts once the store takes them: every
+    alert on the alerts topic is in the lake and the other way round, a SentimentShift among
+    them, and the monitors count every valid event once. (When the refusal escaped the monitor
+    agent, at commit 8dcda25, no alert reached the topic or the lake and the monitors stopped
+    at 3,000 of the 5,000 events.)"""
+    records, valid, lake = surge_with_alert_files_refused(workers, seaweedfs, s3_proxy, 109)
+    async with Run(workers, lake) as run:
+        run.start("w1")
+        await produce(workers, records)
+        await run.working(1)
+        await refusing(run, s3_proxy, 400, 1, within_s=120)
+        how = await run.settle(len(records))
+        seen = await AlertsSeen.read(workers, "w1", lake, valid)
+        report = await run.finish(len(records))
+    seen.check(s3_proxy, valid, f"{seen.retried:.0f} writes retried; {how}", workers.logs()[-3000:])
+    assert seen.retried >= 1, "the refused writes are not in sentiment_sink_errors_total"
+    assert report.ok, run.verdict(report)
+
+
+@pytest.mark.parametrize("workers", [1], indirect=True)
+async def test_a_worker_stopped_while_s3_refuses_the_monitors_alert_files(
+    workers: KafkaWorkers, seaweedfs: SeaweedFS, s3_proxy: FaultyS3Proxy
+) -> None:
+    """As above, but the feed owner is stopped (SIGTERM) while it retries a refused alert
+    file; the store heals once it has exited, and its replacement takes the feed. The group
+    it was handling was not acknowledged, so the replacement observes it again from the last
+    saved state: the alerts reach the topic and the lake, and the monitors' counts, continued
+    from that state, hold every valid event once. (At commit 8dcda25 the refusal crashed the
+    agent and the worker did not stop within 60 s of SIGTERM.)"""
+    records, valid, lake = surge_with_alert_files_refused(workers, seaweedfs, s3_proxy, 110)
+    async with Run(workers, lake) as run:
+        run.start("w1")
+        await produce(workers, records)
+        await run.working(1)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if s3_proxy.injected[("PUT", 400)] >= 1:
+                break
+            await asyncio.sleep(0.1)
+        run.mark("an alert file refused")
+        try:
+            exit_code = await asyncio.to_thread(workers.stop, "w1")
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"w1 did not stop within 60 s of SIGTERM\n{workers.log('w1')[-6000:]}")
+        run.mark("w1 stopped")
+        s3_proxy.heal()
+        how = await run.settle(len(records))
+        seen = await AlertsSeen.read(workers, "w1+", lake, valid)
+        report = await run.finish(len(records))
+    more = f"w1 exited {exit_code}; {how}; timeline {run.timeline}"
+    seen.check(s3_proxy, valid, more, workers.logs()[-3000:])
+    assert report.ok, run.verdict(report)
 
 
 async def test_a_ten_megabyte_record_among_valid_ones(workers: KafkaWorkers) -> None:
