@@ -52,7 +52,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import faust
 import pyarrow as pa
@@ -94,6 +94,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 STATE_KEY = b"suite"
 #: the review selector's state (its spent budget), saved beside the monitor suite's
@@ -488,16 +489,14 @@ class _Monitoring:
         self._log_client = client
         self.suite.expect(ranges, datetime.now(UTC))
 
-    async def _until_done(
-        self, what: str, sink: str, call: Callable[[], Awaitable[object]]
-    ) -> None:
-        """``await call()`` until it succeeds (see the class doc); each failed try counts
-        against ``sink``. Shutdown ends the waiting."""
+    async def _until_done(self, what: str, sink: str, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``await call()`` until it succeeds, and its result (see the class doc); each failed
+        try counts against ``sink``. Shutdown ends the waiting."""
 
         def failed(_err: BaseException, _delay: float) -> None:
             self._rt.metrics.sink_errors.labels(sink).inc()
 
-        await retrying(
+        return await retrying(
             call,
             what=what,
             backoff=self._backoff,
@@ -508,13 +507,9 @@ class _Monitoring:
         )
 
     async def _load_state(self) -> dict[str, Any] | None:
-        loaded: list[dict[str, Any] | None] = []
-
-        async def load() -> None:
-            loaded[:] = [await self._store.load()]
-
-        await self._until_done("loading the monitor state", "monitor_state", load)
-        return loaded[0]
+        return await self._until_done(
+            "loading the monitor state", "monitor_state", self._store.load
+        )
 
     @contextlib.asynccontextmanager
     async def busy(self) -> AsyncIterator[None]:

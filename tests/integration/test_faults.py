@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import random
 import signal
@@ -351,21 +350,8 @@ async def alert_ids_on_topic(w: KafkaWorkers) -> dict[str, tuple[str, str]]:
 
 def alert_ids_in_lake(lake: S3Lake) -> set[str]:
     """``alert_id:status`` of every alert row in the lake's ``alerts/`` (read from the store)."""
-    import pyarrow.parquet as pq
-
-    base = lake.prefix.strip("/") + "/alerts/"
-    pages = lake.client.get_paginator("list_objects_v2").paginate(Bucket=lake.bucket, Prefix=base)
-    out: set[str] = set()
-    for page in pages:
-        for o in page.get("Contents", []):
-            key = str(o["Key"])
-            if not key.endswith(".parquet") or key.rpartition("/")[2].startswith("."):
-                continue
-            body = lake.client.get_object(Bucket=lake.bucket, Key=key)["Body"].read()
-            table = pq.read_table(io.BytesIO(body), columns=["alert_id", "status"])
-            ids, statuses = table.column("alert_id").to_pylist(), table.column("status").to_pylist()
-            out.update(f"{i}:{s}" for i, s in zip(ids, statuses, strict=True))
-    return out
+    rows = lake.columns("alerts", ["alert_id", "status"])
+    return {f"{i}:{s}" for i, s in zip(rows["alert_id"], rows["status"], strict=True)}
 
 
 async def monitored(
@@ -449,16 +435,21 @@ async def test_a_read_only_local_lake_for_four_seconds(workers: KafkaWorkers) ->
     assert report.ok, run.verdict(report)
 
 
-async def refusing(
-    run: Run, proxy: FaultyS3Proxy, status: int, at_least: int, within_s: float = 30
-) -> None:
-    """Keep the proxy's fault until it refused ``at_least`` PUTs (at most ``within_s``), then
-    3 s more; then heal it."""
+async def refused(proxy: FaultyS3Proxy, status: int, at_least: int, within_s: float) -> None:
+    """Wait until the proxy refused ``at_least`` PUTs with ``status`` (at most ``within_s``)."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if proxy.injected[("PUT", status)] >= at_least:
             break
         await asyncio.sleep(0.1)
+
+
+async def refusing(
+    run: Run, proxy: FaultyS3Proxy, status: int, at_least: int, within_s: float = 30
+) -> None:
+    """Keep the proxy's fault until it refused ``at_least`` PUTs (at most ``within_s``), then
+    3 s more; then heal it."""
+    await refused(proxy, status, at_least, within_s)
     run.mark(f"{proxy.injected[('PUT', status)]} PUTs refused")
     await asyncio.sleep(3)
     proxy.heal()
@@ -603,11 +594,7 @@ async def test_a_worker_stopped_while_s3_refuses_the_monitors_alert_files(
         run.start("w1")
         await produce(workers, records)
         await run.working(1)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if s3_proxy.injected[("PUT", 400)] >= 1:
-                break
-            await asyncio.sleep(0.1)
+        await refused(s3_proxy, 400, 1, within_s=120)
         run.mark("an alert file refused")
         try:
             exit_code = await asyncio.to_thread(workers.stop, "w1")

@@ -133,6 +133,21 @@ class S3Lake:
     def files(self) -> frozenset[str]:
         return frozenset(k for k in self._keys() if _is_lake_file(k))
 
+    def columns(self, directory: str, names: list[str]) -> dict[str, list[Any]]:
+        """``names`` of every row of the Parquet files under ``directory`` (``alerts``, ...),
+        temporary files left out."""
+        base = self.prefix.strip("/") + "/" if self.prefix else ""
+        out: dict[str, list[Any]] = {n: [] for n in names}
+        for path in sorted(self._keys()):
+            hidden = path.rpartition("/")[2].startswith(".")
+            if hidden or not path.startswith(directory + "/") or not path.endswith(".parquet"):
+                continue
+            body = self.client.get_object(Bucket=self.bucket, Key=base + path)["Body"].read()
+            table = pq.read_table(io.BytesIO(body), columns=names)
+            for n in names:
+                out[n] += table.column(n).to_pylist()
+        return out
+
     def rows(self, topic: str) -> list[StoredRow]:
         base = self.prefix.strip("/") + "/" if self.prefix else ""
         out: list[StoredRow] = []
