@@ -115,9 +115,11 @@ async def test_two_workers_share_four_partitions(workers: Workers) -> None:
     recs = records(10_000, seed=21)
     workers.start("w1")
     workers.start("w2")
-    # paced over about 10 s: all at once, the first worker to join can finish the topic before
-    # the group's rebalance hands the second any partition (it did in CI)
-    await produce(workers, recs, rate=1_000)
+    # Produced once the group has settled: before, the first worker to join could finish the
+    # topic before a rebalance handed the second any partition (it did in CI, even with the
+    # records paced over 10 s on a slow machine).
+    await asyncio.to_thread(workers.wait_until_shared, ["w1", "w2"])
+    await produce(workers, recs)
     ids = await asyncio.to_thread(wait_for_lake, workers, 9_500, 240)
     check(workers, recs, ids)
     invalid = Counter(str(r.expected_reason) for r in recs if r.expected_reason is not None)

@@ -15,6 +15,7 @@ from typing import Any
 
 import pyarrow.dataset as ds
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from tests.servers.base import Closing
 from tests.servers.ports import free_port
@@ -95,17 +96,21 @@ class WorkerProcesses(Closing):
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.root.glob("*.log"))
 
-    def metric(self, name: str, *samples: str) -> float:
-        """The sum of the named samples on one worker's /metrics."""
+    def samples(self, name: str, *names: str) -> list[Sample]:
+        """The named samples on one worker's /metrics."""
         url = f"http://127.0.0.1:{self.metrics_ports[name]}/metrics"
         with urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
-        return sum(
-            s.value
+        return [
+            s
             for family in text_string_to_metric_families(text)
             for s in family.samples
-            if s.name in samples
-        )
+            if s.name in names
+        ]
+
+    def metric(self, name: str, *samples: str) -> float:
+        """The sum of the named samples on one worker's /metrics."""
+        return sum(s.value for s in self.samples(name, *samples))
 
     def records_received(self, name: str) -> float:
         """What one worker's /metrics says it took from its source."""
@@ -149,6 +154,28 @@ class KafkaWorkers(WorkerProcesses):
 
     def topic(self, name: str) -> str:
         return f"{self.group}.{name}"
+
+    def held_partitions(self, name: str) -> set[int]:
+        """The reviews topic's partitions that one worker holds, as its consumer-lag gauge
+        reports them (refreshed every few seconds)."""
+        samples = self.samples(name, "sentiment_consumer_lag_records")
+        return {int(s.labels["partition"]) for s in samples}
+
+    def wait_until_shared(self, names: list[str], timeout: float = 120) -> dict[str, set[int]]:
+        """Wait until the workers ``names`` hold every partition between them, each at least
+        one; returns who holds what."""
+        deadline = time.monotonic() + timeout
+        held: dict[str, set[int]] = {}
+        while time.monotonic() < deadline:
+            try:
+                held = {n: self.held_partitions(n) for n in names}
+            except OSError:  # a worker's /metrics not up yet
+                held = {}
+            every = [p for parts in held.values() for p in parts]
+            if held and all(held.values()) and sorted(every) == list(range(self.partitions)):
+                return held
+            time.sleep(0.5)
+        raise AssertionError(f"partitions never shared: {held}\n{self.logs()}")
 
     def transport_env(self) -> dict[str, str]:
         return {
