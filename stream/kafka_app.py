@@ -407,9 +407,11 @@ class _Monitoring:
     alert file or a broker that refuses the state stalls the monitors (each failed try logged
     and counted in ``sentiment_sink_errors_total``) and loses nothing. The agent acknowledges
     a group only once it is handled, so a worker stopped mid-group leaves the group to the
-    next owner, which continues from the last saved state. (A failure that escaped, a bug,
-    would crash the agent; its replacement reads on, and the group, not acknowledged, holds
-    the feed's commit back until the next owner reads it again.)
+    next owner, which continues from the last saved state. So does a worker given the feed
+    back after another owner held it: each assignment of the feed loads the saved state anew
+    (its suite in memory would miss what the other owner observed). (A failure that escaped,
+    a bug, would crash the agent; its replacement reads on, and the group, not acknowledged,
+    holds the feed's commit back until the next owner reads it again.)
     """
 
     def __init__(
@@ -435,10 +437,24 @@ class _Monitoring:
         self.review = review
         self.owns_reviews = False
         self._selector_loaded = False
+        self._reload = False
         self._next_sync = 0.0
         if review is not None:
             review.sender.paused = True  # until this worker owns the feed
             review.reference = lambda: getattr(self.suite, "baseline", None)
+
+    async def feed_assigned(self) -> None:
+        """This worker holds the feed (again): its next group starts from the saved state, not
+        from the suite in memory, which another owner may have moved past since this worker
+        last held the feed."""
+        self._reload = True
+        self._rt.metrics.feed_owned.set(1)
+        await self.take_reviews()
+
+    async def feed_revoked(self) -> None:
+        """The feed leaves this worker (a rebalance, which may give it straight back)."""
+        self._rt.metrics.feed_owned.set(0)
+        await self.release_reviews()
 
     async def take_reviews(self) -> None:
         """This worker owns the feed: it selects, sends and syncs from now on."""
@@ -540,9 +556,12 @@ class _Monitoring:
     async def handle(self, events: Sequence[Any], producer: AIOKafkaProducer) -> None:
         k = self._settings.kafka
         state: dict[str, Any] | None = None
-        if self.suite is None:
+        if self.suite is None or self._reload:
             state = await self._load_state()
             self.suite = self._factory(state)
+            self._reload = False
+            self._selector_loaded = False
+            self._log_read_at = float("-inf")  # the new suite is told the source's partitions
         if self.review is not None and not self._selector_loaded:
             # The budget spent so far travels with the feed: a replayed message meets the
             # budget its first owner met, so it picks the same reviews.
@@ -744,25 +763,27 @@ def create_app(
                     for event in events:
                         await stream.ack(event)
 
-    if review is not None and role != "scoring":
+    if role != "scoring":
         feed_tp = (settings.kafka.monitor_feed_topic, 0)
-
-        async def review_tick() -> None:
-            await monitoring.review_tick()
-
-        app.timer(interval=settings.review.send_interval_s)(review_tick)
 
         @app.on_partitions_revoked.connect  # type: ignore[arg-type]
         async def _feed_revoked(_app: Any, revoked: set[Any], **_kw: Any) -> None:
             # Awaited before the rebalance goes on: the next owner starts after the fence.
             if any((tp.topic, tp.partition) == feed_tp for tp in revoked):
-                await monitoring.release_reviews()
+                await monitoring.feed_revoked()
 
         @app.on_partitions_assigned.connect  # type: ignore[arg-type]
         async def _feed_assigned(_app: Any, assigned: set[Any], **_kw: Any) -> None:
             # The outbox leaves even while the feed is idle (sent by the timer).
             if any((tp.topic, tp.partition) == feed_tp for tp in assigned):
-                await monitoring.take_reviews()
+                await monitoring.feed_assigned()
+
+    if review is not None and role != "scoring":
+
+        async def review_tick() -> None:
+            await monitoring.review_tick()
+
+        app.timer(interval=settings.review.send_interval_s)(review_tick)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]
     async def _close(_app: Any, **_kw: Any) -> None:

@@ -183,6 +183,13 @@ _METRICS: tuple[_Metric, ...] = (
         ("partition",),
     ),
     _Metric(
+        "feed_owned",
+        Gauge,
+        "sentiment_monitor_feed_owned",
+        "Kafka: 1 while this worker holds the monitor feed (it runs the monitors, selects "
+        "reviews and saves the monitor state), else 0.",
+    ),
+    _Metric(
         "restarts",
         Counter,
         "sentiment_pipeline_restarts_total",
@@ -227,6 +234,7 @@ class PipelineMetrics:
     last_batch: Gauge
     queue_depth: Gauge
     consumer_lag: Gauge
+    feed_owned: Gauge
     restarts: Counter
     newest_event: Gauge
 

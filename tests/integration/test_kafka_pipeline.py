@@ -8,6 +8,7 @@ review in the lake exactly once, every invalid record in ``reviews.dlq`` with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -171,9 +172,10 @@ async def wait_for_metric(
     follows the scoring agent through the monitor feed topic, a little behind)."""
     value = 0.0
     for _ in range(120):
-        value = w.metric(name, *samples)
-        if value >= at_least:
-            return value
+        with contextlib.suppress(OSError):  # before its /metrics is up
+            value = w.metric(name, *samples)
+            if value >= at_least:
+                return value
         await asyncio.sleep(1)
     pytest.fail(f"{samples} stayed at {value} < {at_least}\n{w.logs()}")
 
@@ -240,6 +242,46 @@ async def test_monitor_state_survives_a_worker_restart(workers: Workers) -> None
     # than were published since it started).
     assert workers.metric("w2", "sentiment_baseline_ready") == 1
     assert workers.metric("w2", *SEEN) >= seen + 500
+
+
+FEED_OWNED = "sentiment_monitor_feed_owned"
+
+
+async def wait_for_owner(w: Workers, names: list[str]) -> str:
+    """Polls the workers' /metrics until exactly one of ``names`` holds the monitor feed;
+    returns it."""
+    held: dict[str, float] = {}
+    for _ in range(240):
+        with contextlib.suppress(OSError):  # before its /metrics is up
+            held = {n: w.metric(n, FEED_OWNED) for n in names}
+            owners = [n for n, v in held.items() if v == 1]
+            if len(owners) == 1 and sum(held.values()) == 1:
+                return owners[0]
+        await asyncio.sleep(0.5)
+    pytest.fail(f"the feed is not held by exactly one of them: {held}\n{w.logs()}")
+
+
+async def test_a_standby_monitor_worker_takes_the_feed_from_a_stopped_owner(
+    workers: Workers,
+) -> None:
+    """Two monitor workers beside a scoring worker: one holds the feed (the scoring worker
+    never does), and when it stops the other takes the feed and goes on from its state."""
+    a, b = records(1_000, seed=27), records(1_000, seed=28)
+    valid = [sum(r.event is not None for r in part) for part in (a, b)]
+    workers.env_extra["SENTIMENT_MONITOR__STATE_SAVE_S"] = "0.5"
+    workers.start("scoring", SENTIMENT_KAFKA__ROLE="scoring")
+    for name in ("m1", "m2"):
+        workers.start(name, SENTIMENT_KAFKA__ROLE="monitor")
+    await produce(workers, a)
+    owner = await wait_for_owner(workers, ["scoring", "m1", "m2"])
+    standby = "m2" if owner == "m1" else "m1"
+    seen_a = await wait_for_metric(workers, owner, SEEN, valid[0])
+    await asyncio.sleep(2)  # the owner's state saves after its last group
+    assert workers.metric(standby, *SEEN) == 0  # no suite before it holds the feed
+    assert workers.stop(owner) == 0
+    assert await wait_for_owner(workers, ["scoring", standby]) == standby
+    await produce(workers, b)
+    await wait_for_metric(workers, standby, SEEN, seen_a + valid[1])
 
 
 async def topic_values(w: Workers, name: str, expected: int) -> list[bytes]:

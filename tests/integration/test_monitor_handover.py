@@ -1,0 +1,145 @@
+"""The Kafka monitor agent when the feed moves between workers and back, on a real broker.
+
+Two workers' monitor agents (``stream.kafka_app._Monitoring``, as ``create_app`` builds it) are
+driven through the order of events a consumer group produces: m1 holds the feed, the feed
+moves to m2, then back to m1. Each handles real feed messages (Arrow IPC, read back from the
+feed topic with their offsets) and saves its state to the real state topic. A group's
+timing decides when the feed moves in a live worker (a member frozen past its session comes
+back and takes the feed back at once, after catching up as a zombie), so the moves are made
+here, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+
+from monitors.simulate import StreamSpec, batches, synthetic_stream
+from stream.app import Runtime, build_monitor
+from stream.events import scored_table
+from stream.kafka_app import _Monitoring, feed_messages, read_feed_message
+from stream.kafka_topics import ensure_topics
+from stream.settings import KafkaSettings, Settings
+from tests.servers.kafka import KafkaBroker
+
+pytestmark = [pytest.mark.integration]
+
+#: what the monitors count: every event, in a window or too late for one
+SEEN = {"sentiment_monitor_events_total", "sentiment_monitor_late_events_total"}
+
+
+@dataclass(frozen=True)
+class FeedEvent:
+    """What the agent reads of a faust event: the record and its value."""
+
+    message: ConsumerRecord[bytes, bytes]
+
+    @property
+    def value(self) -> bytes:
+        return self.message.value or b""
+
+
+@pytest.fixture
+def settings(kafka_broker: KafkaBroker, unique_group: str, tmp_path: Path) -> Settings:
+    def topic(name: str) -> str:
+        return f"{unique_group}.{name}"
+
+    return Settings(
+        lake_path=str(tmp_path / "lake"),
+        metrics_port=0,
+        kafka=KafkaSettings(
+            bootstrap_servers=kafka_broker.bootstrap,
+            group_id=unique_group,
+            reviews_topic=topic("reviews"),
+            enriched_topic=topic("enriched"),
+            dlq_topic=topic("dlq"),
+            alerts_topic=topic("alerts"),
+            monitor_feed_topic=topic("feed"),
+            monitor_state_topic=topic("state"),
+        ),
+    )
+
+
+@pytest.fixture
+async def producer(settings: Settings) -> AsyncIterator[AIOKafkaProducer]:
+    p = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await p.start()
+    yield p
+    await p.stop()
+
+
+async def feed(settings: Settings, producer: AIOKafkaProducer, events: int) -> list[FeedEvent]:
+    """``events`` synthetic scored reviews on the feed topic, in batches of 200, as the
+    scoring side sends them; returns the feed's records."""
+    topic = settings.kafka.monitor_feed_topic
+    reviews = synthetic_stream(StreamSpec(events=events, seed=31))
+    for batch in batches(reviews, 200):
+        for value in feed_messages(scored_table(batch)):
+            await producer.send_and_wait(topic, value, partition=0)
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        tp = TopicPartition(topic, 0)
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        end = (await consumer.end_offsets([tp]))[tp]
+        records: list[ConsumerRecord[bytes, bytes]] = []
+        async with asyncio.timeout(60):
+            while len(records) < end:
+                got = await consumer.getmany(tp, timeout_ms=1000)
+                records += got.get(tp, [])
+    finally:
+        await consumer.stop()
+    return [FeedEvent(r) for r in records]
+
+
+def rows(part: Sequence[FeedEvent]) -> int:
+    return sum(read_feed_message(e.value).num_rows for e in part)
+
+
+def seen(agent: _Monitoring) -> float:
+    """Events the agent's monitor suite has counted."""
+    return float(sum(r.value for r in agent.suite.readings() if r.name in SEEN))
+
+
+def owned(runtime: Runtime) -> float | None:
+    """The worker's ``sentiment_monitor_feed_owned``."""
+    return runtime.metrics.registry.get_sample_value("sentiment_monitor_feed_owned")
+
+
+async def test_an_owner_given_the_feed_back_continues_from_the_saved_state(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    await ensure_topics(settings.kafka)
+    events = await feed(settings, producer, 3_000)
+    a, b, c = events[:5], events[5:10], events[10:]
+    runtimes = [Runtime(settings), Runtime(settings)]
+    m1, m2 = (
+        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
+    )
+    try:
+        await m1.feed_assigned()
+        await m1.handle(a, producer)
+        assert seen(m1) == rows(a)
+        # The feed moves to m2, which goes on from the state m1 saved.
+        await m1.feed_revoked()
+        await m2.feed_assigned()
+        assert [owned(rt) for rt in runtimes] == [0, 1]
+        await m2.handle(b, producer)
+        assert seen(m2) == rows(a) + rows(b)
+        # And back to m1, which still holds its suite of a alone.
+        await m2.feed_revoked()
+        await m1.feed_assigned()
+        assert [owned(rt) for rt in runtimes] == [1, 0]
+        await m1.handle(c, producer)
+        # From the state m2 saved: with the suite it held, m1 would count a and c only.
+        assert seen(m1) == rows(a) + rows(b) + rows(c)
+    finally:
+        for m, rt in zip((m1, m2), runtimes, strict=True):
+            await m.close()
+            await rt.close()
