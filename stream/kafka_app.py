@@ -438,6 +438,7 @@ class _Monitoring:
         self.owns_reviews = False
         self._selector_loaded = False
         self._reload = False
+        self._holds_feed = False
         self._next_sync = 0.0
         if review is not None:
             review.sender.paused = True  # until this worker owns the feed
@@ -448,13 +449,21 @@ class _Monitoring:
         from the suite in memory, which another owner may have moved past since this worker
         last held the feed."""
         self._reload = True
+        self._holds_feed = True
         self._rt.metrics.feed_owned.set(1)
         await self.take_reviews()
 
     async def feed_revoked(self) -> None:
         """The feed leaves this worker (a rebalance, which may give it straight back)."""
+        self._holds_feed = False
         self._rt.metrics.feed_owned.set(0)
         await self.release_reviews()
+
+    def exported_suite(self) -> Any:
+        """The suite whose readings this worker exports: the one it runs while it holds the
+        feed, else none. A suite kept from an earlier hold would export what it last had for
+        ever, beside the owner's (an alert it had firing would never resolve)."""
+        return self.suite if self._holds_feed else None
 
     async def take_reviews(self) -> None:
         """This worker owns the feed: it selects, sends and syncs from now on."""
@@ -721,7 +730,8 @@ def create_app(
     (or fresh when None) with ``observe``, ``state()`` and ``readings()``; ``review`` is the
     review loop the feed owner runs. ``settings.kafka.role`` picks what the app runs: the
     scoring side, the monitor agent, or both. Returns the app, the scoring side and a function
-    that gives the monitor suite this worker runs (None until it owns the feed)."""
+    that gives the monitor suite whose readings this worker exports (None while it does not
+    hold the feed)."""
     app = _faust_app(settings, datadir or Path(".faust") / settings.kafka.group_id)
     feed = app.topic(settings.kafka.monitor_feed_topic, value_type=bytes, partitions=1)
     producer = _SharedProducer(settings)
@@ -802,4 +812,4 @@ def create_app(
         await runtime.close()
         await producer.stop()
 
-    return app, scoring, lambda: monitoring.suite
+    return app, scoring, monitoring.exported_suite

@@ -49,7 +49,7 @@ def faust_worker(app: faust.App, loglevel: str) -> faust.Worker:
 
 
 class _Readings:
-    """Monitor readings of whichever suite this worker runs (none until it owns the feed)."""
+    """Monitor readings of the suite this worker runs (none while it does not hold the feed)."""
 
     def __init__(self, suite: Any) -> None:
         self._suite = suite

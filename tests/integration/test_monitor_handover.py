@@ -132,6 +132,9 @@ async def test_an_owner_given_the_feed_back_continues_from_the_saved_state(
         assert [owned(rt) for rt in runtimes] == [0, 1]
         await m2.handle(b, producer)
         assert seen(m2) == rows(a) + rows(b)
+        # Only the owner exports its suite's readings: m1's would stay at what it had.
+        assert m1.exported_suite() is None
+        assert m2.exported_suite() is m2.suite
         # And back to m1, which still holds its suite of a alone.
         await m2.feed_revoked()
         await m1.feed_assigned()
@@ -139,6 +142,7 @@ async def test_an_owner_given_the_feed_back_continues_from_the_saved_state(
         await m1.handle(c, producer)
         # From the state m2 saved: with the suite it held, m1 would count a and c only.
         assert seen(m1) == rows(a) + rows(b) + rows(c)
+        assert (m1.exported_suite(), m2.exported_suite()) == (m1.suite, None)
     finally:
         for m, rt in zip((m1, m2), runtimes, strict=True):
             await m.close()
