@@ -277,7 +277,7 @@ async def test_a_standby_monitor_worker_takes_the_feed_from_a_stopped_owner(
     standby = "m2" if owner == "m1" else "m1"
     seen_a = await wait_for_metric(workers, owner, SEEN, valid[0])
     await asyncio.sleep(2)  # the owner's state saves after its last group
-    assert workers.metric(standby, *SEEN) == 0  # no suite before it holds the feed
+    assert workers.metric(standby, *SEEN) == 0  # no monitor readings without the feed
     assert workers.stop(owner) == 0
     assert await wait_for_owner(workers, ["scoring", standby]) == standby
     await produce(workers, b)
