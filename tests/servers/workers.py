@@ -20,6 +20,7 @@ from prometheus_client.samples import Sample
 from tests.servers.base import Closing
 from tests.servers.ports import free_port
 from tests.servers.process import terminate
+from tests.servers.prometheus import wait_until
 
 __all__ = ["KafkaWorkers", "WorkerProcesses"]
 
@@ -164,18 +165,22 @@ class KafkaWorkers(WorkerProcesses):
     def wait_until_shared(self, names: list[str], timeout: float = 120) -> dict[str, set[int]]:
         """Wait until the workers ``names`` hold every partition between them, each at least
         one; returns who holds what."""
-        deadline = time.monotonic() + timeout
         held: dict[str, set[int]] = {}
-        while time.monotonic() < deadline:
+
+        def shared() -> dict[str, set[int]] | None:
+            nonlocal held
             try:
                 held = {n: self.held_partitions(n) for n in names}
             except OSError:  # a worker's /metrics not up yet
-                held = {}
-            every = [p for parts in held.values() for p in parts]
-            if held and all(held.values()) and sorted(every) == list(range(self.partitions)):
-                return held
-            time.sleep(0.5)
-        raise AssertionError(f"partitions never shared: {held}\n{self.logs()}")
+                return None
+            every = sorted(p for parts in held.values() for p in parts)
+            return held if all(held.values()) and every == list(range(self.partitions)) else None
+
+        try:
+            result: dict[str, set[int]] = wait_until(shared, timeout, "partitions shared", 0.5)
+        except TimeoutError as err:
+            raise AssertionError(f"partitions never shared: {held}\n{self.logs()}") from err
+        return result
 
     def transport_env(self) -> dict[str, str]:
         return {
