@@ -12,7 +12,7 @@ LOCK_FLAGS := --universal --python-version 3.11 --generate-hashes --quiet
 AUDIT_VENV := .cache/audit-venv
 
 .DEFAULT_GOAL := help
-.PHONY: help setup lock lock-upgrade audit compose-secrets run test test-unit lint typecheck minilm mpnet \
+.PHONY: help setup lock lock-upgrade audit compose-secrets run test test-unit lint typecheck minilm mpnet ensemble \
 	format kafka-jars model benchmarks clean
 
 help: ## List the targets
@@ -92,6 +92,10 @@ minilm: setup ## Fine-tune the minilm transformer flavour into minilm-model/ (~4
 mpnet: setup ## Fine-tune the mpnet flavour's top layers into mpnet-model/ (~45 min on 2 cores)
 	$(BIN)/sentiment-monitor model train --flavour mpnet --out mpnet-model \
 		--data $${DATA:-../shared/data/reviews.csv}
+
+ensemble: setup ## Stack mpnet-model/ with the TF-IDF recipe into ensemble-model/ (make mpnet first)
+	$(BIN)/sentiment-monitor model train --flavour ensemble --member mpnet-model \
+		--out ensemble-model --data $${DATA:-../shared/data/reviews.csv}
 
 benchmarks: setup kafka-jars ## Run every benchmark (prints ratios measured in one run)
 	for b in benchmarks/*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(BIN)/python $$b || exit 1; done

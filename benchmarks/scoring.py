@@ -14,13 +14,14 @@ so the ratios compare like with like.
 The same table is printed for each model flavour: the shipped TF-IDF model, and the minilm
 and mpnet transformer flavours (``--minilm-model DIR``, ``--mpnet-model DIR``: directories
 ``model train --flavour ...`` wrote; without one, the pre-trained encoder with an untrained
-head, which costs the same to run: the figures are speed only). The transformers score far
-fewer reviews per second, so they get fewer reviews (``--transformer-reviews``,
-``--transformer-single``).
+head, which costs the same to run: the figures are speed only), and an ensemble
+(``--ensemble-model DIR``, ``model train --flavour ensemble`` wrote it; only when given). The
+transformers score far fewer reviews per second, so they get fewer reviews
+(``--transformer-reviews``, ``--transformer-single``).
 
     .venv/bin/python -m benchmarks.scoring [--reviews 6000] [--single 1500] [--repeats 3]
-        [--minilm-model DIR] [--mpnet-model DIR] [--transformer-reviews 256]
-        [--transformer-single 64]
+        [--minilm-model DIR] [--mpnet-model DIR] [--ensemble-model DIR]
+        [--transformer-reviews 256] [--transformer-single 64]
 """
 
 from __future__ import annotations
@@ -249,6 +250,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     parser.add_argument("--minilm-model", type=Path, default=None, help="a minilm model dir")
     parser.add_argument("--mpnet-model", type=Path, default=None, help="an mpnet model dir")
+    parser.add_argument("--ensemble-model", type=Path, default=None, help="an ensemble dir")
     parser.add_argument("--transformer-reviews", type=int, default=256, help="batched modes")
     parser.add_argument("--transformer-single", type=int, default=64, help="one by one")
     args = parser.parse_args(argv)
@@ -263,7 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tfidf (the shipped model)", flavour_rows(None, events, single, args.repeats)
         )
     }
-    for flavour, given in (("minilm", args.minilm_model), ("mpnet", args.mpnet_model)):
+    flavours = [("minilm", args.minilm_model), ("mpnet", args.mpnet_model)]
+    if args.ensemble_model is not None:
+        flavours.append(("ensemble", args.ensemble_model))
+    for flavour, given in flavours:
         with tempfile.TemporaryDirectory() as tmp:
             model_dir = given or speed_only(flavour, Path(tmp))
             what = "trained" if given else "pre-trained encoder, untrained head: speed only"
@@ -281,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     tfidf = rates["tfidf"]
     print()
-    for flavour in ("minilm", "mpnet"):
+    for flavour, _ in flavours:
         r = rates[flavour]
         print(
             f"{flavour} / tfidf: in-process {r[0] / tfidf[0]:.4f}, batched endpoint "

@@ -13,8 +13,10 @@ Layout (what SageMaker unpacks into ``/opt/ml/model``)::
 A transformer flavour (``endpoint.transformer``) has ``encoder.safetensors``,
 ``tokenizer.json`` and ``vocabulary.txt`` in place of ``weights.npz``, ``code/transformer.py``
 besides, and requirements numpy, scipy, tokenizers, safetensors, onnx and onnxruntime (no
-torch, no jax); the
-SageMaker container installs them from ``code/requirements.txt`` when it starts.
+torch, no jax); the SageMaker container installs them from ``code/requirements.txt`` when it
+starts. An ensemble (``endpoint.ensemble``) has its ``model.json`` at the root, each member's
+files under ``members/<i>-<flavour>/``, ``code/ensemble.py``, and the code and requirements of
+its members.
 
 The archive is reproducible: entries are sorted, with fixed timestamps, owners and modes, so
 the same model gives the same bytes. The model is loaded once before packaging, so a broken
@@ -40,8 +42,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .card import CARD_FILE, model_card
+from .ensemble import EnsembleModel
 from .inference import model_fn
-from .model import MODEL_FILE, WEIGHTS_FILE, SentimentModel
+from .model import MODEL_FILE, WEIGHTS_FILE, ModelInfo, SentimentModel
 from .transformer import ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE
 
 __all__ = ["REQUIREMENTS", "artifact_members", "build_artifact", "main"]
@@ -55,7 +58,8 @@ REQUIREMENTS = "numpy>=1.24\n"
 TRANSFORMER_REQUIREMENTS = (
     "numpy>=1.24\nscipy>=1.10\ntokenizers>=0.20\nsafetensors>=0.4\nonnx>=1.15\nonnxruntime>=1.17\n"
 )
-#: Handler modules copied into ``code/`` (and ``transformer.py`` for a transformer flavour).
+#: Handler modules copied into ``code/`` (and ``transformer.py``, ``ensemble.py`` for the
+#: flavours that need them).
 _CODE_FILES = ("inference.py", "model.py", "explain.py")
 
 
@@ -66,21 +70,37 @@ def _default_model_dir() -> Path:
 def artifact_members(model_dir: str | Path | None = None) -> dict[str, bytes]:
     """Archive path -> file content, after checking that the model loads."""
     root = Path(model_dir) if model_dir is not None else _default_model_dir()
-    model = model_fn(root)
-    files: tuple[str, ...]
-    code: tuple[str, ...]
-    if isinstance(model, SentimentModel):
-        files, code, requirements = (MODEL_FILE, WEIGHTS_FILE), _CODE_FILES, REQUIREMENTS
-    else:
-        files = (MODEL_FILE, ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE)
-        code, requirements = (*_CODE_FILES, "transformer.py"), TRANSFORMER_REQUIREMENTS
-    members = {name: (root / name).read_bytes() for name in files}
+    members, code = _model_files(root, model_fn(root), "")
     # the card of this model.json, rendered again: a card on disk may be older than it
     members[CARD_FILE] = model_card(json.loads(members[MODEL_FILE])).encode()
-    for name in code:
+    for name in (*_CODE_FILES, *sorted(code)):
         members[f"code/{name}"] = (_HERE / name).read_bytes()
-    members["code/requirements.txt"] = requirements.encode()
+    needs = TRANSFORMER_REQUIREMENTS if "transformer.py" in code else REQUIREMENTS
+    members["code/requirements.txt"] = needs.encode()
     return members
+
+
+def _model_files(root: Path, model: ModelInfo, prefix: str) -> tuple[dict[str, bytes], set[str]]:
+    """The files of the model loaded from ``root`` under archive path ``prefix``, and the
+    handler modules beyond :data:`_CODE_FILES` that loading it takes."""
+    if isinstance(model, SentimentModel):
+        names: tuple[str, ...] = (MODEL_FILE, WEIGHTS_FILE)
+        code: set[str] = set()
+    elif isinstance(model, EnsembleModel):
+        names, code = (MODEL_FILE,), {"ensemble.py"}
+    else:
+        names, code = (
+            (MODEL_FILE, ENCODER_FILE, TOKENIZER_FILE, VOCABULARY_FILE),
+            {"transformer.py"},
+        )
+    files = {f"{prefix}{name}": (root / name).read_bytes() for name in names}
+    if isinstance(model, EnsembleModel):
+        listed = json.loads(files[f"{prefix}{MODEL_FILE}"])["members"]
+        for entry, member in zip(listed, model.members, strict=True):
+            more, needs = _model_files(root / entry["path"], member, f"{prefix}{entry['path']}/")
+            files.update(more)
+            code |= needs
+    return files, code
 
 
 def build_artifact(out: str | Path = "model.tar.gz", model_dir: str | Path | None = None) -> Path:

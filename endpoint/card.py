@@ -75,7 +75,17 @@ def _features_line(
     classifier: Mapping[str, Any],
     recipe: Mapping[str, Any],
 ) -> str:
-    """The TF-IDF blocks, or a transformer flavour's encoder."""
+    """The TF-IDF blocks, a transformer flavour's encoder, or an ensemble's members."""
+    weights: Mapping[str, Any] | None = classifier.get("weights")
+    if weights is not None:
+        search: Mapping[str, Any] = classifier.get("weight_search", {})
+        return (
+            "- Members (their calibrated log-probabilities summed with these weights): "
+            + ", ".join(f"{name} {_f(w, 2)}" for name, w in weights.items())
+            + f"; the weights from a grid in steps of {search.get('grid_step', '?')}, the one "
+            f"with the lowest {search.get('folds', '?')}-fold cross-validated log loss on "
+            f"{search.get('fitted_on', 'n/a')}."
+        )
     if encoder is None:
         return "- Features: " + "; ".join(
             f"{b.get('analyzer', '?')} {tuple(b.get('ngram_range', ()))} TF-IDF, "

@@ -103,6 +103,7 @@ class Flavour(StrEnum):
     tfidf = "tfidf"
     minilm = "minilm"
     mpnet = "mpnet"
+    ensemble = "ensemble"
 
 
 @model_app.command("train")
@@ -138,9 +139,18 @@ def train_command(
         typer.Option(
             help="tfidf: TF-IDF + logistic regression (the shipped default); minilm: "
             "all-MiniLM-L6-v2 fine-tuned; mpnet: all-mpnet-base-v2, its top layers "
-            "fine-tuned (both need the transformer extra; see the README).",
+            "fine-tuned (both need the transformer extra; see the README); ensemble: the "
+            "--member transformer stacked with TF-IDF trained on the same rows.",
         ),
     ] = Flavour.tfidf,
+    member: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            file_okay=False,
+            help="Ensemble: a minilm or mpnet model directory trained on --data.",
+        ),
+    ] = None,
     max_length: Annotated[
         int, typer.Option(min=3, max=512, help="Transformer: tokens a review is truncated to.")
     ] = 128,
@@ -171,7 +181,9 @@ def train_command(
     --labels, also train without them and report macro-F1 before and after (same split).
     A transformer flavour is fine-tuned on the training part less a 10 % share that fits its
     calibration; it is written to --out (default: ``<flavour>-model``), never over the
-    shipped model."""
+    shipped model. The ensemble flavour stacks the --member transformer with the TF-IDF
+    recipe fitted on the rows that transformer was fine-tuned on; its weights and calibration
+    are fitted on the member's calibration share, and it is validated on the same reviews."""
     from endpoint.train import (
         DEFAULT_DATA,
         DEFAULT_MODEL_DIR,
@@ -185,6 +197,13 @@ def train_command(
     data_path = data or DEFAULT_DATA
     if not data_path.is_file():
         raise typer.BadParameter(f"{data_path} not found", param_hint="--data")
+    if (member is not None) != (flavour is Flavour.ensemble):
+        raise typer.BadParameter(
+            "--member is the ensemble flavour's, and that flavour needs it", param_hint="--member"
+        )
+    if member is not None:
+        _stack_command(data_path, member, out or Path("ensemble-model"), calibration)
+        return
     if flavour is not Flavour.tfidf:
         if labels is not None:
             raise typer.BadParameter("--labels is for the tfidf flavour", param_hint="--labels")
@@ -280,6 +299,27 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
     _print_result(result)
 
 
+def _stack_command(
+    data: Path, member: Path, out: Path, calibration: Literal["vector", "bcts"]
+) -> None:
+    from endpoint.stack import StackConfig, stack_and_save
+    from endpoint.transformer import MissingExtra
+
+    with _console.status("training the TF-IDF member, weighing and validating the ensemble..."):
+        try:
+            result = stack_and_save(data, member, out, StackConfig(calibration_method=calibration))
+        except (MissingExtra, ValueError) as err:  # e.g. --data not the member's data
+            _console.print(f"[red]{err}[/]")
+            raise typer.Exit(2) from None
+    classifier = result.model.metadata["classifier"]
+    weights = ", ".join(f"{k} {v:.2f}" for k, v in classifier["weights"].items())
+    singles = ", ".join(
+        f"{k} {v:.4f}" for k, v in classifier["members_macro_f1_on_validation"].items()
+    )
+    _console.print(f"weights: {weights}; each member alone, macro-F1: {singles}")
+    _print_result(result)
+
+
 def _print_result(result: TrainResult) -> None:
     from endpoint.model import LABELS
 
@@ -360,6 +400,13 @@ def select_command(
             "\\[default: each recipe's].",
         ),
     ] = None,
+    ensemble: Annotated[
+        bool,
+        typer.Option(
+            help="Also stack each transformer candidate with the TF-IDF recipe (the ensemble "
+            "flavour), one more candidate each (a minute or two).",
+        ),
+    ] = True,
 ) -> None:
     """Search the recipe's hyper-parameters (FLAML) on a validation split, print the
     leaderboard, and save the best candidate that meets the speed budget, calibrated, with
@@ -402,6 +449,7 @@ def select_command(
                 base=TrainConfig(seed=seed),
                 progress=progress,
                 transformers=transformers,
+                ensembles=ensemble,
             )
         except (ValueError, MissingExtra) as err:
             _console.print(f"[red]model select:[/] {err}")

@@ -53,7 +53,7 @@ Errors: a malformed body, an empty request or an unsupported content type / Acce
 
 Public API::
 
-    model_fn(model_dir) -> SentimentModel | TransformerModel (model.json's flavour)
+    model_fn(model_dir) -> ModelInfo    # Sentiment-, Transformer- or EnsembleModel (its flavour)
     input_fn(request_body: bytes | str, request_content_type: str | None) -> Instances
     predict_fn(input_data: Sequence[str], model) -> Prediction
     output_fn(prediction, accept: str | None) -> tuple[bytes, str]    # (body, content type)
@@ -207,22 +207,32 @@ def default_model_dir() -> Path:
 
 def model_fn(model_dir: str | Path) -> ModelInfo:
     """Load the model in ``model_dir``, whichever its flavour (``model.json``'s
-    ``flavour``): the TF-IDF model (``model.json``, ``weights.npz``) or a fine-tuned
-    transformer (``endpoint.transformer``)."""
+    ``flavour``): the TF-IDF model (``model.json``, ``weights.npz``), a fine-tuned
+    transformer (``endpoint.transformer``) or an ensemble of them (``endpoint.ensemble``,
+    its members loaded by this function)."""
     meta_path = Path(model_dir) / MODEL_FILE
     if not meta_path.is_file():
         raise FileNotFoundError(f"model file missing: {meta_path}")
     flavour = json.loads(meta_path.read_text(encoding="utf-8")).get("flavour", "tfidf")
     if flavour == "tfidf":
         return SentimentModel.load(model_dir)
+    model: ModelInfo
+    if flavour == "ensemble":
+        model = _sibling("ensemble").EnsembleModel.load(model_dir, model_fn)
+    else:
+        model = _sibling("transformer").TransformerModel.load(model_dir)
+    return model
+
+
+def _sibling(name: str) -> Any:
+    """The handler module ``name`` (``transformer``, ``ensemble``) of this package, or the
+    file beside this one inside a SageMaker container; imported on first use, since the
+    TF-IDF flavour needs neither."""
     if __package__:
         import importlib
 
-        transformer = importlib.import_module(".transformer", __package__)
-    else:
-        transformer = _load_sibling("transformer.py", "_sentiment_endpoint_transformer")
-    model: ModelInfo = transformer.TransformerModel.load(model_dir)
-    return model
+        return importlib.import_module(f".{name}", __package__)
+    return _load_sibling(f"{name}.py", f"_sentiment_endpoint_{name}")
 
 
 def input_fn(

@@ -413,6 +413,10 @@ class ModelInfo:
         """What the model is made of, in a few words (for reports)."""
         raise NotImplementedError
 
+    def save(self, model_dir: str | Path) -> Path:
+        """Write the model directory (created if missing) and return its path."""
+        raise NotImplementedError
+
     @property
     def backend(self) -> str:
         """What computes the scores."""

@@ -137,6 +137,10 @@ class Candidate:
 
     def describe(self) -> str:
         p = self.params
+        if p.get("flavour") == "ensemble":
+            member = Candidate.describe(replace(self, params={**p, "flavour": p["member"]}))
+            w = float(p["weight"])
+            return f"ensemble: {member} x {w:.2f} + TF-IDF x {1 - w:.2f}"
         if p.get("flavour", "tfidf") != "tfidf":
             frozen = int(p.get("frozen_layers", 0))
             top = f" above {frozen} frozen layers" if frozen else ""
@@ -207,6 +211,7 @@ def select(
     base: TrainConfig | None = None,
     progress: Callable[[Candidate], None] | None = None,
     transformers: Sequence[FinetuneConfig] = (),
+    ensembles: bool = True,
 ) -> Selection:
     """Search recipes for ``budget_s`` seconds (at most ``max_trials``), rank them, and train
     the best feasible one with its calibration. Raises :class:`ValueError` when no candidate
@@ -215,7 +220,9 @@ def select(
     Each of ``transformers`` (fine-tuning recipes of a transformer flavour) is one more
     candidate, fine-tuned after the search (outside its budget) on the same training reviews
     less its calibration share and ranked on the same validation reviews by its uncalibrated
-    figures, like the others; it is kept, calibrated, if it wins."""
+    figures, like the others; it is kept, calibrated, if it wins. With ``ensembles``, each
+    is also stacked with the TF-IDF recipe (:func:`endpoint.stack.stack`: fitted on the same
+    rows, weighed and calibrated on that share), one more candidate ranked the same way."""
     from flaml.tune.searcher.blendsearch import CFO
     from flaml.tune.tune import run
 
@@ -289,16 +296,21 @@ def select(
         raise ValueError("the search finished no candidate within the budget: raise it")
     fine_tuned: dict[int, TrainResult] = {}
     for recipe_ in transformers:
-        candidate, fine = _transformer_candidate(
-            search, replace(recipe_, test_size=base.test_size, seed=base.seed), x_valid, y_valid
+        fine = _transformer_candidate(
+            search, replace(recipe_, test_size=base.test_size, seed=base.seed)
         )
-        candidate = replace(
-            candidate, trial=len(board), feasible=candidate.reviews_per_s >= min_reviews_per_s
-        )
-        board.append(candidate)
-        fine_tuned[candidate.trial] = fine
-        if progress is not None:
-            progress(candidate)
+        found = [(fine, _finetune_params(fine))]
+        if ensembles:
+            found.append(_stack_candidate(search, fine))
+        for result_, params in found:
+            candidate = _candidate(result_, x_valid, y_valid, params)
+            candidate = replace(
+                candidate, trial=len(board), feasible=candidate.reviews_per_s >= min_reviews_per_s
+            )
+            board.append(candidate)
+            fine_tuned[candidate.trial] = result_
+            if progress is not None:
+                progress(candidate)
     board.sort(key=_rank_key)
     winner = board[0]
     if not winner.feasible:
@@ -337,30 +349,44 @@ def select(
     return selection
 
 
-def _transformer_candidate(
-    search: Reviews,
-    config: FinetuneConfig,
-    x_valid: list[str],
-    y_valid: npt.NDArray[np.int64],
-) -> tuple[Candidate, TrainResult]:
-    """Fine-tune ``config`` on ``search`` (split as :func:`endpoint.train.train` splits it,
-    so its validation reviews are ``x_valid``), and its figures there before calibration."""
+def _transformer_candidate(search: Reviews, config: FinetuneConfig) -> TrainResult:
+    """``config`` fine-tuned on ``search``, split as :func:`endpoint.train.train` splits it
+    (so its validation reviews are the leaderboard's)."""
     from .finetune import finetune
 
-    started = time.perf_counter()
-    result = finetune(search, config)
-    fit_s = time.perf_counter() - started
+    return finetune(search, config)
+
+
+def _stack_candidate(search: Reviews, fine: TrainResult) -> tuple[TrainResult, dict[str, Any]]:
+    """The fine-tuned ``fine`` stacked with the TF-IDF recipe (:mod:`endpoint.stack`), and
+    the params that describe it on the leaderboard."""
+    from .stack import stack
+
+    result = stack(search, fine.model)
+    result.seconds += fine.seconds  # its member's fine-tuning is part of its fit
+    weight = float(result.model.metadata["classifier"]["weights"][fine.model.flavour])
+    params = {**_finetune_params(fine), "flavour": "ensemble", "member": fine.model.flavour}
+    return result, {**params, "weight": weight}
+
+
+def _finetune_params(result: TrainResult) -> dict[str, Any]:
+    """A fine-tuned candidate's leaderboard params, from its recorded recipe."""
+    config = result.model.metadata["training"]["config"]
+    keys = ("flavour", "max_length", "epochs", "learning_rate", "batch_size", "frozen_layers")
+    return {k: config[k] for k in keys}
+
+
+def _candidate(
+    result: TrainResult,
+    x_valid: list[str],
+    y_valid: npt.NDArray[np.int64],
+    params: dict[str, Any],
+) -> Candidate:
+    """A fine-tuned or stacked model's figures on the validation reviews ``x_valid`` before
+    its calibration (as the TF-IDF candidates are ranked)."""
     model = result.model
     figures = _validate(model.predict_proba(x_valid, calibrated=False), y_valid)
-    params = {
-        "flavour": config.flavour,
-        "max_length": config.max_length,
-        "epochs": config.epochs,
-        "learning_rate": config.learning_rate,
-        "batch_size": config.batch_size,
-        "frozen_layers": config.frozen_layers,
-    }
-    candidate = Candidate(
+    return Candidate(
         trial=-1,
         params=params,
         macro_f1=figures.macro_f1,
@@ -368,19 +394,18 @@ def _transformer_candidate(
         f1={label: figures.per_class[label]["f1"] for label in LABELS},
         reviews_per_s=float(model.metadata["speed"]["reviews_per_s"]),
         size_bytes=_size_bytes(model),
-        fit_s=fit_s,
+        fit_s=result.seconds,
         feasible=False,
     )
-    return candidate, result
 
 
 def selection_metadata(selection: Selection, top: int = 10) -> dict[str, Any]:
     """What ``model.json`` records of the search that picked the model."""
     return {
         "method": "FLAML CFO over the TF-IDF + logistic-regression recipe, plus any "
-        "transformer flavour asked for, fine-tuned once per point of its grid (uncalibrated "
-        "candidates ranked by validation macro-F1; the winner trained again with its "
-        "calibration)",
+        "transformer flavour asked for, fine-tuned once per point of its grid and stacked with "
+        "the TF-IDF recipe (uncalibrated candidates ranked by validation macro-F1; the winner "
+        "trained again with its calibration)",
         "budget_s": selection.budget_s,
         "search_s": round(selection.search_s, 1),
         "trials": len(selection.leaderboard),

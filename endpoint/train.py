@@ -47,7 +47,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -62,9 +62,6 @@ from .calibration import (
 )
 from .data import read_review_csv
 from .model import CLASSES, LABELS, FeatureBlock, ModelInfo, SentimentModel
-
-if TYPE_CHECKING:
-    from .transformer import TransformerModel
 
 __all__ = [
     "DEFAULT_DATA",
@@ -147,7 +144,7 @@ class Reviews:
 class TrainResult:
     """What a training run produced, with the validation figures."""
 
-    model: SentimentModel | TransformerModel
+    model: ModelInfo
     pipeline: Any
     accuracy: float
     macro_f1: float
@@ -522,7 +519,7 @@ def train(
 
 
 def train_result(
-    model: SentimentModel | TransformerModel,
+    model: ModelInfo,
     pipeline: Any,
     validation: _Validation,
     raw: _Validation,

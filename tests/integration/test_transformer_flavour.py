@@ -43,27 +43,48 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _train(flavour: str, data: Path, out: Path) -> str:
+def _train(flavour: str, data: Path, out: Path, *options: str) -> str:
     """``model train --flavour <flavour>``'s tiny run into ``out``; its standard output."""
-    command = [
-        sys.executable, "-m", "stream", "model", "train", "--flavour", flavour,
-        "--data", str(data), "--out", str(out), "--max-length", "32", "--epochs", "1",
-    ]  # fmt: skip
+    proc = _model_train(
+        "--flavour", flavour, "--data", str(data), "--out", str(out),
+        *(options or ("--max-length", "32", "--epochs", "1")),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def _model_train(*args: str) -> subprocess.CompletedProcess[str]:
+    """``sentiment-monitor model train`` with ``args``, finished."""
+    command = [sys.executable, "-m", "stream", "model", "train", *args]
     # This process's environment: the reproducibility test compares this run with one in the
     # test process, and a variable such as OPENBLAS_CORETYPE changes numpy's rounding (the
     # calibration is fitted on numpy scores, so the model's version digest with it).
     env = {**os.environ, "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
+    return subprocess.run(
         command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False, env=env,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc.stdout
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     out = tmp_path_factory.mktemp("minilm") / "model"
     return out, _train("minilm", tiny_data, out)
+
+
+@pytest.fixture(scope="module")
+def stacked(
+    trained: tuple[Path, str], tiny_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str]:
+    """``model train --flavour ensemble --member`` the tiny minilm model."""
+    out = tmp_path_factory.mktemp("ensemble") / "model"
+    return out, _train("ensemble", tiny_data, out, "--member", str(trained[0]))
+
+
+@pytest.fixture(params=["minilm", "ensemble"])
+def served(request: pytest.FixtureRequest) -> tuple[str, Path]:
+    """A flavour and its tiny model directory, for the tests of how it is served."""
+    fixture = "trained" if request.param == "minilm" else "stacked"
+    return request.param, request.getfixturevalue(fixture)[0]
 
 
 def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, str]) -> None:
@@ -104,10 +125,58 @@ def test_training_is_reproducible(trained: tuple[Path, str], tiny_data: Path) ->
     assert again.macro_f1 == meta["validation"]["macro_f1"]
 
 
-def test_served_over_http_as_in_process(trained: tuple[Path, str]) -> None:
-    out = trained[0]
+def test_the_ensemble_is_weighed_and_validated_on_its_members_split(
+    stacked: tuple[Path, str], trained: tuple[Path, str]
+) -> None:
+    out, stdout = stacked
+    assert "weights: minilm" in stdout
+    meta = json.loads((out / "model.json").read_text())
+    member = json.loads((trained[0] / "model.json").read_text())
+    assert meta["flavour"] == "ensemble"
+    assert [(m["path"], m["flavour"]) for m in meta["members"]] == [
+        ("members/0-minilm", "minilm"),
+        ("members/1-tfidf", "tfidf"),
+    ]
+    w = [m["weight"] for m in meta["members"]]
+    assert sum(w) == pytest.approx(1.0) and round(w[0] * 20, 9) == round(w[0] * 20)
+    assert meta["classifier"]["weights"] == {"minilm": w[0], "tfidf": w[1]}
+    assert len(meta["classifier"]["weight_search"]["log_loss"]) == 21
+    # the minilm member alone scores what its own training recorded: the same validation
+    # reviews, which neither the TF-IDF member, the weights nor the calibration saw
+    singles = meta["classifier"]["members_macro_f1_on_validation"]
+    assert singles["minilm"] == pytest.approx(member["validation"]["macro_f1"], abs=1e-12)
+    assert meta["training"]["train_rows"] == member["training"]["train_rows"]
+    assert meta["training"]["validation_rows"] == member["training"]["validation_rows"] == 30
+    assert meta["training"]["config"]["transformer_version"] == member["version"]
+    copied = json.loads((out / "members" / "0-minilm" / "model.json").read_text())
+    assert copied["version"] == member["version"]
     model = inference.model_fn(out)
-    assert isinstance(model, TransformerModel)
+    assert model.calibration is not None and model.version == meta["version"]
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "Members (their calibrated log-probabilities summed with these weights)" in card
+
+
+def test_the_ensemble_refuses_data_its_member_was_not_trained_on(
+    trained: tuple[Path, str], tiny_data: Path, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.csv"
+    other.write_text("".join(tiny_data.read_text().splitlines(keepends=True)[:141]))
+    member = str(trained[0])
+    proc = _model_train(
+        "--flavour", "ensemble", "--member", member, "--data", str(other),
+        "--out", str(tmp_path / "e"),
+    )  # fmt: skip
+    assert proc.returncode == 2 and "not the data the minilm member was trained on" in proc.stdout
+    assert not (tmp_path / "e").exists()
+    for args in (("--flavour", "ensemble"), ("--member", member)):
+        proc = _model_train(*args, "--data", str(tiny_data), "--out", str(tmp_path / "e"))
+        assert proc.returncode == 2 and "--member" in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_served_over_http_as_in_process(served: tuple[str, Path]) -> None:
+    flavour, out = served
+    model = inference.model_fn(out)
+    assert model.flavour == flavour
     expected = model.predict_proba(TEXTS)
     with EndpointServer("--model-dir", str(out), workers=1) as server:
         response = server.client().invoke_endpoint(
@@ -135,17 +204,28 @@ print(body.decode())
 
 
 def test_archive_serves_in_a_container_like_interpreter(
-    trained: tuple[Path, str], tmp_path: Path
+    served: tuple[str, Path], tmp_path: Path
 ) -> None:
-    out = trained[0]
+    flavour, out = served
     archive = build_artifact(tmp_path / "model.tar.gz", out)
     model_dir = tmp_path / "opt" / "ml" / "model"
     model_dir.mkdir(parents=True)
     with tarfile.open(archive, "r:gz") as tar:
         names = {m.name for m in tar.getmembers() if m.isfile()}
         tar.extractall(model_dir, filter="data")
-    assert {"encoder.safetensors", "tokenizer.json", "code/transformer.py"} <= names
-    assert "weights.npz" not in names
+    if flavour == "ensemble":
+        assert {
+            "model.json",
+            "members/0-minilm/encoder.safetensors",
+            "members/0-minilm/tokenizer.json",
+            "members/1-tfidf/weights.npz",
+            "code/transformer.py",
+            "code/ensemble.py",
+        } <= names
+        assert "weights.npz" not in names and "encoder.safetensors" not in names
+    else:
+        assert {"encoder.safetensors", "tokenizer.json", "code/transformer.py"} <= names
+        assert "weights.npz" not in names and "code/ensemble.py" not in names
     assert (model_dir / "code" / "requirements.txt").read_text() == TRANSFORMER_REQUIREMENTS
     proc = subprocess.run(
         [sys.executable, "-I", "-c", CONTAINER, str(model_dir)],
@@ -159,8 +239,8 @@ def test_archive_serves_in_a_container_like_interpreter(
     assert proc.stdout.strip() == expected.decode()
 
 
-def test_the_stream_scores_with_it_into_the_lake(trained: tuple[Path, str], tmp_path: Path) -> None:
-    out = trained[0]
+def test_the_stream_scores_with_it_into_the_lake(served: tuple[str, Path], tmp_path: Path) -> None:
+    out = served[1]
     version = json.loads((out / "model.json").read_text())["version"]
     data = tmp_path / "reviews.csv"
     data.write_text(
@@ -201,16 +281,24 @@ def test_selection_ranks_the_flavour_under_the_speed_budget(tiny_data: Path) -> 
         base=TrainConfig(calibration_folds=3),
         transformers=[TINY],
     )
-    minilm = [c for c in selection.leaderboard if c.params.get("flavour") == "minilm"]
-    assert len(minilm) == 1 and len(selection.leaderboard) == 3
-    candidate = minilm[0]
-    assert 0 < candidate.reviews_per_s < 1_000 and not candidate.feasible
-    assert candidate.size_bytes > 80_000_000  # the fine-tuned encoder travels with the model
-    assert selection.leaderboard[-1] is candidate  # infeasible ones rank last
+    flavours = [c.params.get("flavour", "tfidf") for c in selection.leaderboard]
+    assert len(flavours) == 4 and flavours.count("minilm") == flavours.count("ensemble") == 1
+    for candidate in selection.leaderboard[-2:]:  # infeasible ones rank last
+        assert candidate.params["flavour"] in ("minilm", "ensemble")
+        assert 0 < candidate.reviews_per_s < 1_000 and not candidate.feasible
+        assert candidate.size_bytes > 80_000_000  # the fine-tuned encoder travels with it
     assert selection.winner.params.get("flavour", "tfidf") == "tfidf"
     assert selection.result.model.flavour == "tfidf"
+    stacked = next(c for c in selection.leaderboard if c.params.get("flavour") == "ensemble")
+    w = stacked.params["weight"]
     board = format_leaderboard(selection)
-    assert "minilm fine-tuned, 1 epochs, max length 32" in board and "(too slow)" in board
+    assert "(too slow)" in board
+    rows = [line for line in board.splitlines() if "minilm fine-tuned, 1 epochs" in line]
+    assert len(rows) == 2  # the minilm candidate's and the ensemble's
+    assert (
+        f"ensemble: minilm fine-tuned, 1 epochs, max length 32, lr 5e-05 x {w:.2f} + TF-IDF"
+        in board
+    )
 
 
 def test_mpnet_fine_tunes_its_top_layers_over_the_frozen_outputs(
