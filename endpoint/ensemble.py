@@ -23,6 +23,8 @@ Public API::
     EnsembleModel(members, weights, metadata)
         .members, .weights, .decision_function(texts), .predict_proba(texts)
         .save(model_dir) / EnsembleModel.load(model_dir, load_member)
+    log_probabilities(member, texts) -> (n, 3)      # a member's calibrated log-probabilities
+    combine(member_scores, weights) -> (n, 3)       # the ensemble's scores from them
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ else:  # ``code/ensemble.py`` of a SageMaker archive: inference.py loaded model.
     _model = sys.modules["_sentiment_endpoint_model"]
     CLASSES, MODEL_FILE, ModelInfo = _model.CLASSES, _model.MODEL_FILE, _model.ModelInfo
 
-__all__ = ["FLAVOUR", "MEMBERS_DIR", "EnsembleModel"]
+__all__ = ["FLAVOUR", "MEMBERS_DIR", "EnsembleModel", "combine", "log_probabilities"]
 
 FLAVOUR = "ensemble"
 #: Where a saved ensemble keeps its members' model directories.
@@ -54,6 +56,23 @@ FORMAT = 1
 _FLOOR = 1e-12
 
 FloatArray = npt.NDArray[np.float64]
+
+
+def log_probabilities(member: ModelInfo, texts: Sequence[str]) -> FloatArray:
+    """A member's calibrated probabilities of ``texts`` (n, 3), as logarithms (a probability
+    below 1e-12 counts as 1e-12)."""
+    out: FloatArray = np.log(np.maximum(member.predict_proba(texts), _FLOOR))
+    return out
+
+
+def combine(member_scores: Sequence[FloatArray], weights: Sequence[float]) -> FloatArray:
+    """The ensemble's scores from its members' :func:`log_probabilities`: their weighted
+    sum, centred per row."""
+    z = np.zeros_like(member_scores[0], dtype=np.float64)
+    for w, scores in zip(weights, member_scores, strict=True):
+        z += w * scores
+    out: FloatArray = z - z.mean(axis=1, keepdims=True)
+    return out
 
 
 class EnsembleModel(ModelInfo):
@@ -91,15 +110,13 @@ class EnsembleModel(ModelInfo):
 
     def decision_function(self, texts: Sequence[str]) -> FloatArray:
         """The weighted sum of the members' calibrated log-probabilities (n, 3), centred per
-        row, columns in class order [-1, 0, 1]."""
-        z = np.zeros((len(texts), len(CLASSES)))
-        if not len(texts):
-            return z
-        for member, w in zip(self.members, self.weights, strict=True):
-            if w:
-                z += w * np.log(np.maximum(member.predict_proba(texts), _FLOOR))
-        out: FloatArray = z - z.mean(axis=1, keepdims=True)
-        return out
+        row, columns in class order [-1, 0, 1] (a member of weight 0 is not asked)."""
+        none = np.zeros((len(texts), len(CLASSES)))
+        scores = [
+            log_probabilities(m, texts) if w and len(texts) else none
+            for m, w in zip(self.members, self.weights, strict=True)
+        ]
+        return combine(scores, self.weights)
 
     def save(self, model_dir: str | Path) -> Path:
         """Each member into ``members/<i>-<flavour>/``, then ``model.json``."""

@@ -39,7 +39,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .calibration import METHOD_NAMES, Method, fit_scaling, negative_log_likelihood
-from .ensemble import EnsembleModel
+from .ensemble import EnsembleModel, combine, log_probabilities
 from .inference import model_fn
 from .model import ModelInfo, calibrated_softmax
 from .train import (
@@ -90,14 +90,6 @@ class StackConfig:
             raise ValueError(f"calibration_method must be one of {sorted(METHOD_NAMES)}")
 
 
-def _combined(member_scores: Sequence[FloatArray], weights: Sequence[float]) -> FloatArray:
-    """:meth:`EnsembleModel.decision_function` from the members' calibrated log-probabilities."""
-    z = sum(w * s for w, s in zip(weights, member_scores, strict=True))
-    z = np.asarray(z, dtype=np.float64)
-    out: FloatArray = z - z.mean(axis=1, keepdims=True)
-    return out
-
-
 def weight_losses(
     member_scores: Sequence[FloatArray],
     labels: npt.NDArray[np.int64],
@@ -118,7 +110,7 @@ def weight_losses(
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
     losses = []
     for w in weights:
-        z = _combined(member_scores, (w, 1.0 - w))
+        z = combine(member_scores, (w, 1.0 - w))
         total = 0.0
         for fit, held in splits:
             cal = fit_scaling(z[fit], y[fit], method)
@@ -178,9 +170,9 @@ def stack(
         tfidf.metadata["calibration"] = tfidf_cal.to_json()
     members = (transformer, tfidf)
 
-    def log_probabilities(rows: npt.NDArray[np.int64]) -> list[FloatArray]:
+    def scores(rows: npt.NDArray[np.int64]) -> list[FloatArray]:
         batch = [texts[i] for i in rows]
-        return [np.log(np.maximum(m.predict_proba(batch), 1e-12)) for m in members]
+        return [log_probabilities(m, batch) for m in members]
 
     y_cal, y_valid = reviews.labels[cal_idx], reviews.labels[valid_idx]
     rarest = int(np.bincount(y_cal + 1, minlength=3).min())
@@ -189,19 +181,20 @@ def stack(
             f"the calibration share has {rarest} review(s) of a class; weighing the members "
             "needs at least 2 of each (more data)"
         )
-    cal_scores = log_probabilities(cal_idx)
+    cal_scores = scores(cal_idx)
     grid = [round(v, 10) for v in np.arange(0.0, 1.0 + 1e-9, config.weight_step)]
     folds = min(config.weight_folds, rarest)
     losses = weight_losses(cal_scores, y_cal, grid, folds, seed, config.calibration_method)
     w = grid[int(np.argmin(losses))]
     weights = (w, round(1.0 - w, 10))
-    calibration = fit_scaling(_combined(cal_scores, weights), y_cal + 1, config.calibration_method)
-    valid_scores = _combined(log_probabilities(valid_idx), weights)
+    calibration = fit_scaling(combine(cal_scores, weights), y_cal + 1, config.calibration_method)
+    valid_members = scores(valid_idx)
+    valid_scores = combine(valid_members, weights)
     raw = _validate(calibrated_softmax(valid_scores), y_valid)
     validation = _validate(calibration.apply(valid_scores), y_valid)
     singles = {
         m.flavour: _validate(np.exp(s), y_valid).macro_f1
-        for m, s in zip(members, log_probabilities(valid_idx), strict=True)
+        for m, s in zip(members, valid_members, strict=True)
     }
     meta: dict[str, Any] = {
         "name": config.name,

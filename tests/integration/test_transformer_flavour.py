@@ -126,8 +126,12 @@ def test_training_is_reproducible(trained: tuple[Path, str], tiny_data: Path) ->
 
 
 def test_the_ensemble_is_weighed_and_validated_on_its_members_split(
-    stacked: tuple[Path, str], trained: tuple[Path, str]
+    stacked: tuple[Path, str], trained: tuple[Path, str], tiny_data: Path
 ) -> None:
+    from sklearn.metrics import f1_score
+
+    from endpoint.train import TrainConfig, _split
+
     out, stdout = stacked
     assert "weights: minilm" in stdout
     meta = json.loads((out / "model.json").read_text())
@@ -152,6 +156,12 @@ def test_the_ensemble_is_weighed_and_validated_on_its_members_split(
     assert copied["version"] == member["version"]
     model = inference.model_fn(out)
     assert model.calibration is not None and model.version == meta["version"]
+    # the saved model, loaded, scores the validation reviews as training recorded
+    reviews = load_reviews(tiny_data)
+    valid = _split(reviews, TrainConfig())[1]
+    predicted = model.predict([reviews.texts[i] for i in valid])
+    got = f1_score(reviews.labels[valid], predicted, average="macro")
+    assert got == pytest.approx(meta["validation"]["macro_f1"], abs=1e-12)
     card = (out / "MODEL_CARD.md").read_text()
     assert "Members (their calibrated log-probabilities summed with these weights)" in card
 
