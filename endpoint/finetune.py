@@ -69,7 +69,7 @@ from .transformer import (
     word_vocabulary,
 )
 
-__all__ = ["FinetuneConfig", "Progress", "finetune", "finetune_and_save", "grid"]
+__all__ = ["FinetuneConfig", "Progress", "finetune", "finetune_and_save", "grid", "split_rows"]
 
 #: Padded lengths are multiples of this (fewer distinct shapes, fewer compilations).
 LENGTH_STEP = 16
@@ -312,26 +312,38 @@ def _fit(
     return trained, epoch_losses
 
 
-def finetune(
-    reviews: Reviews, config: FinetuneConfig | None = None, progress: Progress | None = None
-) -> TrainResult:
-    """Split, fine-tune on the training part less its calibration share, fit the calibration
-    on that share, validate on the validation part; nothing is written."""
+def split_rows(
+    reviews: Reviews, test_size: float, calibration_size: float, seed: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """Row indices a fine-tuned flavour is fitted on, calibrated on and validated on: the
+    TF-IDF flavour's stratified, seeded split (:func:`endpoint.train.train`'s), then a
+    stratified ``calibration_size`` share of its training part with the same seed."""
     from sklearn.model_selection import train_test_split
 
     from .train import TrainConfig
 
+    train_idx, valid_idx = _split(reviews, TrainConfig(test_size=test_size, seed=seed))
+    fit_idx, cal_idx = train_test_split(
+        train_idx,
+        test_size=calibration_size,
+        stratify=reviews.labels[train_idx],
+        random_state=seed,
+    )
+    return fit_idx, cal_idx, valid_idx
+
+
+def finetune(
+    reviews: Reviews, config: FinetuneConfig | None = None, progress: Progress | None = None
+) -> TrainResult:
+    """Split (:func:`split_rows`), fine-tune on the training part less its calibration share,
+    fit the calibration on that share, validate on the validation part; nothing is written."""
     config = config or FinetuneConfig()
     started = time.perf_counter()
     tensors, tokenizer_json, encoder, source = pretrained_weights(config.flavour, config.max_length)
-    split = TrainConfig(test_size=config.test_size, seed=config.seed)
-    train_idx, valid_idx = _split(reviews, split)
-    fit_idx, cal_idx = train_test_split(
-        train_idx,
-        test_size=config.calibration_size,
-        stratify=reviews.labels[train_idx],
-        random_state=config.seed,
+    fit_idx, cal_idx, valid_idx = split_rows(
+        reviews, config.test_size, config.calibration_size, config.seed
     )
+    train_idx = np.concatenate([fit_idx, cal_idx])
     texts = reviews.texts
     vocabulary = word_vocabulary([texts[i] for i in train_idx])
     tokenizer = require_extra("tokenizers", config.flavour).Tokenizer.from_str(tokenizer_json)

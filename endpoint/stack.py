@@ -40,6 +40,7 @@ import numpy.typing as npt
 
 from .calibration import METHOD_NAMES, Method, fit_scaling, negative_log_likelihood
 from .ensemble import EnsembleModel, combine, log_probabilities
+from .finetune import split_rows
 from .inference import model_fn
 from .model import ModelInfo, calibrated_softmax
 from .train import (
@@ -47,7 +48,6 @@ from .train import (
     TrainConfig,
     TrainResult,
     _speed,
-    _split,
     _validate,
     evaluation_metadata,
     export_model,
@@ -124,8 +124,6 @@ def _member_split(
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], dict[str, Any]]:
     """The transformer member's fine-tuning, calibration and validation rows, drawn again from
     its recorded split (refused unless ``reviews`` hash as its training data did)."""
-    from sklearn.model_selection import train_test_split
-
     training = member.metadata.get("training", {})
     config = training.get("config", {})
     if member.flavour in ("tfidf", "ensemble") or "calibration_size" not in config:
@@ -139,15 +137,8 @@ def _member_split(
             f"{str(training.get('data_sha256'))[:12]}..., given {reviews.sha256[:12]}...): "
             "its split cannot be drawn again, so the figures would not be honest"
         )
-    seed = int(config["seed"])
-    train_idx, valid_idx = _split(reviews, TrainConfig(test_size=config["test_size"], seed=seed))
-    fit_idx, cal_idx = train_test_split(
-        train_idx,
-        test_size=config["calibration_size"],
-        stratify=reviews.labels[train_idx],
-        random_state=seed,
-    )
-    return fit_idx, cal_idx, valid_idx, config
+    rows = split_rows(reviews, config["test_size"], config["calibration_size"], config["seed"])
+    return *rows, config
 
 
 def stack(
