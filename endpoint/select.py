@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .finetune import FinetuneConfig
+from .finetune import FinetuneConfig, finetune
 from .model import LABELS
 from .train import (
     Reviews,
@@ -296,9 +296,8 @@ def select(
         raise ValueError("the search finished no candidate within the budget: raise it")
     fine_tuned: dict[int, TrainResult] = {}
     for recipe_ in transformers:
-        fine = _transformer_candidate(
-            search, replace(recipe_, test_size=base.test_size, seed=base.seed)
-        )
+        # split as train() splits it, so its validation reviews are the leaderboard's
+        fine = finetune(search, replace(recipe_, test_size=base.test_size, seed=base.seed))
         found = [(fine, _finetune_params(fine))]
         if ensembles:
             found.append(_stack_candidate(search, fine))
@@ -347,14 +346,6 @@ def select(
     )
     result.model.metadata["selection"] = selection_metadata(selection)
     return selection
-
-
-def _transformer_candidate(search: Reviews, config: FinetuneConfig) -> TrainResult:
-    """``config`` fine-tuned on ``search``, split as :func:`endpoint.train.train` splits it
-    (so its validation reviews are the leaderboard's)."""
-    from .finetune import finetune
-
-    return finetune(search, config)
 
 
 def _stack_candidate(search: Reviews, fine: TrainResult) -> tuple[TrainResult, dict[str, Any]]:

@@ -13,8 +13,8 @@ rows. Then:
   steps of :data:`WEIGHT_STEP` whose calibrated ensemble has the lowest log loss on the
   calibration share, cross-validated (:data:`WEIGHT_FOLDS` stratified, seeded folds, fewer
   when a class has fewer reviews there: the calibration fitted on the other folds, the loss
-  taken on the one left out); the
-  ensemble's calibration is then fitted on the whole share. Neither member was fitted on it.
+  taken on the one left out); the ensemble's calibration is then fitted on the whole share.
+  Neither member was fitted on it.
 * the validation reviews, which no member, weight or calibration saw, give the figures in
   ``model.json`` and the model card, as for every flavour.
 
