@@ -400,6 +400,15 @@ def select_command(
             "\\[default: each recipe's].",
         ),
     ] = None,
+    frozen_layers: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=0,
+            help="Transformer candidates: bottom encoder layers kept pre-trained (repeatable, "
+            "as --epochs; fewer frozen layers train more of the encoder, slower) "
+            "\\[default: each recipe's].",
+        ),
+    ] = None,
     ensemble: Annotated[
         bool,
         typer.Option(
@@ -421,6 +430,7 @@ def select_command(
             [f.value for f in transformer or [] if f is not Flavour.tfidf],
             epochs=epochs or (),
             learning_rates=learning_rate or (),
+            frozen_layers=frozen_layers or (),
             max_length=max_length,
             seed=seed,
         )

@@ -135,18 +135,22 @@ def grid(
     *,
     epochs: Sequence[int] = (),
     learning_rates: Sequence[float] = (),
+    frozen_layers: Sequence[int] = (),
     **fixed: Any,
 ) -> list[FinetuneConfig]:
     """``model select``'s transformer candidates: each flavour's recipe at every combination
-    of ``epochs`` and ``learning_rates`` (an empty one keeps the recipe's value), with
-    ``fixed`` overrides, in that order and without repeats."""
+    of ``frozen_layers``, ``epochs`` and ``learning_rates`` (an empty one keeps the recipe's
+    value), with ``fixed`` overrides, in that order and without repeats."""
     out: list[FinetuneConfig] = []
     for flavour in flavours:
-        for n in epochs or (None,):
-            for rate in learning_rates or (None,):
-                config = FinetuneConfig.recipe(flavour, epochs=n, learning_rate=rate, **fixed)
-                if config not in out:
-                    out.append(config)
+        for frozen in frozen_layers or (None,):
+            for n in epochs or (None,):
+                for rate in learning_rates or (None,):
+                    config = FinetuneConfig.recipe(
+                        flavour, frozen_layers=frozen, epochs=n, learning_rate=rate, **fixed
+                    )
+                    if config not in out:
+                        out.append(config)
     return out
 
 

@@ -316,6 +316,21 @@ def test_the_selection_grid_crosses_epochs_and_learning_rates() -> None:
     assert grid(["mpnet"]) == [FinetuneConfig.recipe("mpnet")]
     assert grid(["minilm"], epochs=[3, 3]) == [FinetuneConfig.recipe("minilm")]
     assert grid([]) == []
+    # frozen layers cross the rest, outermost; the recipe's value where not given
+    deeper = grid(["mpnet", "minilm"], frozen_layers=[9, 6], epochs=[2, 3])
+    assert [(c.flavour, c.frozen_layers, c.epochs) for c in deeper] == [
+        ("mpnet", 9, 2),
+        ("mpnet", 9, 3),
+        ("mpnet", 6, 2),
+        ("mpnet", 6, 3),
+        ("minilm", 9, 2),
+        ("minilm", 9, 3),
+        ("minilm", 6, 2),
+        ("minilm", 6, 3),
+    ]
+    assert {c.batch_size for c in deeper if c.flavour == "mpnet"} == {16}
+    with pytest.raises(ValueError, match="frozen_layers"):
+        grid(["mpnet"], frozen_layers=[-1])
     with pytest.raises(ValueError, match="learning_rate"):
         grid(["minilm"], learning_rates=[-1.0])
 
