@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,9 +42,12 @@ __all__ = [
     "build_review_loop",
     "build_scorer",
     "close_scorer",
+    "discard_saved_state",
     "pipeline_options",
     "run_pipeline",
 ]
+
+log = logging.getLogger(__name__)
 
 
 class TimedSink:
@@ -171,12 +175,21 @@ def plain_monitor_config(settings: Settings, confusion: Any = None) -> Any:
 
 def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) -> Monitor:
     """The monitor suite, fresh (baseline from a file or the first events) or restored from
-    a saved ``state``."""
+    a saved ``state``; :class:`~stream.monitor_state.UnusableMonitorState` when the suite
+    cannot continue from it (another version, other categories, a malformed part)."""
     from monitors import MonitorSuite, loads_baseline
+    from stream.errors import describe
+    from stream.monitor_state import UnusableMonitorState
 
     config, vocabulary, explainer = monitor_config(settings)
     if state:
-        return MonitorSuite.from_state(config, state, vocabulary=vocabulary, explainer=explainer)
+        try:
+            return MonitorSuite.from_state(
+                config, state, vocabulary=vocabulary, explainer=explainer
+            )
+        except Exception as err:  # whatever a malformed state makes one of its parts raise
+            reason = f"the monitors cannot continue from it: {describe(err)}"
+            raise UnusableMonitorState(reason) from err
     baseline = None
     if settings.monitor.baseline_path is not None:
         baseline = loads_baseline(settings.monitor.baseline_path.read_text())
@@ -317,6 +330,21 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         max_text_bytes=settings.max_text_bytes,
         decode_limits=DecodeLimits.from_settings(settings),
     )
+
+
+def discard_saved_state(err: Exception, metrics: PipelineMetrics) -> None:
+    """Say that the saved monitor state cannot be continued from (``err``, an
+    :class:`~stream.monitor_state.UnusableMonitorState`): logged, and counted in
+    ``sentiment_monitor_state_discarded_total``. The caller then starts its monitors without
+    it. A worker that stopped on it instead would stop the stream (Kinesis) or retry the
+    monitor feed for ever (Kafka); this way only the windows, counts and baseline begin
+    again. The next save replaces the unusable state."""
+    log.error(
+        "the saved monitor state cannot be continued from, so the monitors start afresh "
+        "(windows, counts and baseline begin again): %s",
+        err,
+    )
+    metrics.state_discarded.inc()
 
 
 async def run_pipeline(

@@ -62,7 +62,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 
 from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
-from stream.app import sink_name
+from stream.app import discard_saved_state, sink_name
 from stream.errors import describe
 from stream.events import (
     SCORED_SCHEMA,
@@ -73,6 +73,7 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
+from stream.monitor_state import UnusableMonitorState, decode_state
 from stream.pipeline import Pipeline
 from stream.producer import kafka_client_options
 from stream.retry import Backoff, RetryStopped, retrying
@@ -138,8 +139,7 @@ class MonitorStateStore:
                 return None
             consumer.seek(tp, end - 1)
             msg = await consumer.getone()
-            state: dict[str, Any] = json.loads(msg.value or b"null")
-            return state
+            return decode_state(msg.value, f"topic {self.topic} offset {msg.offset}")
         finally:
             await consumer.stop()
 
@@ -525,7 +525,10 @@ class _Monitoring:
             call,
             what=what,
             backoff=self._backoff,
-            is_retriable=lambda err: isinstance(err, Exception),
+            # an unusable saved state stays unusable: the suite starts afresh instead
+            is_retriable=lambda err: (
+                isinstance(err, Exception) and not isinstance(err, UnusableMonitorState)
+            ),
             stop=self._stopping,
             on_retry=failed,
             log=log,
@@ -566,8 +569,13 @@ class _Monitoring:
         k = self._settings.kafka
         state: dict[str, Any] | None = None
         if self.suite is None or self._reload:
-            state = await self._load_state()
-            self.suite = self._factory(state)
+            try:
+                state = await self._load_state()
+                self.suite = self._factory(state)
+            except UnusableMonitorState as err:
+                discard_saved_state(err, self._rt.metrics)
+                state = {}
+                self.suite = self._factory(None)
             self._reload = False
             self._selector_loaded = False
             self._log_read_at = float("-inf")  # the new suite is told the source's partitions
@@ -575,11 +583,16 @@ class _Monitoring:
             # The budget spent so far travels with the feed: a replayed message meets the
             # budget its first owner met, so it picks the same reviews.
             if state is None:
-                state = await self._load_state()
+                with contextlib.suppress(UnusableMonitorState):  # the suite said so already
+                    state = await self._load_state()
             saved = (state or {}).get(SELECTOR_KEY)
             if saved is not None:
                 queue = self.review.queue
-                queue.selector = ReviewSelector.from_state(queue.selector.config, saved)
+                try:
+                    queue.selector = ReviewSelector.from_state(queue.selector.config, saved)
+                except Exception as err:  # noqa: BLE001 - as a malformed suite state
+                    unusable = UnusableMonitorState(f"its review selector: {describe(err)}")
+                    discard_saved_state(unusable, self._rt.metrics)
             self._selector_loaded = True
         await self.take_reviews()
         await self.expect_source()

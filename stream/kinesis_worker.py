@@ -4,7 +4,8 @@ One process reads every shard of the stream (see :mod:`stream.sources.kinesis`),
 core as the replay and Kafka paths (validate, score, lake, monitors, alerts) and checkpoints
 each shard in the checkpoint store once the lake holds its records. The monitors' state is
 saved beside the checkpoints (:mod:`stream.monitor_state`) so a restart continues its counts
-and baseline. Because it is the only
+and baseline (a saved state it cannot continue from is logged and counted, and the monitors
+start afresh). Because it is the only
 consumer of the stream, the monitors see the whole stream in this process: no monitor-feed
 topic as on the Kafka path. SIGINT/SIGTERM drain what was read through the sinks, commit and
 exit; ``kill -9`` loses nothing either: a restart resumes from the checkpoints and the lake
@@ -16,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from stream.app import build_monitor, run_pipeline
+from stream.app import build_monitor, discard_saved_state, run_pipeline
 from stream.checkpoints import open_checkpoint_store
 from stream.lake_factory import build_lake_sink, lake_session
-from stream.monitor_state import MonitorStateSaving, monitor_state_store
+from stream.metrics import PipelineMetrics
+from stream.monitor_state import MonitorStateSaving, UnusableMonitorState, monitor_state_store
 from stream.pipeline import Pipeline
 from stream.retry import Backoff
 from stream.settings import Settings
@@ -62,7 +64,12 @@ async def run_kinesis_worker(settings: Settings, *, serve_metrics: bool = True) 
                     "s3", endpoint_url=k.checkpoint_s3_endpoint_url or settings.lake.s3_endpoint_url
                 ),
             )
-            monitor = build_monitor(settings, await states.load())
+            metrics = PipelineMetrics(settings.categories)
+            try:
+                monitor = build_monitor(settings, await states.load())
+            except UnusableMonitorState as err:
+                discard_saved_state(err, metrics)
+                monitor = build_monitor(settings)
             saving = MonitorStateSaving(
                 source,
                 states,
@@ -76,6 +83,7 @@ async def run_kinesis_worker(settings: Settings, *, serve_metrics: bool = True) 
                     source_name="kinesis",
                     lake=lake,
                     monitor=monitor,
+                    metrics=metrics,
                     serve_metrics=serve_metrics,
                 )
             finally:

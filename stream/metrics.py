@@ -190,6 +190,13 @@ _METRICS: tuple[_Metric, ...] = (
         "reviews and saves the monitor state), else 0.",
     ),
     _Metric(
+        "state_discarded",
+        Counter,
+        "sentiment_monitor_state_discarded_total",
+        "Saved monitor states the monitors could not continue from (not JSON, another "
+        "version, other categories, malformed): the monitors started afresh instead.",
+    ),
+    _Metric(
         "restarts",
         Counter,
         "sentiment_pipeline_restarts_total",
@@ -235,6 +242,7 @@ class PipelineMetrics:
     queue_depth: Gauge
     consumer_lag: Gauge
     feed_owned: Gauge
+    state_discarded: Counter
     restarts: Counter
     newest_event: Gauge
 

@@ -8,6 +8,12 @@ S3 prefix, replaced whole on each save (temp file + rename locally; one PutObjec
 ``every_s`` has passed since the last save, and it saves once more when the run ends, so a
 restart (even after ``kill -9``) continues the counts and the baseline from at most
 ``every_s`` before the last commit.
+
+Every store reads a state through :func:`decode_state`. A state that cannot be continued from
+(bytes that are not a JSON object, another version, other categories, a malformed part) raises
+:class:`UnusableMonitorState`, never a parse error. The worker then starts its monitors afresh
+(:func:`stream.app.discard_saved_state` says so) rather than stopping: the reviews go on
+reaching the lake; only the windows, counts and baseline begin again.
 """
 
 from __future__ import annotations
@@ -29,8 +35,32 @@ __all__ = [
     "MonitorStateSaving",
     "MonitorStateStore",
     "S3MonitorState",
+    "UnusableMonitorState",
+    "decode_state",
     "monitor_state_store",
 ]
+
+
+class UnusableMonitorState(ValueError):
+    """A saved monitor state the monitors cannot continue from: not a JSON object, or one of
+    another version, written with other categories, or malformed inside."""
+
+
+def decode_state(data: bytes | None, where: str) -> dict[str, Any] | None:
+    """The state saved as ``data`` at ``where`` (named in the error): None for no state
+    (nothing, empty, or JSON ``null``, a deleted state); :class:`UnusableMonitorState` for
+    any other bytes that are not a JSON object."""
+    if not data:
+        return None
+    try:
+        state = json.loads(data)
+    except (ValueError, RecursionError) as err:  # bad UTF-8 is a ValueError too
+        raise UnusableMonitorState(f"{where}: not JSON ({err})") from None
+    if state is None:
+        return None
+    if not isinstance(state, dict):
+        raise UnusableMonitorState(f"{where}: a JSON {type(state).__name__}, not an object")
+    return state
 
 
 class MonitorStateStore(Protocol):
@@ -54,8 +84,7 @@ class LocalMonitorState:
             data = await asyncio.to_thread(self.path.read_bytes)
         except FileNotFoundError:
             return None
-        state: dict[str, Any] = json.loads(data)
-        return state
+        return decode_state(data, str(self.path))
 
     async def save(self, state: Mapping[str, Any]) -> None:
         data = json.dumps(state, separators=(",", ":")).encode()
@@ -83,11 +112,7 @@ class S3MonitorState:
             data: bytes = resp["Body"].read()
             return data
 
-        data = await asyncio.to_thread(get)
-        if data is None:
-            return None
-        state: dict[str, Any] = json.loads(data)
-        return state
+        return decode_state(await asyncio.to_thread(get), f"s3://{self.bucket}/{self.key}")
 
     async def save(self, state: Mapping[str, Any]) -> None:
         data = json.dumps(state, separators=(",", ":")).encode()

@@ -10,6 +10,7 @@ The S3 checkpoint store is checked against SeaweedFS.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -398,6 +399,40 @@ async def test_monitor_state_survives_a_worker_kill(workers: Workers) -> None:
     # than were published since it started.
     await asyncio.to_thread(wait_for_seen, workers, "w2", seen + 500)
     assert workers.metric("w2", "sentiment_baseline_ready") == 1
+
+
+async def test_an_unusable_saved_state_does_not_stop_the_worker(workers: Workers) -> None:
+    """A state file the worker cannot continue from (torn by another program): it says so,
+    counts it, starts its monitors afresh, and its next save replaces the file. Every review
+    reaches the lake."""
+    await asyncio.to_thread(workers.server.create_stream, workers.stream, 1)
+    state_file = workers.checkpoint_file.with_name(f"{workers.stream}.monitor-state.json")
+    state_file.parent.mkdir(parents=True)
+    state_file.write_bytes(b'{"version": 1, "groups": ["Dre')
+    workers.env_extra["SENTIMENT_MONITOR__STATE_SAVE_S"] = "0.5"
+    workers.start("w1")
+    await asyncio.to_thread(wait_for_log, workers, "w1", "reading shard")
+    recs = records(500, seed=43)
+    await produce(workers, recs)
+    valid = {r.event.review_id for r in recs if r.event is not None}
+    ids = await asyncio.to_thread(wait_for_lake, workers, len(valid), 120)
+    assert sorted(ids) == sorted(valid)
+    assert workers.metric("w1", "sentiment_monitor_state_discarded_total") == 1
+    log = workers.log("w1")
+    assert "the saved monitor state cannot be continued from" in log
+    assert f"{state_file}: not JSON" in log
+
+    def replaced() -> dict[str, Any]:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(json.JSONDecodeError):
+                saved: dict[str, Any] = json.loads(state_file.read_bytes())
+                return saved
+            time.sleep(0.5)
+        pytest.fail(f"the state file was not replaced\n{workers.logs()}")
+
+    saved = await asyncio.to_thread(replaced)
+    assert saved["version"] == 1 and saved["counters"]["events"] > 0  # the new suite's
 
 
 async def test_every_output_of_the_kinesis_path_is_written(workers: Workers) -> None:

@@ -1,4 +1,5 @@
-"""The Kafka monitor agent when the feed moves between workers and back, on a real broker.
+"""The Kafka monitor agent when the feed moves between workers and back, and when the saved
+state cannot be continued from, on a real broker.
 
 Two workers' monitor agents (``stream.kafka_app._Monitoring``, as ``create_app`` builds it) are
 driven through the order of events a consumer group produces: m1 holds the feed, the feed
@@ -22,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from monitors.simulate import StreamSpec, batches, synthetic_stream
 from stream.app import Runtime, build_monitor
 from stream.events import scored_table
-from stream.kafka_app import _Monitoring, feed_messages, read_feed_message
+from stream.kafka_app import STATE_KEY, _Monitoring, feed_messages, read_feed_message
 from stream.kafka_topics import ensure_topics
 from stream.settings import KafkaSettings, Settings
 from tests.servers.kafka import KafkaBroker
@@ -107,6 +108,11 @@ def seen(agent: _Monitoring) -> float:
     return float(sum(r.value for r in agent.suite.readings() if r.name in SEEN))
 
 
+def discarded(runtime: Runtime) -> float | None:
+    """The worker's ``sentiment_monitor_state_discarded_total``."""
+    return runtime.metrics.registry.get_sample_value("sentiment_monitor_state_discarded_total")
+
+
 def owned(runtime: Runtime) -> float | None:
     """The worker's ``sentiment_monitor_feed_owned``."""
     return runtime.metrics.registry.get_sample_value("sentiment_monitor_feed_owned")
@@ -143,6 +149,55 @@ async def test_an_owner_given_the_feed_back_continues_from_the_saved_state(
         # From the state m2 saved: with the suite it held, m1 would count a and c only.
         assert seen(m1) == rows(a) + rows(b) + rows(c)
         assert (m1.exported_suite(), m2.exported_suite()) == (m1.suite, None)
+    finally:
+        for m, rt in zip((m1, m2), runtimes, strict=True):
+            await m.close()
+            await rt.close()
+
+
+@pytest.mark.parametrize(
+    ("unusable", "reason"),
+    [
+        (b"\x00\x9c{not json", "offset 0: not JSON"),
+        (b"[]", "offset 0: a JSON list, not an object"),
+        (b'{"version": 99}', "unsupported monitor state version 99"),
+        (b'{"version": 1, "groups": ["Dresses"]}', "written with other categories"),
+    ],
+    ids=["not-json", "not-an-object", "other-version", "other-categories"],
+)
+async def test_an_unusable_saved_state_starts_the_monitors_afresh(
+    settings: Settings,
+    producer: AIOKafkaProducer,
+    unusable: bytes,
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Not retried for ever (the feed would stall) nor raised (the agent would crash on every
+    group): the suite starts without it, says so, and its next save replaces it."""
+    await ensure_topics(settings.kafka)
+    events = await feed(settings, producer, 1_000)
+    state_topic = settings.kafka.monitor_state_topic
+    await producer.send_and_wait(state_topic, unusable, key=STATE_KEY, partition=0)
+    runtimes = [Runtime(settings), Runtime(settings)]
+    m1, m2 = (
+        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
+    )
+    try:
+        await m1.feed_assigned()
+        async with asyncio.timeout(60):
+            await m1.handle(events, producer)
+        assert seen(m1) == rows(events)
+        assert discarded(runtimes[0]) == 1
+        logged = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert len(logged) == 1, logged
+        assert "the saved monitor state cannot be continued from" in logged[0]
+        assert reason in logged[0]
+        # The state m1 saved replaced the unusable one: the next owner continues from it.
+        await m1.feed_revoked()
+        await m2.feed_assigned()
+        await m2.handle([], producer)
+        assert seen(m2) == rows(events)
+        assert discarded(runtimes[1]) == 0
     finally:
         for m, rt in zip((m1, m2), runtimes, strict=True):
             await m.close()
