@@ -105,6 +105,7 @@ def sink_name(sink: Sink | AlertSink) -> str:
         "JsonlAlertSink": "alert_log",
         "WebhookAlertSink": "webhook",
         "SnsAlertSink": "sns",
+        "ReviewQueue": "review_queue",
     }
     return names.get(type(sink).__name__, type(sink).__name__.lower())
 

@@ -401,8 +401,10 @@ class _Monitoring:
     output, store alerts in the lake (files named by the feed position, so a replayed feed
     message rewrites its own file), select reviews for people and send them, save the state.
 
-    Every step that leaves the process for a store (loading and saving the state, the alerts'
-    lake file, each alert output) is retried until it succeeds, whatever the error: the group
+    Every step that leaves the process for a store (loading and saving the state, the
+    reviews queued for people, the alerts' lake file, each alert output) is retried until it
+    succeeds, whatever the error (but a saved state that cannot be continued from, which
+    starts the suite afresh, see :func:`stream.app.discard_saved_state`): the group
     is neither acknowledged nor followed by the next one meanwhile, so a store that refuses an
     alert file or a broker that refuses the state stalls the monitors (each failed try logged
     and counted in ``sentiment_sink_errors_total``) and loses nothing. The agent acknowledges
@@ -614,8 +616,13 @@ class _Monitoring:
             alerts = self.suite.observe(scored, datetime.now(UTC))
             position = SourcePosition("kafka", msg.topic, str(msg.partition), msg.offset)
             if self.review is not None:
-                await self.review.queue.write(
-                    Batch(scored, [], {position.key: position}, list(alerts))
+                await self._until_done(
+                    "queueing the reviews picked for people",
+                    "review_queue",
+                    functools.partial(
+                        self.review.queue.write,
+                        Batch(scored, [], {position.key: position}, list(alerts)),
+                    ),
                 )
             await asyncio.sleep(0)  # let the scoring side run between feed messages
             if not alerts:

@@ -38,7 +38,7 @@ import sqlite3
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -122,13 +122,17 @@ CREATE TABLE IF NOT EXISTS adopted (review_id TEXT PRIMARY KEY, task_id INTEGER 
 class ReviewStore:
     """The review loop's durable record (see the module doc). One process writes it."""
 
-    def __init__(self, path: Path, *, max_outbox: int = 100_000) -> None:
+    def __init__(
+        self, path: Path, *, max_outbox: int = 100_000, busy_timeout_s: float = 5.0
+    ) -> None:
         self.path = path
         self.max_outbox = max_outbox
         path.parent.mkdir(parents=True, exist_ok=True)
         # The metrics server reads the outbox size from its own thread: one lock for all.
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db = sqlite3.connect(
+            path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+        )
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
 
@@ -171,12 +175,18 @@ class ReviewStore:
     def outbox_size(self) -> int:
         return int(self._one("SELECT count(*) FROM tasks WHERE status IN ('pending', 'sending')"))
 
-    def add(self, rows: Sequence[tuple[Pick, int, dict[str, Any]]], now_s: float) -> int:
+    def add(
+        self,
+        rows: Sequence[tuple[Pick, int, dict[str, Any]]],
+        now_s: float,
+        meta: Mapping[str, str] | None = None,
+    ) -> int:
         """Queue picks (with the model's class and the task payload) that are new (neither
-        queued before nor :meth:`adopt`-ed from the project); returns how many were queued.
-        Stops at the outbox bound."""
+        queued before nor :meth:`adopt`-ed from the project), and put ``meta``, in one
+        transaction; returns how many were queued. Stops at the outbox bound."""
         added = 0
         with self._tx() as db:
+            db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)", (meta or {}).items())
             room = self.max_outbox - int(
                 db.execute(
                     "SELECT count(*) FROM tasks WHERE status IN ('pending', 'sending')"
@@ -323,7 +333,12 @@ def _floats(column: pa.ChunkedArray) -> npt.NDArray[np.float64]:
 class ReviewQueue:
     """A pipeline sink that selects reviews for people and queues them in the store. Stored
     synchronously, so ``durable_seq`` is the last batch written. ``recent_rows`` reviews are
-    kept to find the examples of an alert raised after they passed."""
+    kept to find the examples of an alert raised after they passed.
+
+    A write the store refuses (a disk error, a lock held too long) raises and changes
+    nothing: the picks and the selector's spent budget are stored in one transaction, and
+    the selector goes back to where it was, so writing the batch again picks the same
+    reviews."""
 
     store: ReviewStore
     selector: ReviewSelector
@@ -356,6 +371,7 @@ class ReviewQueue:
         # Reviews of earlier batches are candidates only as alert examples.
         fresh = len(ids) - len(table)
         now = self.clock()
+        before = self.selector.state()
         picks = self.selector.select(
             ids,
             candidates.column("product_category").to_pylist(),
@@ -369,16 +385,20 @@ class ReviewQueue:
         if picks:
             rows = candidates.take([p.row for p in picks]).to_pylist()
             top = probs.max(axis=1)
-            queued = self.store.add(
-                [
-                    (p, int(r["sentiment"]), _task_payload(r, p, float(top[p.row])))
-                    for p, r in zip(picks, rows, strict=True)
-                ],
-                now,
-            )
+            try:
+                queued = self.store.add(
+                    [
+                        (p, int(r["sentiment"]), _task_payload(r, p, float(top[p.row])))
+                        for p, r in zip(picks, rows, strict=True)
+                    ],
+                    now,
+                    {"selector": json.dumps(self.selector.state())},
+                )
+            except BaseException:
+                self.selector = ReviewSelector.from_state(self.selector.config, before)
+                raise
             self.queued += queued
             self.not_queued += len(picks) - queued
-            self.store.put("selector", json.dumps(self.selector.state()))
         self._remember(table)
 
     def _with_recent(self, table: pa.Table, alert_ids: set[str]) -> pa.Table:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -530,3 +531,87 @@ def test_review_commands_fail_in_one_line_on_bad_settings_and_a_server_that_is_n
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses(
+    label_studio: LabelStudioServer,
+    kafka_broker: KafkaBroker,
+    unique_group: str,
+    tmp_path: Path,
+) -> None:
+    """Another program holds the review store's SQLite file while the Kafka monitor agent
+    queues its picks: the agent retries (each try counted under ``sink="review_queue"``)
+    instead of crashing, and once the file is free every pick is queued once and reaches
+    Label Studio."""
+    from aiokafka import AIOKafkaProducer
+
+    from stream.app import Runtime, build_monitor, build_review_loop
+    from stream.kafka_app import _Monitoring
+    from stream.kafka_topics import ensure_topics
+    from stream.settings import KafkaSettings
+    from tests.integration.test_monitor_handover import feed
+
+    project = f"agent-{uuid.uuid4().hex[:8]}"
+    base = _settings(_env(label_studio, tmp_path, project))
+    settings = base.model_copy(
+        update={
+            "kafka": KafkaSettings(
+                bootstrap_servers=kafka_broker.bootstrap,
+                group_id=unique_group,
+                reviews_topic=f"{unique_group}.reviews",
+                enriched_topic=f"{unique_group}.enriched",
+                dlq_topic=f"{unique_group}.dlq",
+                alerts_topic=f"{unique_group}.alerts",
+                monitor_feed_topic=f"{unique_group}.feed",
+                monitor_state_topic=f"{unique_group}.state",
+            ),
+            "metrics_port": 0,
+        }
+    )
+    await ensure_topics(settings.kafka)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_broker.bootstrap)
+    await producer.start()
+    rt = Runtime(settings)
+    agent = _Monitoring(
+        settings,
+        rt,
+        lambda state: build_monitor(settings, state),
+        build_review_loop(settings, rt.metrics),
+    )
+    review = agent.review
+    assert review is not None
+
+    def errors() -> float:
+        sample = rt.metrics.registry.get_sample_value(
+            "sentiment_sink_errors_total", {"sink": "review_queue"}
+        )
+        return sample or 0.0
+
+    other = sqlite3.connect(settings.review.state_path, isolation_level=None)
+    try:
+        events = await feed(settings, producer, 600)
+        other.execute("BEGIN EXCLUSIVE")
+        await agent.feed_assigned()
+        handling = asyncio.create_task(agent.handle(events, producer))
+        async with asyncio.timeout(120):
+            while errors() < 2:
+                assert not handling.done(), handling.exception()
+                await asyncio.sleep(0.2)
+        other.execute("COMMIT")
+        async with asyncio.timeout(120):
+            await handling
+        picked = sum(review.queue.selector.picked.values())
+        rows = review.store.rows()
+        assert picked > 0 and len(rows) == len({r[0] for r in rows}) == picked
+        async with asyncio.timeout(60):
+            while sorted(await _review_ids_of_tasks(label_studio, project)) != sorted(
+                r[0] for r in rows
+            ):
+                await review.send_now(10.0)
+                await asyncio.sleep(0.5)
+    finally:
+        other.close()
+        await agent.close()
+        await review.close(send_last=False)
+        await rt.close()
+        await producer.stop()

@@ -4,6 +4,7 @@ Label Studio's export: exact values, restarts, the outbox bound, alert examples.
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -51,9 +52,11 @@ def _batch(seq: int, first: int, tops: list[float], ratings: list[int | None]) -
     return Batch(scored=scored, dead=[], positions={}, seq=seq)
 
 
-def _queue(path: Path, *, max_outbox: int = 100, recent_rows: int = 100) -> ReviewQueue:
-    store = ReviewStore(path, max_outbox=max_outbox)
-    config = SelectionConfig(CATS, threshold=0.6, audit_rate=0.0, budget_per_hour=100)
+def _queue(
+    path: Path, *, max_outbox: int = 100, recent_rows: int = 100, budget: int = 100
+) -> ReviewQueue:
+    store = ReviewStore(path, max_outbox=max_outbox, busy_timeout_s=0.05)
+    config = SelectionConfig(CATS, threshold=0.6, audit_rate=0.0, budget_per_hour=budget)
     return ReviewQueue(
         store, selector_from(config, store), clock=lambda: NOW, recent_rows=recent_rows
     )
@@ -96,6 +99,36 @@ async def test_a_restart_queues_nothing_twice_and_keeps_the_budget(tmp_path: Pat
     assert [r[1] for r in sorted(again.store.rows())] == ["sent", "sent"]
     assert again.store.outbox_size() == 0
     again.store.close()
+
+
+async def test_a_write_the_store_refuses_changes_nothing_and_its_retry_picks_the_same(
+    tmp_path: Path,
+) -> None:
+    """Another program holds the review store's file while a batch is written: the write
+    raises, the selector's spent budget is as before (a budget spent on picks never queued
+    would turn the retry's picks away), and the retry queues what an undisturbed queue does."""
+    first, second = _batch(0, 0, [0.5, 0.5], [None] * 2), _batch(1, 10, [0.5] * 4, [None] * 4)
+    q, ref = _queue(tmp_path / "q.sqlite", budget=2), _queue(tmp_path / "ref.sqlite", budget=2)
+    for queue in (q, ref):
+        await queue.write(first)
+    spent = q.selector.state()
+    other = sqlite3.connect(q.store.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await q.write(second)
+    assert q.selector.state() == spent
+    assert [r[0] for r in sorted(q.store.rows())] == ["r-0", "r-1"]
+    other.execute("COMMIT")
+    other.close()
+    await q.write(second)
+    await ref.write(second)
+    # the budget of 2 an hour per category: r-10 and r-11 picked, r-12 and r-13 turned away
+    assert sorted(q.store.rows()) == sorted(ref.store.rows())
+    assert [r[0] for r in sorted(q.store.rows())] == ["r-0", "r-1", "r-10", "r-11"]
+    assert q.selector.state() == ref.selector.state()
+    assert json.loads(q.store.get("selector") or "null") == ref.selector.state()
+    for queue in (q, ref):
+        queue.store.close()
 
 
 async def test_the_outbox_is_bounded_and_counts_what_it_turned_away(tmp_path: Path) -> None:
