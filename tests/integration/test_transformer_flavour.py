@@ -12,16 +12,19 @@ import os
 import subprocess
 import sys
 import tarfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow.dataset as ds
 import pytest
 
 from endpoint import inference
 from endpoint.artifact import TRANSFORMER_REQUIREMENTS, build_artifact
-from endpoint.finetune import FinetuneConfig, finetune
+from endpoint.finetune import FinetuneConfig, finetune, split_rows
+from endpoint.model import SentimentModel
 from endpoint.train import DEFAULT_DATA, load_reviews
 from endpoint.transformer import TransformerModel
 from tests.container import container_script
@@ -164,6 +167,24 @@ def test_the_ensemble_is_weighed_and_validated_on_its_members_split(
     assert got == pytest.approx(meta["validation"]["macro_f1"], abs=1e-12)
     card = (out / "MODEL_CARD.md").read_text()
     assert "Members (their calibrated log-probabilities summed with these weights)" in card
+    # The TF-IDF member was fitted on the minilm member's fine-tuning rows alone: a word of
+    # two calibration reviews or more (enough for min_df) that no fine-tuning review has is
+    # not among its terms. Fitted on the calibration share too, it would score that share
+    # better than it can and pull the weight search its way.
+    config = member["training"]["config"]
+    fit, cal, _ = split_rows(
+        reviews, config["test_size"], config["calibration_size"], config["seed"]
+    )
+    tfidf = SentimentModel.load(out / "members" / "1-tfidf")
+
+    def document_frequency(rows: npt.NDArray[np.int64]) -> Counter[str]:
+        return Counter(w for i in rows for w in set(tfidf.tokenize(reviews.texts[i])))
+
+    in_fit, in_cal = document_frequency(fit), document_frequency(cal)
+    cal_only = {w for w, n in in_cal.items() if n >= 2 and w not in in_fit}
+    assert cal_only == {"package"}  # the tiny data's one such word
+    assert not cal_only & tfidf.vocabulary
+    assert {w for w, n in in_fit.items() if n >= 2} <= tfidf.vocabulary
 
 
 def test_the_ensemble_refuses_data_its_member_was_not_trained_on(
