@@ -333,18 +333,18 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
     )
 
 
-def discard_saved_state(err: Exception, metrics: PipelineMetrics) -> None:
+def discard_saved_state(
+    err: Exception,
+    metrics: PipelineMetrics,
+    afresh: str = "the monitors start afresh (windows, counts and baseline begin again)",
+) -> None:
     """Say that the saved monitor state cannot be continued from (``err``, an
-    :class:`~stream.monitor_state.UnusableMonitorState`): logged, and counted in
-    ``sentiment_monitor_state_discarded_total``. The caller then starts its monitors without
-    it. A worker that stopped on it instead would stop the stream (Kinesis) or retry the
-    monitor feed for ever (Kafka); this way only the windows, counts and baseline begin
-    again. The next save replaces the unusable state."""
-    log.error(
-        "the saved monitor state cannot be continued from, so the monitors start afresh "
-        "(windows, counts and baseline begin again): %s",
-        err,
-    )
+    :class:`~stream.monitor_state.UnusableMonitorState`) and what starts ``afresh``
+    instead: logged, and counted in ``sentiment_monitor_state_discarded_total``. A worker
+    that stopped on it instead would stop the stream (Kinesis) or retry the monitor feed
+    for ever (Kafka); this way only the windows, counts and baseline begin again. The next
+    save replaces the unusable state."""
+    log.error("the saved monitor state cannot be continued from, so %s: %s", afresh, err)
     metrics.state_discarded.inc()
 
 

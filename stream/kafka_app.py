@@ -584,17 +584,22 @@ class _Monitoring:
         if self.review is not None and not self._selector_loaded:
             # The budget spent so far travels with the feed: a replayed message meets the
             # budget its first owner met, so it picks the same reviews.
-            if state is None:
-                with contextlib.suppress(UnusableMonitorState):  # the suite said so already
+            if state is None:  # the suite was not loaded with this group: load the state
+                try:
                     state = await self._load_state()
+                except UnusableMonitorState as err:
+                    discard_saved_state(err, self._rt.metrics)
             saved = (state or {}).get(SELECTOR_KEY)
             if saved is not None:
                 queue = self.review.queue
                 try:
                     queue.selector = ReviewSelector.from_state(queue.selector.config, saved)
                 except Exception as err:  # noqa: BLE001 - as a malformed suite state
-                    unusable = UnusableMonitorState(f"its review selector: {describe(err)}")
-                    discard_saved_state(unusable, self._rt.metrics)
+                    discard_saved_state(
+                        UnusableMonitorState(f"its review selector's part: {describe(err)}"),
+                        self._rt.metrics,
+                        "the review selector starts afresh (its spent budget begins again)",
+                    )
             self._selector_loaded = True
         await self.take_reviews()
         await self.expect_source()

@@ -11,6 +11,7 @@ metrics (the audit sample's estimate apart from the low-confidence sample).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sqlite3
 import subprocess
@@ -538,6 +539,7 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
     kafka_broker: KafkaBroker,
     unique_group: str,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Another program holds the review store's SQLite file while the Kafka monitor agent
     queues its picks: the agent retries (each try counted under ``sink="review_queue"``)
@@ -545,8 +547,9 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
     Label Studio."""
     from aiokafka import AIOKafkaProducer
 
+    from monitors import MonitorSuite
     from stream.app import Runtime, build_monitor, build_review_loop
-    from stream.kafka_app import _Monitoring
+    from stream.kafka_app import SELECTOR_KEY, STATE_KEY, _Monitoring
     from stream.kafka_topics import ensure_topics
     from stream.settings import KafkaSettings
     from tests.integration.test_monitor_handover import feed
@@ -590,6 +593,14 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
     other = sqlite3.connect(settings.review.state_path, isolation_level=None)
     try:
         events = await feed(settings, producer, 600)
+        # a saved state whose selector part is malformed: the suite continues from it, the
+        # selector starts afresh
+        fresh = build_monitor(settings)
+        assert isinstance(fresh, MonitorSuite)
+        suite_state = json.dumps({**fresh.state(), SELECTOR_KEY: {"spent": 7}})
+        await producer.send_and_wait(
+            settings.kafka.monitor_state_topic, suite_state.encode(), key=STATE_KEY, partition=0
+        )
         other.execute("BEGIN EXCLUSIVE")
         await agent.feed_assigned()
         handling = asyncio.create_task(agent.handle(events, producer))
@@ -600,6 +611,9 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
         other.execute("COMMIT")
         async with asyncio.timeout(120):
             await handling
+        discarded = rt.metrics.registry.get_sample_value("sentiment_monitor_state_discarded_total")
+        assert discarded == 1
+        assert "so the review selector starts afresh" in caplog.text
         picked = sum(review.queue.selector.picked.values())
         rows = review.store.rows()
         assert picked > 0 and len(rows) == len({r[0] for r in rows}) == picked
