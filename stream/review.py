@@ -352,10 +352,10 @@ class ReviewQueue:
 
     async def write(self, batch: Batch) -> None:
         if len(batch.scored):
-            self._select(scored_table(batch.scored).select(list(_COLUMNS)), batch)
+            await self._select(scored_table(batch.scored).select(list(_COLUMNS)), batch)
         self._seq = batch.seq
 
-    def _select(self, table: pa.Table, batch: Batch) -> None:
+    async def _select(self, table: pa.Table, batch: Batch) -> None:
         alert_ids = {
             str(r)
             for a in batch.alerts
@@ -386,7 +386,10 @@ class ReviewQueue:
             rows = candidates.take([p.row for p in picks]).to_pylist()
             top = probs.max(axis=1)
             try:
-                queued = self.store.add(
+                # in a thread: a store held by another program waits out its busy timeout
+                # there, not in the event loop the worker's Kafka clients run in
+                queued = await asyncio.to_thread(
+                    self.store.add,
                     [
                         (p, int(r["sentiment"]), _task_payload(r, p, float(top[p.row])))
                         for p, r in zip(picks, rows, strict=True)

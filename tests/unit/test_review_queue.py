@@ -3,6 +3,7 @@ Label Studio's export: exact values, restarts, the outbox bound, alert examples.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from datetime import UTC, datetime
@@ -129,6 +130,29 @@ async def test_a_write_the_store_refuses_changes_nothing_and_its_retry_picks_the
     assert json.loads(q.store.get("selector") or "null") == ref.selector.state()
     for queue in (q, ref):
         queue.store.close()
+
+
+async def test_a_store_held_by_another_program_does_not_stall_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The write waits out the store's busy timeout (1 s here) in a thread: other tasks of the
+    worker (its Kafka clients' heartbeats) run meanwhile."""
+    q = _queue(tmp_path / "q.sqlite")
+    q.store.close()
+    q.store = ReviewStore(q.store.path, busy_timeout_s=1.0)
+    other = sqlite3.connect(q.store.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    ticks = 0
+    writing = asyncio.create_task(q.write(_batch(0, 0, [0.5], [None])))
+    while not writing.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await writing
+    assert ticks > 20  # about 100; none if the write blocked the loop
+    other.execute("COMMIT")
+    other.close()
+    q.store.close()
 
 
 async def test_the_outbox_is_bounded_and_counts_what_it_turned_away(tmp_path: Path) -> None:
