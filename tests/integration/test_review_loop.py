@@ -552,7 +552,7 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
     from stream.kafka_app import SELECTOR_KEY, STATE_KEY, _Monitoring
     from stream.kafka_topics import ensure_topics
     from stream.settings import KafkaSettings
-    from tests.integration.test_monitor_handover import feed
+    from tests.integration.test_monitor_handover import discarded, feed
 
     project = f"agent-{uuid.uuid4().hex[:8]}"
     base = _settings(_env(label_studio, tmp_path, project))
@@ -611,8 +611,7 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
         other.execute("COMMIT")
         async with asyncio.timeout(120):
             await handling
-        discarded = rt.metrics.registry.get_sample_value("sentiment_monitor_state_discarded_total")
-        assert discarded == 1
+        assert discarded(rt) == 1
         assert "so the review selector starts afresh" in caplog.text
         picked = sum(review.queue.selector.picked.values())
         rows = review.store.rows()
