@@ -435,7 +435,7 @@ class ReviewQueue:
 async def ensure_project(client: LabelStudio, store: ReviewStore, title: str) -> int:
     """The id of the project named ``title``: the one the store remembers, else the one the
     server has, else a new one (with the three-choice labeling config)."""
-    known = store.get(f"project:{title}")
+    known = await asyncio.to_thread(store.get, f"project:{title}")
     if known is not None:
         return int(known)
     project = await client.find_project(title)
@@ -447,7 +447,7 @@ async def ensure_project(client: LabelStudio, store: ReviewStore, title: str) ->
             show_collab_predictions=True,
         )
     pid = int(project["id"])
-    store.put(f"project:{title}", str(pid))
+    await asyncio.to_thread(store.put, f"project:{title}", str(pid))
     return pid
 
 
@@ -499,13 +499,13 @@ class ReviewSender:
     async def reconcile(self) -> None:
         """Rows left ``sending`` (outcome unknown): sent if the project holds their review
         id, else pending again."""
-        doubt = self.store.in_doubt()
+        doubt = await asyncio.to_thread(self.store.in_doubt)
         if not doubt:
             return
         held = await self.held()
         found = {r: held[r] for r in doubt if r in held}
-        self.store.mark_sent(found, self.clock())
-        self.store.mark_pending([r for r in doubt if r not in held])
+        await asyncio.to_thread(self.store.mark_sent, found, self.clock())
+        await asyncio.to_thread(self.store.mark_pending, [r for r in doubt if r not in held])
 
     def take_over(self) -> None:
         """Start sending as the loop's new owner: before the first task, every review id the
@@ -531,7 +531,7 @@ class ReviewSender:
                 return 0
             if self._adopt:
                 held = await self.held()
-                self.store.adopt(held, self.clock())
+                await asyncio.to_thread(self.store.adopt, held, self.clock())
                 self._adopt = False
             return await self._send()
 
@@ -540,14 +540,13 @@ class ReviewSender:
         project = await self.project()
         created = 0
         while True:
-            rows = self.store.take(self.batch_size)
+            rows = await asyncio.to_thread(self.store.take, self.batch_size)
             if not rows:
                 return created
             task_ids = await self.client.import_tasks(project, [payload for _, payload in rows])
             if len(task_ids) == len(rows):
-                self.store.mark_sent(
-                    {r: t for (r, _), t in zip(rows, task_ids, strict=True)}, self.clock()
-                )
+                sent = {r: t for (r, _), t in zip(rows, task_ids, strict=True)}
+                await asyncio.to_thread(self.store.mark_sent, sent, self.clock())
             else:  # an older server without task ids: look them up
                 await self.reconcile()
             created += len(rows)
@@ -692,7 +691,7 @@ async def sync_labels(
 
     project = await ensure_project(client, store, title)
     tasks = await client.annotated_tasks(project)
-    done = store.synced()
+    done = await asyncio.to_thread(store.synced)
     rows = [r for r in label_rows(tasks, salt) if done.get(r["annotation_id"]) != r["updated_at"]]
     if not rows:
         return SyncResult(0, None)
@@ -701,7 +700,8 @@ async def sync_labels(
     dt = max(r["dt"] for r in rows)
     path = f"labels/dt={dt}/labels-{name}.parquet"
     await put(path, to_parquet_bytes(labels_table(rows), compression))
-    store.mark_synced([(r["annotation_id"], r["review_id"], r["updated_at"]) for r in rows])
+    synced = [(r["annotation_id"], r["review_id"], r["updated_at"]) for r in rows]
+    await asyncio.to_thread(store.mark_synced, synced)
     return SyncResult(len(rows), path)
 
 

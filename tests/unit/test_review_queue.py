@@ -512,3 +512,78 @@ async def test_a_project_read_cut_short_resumes_where_it_stopped(tmp_path: Path)
     assert await sender.send_once() == 0
     assert project.pages[5:] == [1, 2, 3, 4, 5, 6]
     q.store.close()
+
+
+async def _ticks_until_done(call: Any) -> tuple[int, asyncio.Task[Any]]:
+    """Run ``call`` as a task; how often the event loop turned (every 10 ms) until it ended."""
+    ticks = 0
+    task = asyncio.create_task(call)
+    while not task.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    return ticks, task
+
+
+async def test_the_sender_and_the_sync_wait_for_a_held_store_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    """The sender's and the label sync's store calls run in a thread: a file held by another
+    program stalls neither the event loop (the worker's Kafka clients) nor, once free, them."""
+    from stream.review import ReviewSender, sync_labels
+
+    q = _queue(tmp_path / "s.sqlite")
+    await q.write(_batch(0, 0, [0.5, 0.5], [None] * 2))
+    q.store.close()
+    q.store = ReviewStore(q.store.path, busy_timeout_s=1.0)
+    q.store.put("project:reviews", "7")  # known: the held file stops the writes, not this
+    project = _Project({})
+    sender = ReviewSender(cast("Any", project), q.store, "reviews", clock=lambda: NOW)
+    other = sqlite3.connect(q.store.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    ticks, sending = await _ticks_until_done(sender.send_once())
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await sending
+    assert ticks > 20  # about 100; 1 if the store's wait blocked the loop
+    assert project.imports == []
+
+    annotated = [
+        _task(
+            "r-0",
+            [
+                {
+                    "id": 8,
+                    "completed_by": 4,
+                    "result": prediction_result(-1),
+                    "updated_at": "2026-03-05T11:00:00Z",
+                }
+            ],
+        )
+    ]
+
+    class _Annotated:
+        async def find_project(self, title: str) -> dict[str, object]:
+            return {"id": 7, "title": title}
+
+        async def annotated_tasks(self, project: int) -> list[dict[str, object]]:
+            return annotated
+
+    written: list[str] = []
+
+    async def put(path: str, data: bytes) -> None:
+        written.append(path)
+
+    sync = sync_labels(cast("Any", _Annotated()), q.store, "reviews", put, salt="s")
+    ticks, syncing = await _ticks_until_done(sync)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        await syncing
+    assert ticks > 20
+    assert len(written) == 1  # the labels reached the lake; remembering them waited
+
+    other.execute("COMMIT")  # the file is free again: both go through
+    other.close()
+    assert await sender.send_once() == 2
+    assert project.imports == [["r-0", "r-1"]]
+    result = await sync_labels(cast("Any", _Annotated()), q.store, "reviews", put, salt="s")
+    assert result.new == 1 and written[1] == written[0]  # the same file again, nothing lost
+    assert q.store.synced() == {8: "2026-03-05T11:00:00Z"}
+    q.store.close()
