@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
-from monitors._stats import FloatArray, IntArray
+from monitors._stats import FloatArray, IntArray, norm_cdf, norm_ppf
 from monitors.baseline import classification_scores
 
 __all__ = [
@@ -207,7 +206,7 @@ def estimate_performance(
             dq = np.einsum("ij,ijl->l", g, s) / np.maximum(q, _Q_FLOOR)
             var += float(dq @ cov_q @ dq)
         sd[name] = float(np.sqrt(max(var, 0.0)))
-    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    z = norm_ppf(0.5 + confidence / 2)
 
     def lo(v: float, e: float) -> float:
         return float(np.clip(v - z * e, 0.0, 1.0))
@@ -271,6 +270,6 @@ def estimated_accuracy_drop(
         raise ValueError("the baseline accuracy needs labelled reviews")
     var = estimate.accuracy_sd**2 + baseline_accuracy * (1 - baseline_accuracy) / baseline_count
     diff = estimate.accuracy - baseline_accuracy
-    p = float(stats.norm.cdf(diff / np.sqrt(var))) if var > 0 else float(diff >= 0)
+    p = norm_cdf(float(diff / np.sqrt(var))) if var > 0 else float(diff >= 0)
     dropped = p < alpha and -diff >= min_drop
     return EstimatedDrop(estimate, baseline_accuracy, baseline_count, p, dropped)

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
-from monitors._stats import FloatArray, project_to_simplex
+from monitors._stats import FloatArray, norm_ppf, project_to_simplex
 
 __all__ = [
     "PriorEstimate",
@@ -74,7 +73,7 @@ def _interval(
     point: FloatArray, cov: FloatArray, confidence: float
 ) -> tuple[FloatArray, FloatArray]:
     k = point.shape[0]
-    z = float(stats.norm.ppf(1 - (1 - confidence) / (2 * k)))
+    z = norm_ppf(1 - (1 - confidence) / (2 * k))
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     return np.clip(point - z * sd, 0.0, 1.0), np.clip(point + z * sd, 0.0, 1.0)
 
@@ -196,7 +195,7 @@ def prior_shift(
         else np.asarray(reference_covariance, dtype=np.float64)
     )
     diff = estimate.priors - ref
-    z = float(stats.norm.ppf(1 - alpha / (2 * k)))
+    z = norm_ppf(1 - alpha / (2 * k))
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     lo, hi = diff - z * sd, diff + z * sd
     excluded = (lo > 0) | (hi < 0)
@@ -214,7 +213,7 @@ def naive_priors(predicted_counts: npt.ArrayLike, *, confidence: float = 0.95) -
         raise ValueError("the window holds no predictions")
     mu = counts / n
     cov = (np.diag(mu) - np.outer(mu, mu)) / n
-    z = float(stats.norm.ppf(1 - (1 - confidence) / (2 * mu.shape[0])))
+    z = norm_ppf(1 - (1 - confidence) / (2 * mu.shape[0]))
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     lo, hi = np.clip(mu - z * sd, 0.0, 1.0), np.clip(mu + z * sd, 0.0, 1.0)
     return PriorEstimate("naive", mu, mu.copy(), cov, lo, hi, confidence, round(n))

@@ -70,9 +70,8 @@ from typing import Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
-from monitors._stats import FloatArray, IntArray, logit_shift
+from monitors._stats import FloatArray, IntArray, beta_ppf, logit_shift
 from monitors.contributions import (
     BatchContributions,
     ContributionSums,
@@ -610,13 +609,13 @@ def upper_shares(
         raise ValueError("quantile must be in (0, 1)")
     if n.sum() <= 0:
         raise ValueError("no events")
-    overall = float(stats.beta.ppf(quantile, k.sum() + 0.5, n.sum() - k.sum() + 0.5))
+    overall = float(beta_ppf(quantile, k.sum() + 0.5, n.sum() - k.sum() + 0.5))
     pooled, strength = _prior_strength(k, n)
     if math.isinf(strength):
         return overall, np.full(k.shape, overall)
     a = k + strength * pooled + 0.5
     b = n - k + strength * (1 - pooled) + 0.5
-    groups: FloatArray = stats.beta.ppf(quantile, a, b)
+    groups = beta_ppf(quantile, a, b)
     return overall, groups
 
 

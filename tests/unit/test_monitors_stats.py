@@ -11,10 +11,15 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
 from monitors._stats import (
+    beta_ppf,
     chi2_homogeneity,
+    chi2_sf,
+    fisher_greater,
     js_distance,
     ks_binned,
     logit_shift,
+    norm_cdf,
+    norm_ppf,
     project_to_simplex,
     proportion_ci,
     psi,
@@ -188,6 +193,49 @@ def test_accuracy_drift_is_a_one_sided_fisher_test() -> None:
     assert r.p_value == pytest.approx(want)
     assert (r.baseline_accuracy, r.accuracy) == pytest.approx((960 / 1080, 195 / 285))
     assert r.dropped
+
+
+def test_distributions_are_scipy_stats_to_the_bit() -> None:
+    """The scipy.special functions the monitors call give what scipy.stats gives, exactly."""
+    q = np.linspace(0.001, 0.999, 97)
+    assert [norm_ppf(x) for x in q] == [float(stats.norm.ppf(x)) for x in q]
+    x = np.linspace(-6, 6, 97)
+    assert [norm_cdf(v) for v in x] == [float(stats.norm.cdf(v)) for v in x]
+    chi = np.linspace(0, 60, 61)
+    for dof in (1, 2, 5, 17):
+        assert [chi2_sf(v, dof) for v in chi] == [float(stats.chi2.sf(v, dof)) for v in chi]
+    rng = np.random.default_rng(5)
+    a, b = rng.uniform(0.5, 5000, 500), rng.uniform(0.5, 5000, 500)
+    for quantile in (0.5, 0.9, 0.999):
+        assert np.array_equal(beta_ppf(quantile, a, b), stats.beta.ppf(quantile, a, b))
+    assert float(beta_ppf(0.9, 10.5, 90.5)) == float(stats.beta.ppf(0.9, 10.5, 90.5))
+
+
+def test_fisher_greater_is_scipys_one_sided_fisher_exact() -> None:
+    rng = np.random.default_rng(7)
+    tables = [
+        [[int(v) for v in rng.integers(0, hi, 2)] for _ in range(2)]
+        for hi in [3, 8, 40, 400, 3000] * 40
+    ]
+    tables += [
+        [[0, 0], [0, 0]],
+        [[0, 5], [0, 7]],
+        [[5, 0], [7, 0]],
+        [[3, 4], [0, 0]],
+        [[1, 0], [0, 1]],
+        [[0, 1], [1, 0]],
+        [[960, 120], [195, 90]],
+        [[90, 195], [120, 960]],
+    ]
+    for table in tables:
+        want = stats.fisher_exact(table, alternative="greater").pvalue
+        assert fisher_greater(table) == pytest.approx(want, rel=1e-9, abs=1e-300), table
+    # far in the tail, where the terms underflow one by one, the sum keeps its digits
+    assert fisher_greater([[9600, 1200], [1950, 900]]) == pytest.approx(
+        stats.fisher_exact([[9600, 1200], [1950, 900]], alternative="greater").pvalue, rel=1e-9
+    )
+    with pytest.raises(ValueError, match=">= 0"):
+        fisher_greater([[1, -1], [2, 3]])
 
 
 def test_tokenize() -> None:
