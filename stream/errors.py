@@ -21,6 +21,7 @@ __all__ = [
     "ConfigurationError",
     "DeliveryError",
     "LakeUnavailable",
+    "MonitorStateFenced",
     "ScoringRejected",
     "SentimentMonitorError",
     "ServiceUnavailable",
@@ -60,6 +61,13 @@ class ConfigurationError(SentimentMonitorError):
 class CheckpointConflict(SentimentMonitorError):
     """Another worker holds or wrote this stream's checkpoints. Not retriable: run one worker
     per stream (see docs/kinesis.md), or give each its own stream."""
+
+
+class MonitorStateFenced(SentimentMonitorError):
+    """Another worker took the monitor feed and its state since this one claimed them (this
+    one was evicted from the group, say frozen past its session, and has not heard yet). Not
+    retriable: the state is the new owner's, and this worker writes none until it is given the
+    feed again."""
 
 
 class DeliveryError(SentimentMonitorError):

@@ -11,7 +11,9 @@ Scoring scales out; monitoring needs one global view. So a worker runs two thing
   timers, not the scoring loop.
 * **monitoring**: a faust agent on the monitor feed, a topic with ONE partition, so exactly one
   worker at a time runs the monitors over the whole stream. Its state lives in a compacted
-  topic, saved after each group of feed messages before they are acknowledged. Before a group
+  topic, saved after each group of feed messages before they are acknowledged, and fenced: each
+  owner claims the topic with a transactional producer, so an evicted owner that has not heard
+  yet cannot overwrite its successor's state (:class:`MonitorStateStore`). Before a group
   is observed, the agent reads each ``reviews`` partition's log range from the broker (at most
   every ``SOURCE_LOG_INTERVAL_S``), so a partition with records the monitors have not had holds
   their watermark until its first event arrives: workers that start at different times do not
@@ -57,13 +59,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import faust
 import pyarrow as pa
 import pyarrow.ipc as ipc
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
 
 from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
 from stream.app import discard_saved_state, sink_name
-from stream.errors import describe
+from stream.errors import MonitorStateFenced, describe
 from stream.events import (
     SCORED_SCHEMA,
     Alert,
@@ -101,35 +103,84 @@ STATE_KEY = b"suite"
 #: the review selector's state (its spent budget), saved beside the monitor suite's
 SELECTOR_KEY = "review_selector"
 LAG_INTERVAL_S = 5.0
+#: the longest a worker given the feed waits to fence the previous owner before going on (its
+#: first group then retries the claim)
+CLAIM_TIMEOUT_S = 10.0
 #: how often the monitor agent reads the source partitions' log ranges (first and end offset)
 SOURCE_LOG_INTERVAL_S = 1.0
 #: the longest a group of feed messages waits for its review tasks to be sent
 REVIEW_SEND_TIMEOUT_S = 10.0
 #: the longest a stopping worker waits for the monitor agent's group in hand to end
 WIND_DOWN_S = 15.0
+#: records from the end of the state topic that :meth:`MonitorStateStore.load` reads first
+#: (a save is a record and its transaction's commit marker)
+_STATE_TAIL = 16
+#: the longest loading the state may take before the try counts as failed (and is retried)
+_STATE_READ_TIMEOUT_S = 30.0
 #: a feed message stays well under the broker's default 1 MB limit
 FEED_MAX_BYTES = 512 * 1024
 _IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
 
 
 class MonitorStateStore:
-    """The monitor suite's state in a compacted one-partition topic.
+    """The monitor suite's state in a compacted one-partition topic, fenced.
 
     Only the worker that owns the monitor feed's single partition writes it, after each group
     of feed messages and before those messages are acknowledged, so a restart (or the next
     owner after a rebalance) continues from the last saved state and re-observes at most the
     unacknowledged messages. (A faust table would do the same, but faust only lets tables be
     written while a single event is being handled, not after a group.)
+
+    Each owner :meth:`claim`-s the topic when it is given the feed: a transactional producer
+    whose id is the group's, so that claiming fences the previous owner's producer (Kafka's
+    producer epoch). A worker evicted from the group without knowing it yet (frozen past its
+    session) may still read feed messages, but its next save fails with
+    :class:`~stream.errors.MonitorStateFenced` instead of overwriting the new owner's state.
+    Every save is one transaction, and :meth:`load` reads committed records only.
     """
 
     def __init__(self, settings: Settings) -> None:
         self._k = settings.kafka
         self.topic = settings.kafka.monitor_state_topic
+        #: one id per feed: each owner's claim fences the one before
+        self.transactional_id = f"{settings.kafka.group_id}.monitor-state"
+        self._writer: AIOKafkaProducer | None = None
+
+    async def claim(self) -> None:
+        """Become the topic's only writer: start a transactional producer, which fences any
+        earlier producer of this id (an earlier owner's, or this worker's own)."""
+        await self.close()
+        writer = AIOKafkaProducer(
+            transactional_id=self.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            **kafka_client_options(self._k),
+        )
+        try:
+            await writer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await writer.stop()
+            raise
+        self._writer = writer
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):  # a fenced producer may fail to stop cleanly
+                await writer.stop()
 
     async def load(self) -> dict[str, Any] | None:
+        """The last committed state (None when there is none). Reads the tail of the
+        partition up to its end: a transaction's commit marker takes the last offset, and
+        records of aborted transactions are skipped."""
         from aiokafka import TopicPartition
 
-        consumer = AIOKafkaConsumer(enable_auto_commit=False, **kafka_client_options(self._k))
+        consumer = AIOKafkaConsumer(
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            **kafka_client_options(self._k),
+        )
         await consumer.start()
         try:
             tp = TopicPartition(self.topic, 0)
@@ -137,15 +188,54 @@ class MonitorStateStore:
             end = (await consumer.end_offsets([tp]))[tp]
             if end == 0:
                 return None
-            consumer.seek(tp, end - 1)
-            msg = await consumer.getone()
-            return decode_state(msg.value, f"topic {self.topic} offset {msg.offset}")
+            last = None
+            async with asyncio.timeout(_STATE_READ_TIMEOUT_S):
+                start = max(0, end - _STATE_TAIL)
+                while True:
+                    last = await _last_record(consumer, tp, start, end)
+                    if last is not None or start == 0:
+                        break
+                    start = 0  # the tail held markers and aborted saves only: read it all
+            if last is None:
+                return None
+            return decode_state(last.value, f"topic {self.topic} offset {last.offset}")
         finally:
             await consumer.stop()
 
-    async def save(self, producer: AIOKafkaProducer, state: Mapping[str, Any]) -> None:
+    async def save(self, state: Mapping[str, Any]) -> None:
+        """Write ``state`` in one transaction. Raises
+        :class:`~stream.errors.MonitorStateFenced` when another owner has claimed the topic
+        since this worker did (or this worker never claimed it)."""
+        from aiokafka.errors import ProducerFenced
+
+        writer = self._writer
+        if writer is None:
+            raise MonitorStateFenced("the monitor state topic is not claimed by this worker")
         value = json.dumps(state, separators=(",", ":")).encode()
-        await producer.send_and_wait(self.topic, value=value, key=STATE_KEY, partition=0)
+        try:
+            async with writer.transaction():
+                await writer.send_and_wait(self.topic, value=value, key=STATE_KEY, partition=0)
+        except ProducerFenced as err:
+            self._writer = None  # fenced for good: a new claim makes a new producer
+            with contextlib.suppress(Exception):
+                await writer.stop()
+            raise MonitorStateFenced(
+                "another worker has taken the monitor feed: this worker's state is not saved"
+            ) from err
+
+
+async def _last_record(
+    consumer: AIOKafkaConsumer, tp: Any, start: int, end: int
+) -> ConsumerRecord[bytes, bytes] | None:
+    """The last committed state record between offsets ``start`` and ``end``."""
+    consumer.seek(tp, start)
+    last = None
+    while await consumer.position(tp) < end:
+        got = await consumer.getmany(tp, timeout_ms=1000)
+        for record in got.get(tp, []):
+            if record.key == STATE_KEY:
+                last = record
+    return last
 
 
 class NoMonitor:
@@ -441,6 +531,11 @@ class _Monitoring:
         self._selector_loaded = False
         self._reload = False
         self._holds_feed = False
+        #: this worker's producer is the state topic's current writer (see MonitorStateStore)
+        self._claimed = False
+        #: a save was refused: another worker has the feed; nothing is saved until it is
+        #: given back (a new claim)
+        self._fenced = False
         self._next_sync = 0.0
         if review is not None:
             review.sender.paused = True  # until this worker owns the feed
@@ -452,7 +547,15 @@ class _Monitoring:
         last held the feed."""
         self._reload = True
         self._holds_feed = True
+        self._fenced = False
+        self._claimed = False
         self._rt.metrics.feed_owned.set(1)
+        try:  # fence the previous owner before anything else; the first group retries it
+            async with asyncio.timeout(CLAIM_TIMEOUT_S):
+                await self._store.claim()
+            self._claimed = True
+        except Exception as err:  # noqa: BLE001 - claimed before the first group instead
+            log.warning("claiming the monitor state topic failed (%s); retried", describe(err))
         await self.take_reviews()
 
     async def feed_revoked(self) -> None:
@@ -527,9 +630,11 @@ class _Monitoring:
             call,
             what=what,
             backoff=self._backoff,
-            # an unusable saved state stays unusable: the suite starts afresh instead
+            # an unusable saved state stays unusable: the suite starts afresh instead; a
+            # fenced save stays fenced: the feed is another worker's
             is_retriable=lambda err: (
-                isinstance(err, Exception) and not isinstance(err, UnusableMonitorState)
+                isinstance(err, Exception)
+                and not isinstance(err, UnusableMonitorState | MonitorStateFenced)
             ),
             stop=self._stopping,
             on_retry=failed,
@@ -563,13 +668,25 @@ class _Monitoring:
         """Stop the log-range client (the agent reads no more ranges after this)."""
         self._closed = True
         self._stopping.set()
+        await self._store.close()
         if self._log_client is not None:
             await self._log_client.stop()
             self._log_client = None
 
     async def handle(self, events: Sequence[Any], producer: AIOKafkaProducer) -> None:
+        """Handle one group of feed messages (see the class doc). Raises
+        :class:`~stream.errors.MonitorStateFenced` when another worker has taken the feed
+        since this one was given it: its save was refused, and every later group is refused
+        unread until the feed is assigned here again."""
         k = self._settings.kafka
         state: dict[str, Any] | None = None
+        if self._fenced:
+            raise MonitorStateFenced("another worker holds the monitor feed")
+        if not self._claimed:
+            await self._until_done(
+                "claiming the monitor state topic", "monitor_state", self._store.claim
+            )
+            self._claimed = True
         if self.suite is None or self._reload:
             try:
                 state = await self._load_state()
@@ -652,11 +769,16 @@ class _Monitoring:
         state = self.suite.state()
         if self.review is not None:
             state = {**state, SELECTOR_KEY: self.review.queue.selector.state()}
-        await self._until_done(
-            "saving the monitor state",
-            "monitor_state",
-            functools.partial(self._store.save, producer, state),
-        )
+        try:
+            await self._until_done(
+                "saving the monitor state",
+                "monitor_state",
+                functools.partial(self._store.save, state),
+            )
+        except MonitorStateFenced:
+            self._fenced = True
+            self._reload = True  # the suite in memory went past the saved state
+            raise
 
     async def _store_alerts(self, batch: Batch) -> None:
         # a retried write adds nothing the sink holds already (its marks by source position);
@@ -795,6 +917,17 @@ def create_app(
                             len(events),
                         )
                         return
+                    except MonitorStateFenced as err:
+                        # Evicted without knowing it yet (frozen past its session, say): the
+                        # feed and its state are another worker's. The group is acknowledged
+                        # so that the coming rebalance does not wait for it; the commit is
+                        # refused (this member's generation is gone), and the owner reads
+                        # these messages from the committed offset.
+                        log.warning(
+                            "%s: %d feed messages not saved here, left to the owner",
+                            describe(err),
+                            len(events),
+                        )
                     for event in events:
                         await stream.ack(event)
 

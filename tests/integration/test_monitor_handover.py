@@ -7,7 +7,8 @@ moves to m2, then back to m1. Each handles real feed messages (Arrow IPC, read b
 feed topic with their offsets) and saves its state to the real state topic. A group's
 timing decides when the feed moves in a live worker (a member frozen past its session comes
 back and takes the feed back at once, after catching up as a zombie), so the moves are made
-here, in order.
+here, in order. A member frozen past its session is m1 handling a group after the feed
+moved, without being told.
 """
 
 from __future__ import annotations
@@ -22,8 +23,15 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from monitors.simulate import StreamSpec, batches, synthetic_stream
 from stream.app import Runtime, build_monitor
+from stream.errors import MonitorStateFenced
 from stream.events import scored_table
-from stream.kafka_app import STATE_KEY, _Monitoring, feed_messages, read_feed_message
+from stream.kafka_app import (
+    STATE_KEY,
+    MonitorStateStore,
+    _Monitoring,
+    feed_messages,
+    read_feed_message,
+)
 from stream.kafka_topics import ensure_topics
 from stream.settings import KafkaSettings, Settings
 from tests.servers.kafka import KafkaBroker
@@ -200,5 +208,53 @@ async def test_an_unusable_saved_state_starts_the_monitors_afresh(
         assert discarded(runtimes[1]) == 0
     finally:
         for m, rt in zip((m1, m2), runtimes, strict=True):
+            await m.close()
+            await rt.close()
+
+
+async def test_an_evicted_owner_cannot_overwrite_the_new_owners_state(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    """m1 is frozen past its session: the group gives the feed to m2 without m1 hearing of
+    it, and m1 then handles the messages it had taken (as a zombie does before it learns it
+    was evicted). Its save is refused (the new owner's claim fenced its producer), so the
+    state topic keeps m2's, and a third owner continues from a and b, not from m1's a and c.
+    Before the fence, m1's save overwrote m2's: the third owner counted a and c."""
+    await ensure_topics(settings.kafka)
+    events = await feed(settings, producer, 3_000)
+    a, b, c = events[:4], events[4:6], events[6:]  # 800, 400 and 1,800 events: a+b != a+c
+    runtimes = [Runtime(settings), Runtime(settings), Runtime(settings)]
+    m1, m2, m3 = (
+        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
+    )
+    try:
+        await m1.feed_assigned()
+        await m1.handle(a, producer)
+        await m2.feed_assigned()  # m1 is not told: it is frozen
+        await m2.handle(b, producer)
+        assert seen(m2) == rows(a) + rows(b)
+        assert rows(b) != rows(c)
+        with pytest.raises(MonitorStateFenced, match="another worker"):
+            await m1.handle(c, producer)
+        assert seen(m1) == rows(a) + rows(c)  # it observed c, and saved none of it
+        with pytest.raises(MonitorStateFenced):  # later groups are refused unread
+            await m1.handle(c[:1], producer)
+        assert seen(m1) == rows(a) + rows(c)
+        errors = runtimes[0].metrics.registry.get_sample_value(
+            "sentiment_sink_errors_total", {"sink": "monitor_state"}
+        )
+        assert not errors  # refused once, not retried
+        # the state topic holds m2's state: the next owner continues from a and b
+        state = await MonitorStateStore(settings).load()
+        assert state is not None
+        await m3.feed_assigned()
+        await m3.handle([], producer)
+        assert seen(m3) == rows(a) + rows(b)
+        # m1 given the feed back (it rejoined) claims it anew and goes on from m3's state
+        await m1.feed_assigned()
+        await m1.handle(c, producer)
+        assert seen(m1) == rows(a) + rows(b) + rows(c)
+    finally:
+        for m, rt in zip((m1, m2, m3), runtimes, strict=True):
             await m.close()
             await rt.close()
