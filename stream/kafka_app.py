@@ -65,7 +65,7 @@ from aiokafka.abc import ConsumerRebalanceListener
 from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
 from stream.app import discard_saved_state, sink_name
-from stream.errors import MonitorStateFenced, describe
+from stream.errors import MonitorStateFenced, ServiceUnavailable, describe
 from stream.events import (
     SCORED_SCHEMA,
     Alert,
@@ -205,12 +205,13 @@ class MonitorStateStore:
     async def save(self, state: Mapping[str, Any]) -> None:
         """Write ``state`` in one transaction. Raises
         :class:`~stream.errors.MonitorStateFenced` when another owner has claimed the topic
-        since this worker did (or this worker never claimed it)."""
+        since this worker did, and :class:`~stream.errors.ServiceUnavailable` (retriable) when
+        this worker holds no writer (closed, or never claimed)."""
         from aiokafka.errors import ProducerFenced
 
         writer = self._writer
-        if writer is None:
-            raise MonitorStateFenced("the monitor state topic is not claimed by this worker")
+        if writer is None:  # closed (the worker stops): not a fence, the group stays unsaved
+            raise ServiceUnavailable("the monitor state topic's writer is closed")
         value = json.dumps(state, separators=(",", ":")).encode()
         try:
             async with writer.transaction():

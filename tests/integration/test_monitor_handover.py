@@ -33,6 +33,7 @@ from stream.kafka_app import (
     read_feed_message,
 )
 from stream.kafka_topics import ensure_topics
+from stream.retry import RetryStopped
 from stream.settings import KafkaSettings, Settings
 from tests.servers.kafka import KafkaBroker
 
@@ -258,3 +259,31 @@ async def test_an_evicted_owner_cannot_overwrite_the_new_owners_state(
         for m, rt in zip((m1, m2, m3), runtimes, strict=True):
             await m.close()
             await rt.close()
+
+
+async def test_a_worker_stopping_mid_group_leaves_it_unsaved_not_fenced(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    """A group still in hand when the stopping worker closes its state writer gives up
+    (``RetryStopped``: the agent leaves it unacknowledged for the next owner), and is not
+    taken for a fence (which the agent acknowledges)."""
+    await ensure_topics(settings.kafka)
+    events = await feed(settings, producer, 1_000)
+    runtime = Runtime(settings)
+    m1 = _Monitoring(settings, runtime, lambda state: build_monitor(settings, state))
+    try:
+        await m1.feed_assigned()
+        await m1.handle(events[:2], producer)
+        await m1.wind_down()
+        await m1.close()
+        with pytest.raises(RetryStopped):
+            await m1.handle(events[2:], producer)
+        # the next owner continues from the last save: the unsaved group is its to read
+        m2 = _Monitoring(settings, runtime, lambda state: build_monitor(settings, state))
+        await m2.feed_assigned()
+        await m2.handle([], producer)
+        assert seen(m2) == rows(events[:2])
+        await m2.close()
+    finally:
+        await m1.close()
+        await runtime.close()
