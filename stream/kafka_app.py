@@ -495,11 +495,12 @@ class _Monitoring:
     Every step that leaves the process for a store (loading and saving the state, the
     reviews queued for people, the alerts' lake file, each alert output) is retried until it
     succeeds, whatever the error (but a saved state that cannot be continued from, which
-    starts the suite afresh, see :func:`stream.app.discard_saved_state`): the group
-    is neither acknowledged nor followed by the next one meanwhile, so a store that refuses an
-    alert file or a broker that refuses the state stalls the monitors (each failed try logged
-    and counted in ``sentiment_sink_errors_total``) and loses nothing. The agent acknowledges
-    a group only once it is handled, so a worker stopped mid-group leaves the group to the
+    starts the suite afresh, see :func:`stream.app.discard_saved_state`, and a save refused
+    because another worker has claimed the state since, see :class:`MonitorStateStore`): the
+    group is neither acknowledged nor followed by the next one meanwhile, so a store that
+    refuses an alert file or a broker that refuses the state stalls the monitors (each failed
+    try logged and counted in ``sentiment_sink_errors_total``) and loses nothing. The agent
+    acknowledges a group only once it is handled, so a worker stopped mid-group leaves it to the
     next owner, which continues from the last saved state. So does a worker given the feed
     back after another owner held it: each assignment of the feed loads the saved state anew
     (its suite in memory would miss what the other owner observed). (A failure that escaped,
