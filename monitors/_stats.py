@@ -2,9 +2,9 @@
 
 The distributions come from ``scipy.special``, the functions ``scipy.stats`` itself calls for
 them (``norm.ppf`` is ``ndtri``, ``chi2.sf`` is ``chdtrc``, ``beta.ppf`` is ``betaincinv``;
-the tests check equality with ``scipy.stats``): importing ``scipy.stats`` costs a worker about
-47 MB of memory and 0.6 s of start-up (it loads ``scipy.optimize``, ``integrate``, ``sparse``,
-``spatial`` and more) for a handful of calls."""
+the tests check equality with ``scipy.stats``): importing ``scipy.stats`` cost a worker about
+47 MB of memory and 0.6 s of start-up (one-off, an import alone: it loads ``scipy.optimize``,
+``integrate``, ``sparse``, ``spatial`` and more) for a handful of calls."""
 
 from __future__ import annotations
 

@@ -61,6 +61,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.errors import ProducerFenced
 
 from monitors.review import ReviewSelector
 from sinks.topics import KafkaTopicsSink
@@ -207,8 +208,6 @@ class MonitorStateStore:
         :class:`~stream.errors.MonitorStateFenced` when another owner has claimed the topic
         since this worker did, and :class:`~stream.errors.ServiceUnavailable` (retriable) when
         this worker holds no writer (closed, or never claimed)."""
-        from aiokafka.errors import ProducerFenced
-
         writer = self._writer
         if writer is None:  # closed (the worker stops): not a fence, the group stays unsaved
             raise ServiceUnavailable("the monitor state topic's writer is closed")

@@ -132,6 +132,16 @@ async def test_a_write_the_store_refuses_changes_nothing_and_its_retry_picks_the
         queue.store.close()
 
 
+async def _ticks_until_done(call: Any) -> tuple[int, asyncio.Task[Any]]:
+    """Run ``call`` as a task; how often the event loop turned (every 10 ms) until it ended."""
+    ticks = 0
+    task = asyncio.create_task(call)
+    while not task.done():
+        await asyncio.sleep(0.01)
+        ticks += 1
+    return ticks, task
+
+
 async def test_a_store_held_by_another_program_does_not_stall_the_event_loop(
     tmp_path: Path,
 ) -> None:
@@ -142,11 +152,7 @@ async def test_a_store_held_by_another_program_does_not_stall_the_event_loop(
     q.store = ReviewStore(q.store.path, busy_timeout_s=1.0)
     other = sqlite3.connect(q.store.path, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
-    ticks = 0
-    writing = asyncio.create_task(q.write(_batch(0, 0, [0.5], [None])))
-    while not writing.done():
-        await asyncio.sleep(0.01)
-        ticks += 1
+    ticks, writing = await _ticks_until_done(q.write(_batch(0, 0, [0.5], [None])))
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         await writing
     assert ticks > 20  # about 100; none if the write blocked the loop
@@ -512,16 +518,6 @@ async def test_a_project_read_cut_short_resumes_where_it_stopped(tmp_path: Path)
     assert await sender.send_once() == 0
     assert project.pages[5:] == [1, 2, 3, 4, 5, 6]
     q.store.close()
-
-
-async def _ticks_until_done(call: Any) -> tuple[int, asyncio.Task[Any]]:
-    """Run ``call`` as a task; how often the event loop turned (every 10 ms) until it ended."""
-    ticks = 0
-    task = asyncio.create_task(call)
-    while not task.done():
-        await asyncio.sleep(0.01)
-        ticks += 1
-    return ticks, task
 
 
 async def test_the_sender_and_the_sync_wait_for_a_held_store_off_the_event_loop(
