@@ -204,7 +204,14 @@ def _selection(sel: Mapping[str, Any] | None) -> list[str]:
         f"{sel.get('budget_s', '?')} s); speed budget {sel.get('min_reviews_per_s', '?')} "
         "reviews/s.",
         f"- Split: {split.get('train', '?')} training, {split.get('validation', '?')} validation "
-        f"(ranking), {split.get('holdout', '?')} held-out reviews.",
+        f"(ranking), {split.get('holdout', '?')} held-out reviews"
+        + (
+            f"; the winner then trained again on all "
+            f"{split.get('train', 0) + split.get('validation', 0)} search reviews, so its "
+            "validation reviews above are the held-out ones."
+            if sel.get("refit")
+            else "."
+        ),
         f"- Held out (never seen by the search or the training): macro-F1 "
         f"{_f(held.get('macro_f1'))}, accuracy {_f(held.get('accuracy'))}, expected calibration "
         f"error {_f(held.get('expected_calibration_error'))}.",

@@ -416,6 +416,14 @@ def select_command(
             "flavour), one more candidate each (a minute or two).",
         ),
     ] = True,
+    refit: Annotated[
+        bool,
+        typer.Option(
+            help="Train the winner again on the whole search part (its training and "
+            "validation reviews) before judging it on the held-out part; --no-refit keeps "
+            "the candidate as ranked (a transformer winner's refit is one more fine-tuning).",
+        ),
+    ] = True,
 ) -> None:
     """Search the recipe's hyper-parameters (FLAML) on a validation split, print the
     leaderboard, and save the best candidate that meets the speed budget, calibrated, with
@@ -460,6 +468,7 @@ def select_command(
                 progress=progress,
                 transformers=transformers,
                 ensembles=ensemble,
+                refit=refit,
             )
         except (ValueError, MissingExtra) as err:
             _console.print(f"[red]model select:[/] {err}")

@@ -20,8 +20,13 @@ scored by the portable model exactly as the stream scores, which also gives thei
 slower than ``min_reviews_per_s`` is infeasible, whatever its macro-F1: a stream cannot score
 at 500/s what arrives at 5,000/s.
 
-The winner is trained again with its calibration (:func:`endpoint.train.train`) on the same
-training reviews, so its validation figures are comparable with the leaderboard's, and then
+The winner is then trained again with its calibration, by its own trainer, on the whole
+search part (``refit``, the default, as FLAML's ``retrain_full`` and Autopilot's final model
+do): its recipe run on all the rows split at ``holdout_size`` with the same seed, whose
+training part is exactly the search part and whose validation part exactly the held-out one,
+so the final model learns from the validation reviews too and its validation figures are its
+held-out figures. Without ``refit`` it is trained on the same training reviews as its
+candidate, so its validation figures are comparable with the leaderboard's. Either way it is
 scored once on the held-out part.
 
 Public API::
@@ -168,16 +173,16 @@ class Selection:
     budget_s: float
     search_s: float
     split: dict[str, int]
+    #: Whether the winner was trained again on the whole search part (:func:`_refit`).
+    refit: bool = False
 
 
 def _holdout_split(
     reviews: Reviews, holdout_size: float, seed: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    from sklearn.model_selection import train_test_split
-
-    search_idx, holdout_idx = train_test_split(
-        np.arange(len(reviews)), test_size=holdout_size, stratify=reviews.labels, random_state=seed
-    )
+    # the trainers' own split: with holdout_size as their test_size, the parts they train
+    # and validate on are the search and held-out parts (what _refit relies on)
+    search_idx, holdout_idx = _split(reviews, TrainConfig(test_size=holdout_size, seed=seed))
     return np.sort(search_idx), np.sort(holdout_idx)
 
 
@@ -212,6 +217,7 @@ def select(
     progress: Callable[[Candidate], None] | None = None,
     transformers: Sequence[FinetuneConfig] = (),
     ensembles: bool = True,
+    refit: bool = True,
 ) -> Selection:
     """Search recipes for ``budget_s`` seconds (at most ``max_trials``), rank them, and train
     the best feasible one with its calibration. Raises :class:`ValueError` when no candidate
@@ -222,7 +228,10 @@ def select(
     less its calibration share and ranked on the same validation reviews by its uncalibrated
     figures, like the others; it is kept, calibrated, if it wins. With ``ensembles``, each
     is also stacked with the TF-IDF recipe (:func:`endpoint.stack.stack`: fitted on the same
-    rows, weighed and calibrated on that share), one more candidate ranked the same way."""
+    rows, weighed and calibrated on that share), one more candidate ranked the same way.
+
+    With ``refit`` the winner is trained again on the whole search part (:func:`_refit`);
+    without, the model kept is the one trained on the candidates' training reviews."""
     from flaml.tune.searcher.blendsearch import CFO
     from flaml.tune.tune import run
 
@@ -295,6 +304,7 @@ def select(
     if not board:
         raise ValueError("the search finished no candidate within the budget: raise it")
     fine_tuned: dict[int, TrainResult] = {}
+    recipes: dict[int, FinetuneConfig] = {}
     for recipe_ in transformers:
         # split as train() splits it, so its validation reviews are the leaderboard's
         fine = finetune(search, replace(recipe_, test_size=base.test_size, seed=base.seed))
@@ -308,6 +318,7 @@ def select(
             )
             board.append(candidate)
             fine_tuned[candidate.trial] = result_
+            recipes[candidate.trial] = recipe_
             if progress is not None:
                 progress(candidate)
     board.sort(key=_rank_key)
@@ -319,7 +330,10 @@ def select(
             f"{len(board)} scored {fastest.reviews_per_s:,.0f}/s ({fastest.describe()}): "
             "lower --min-reviews-per-s or scale the scorer out"
         )
-    result = fine_tuned.get(winner.trial) or train(search, recipe(winner.params, base))
+    if refit:
+        result = _refit(reviews, winner, base, holdout_size, recipes.get(winner.trial))
+    else:
+        result = fine_tuned.get(winner.trial) or train(search, recipe(winner.params, base))
     held_x = [reviews.texts[i] for i in holdout_idx]
     held = _validate(result.model.predict_proba(held_x), reviews.labels[holdout_idx])
     holdout = {
@@ -343,9 +357,29 @@ def select(
             "validation": len(valid_idx),
             "holdout": len(holdout_idx),
         },
+        refit=refit,
     )
     result.model.metadata["selection"] = selection_metadata(selection)
     return selection
+
+
+def _refit(
+    reviews: Reviews,
+    winner: Candidate,
+    base: TrainConfig,
+    holdout_size: float,
+    finetuned: FinetuneConfig | None,
+) -> TrainResult:
+    """The winner's recipe trained again, with its calibration, on all of ``reviews`` split
+    as :func:`_holdout_split` splits them (``holdout_size``, ``base.seed``): the trainer's
+    training part is the search part and its validation part the held-out one.
+    ``finetuned``: the fine-tuning recipe of a transformer or ensemble winner."""
+    if finetuned is None:
+        return train(reviews, replace(recipe(winner.params, base), test_size=holdout_size))
+    fine = finetune(reviews, replace(finetuned, test_size=holdout_size, seed=base.seed))
+    if winner.params.get("flavour") == "ensemble":
+        return _stack_candidate(reviews, fine)[0]
+    return fine
 
 
 def _stack_candidate(search: Reviews, fine: TrainResult) -> tuple[TrainResult, dict[str, Any]]:
@@ -396,12 +430,14 @@ def selection_metadata(selection: Selection, top: int = 10) -> dict[str, Any]:
         "method": "FLAML CFO over the TF-IDF + logistic-regression recipe, plus any "
         "transformer flavour asked for, fine-tuned once per point of its grid and stacked with "
         "the TF-IDF recipe (uncalibrated candidates ranked by validation macro-F1; the winner "
-        "trained again with its calibration)",
+        "trained again with its calibration"
+        + (", on the whole search part)" if selection.refit else ")"),
         "budget_s": selection.budget_s,
         "search_s": round(selection.search_s, 1),
         "trials": len(selection.leaderboard),
         "min_reviews_per_s": selection.min_reviews_per_s,
         "split": selection.split,
+        "refit": selection.refit,
         "holdout": selection.holdout,
         "leaderboard": [{**asdict(c), "recipe": c.describe()} for c in selection.leaderboard[:top]],
     }
@@ -430,9 +466,19 @@ def format_leaderboard(selection: Selection, top: int = 10) -> str:
             + mark
         )
     r, h = selection.result, selection.holdout
+    if selection.refit:
+        search = selection.split["train"] + selection.split["validation"]
+        winner = (
+            f"winner (trial {selection.winner.trial}) trained again on all {search} search "
+            f"reviews, calibrated: ECE on the held-out {r.ece_uncalibrated:.4f} -> {r.ece:.4f}"
+        )
+    else:
+        winner = (
+            f"winner (trial {selection.winner.trial}), calibrated: validation macro-F1 "
+            f"{r.macro_f1:.4f}, ECE {r.ece_uncalibrated:.4f} -> {r.ece:.4f}"
+        )
     lines += [
-        f"winner (trial {selection.winner.trial}), calibrated: validation macro-F1 "
-        f"{r.macro_f1:.4f}, ECE {r.ece_uncalibrated:.4f} -> {r.ece:.4f}",
+        winner,
         f"held-out ({h['rows']} reviews neither the search nor the training saw): "
         f"macro-F1 {h['macro_f1']:.4f}, accuracy {h['accuracy']:.4f}, "
         f"ECE {h['expected_calibration_error']:.4f}",

@@ -332,6 +332,30 @@ def test_selection_ranks_the_flavour_under_the_speed_budget(tiny_data: Path) -> 
     )
 
 
+def test_a_stacked_winner_is_trained_again_on_the_whole_search_part(tiny_data: Path) -> None:
+    """``model select``'s refit of an ensemble winner: its member fine-tuned again on the
+    search part (less the calibration share) and validated on exactly the held-out rows."""
+    from endpoint.select import Candidate, _holdout_split, _refit
+    from endpoint.train import TrainConfig, _validate
+
+    reviews = load_reviews(tiny_data)
+    winner = Candidate(3, {"flavour": "ensemble", "member": "minilm"}, 0.5, 0.5, {}, 1, 1, 1, True)
+    result = _refit(reviews, winner, TrainConfig(seed=3), 0.2, TINY)
+    search_idx, holdout_idx = _holdout_split(reviews, 0.2, 3)
+    assert result.model.flavour == "ensemble"
+    assert (len(search_idx), result.n_validation) == (120, 30)
+    member = result.model.metadata["training"]["config"]
+    fit_idx, cal_idx, valid_idx = split_rows(reviews, 0.2, 0.1, 3)
+    assert sorted(valid_idx) == holdout_idx.tolist()
+    assert sorted([*fit_idx, *cal_idx]) == search_idx.tolist()
+    assert member["members"] == ["minilm", "tfidf"] and member["tfidf"]["seed"] == 3
+    held = _validate(
+        result.model.predict_proba([reviews.texts[i] for i in holdout_idx]),
+        reviews.labels[holdout_idx],
+    )
+    assert (held.macro_f1, held.accuracy) == (result.macro_f1, result.accuracy)
+
+
 def test_mpnet_fine_tunes_its_top_layers_over_the_frozen_outputs(
     tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -113,7 +113,9 @@ def test_the_winner_is_calibrated_and_judged_on_the_held_out_rows(
     from endpoint.train import save_model
 
     result = selection.result
-    assert result.calibration is not None and result.ece < result.ece_uncalibrated
+    # its ECE before and after are on the 300 held-out reviews here (refit); the no-refit
+    # winner's, on its 240 validation reviews, are checked in the test below
+    assert result.calibration is not None
     winner = recipe(selection.winner.params, TrainConfig(seed=3, calibration_folds=5))
     expected = {k: v for k, v in asdict(winner).items() if k != "name"}
     assert result.model.metadata["training"]["config"] == json.loads(json.dumps(expected))
@@ -127,6 +129,47 @@ def test_the_winner_is_calibrated_and_judged_on_the_held_out_rows(
     assert loaded.calibration is not None
     card = (root / CARD_FILE).read_text()
     assert "## Selection" in card and "| rank | recipe | macro-F1 |" in card
+
+
+def test_the_winner_is_trained_again_on_the_whole_search_part(
+    reviews: Reviews, selection: Selection
+) -> None:
+    """By default the winner's recipe is trained again on the training and validation reviews
+    together: its trainer's validation rows are then exactly the held-out ones."""
+    from endpoint.select import _holdout_split, _subset, format_leaderboard
+
+    assert selection.refit
+    result, held = selection.result, selection.holdout
+    search_idx, holdout_idx = _holdout_split(reviews, 0.2, 3)
+    assert result.n_validation == held["rows"] == len(holdout_idx) == 300
+    assert result.n_train == len(search_idx) == 1200
+    assert (result.macro_f1, result.accuracy) == (held["macro_f1"], held["accuracy"])
+    assert result.ece == pytest.approx(held["expected_calibration_error"], abs=1e-12)
+    config = recipe(selection.winner.params, TrainConfig(seed=3, calibration_folds=5))
+    again = train(reviews, replace(config, test_size=0.2))
+    probe = [reviews.texts[i] for i in holdout_idx[:50]]
+    assert np.array_equal(result.model.predict_proba(probe), again.model.predict_proba(probe))
+    board = format_leaderboard(selection)
+    assert "trained again on all 1200 search reviews" in board
+    # the winner kept as ranked (--no-refit): fitted on the 960 training reviews only
+    kept = select(
+        reviews,
+        budget_s=300,
+        max_trials=4,
+        min_reviews_per_s=0,
+        base=TrainConfig(seed=3, calibration_folds=5),
+        refit=False,
+    )
+    assert kept.winner.params == selection.winner.params
+    assert (kept.result.n_train, kept.result.n_validation) == (960, 240)
+    assert kept.result.calibration is not None
+    assert kept.result.ece < kept.result.ece_uncalibrated
+    plain = train(_subset(reviews, search_idx), config)
+    assert np.array_equal(kept.result.model.predict_proba(probe), plain.model.predict_proba(probe))
+    assert not np.array_equal(
+        kept.result.model.predict_proba(probe), again.model.predict_proba(probe)
+    )
+    assert "trained again" not in format_leaderboard(kept)
 
 
 def test_a_speed_budget_no_candidate_meets_is_a_clear_error(reviews: Reviews) -> None:
