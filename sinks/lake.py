@@ -797,6 +797,9 @@ class LakeSink:
 
     The writer decides where bytes go (local directory, S3); encoding is the same for all.
     ``listeners`` hear of each stored file (the Glue catalog registers its partition).
+    ``guard``, when given, is called before each file is stored and before a rewind deletes
+    leftovers; it raises to refuse (a Kafka worker whose group lease lapsed,
+    :class:`stream.lease.StallLease`), and the refusal is the write's error.
     """
 
     def __init__(
@@ -807,8 +810,10 @@ class LakeSink:
         limits: BufferLimits | None = None,
         listeners: Sequence[LakeListener] = (),
         clock: Callable[[], float] = time.monotonic,
+        guard: Callable[[], None] | None = None,
     ) -> None:
         self._writer = writer
+        self._guard = guard
         self._compression = compression
         self._limits = limits or BufferLimits()
         self._listeners = tuple(listeners)
@@ -927,6 +932,8 @@ class LakeSink:
         try:
             for key, parts in by_key.items():
                 path, data, rows = await asyncio.to_thread(self._encode, parts)
+                if self._guard is not None:
+                    self._guard()
                 await self._writer.put(path, data)
                 done.append(key)
                 self.files_written += 1
@@ -976,6 +983,8 @@ class LakeSink:
                 if (p.rpartition("/")[0], key) not in self._mine
             ]
             if found:
+                if self._guard is not None:
+                    self._guard()
                 await self._writer.delete_files(found)
             gone = set(found)
             for directory, last in _high_water(

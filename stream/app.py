@@ -271,12 +271,12 @@ class Runtime:
         """Serve ``/metrics`` (with the readings of ``monitor``, when it has any)."""
         self._server.start(monitor if isinstance(monitor, ReadingSource) else None)
 
-    def lake(self) -> LakeSink:
+    def lake(self, guard: Callable[[], None] | None = None) -> LakeSink:
         """A fresh lake sink (a Kafka generation gets its own, so nothing of a failed one
-        is carried over)."""
+        is carried over); ``guard``: see :class:`sinks.lake.LakeSink`."""
         from stream.lake_factory import build_lake_sink
 
-        return build_lake_sink(self.settings)
+        return build_lake_sink(self.settings, guard=guard)
 
     def alert_sinks(self) -> list[AlertSink]:
         """Where alerts go besides the lake: the alert log (``alerts_path``, when set) and

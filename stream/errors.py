@@ -21,6 +21,7 @@ __all__ = [
     "ConfigurationError",
     "DeliveryError",
     "LakeUnavailable",
+    "MembershipLapsed",
     "MonitorStateFenced",
     "ScoringRejected",
     "SentimentMonitorError",
@@ -68,6 +69,13 @@ class MonitorStateFenced(SentimentMonitorError):
     one was evicted from the group, say frozen past its session, and has not heard yet). Not
     retriable: the state is the new owner's, and this worker writes none until it is given the
     feed again."""
+
+
+class MembershipLapsed(SentimentMonitorError):
+    """This worker may no longer hold the partitions it was reading: its process stalled
+    longer than the group lease allows (frozen, a long pause), or the broker refused a commit
+    of its generation. Not retriable in place: what it holds uncommitted is the next owner's
+    to read again, so it writes nothing more of that generation."""
 
 
 class DeliveryError(SentimentMonitorError):

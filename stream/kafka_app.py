@@ -76,6 +76,7 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
+from stream.lease import StallLease
 from stream.monitor_state import UnusableMonitorState, decode_state
 from stream.pipeline import Pipeline
 from stream.producer import kafka_client_options
@@ -104,6 +105,8 @@ STATE_KEY = b"suite"
 #: the review selector's state (its spent budget), saved beside the monitor suite's
 SELECTOR_KEY = "review_selector"
 LAG_INTERVAL_S = 5.0
+#: the scoring consumer's group session: a worker silent that long loses its partitions
+SESSION_TIMEOUT_S = 10.0
 #: the longest a worker given the feed waits to fence the previous owner before going on (its
 #: first group then retries the claim)
 CLAIM_TIMEOUT_S = 10.0
@@ -339,7 +342,7 @@ class KafkaScoring:
             auto_offset_reset="earliest",
             max_poll_records=b.max_events,
             # A worker that dies is noticed in seconds, so its partitions move on quickly.
-            session_timeout_ms=10_000,
+            session_timeout_ms=int(SESSION_TIMEOUT_S * 1000),
             heartbeat_interval_ms=1_000,
             max_poll_interval_ms=300_000,
             **kafka_client_options(k),
@@ -374,10 +377,15 @@ class KafkaScoring:
 
     async def _generation(self, consumer: AIOKafkaConsumer) -> None:
         self._generation_done.clear()
+        ticking: asyncio.Task[None] | None = None
         try:
             k = self._settings.kafka
             self.generations += 1
-            lake = self._rt.lake()
+            # Half the session: a loop that never stops that long keeps heartbeating in time
+            # (every second); one that did may have been evicted (stream/lease.py).
+            lease = StallLease(SESSION_TIMEOUT_S / 2)
+            ticking = asyncio.create_task(lease.run(0.25), name="scoring-lease")
+            lake = self._rt.lake(guard=lease.check)
             source = KafkaBatchSource(consumer, k.reviews_topic, max_records=self._max_records)
             started = await source.start(on_rewind=lake.rewind)
             if not started:
@@ -397,6 +405,8 @@ class KafkaScoring:
             )
             await self._pipeline.run()
         finally:
+            if ticking is not None:
+                ticking.cancel()
             self._source = None
             self._pipeline = None
             self._generation_done.set()
@@ -410,7 +420,9 @@ class KafkaScoring:
         waiting at most ``drain_timeout_s``. Past that the rebalance goes on while the
         generation still finishes: its commits for revoked partitions then fail (the group
         moved on), which fails it, and what it still writes to the lake can only duplicate
-        rows of the next owner, never lose one (see :mod:`sinks.lake`)."""
+        rows of the next owner, never lose one (see :mod:`sinks.lake`). A generation whose
+        process stopped for half the session (frozen, evicted without hearing of it) writes
+        nothing more to the lake (:mod:`stream.lease`)."""
         source, pipeline = self._source, self._pipeline
         if source is None or pipeline is None:
             return

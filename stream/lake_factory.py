@@ -13,6 +13,7 @@ SIGTERM), call ``stop()`` on its writer::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -108,8 +109,9 @@ def build_catalog(settings: Settings, session: EndpointSession | None = None) ->
     )
 
 
-def build_lake_sink(settings: Settings) -> LakeSink:
-    """The pipeline's lake sink as the settings describe it."""
+def build_lake_sink(settings: Settings, guard: Callable[[], None] | None = None) -> LakeSink:
+    """The pipeline's lake sink as the settings describe it (``guard``: see
+    :class:`sinks.lake.LakeSink`)."""
     lake = settings.lake
     session = lake_session(settings) if is_s3_lake(settings) else None
     catalog = build_catalog(settings, session)
@@ -125,6 +127,7 @@ def build_lake_sink(settings: Settings) -> LakeSink:
             max_concurrent_puts=lake.max_concurrent_puts,
         ),
         listeners=listeners,
+        guard=guard,
     )
 
 

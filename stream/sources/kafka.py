@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.errors import CommitFailedError
 from prometheus_client import Gauge
 
+from stream.errors import MembershipLapsed
 from stream.events import SourcePosition
 from stream.pipeline import RawRecord
 
@@ -99,12 +101,25 @@ class KafkaBatchSource:
     async def start(self, on_rewind: Rewind | None = None) -> dict[tuple[str, str, str], int]:
         """Seek every assigned partition to its committed offset and report each to
         ``on_rewind``; returns (source, topic, partition) -> the offset the generation
-        starts at."""
+        starts at. Raises :class:`~stream.errors.MembershipLapsed` when the broker no longer
+        takes this member's commits (the group has moved on)."""
         assigned = sorted(
             (tp for tp in self._consumer.assignment() if tp.topic == self._topic),
             key=lambda tp: tp.partition,
         )
         offsets = await committed_offsets(self._consumer, assigned)
+        if assigned:
+            # Commit the offsets just read, unchanged: the broker accepts it only from a member
+            # of the group's current generation, so a worker that was evicted without hearing
+            # of it (frozen past its session) learns it here, before the rewind below deletes
+            # files of the partitions' new owner.
+            try:
+                await self._consumer.commit({tp: offsets[tp] for tp in assigned})
+            except CommitFailedError as err:
+                raise MembershipLapsed(
+                    f"the group rebalanced since this worker was given {len(assigned)} "
+                    f"partition(s): {err}"
+                ) from err
         started: dict[tuple[str, str, str], int] = {}
         for tp in assigned:
             self._consumer.seek(tp, offsets[tp])

@@ -657,6 +657,36 @@ async def test_a_worker_killed_mid_run(workers: KafkaWorkers) -> None:
     assert report.ok, run.verdict(report)
 
 
+async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers) -> None:
+    """SIGSTOP one of two workers while both write, for longer than its group session (10 s):
+    the group hands its partitions to the other, which replays them from the committed
+    offsets. Then SIGCONT: the frozen worker wakes up holding batches it read before (rows
+    buffered for the lake, commits in flight) and must not store them beside the new owner's.
+    Its lake files are cut every 30 s here, so the freeze finds rows buffered, not a file
+    being written: a write in flight when the process stops lands when it resumes, the window
+    that ``stream/lease.py`` names as what it cannot see."""
+    records = pairs(stream_of(3_000, seed=109))
+    workers.env_extra["SENTIMENT_LAKE__BUFFER_MAX_AGE_S"] = "30"
+    async with Run(workers, LocalLake(workers.lake)) as run:
+        run.start("w1", "w2")
+        await run.prime(records)
+        await asyncio.to_thread(workers.wait_until_shared, ["w1", "w2"])
+        sending = run.stream(records, rate=300)
+        await asyncio.sleep(2.0)
+        frozen = workers.procs["w1"]
+        frozen.send_signal(signal.SIGSTOP)
+        run.mark("w1 frozen")
+        try:
+            await asyncio.sleep(16)
+        finally:
+            frozen.send_signal(signal.SIGCONT)
+        run.mark("w1 resumed")
+        await sending
+        report = await run.finish(len(records))
+    assert "w1+" not in workers.procs, "the frozen worker exited instead of resuming"
+    assert report.ok, run.verdict(report)
+
+
 async def test_the_broker_restarted_mid_run(
     workers: KafkaWorkers, kafka_broker: KafkaBroker
 ) -> None:
