@@ -303,8 +303,8 @@ def select(
     search_s = time.perf_counter() - started
     if not board:
         raise ValueError("the search finished no candidate within the budget: raise it")
-    fine_tuned: dict[int, TrainResult] = {}
-    recipes: dict[int, FinetuneConfig] = {}
+    # trial -> the fine-tuned or stacked model and the fine-tuning recipe it came from
+    fine_tuned: dict[int, tuple[TrainResult, FinetuneConfig]] = {}
     for recipe_ in transformers:
         # split as train() splits it, so its validation reviews are the leaderboard's
         fine = finetune(search, replace(recipe_, test_size=base.test_size, seed=base.seed))
@@ -317,8 +317,7 @@ def select(
                 candidate, trial=len(board), feasible=candidate.reviews_per_s >= min_reviews_per_s
             )
             board.append(candidate)
-            fine_tuned[candidate.trial] = result_
-            recipes[candidate.trial] = recipe_
+            fine_tuned[candidate.trial] = (result_, recipe_)
             if progress is not None:
                 progress(candidate)
     board.sort(key=_rank_key)
@@ -330,10 +329,11 @@ def select(
             f"{len(board)} scored {fastest.reviews_per_s:,.0f}/s ({fastest.describe()}): "
             "lower --min-reviews-per-s or scale the scorer out"
         )
+    kept, finetuned = fine_tuned.get(winner.trial, (None, None))
     if refit:
-        result = _refit(reviews, winner, base, holdout_size, recipes.get(winner.trial))
+        result = _refit(reviews, winner, base, holdout_size, finetuned)
     else:
-        result = fine_tuned.get(winner.trial) or train(search, recipe(winner.params, base))
+        result = kept or train(search, recipe(winner.params, base))
     held_x = [reviews.texts[i] for i in holdout_idx]
     held = _validate(result.model.predict_proba(held_x), reviews.labels[holdout_idx])
     holdout = {
