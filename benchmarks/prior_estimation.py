@@ -180,12 +180,12 @@ def crossfit_pool(
     for f, (fit_idx, held_idx) in enumerate(split.split(np.zeros(n), reviews.labels)):
         started = time.perf_counter()
         y = reviews.labels[fit_idx]
-        pipeline, calibration = fit_recipe([reviews.texts[i] for i in fit_idx], y, config)
+        pipeline, chosen = fit_recipe([reviews.texts[i] for i in fit_idx], y, config)
         held = [reviews.texts[i] for i in held_idx]
         probabilities[held_idx] = (
             pipeline.predict_proba(held)
-            if calibration is None
-            else calibration.apply(pipeline.decision_function(held))
+            if chosen is None
+            else chosen.calibration.apply(pipeline.decision_function(held))
         )
         fold[held_idx] = f
         source_priors[f] = np.bincount(y + 1, minlength=3) / len(y)

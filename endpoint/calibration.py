@@ -32,13 +32,17 @@ Public API::
         .to_json() -> dict;  Calibration.from_json(doc)
     fit_scaling(scores, labels, method="vector") -> Calibration   # NLL-optimal T(s) and biases
     fit_bcts(scores, labels) -> Calibration              # fit_scaling(..., method="bcts")
+    fit_choice(scores, labels, "auto", folds=5, seed=0) -> ScalingChoice  # the method of the
+        # smaller cross-validated log loss (or the one named), fitted on every row
+    cross_validated_log_loss(scores, labels, method, folds) -> float
+    stratified_folds(labels, folds, seed) -> [(fit rows, held rows), ...]
     negative_log_likelihood(probabilities, labels) -> float      # mean, natural log
     expected_calibration_error(probabilities, labels, bins=15) -> float
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -48,13 +52,18 @@ import numpy.typing as npt
 from .model import calibrated_softmax, temperatures
 
 __all__ = [
+    "CHOICES",
     "ECE_BINS",
     "METHOD_NAMES",
     "Calibration",
+    "ScalingChoice",
+    "cross_validated_log_loss",
     "expected_calibration_error",
     "fit_bcts",
+    "fit_choice",
     "fit_scaling",
     "negative_log_likelihood",
+    "stratified_folds",
 ]
 
 #: Equal-width confidence bins of :func:`expected_calibration_error` (Guo et al. 2017).
@@ -62,6 +71,12 @@ ECE_BINS = 15
 #: ``method`` written with a calibration in ``model.json``: one temperature or one per class.
 METHOD_NAMES = {"bcts": "bias_corrected_temperature_scaling", "vector": "vector_scaling"}
 Method = Literal["bcts", "vector"]
+#: What a trainer may ask for: a method, or ``"auto"``, the method whose calibration
+#: generalises better on the fitting reviews themselves (:func:`fit_choice`).
+Choice = Literal["auto", "bcts", "vector"]
+CHOICES: tuple[Choice, ...] = ("auto", "bcts", "vector")
+#: Folds of :func:`fit_choice`'s cross-validation.
+CHOICE_FOLDS = 5
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -216,3 +231,84 @@ def fit_scaling(
     t = np.exp(res.x[:m])
     bias = tuple(float(b) for b in res.x[m:] - res.x[m:].mean())
     return Calibration(tuple(float(x) for x in t) if m == k else float(t[0]), bias)
+
+
+def stratified_folds(
+    labels: npt.ArrayLike, folds: int, seed: int
+) -> list[tuple[IntArray, IntArray]]:
+    """``folds`` stratified, shuffled (seeded) ``(fit rows, held rows)`` pairs of ``labels``;
+    each row is held once."""
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(labels)
+    splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y)
+    return [(np.asarray(a, np.int64), np.asarray(b, np.int64)) for a, b in splits]
+
+
+def cross_validated_log_loss(
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    method: Method,
+    folds: Sequence[tuple[IntArray, IntArray]],
+) -> float:
+    """The mean NLL of ``method`` on rows it was not fitted on: per ``(fit, held)`` pair of
+    ``folds`` (:func:`stratified_folds`), the calibration fitted on the fit rows and judged on
+    the held ones, weighted by their number."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    total, count = 0.0, 0
+    for fit, held in folds:
+        cal = fit_scaling(s[fit], y[fit], method)
+        total += negative_log_likelihood(cal.apply(s[held]), y[held]) * len(held)
+        count += len(held)
+    if not count:
+        raise ValueError("no held rows in folds")
+    return total / count
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingChoice:
+    """A fitted calibration and, when it was chosen (``"auto"``), every method's
+    cross-validated log loss that chose it (empty when the method was given, or when the
+    rarest class has fewer than two rows to cross-validate on)."""
+
+    calibration: Calibration
+    log_loss: Mapping[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        """``model.json``'s record of the choice (empty when nothing was chosen)."""
+        if not self.log_loss:
+            return {}
+        return {
+            "chosen_by": "the smaller cross-validated log loss on the fitting reviews",
+            "cross_validated_log_loss": {
+                METHOD_NAMES[m]: round(v, 6) for m, v in self.log_loss.items()
+            },
+        }
+
+
+def fit_choice(
+    scores: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    choice: Choice,
+    *,
+    folds: int = CHOICE_FOLDS,
+    seed: int = 0,
+) -> ScalingChoice:
+    """``choice`` fitted on every row. ``"auto"`` first compares the methods'
+    :func:`cross_validated_log_loss` on ``folds`` stratified folds (fewer when the rarest
+    class present has fewer rows; BCTS without any when it has one) and fits the one with
+    the smaller loss, BCTS on a tie (fewer parameters)."""
+    if choice not in CHOICES:
+        raise ValueError(f"calibration must be one of {list(CHOICES)}, got {choice!r}")
+    if choice != "auto":
+        return ScalingChoice(fit_scaling(scores, labels, choice), {})
+    y = np.asarray(labels, dtype=np.int64)
+    present = np.bincount(y)[np.bincount(y) > 0] if len(y) else np.zeros(1, np.int64)
+    k = min(folds, int(present.min()))
+    if k < 2:
+        return ScalingChoice(fit_scaling(scores, labels, "bcts"), {})
+    split = stratified_folds(y, k, seed)
+    loss = {m: cross_validated_log_loss(scores, y, m, split) for m in ("bcts", "vector")}
+    best: Method = "vector" if loss["vector"] < loss["bcts"] else "bcts"
+    return ScalingChoice(fit_scaling(scores, labels, best), loss)

@@ -49,6 +49,13 @@ def _calibration(cal: Mapping[str, Any] | None) -> list[str]:
         + ", ".join(_f(b) for b in cal.get("bias", [])),
         f"- Fitted on: {cal.get('fitted_on', 'n/a')}.",
     ]
+    chosen: Mapping[str, float] = cal.get("cross_validated_log_loss", {})
+    if chosen:
+        lines.append(
+            "- Chosen by the smaller cross-validated log loss on those reviews: "
+            + ", ".join(f"{m} {_f(v)}" for m, v in chosen.items())
+            + "."
+        )
     figures = cal.get("validation", {})
     ece, loss = figures.get("expected_calibration_error", {}), figures.get("log_loss", {})
     if ece or loss:

@@ -124,10 +124,11 @@ def train_command(
         ),
     ] = None,
     calibration: Annotated[
-        Literal["vector", "bcts"],
+        Literal["vector", "bcts", "auto"],
         typer.Option(
             help="vector: a temperature per class (default); bcts: one temperature "
-            "(bias-corrected temperature scaling). Both with a bias per class.",
+            "(bias-corrected temperature scaling). Both with a bias per class. auto: the one "
+            "of the smaller 5-fold cross-validated log loss on the reviews that fit it.",
         ),
     ] = "vector",
     calibration_folds: Annotated[
@@ -262,7 +263,7 @@ class FinetuneOptions:
     frozen_layers: int | None
     learning_rate: float | None
     seed: int
-    calibration: Literal["vector", "bcts"]
+    calibration: Literal["vector", "bcts", "auto"]
 
 
 def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
@@ -300,7 +301,7 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
 
 
 def _stack_command(
-    data: Path, member: Path, out: Path, calibration: Literal["vector", "bcts"]
+    data: Path, member: Path, out: Path, calibration: Literal["vector", "bcts", "auto"]
 ) -> None:
     from endpoint.stack import StackConfig, stack_and_save
     from endpoint.transformer import MissingExtra

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .calibration import METHOD_NAMES, Method, fit_scaling
+from .calibration import CHOICES, Choice, fit_choice
 from .model import CLASSES, calibrated_softmax
 from .train import (
     Reviews,
@@ -98,7 +98,7 @@ class FinetuneConfig:
     weight_decay: float = 0.01
     test_size: float = 0.2
     calibration_size: float = 0.1
-    calibration_method: Method = "vector"
+    calibration_method: Choice = "vector"
     #: Bottom encoder layers kept at their pre-trained weights (0: every layer is trained).
     frozen_layers: int = 0
     seed: int = 42
@@ -115,8 +115,8 @@ class FinetuneConfig:
             raise ValueError("test_size and calibration_size must be in (0, 1)")
         if self.learning_rate <= 0 or not 0.0 <= self.warmup < 1.0:
             raise ValueError("learning_rate must be > 0 and warmup in [0, 1)")
-        if self.calibration_method not in METHOD_NAMES:
-            raise ValueError(f"calibration_method must be one of {sorted(METHOD_NAMES)}")
+        if self.calibration_method not in CHOICES:
+            raise ValueError(f"calibration_method must be one of {list(CHOICES)}")
         if self.frozen_layers < 0:
             raise ValueError("frozen_layers must be >= 0")
 
@@ -357,9 +357,13 @@ def finetune(
     )
     model = TransformerModel(trained, tokenizer_json, encoder, vocabulary)
     x_cal = [texts[i] for i in cal_idx]
-    calibration = fit_scaling(
-        model.decision_function(x_cal), reviews.labels[cal_idx] + 1, config.calibration_method
+    chosen = fit_choice(
+        model.decision_function(x_cal),
+        reviews.labels[cal_idx] + 1,
+        config.calibration_method,
+        seed=config.seed,
     )
+    calibration = chosen.calibration
     x_valid = [texts[i] for i in valid_idx]
     y_valid = reviews.labels[valid_idx]
     scores = model.decision_function(x_valid)
@@ -383,7 +387,7 @@ def finetune(
         len(valid_idx),
         validation,
         raw,
-        calibration,
+        chosen,
         fitted_on=(
             f"scores of {len(cal_idx)} training reviews kept out of fine-tuning (stratified "
             f"{config.calibration_size:g} of the training split, seed {config.seed})"

@@ -14,7 +14,8 @@ rows. Then:
   calibration share, cross-validated (:data:`WEIGHT_FOLDS` stratified, seeded folds, fewer
   when a class has fewer reviews there: the calibration fitted on the other folds, the loss
   taken on the one left out); the ensemble's calibration is then fitted on the whole share.
-  Neither member was fitted on it.
+  Neither member was fitted on it. With ``calibration_method="auto"`` the grid is searched
+  for each method and the method and weight of the smallest loss are taken.
 * the validation reviews, which no member, weight or calibration saw, give the figures in
   ``model.json`` and the model card, as for every flavour.
 
@@ -38,7 +39,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .calibration import METHOD_NAMES, Method, fit_scaling, negative_log_likelihood
+from .calibration import (
+    CHOICES,
+    Choice,
+    Method,
+    ScalingChoice,
+    cross_validated_log_loss,
+    fit_scaling,
+    stratified_folds,
+)
 from .ensemble import EnsembleModel, combine, log_probabilities
 from .finetune import split_rows
 from .inference import model_fn
@@ -78,7 +87,7 @@ class StackConfig:
 
     weight_step: float = WEIGHT_STEP
     weight_folds: int = WEIGHT_FOLDS
-    calibration_method: Method = "vector"
+    calibration_method: Choice = "vector"
     name: str = "review-sentiment"
 
     def __post_init__(self) -> None:
@@ -86,8 +95,8 @@ class StackConfig:
             raise ValueError("weight_step must be in (0, 1]")
         if self.weight_folds < 2:
             raise ValueError("weight_folds must be >= 2")
-        if self.calibration_method not in METHOD_NAMES:
-            raise ValueError(f"calibration_method must be one of {sorted(METHOD_NAMES)}")
+        if self.calibration_method not in CHOICES:
+            raise ValueError(f"calibration_method must be one of {list(CHOICES)}")
 
 
 def weight_losses(
@@ -102,21 +111,14 @@ def weight_losses(
     the cross-validated log loss of the calibrated two-member ensemble: per stratified fold,
     the calibration fitted on the others and the mean NLL taken on it, weighted by fold size.
     ``member_scores``: two (n, 3) matrices of log-probabilities; ``labels``: classes -1/0/1."""
-    from sklearn.model_selection import StratifiedKFold
-
     if len(member_scores) != 2:
         raise ValueError("weight_losses weighs two members")
     y = np.asarray(labels, dtype=np.int64) + 1
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
-    losses = []
-    for w in weights:
-        z = combine(member_scores, (w, 1.0 - w))
-        total = 0.0
-        for fit, held in splits:
-            cal = fit_scaling(z[fit], y[fit], method)
-            total += negative_log_likelihood(cal.apply(z[held]), y[held]) * len(held)
-        losses.append(total / len(y))
-    return losses
+    splits = stratified_folds(y, folds, seed)
+    return [
+        cross_validated_log_loss(combine(member_scores, (w, 1.0 - w)), y, method, splits)
+        for w in weights
+    ]
 
 
 def _member_split(
@@ -158,7 +160,7 @@ def stack(
     )
     tfidf = export_model(pipeline, {"name": f"{config.name}-tfidf", "flavour": "tfidf"})
     if tfidf_cal is not None:
-        tfidf.metadata["calibration"] = tfidf_cal.to_json()
+        tfidf.metadata["calibration"] = tfidf_cal.calibration.to_json()
     members = (transformer, tfidf)
 
     def scores(rows: npt.NDArray[np.int64]) -> list[FloatArray]:
@@ -175,10 +177,18 @@ def stack(
     cal_scores = scores(cal_idx)
     grid = [round(v, 10) for v in np.arange(0.0, 1.0 + 1e-9, config.weight_step)]
     folds = min(config.weight_folds, rarest)
-    losses = weight_losses(cal_scores, y_cal, grid, folds, seed, config.calibration_method)
+    choice = config.calibration_method
+    methods: tuple[Method, ...] = ("bcts", "vector") if choice == "auto" else (choice,)
+    by_method = {m: weight_losses(cal_scores, y_cal, grid, folds, seed, m) for m in methods}
+    # "auto": the method and weight of the smallest loss (BCTS first, so it wins a tie)
+    method = min(methods, key=lambda m: min(by_method[m]))
+    losses = by_method[method]
     w = grid[int(np.argmin(losses))]
     weights = (w, round(1.0 - w, 10))
-    calibration = fit_scaling(combine(cal_scores, weights), y_cal + 1, config.calibration_method)
+    calibration = fit_scaling(combine(cal_scores, weights), y_cal + 1, method)
+    chosen = ScalingChoice(
+        calibration, {m: min(v) for m, v in by_method.items()} if choice == "auto" else {}
+    )
     valid_members = scores(valid_idx)
     valid_scores = combine(valid_members, weights)
     raw = _validate(calibrated_softmax(valid_scores), y_valid)
@@ -214,7 +224,7 @@ def stack(
         len(valid_idx),
         validation,
         raw,
-        calibration,
+        chosen,
         fitted_on=(
             f"the ensemble's scores of the {len(cal_idx)} training reviews no member was "
             f"fitted on (the {transformer.flavour} member's calibration share)"

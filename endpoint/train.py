@@ -27,8 +27,8 @@ Public API::
     load_reviews(path) -> Reviews       # CSV: sentiment, review_body (or Rating, Review Text)
     build_pipeline(config) -> Pipeline  # FeatureUnion of TF-IDF blocks -> LogisticRegression
     export_model(pipeline, metadata) -> SentimentModel
-    fit_calibration(texts, labels, config) -> Calibration   # fitted on out-of-fold scores
-    fit_recipe(texts, labels, config) -> (Pipeline, Calibration | None)  # both, as train does
+    fit_calibration(texts, labels, config) -> ScalingChoice  # fitted on out-of-fold scores
+    fit_recipe(texts, labels, config) -> (Pipeline, ScalingChoice | None)  # both, as train does
     train(reviews, config) -> TrainResult    # split, fit, validate, export (nothing written)
     train_and_save(data, out_dir, config) -> TrainResult    # with MODEL_CARD.md
     save_model(result, out_dir) -> Path
@@ -53,11 +53,12 @@ import numpy as np
 import numpy.typing as npt
 
 from .calibration import (
-    METHOD_NAMES,
+    CHOICES,
     Calibration,
-    Method,
+    Choice,
+    ScalingChoice,
     expected_calibration_error,
-    fit_scaling,
+    fit_choice,
     negative_log_likelihood,
 )
 from .data import read_review_csv
@@ -106,8 +107,9 @@ class TrainConfig:
     seed: int = 42
     #: Folds of the cross-validation whose held-out scores fit the calibration (0: none).
     calibration_folds: int = 10
-    #: ``"vector"``: one temperature per class; ``"bcts"``: one for the model.
-    calibration_method: Method = "vector"
+    #: ``"vector"``: one temperature per class; ``"bcts"``: one for the model; ``"auto"``: the
+    #: one of the smaller cross-validated log loss (:func:`endpoint.calibration.fit_choice`).
+    calibration_method: Choice = "vector"
     name: str = "review-sentiment"
 
     def __post_init__(self) -> None:
@@ -119,9 +121,9 @@ class TrainConfig:
             raise ValueError("min_df must be >= 1")
         if self.calibration_folds == 1 or self.calibration_folds < 0:
             raise ValueError("calibration_folds must be 0 (no calibration) or >= 2")
-        if self.calibration_method not in METHOD_NAMES:
+        if self.calibration_method not in CHOICES:
             raise ValueError(
-                f"calibration_method must be one of {sorted(METHOD_NAMES)}, "
+                f"calibration_method must be one of {list(CHOICES)}, "
                 f"got {self.calibration_method!r}"
             )
 
@@ -277,7 +279,7 @@ def _split(
 
 def fit_calibration(
     texts: Sequence[str], labels: npt.NDArray[np.int64], config: TrainConfig
-) -> Calibration:
+) -> ScalingChoice:
     """``config.calibration_method`` fitted on the out-of-fold decision scores of a
     stratified, seeded ``config.calibration_folds``-fold cross-validation of the recipe on
     ``texts`` (each review scored by a model that did not see it)."""
@@ -294,12 +296,12 @@ def fit_calibration(
     scores = cross_val_predict(
         build_pipeline(config), list(texts), labels, cv=folds, method="decision_function"
     )
-    return fit_scaling(scores, labels + 1, config.calibration_method)
+    return fit_choice(scores, labels + 1, config.calibration_method, seed=config.seed)
 
 
 def fit_recipe(
     texts: Sequence[str], labels: npt.NDArray[np.int64], config: TrainConfig
-) -> tuple[Any, Calibration | None]:
+) -> tuple[Any, ScalingChoice | None]:
     """The recipe fitted on ``texts`` and its calibration fitted on their out-of-fold scores
     (None with ``calibration_folds=0``): what :func:`train` does with the training split."""
     pipeline = build_pipeline(config).fit(list(texts), labels)
@@ -343,7 +345,7 @@ def _metadata(
     n_validation: int,
     validation: _Validation,
     raw: _Validation,
-    calibration: Calibration | None,
+    calibration: ScalingChoice | None,
 ) -> dict[str, Any]:
     """What ``model.json`` records: recipe, class priors, calibration, validation figures
     (of the calibrated model; ``raw``: before calibration), provenance."""
@@ -386,15 +388,15 @@ def evaluation_metadata(
     n_validation: int,
     validation: _Validation,
     raw: _Validation,
-    calibration: Calibration | None,
+    calibration: Calibration | ScalingChoice | None,
     *,
     fitted_on: str,
     split: str,
     config: Mapping[str, Any],
 ) -> dict[str, Any]:
     """``meta`` (name, description, classifier) with what every flavour's ``model.json``
-    records: class priors (before the classifier), calibration, validation figures,
-    provenance."""
+    records: class priors (before the classifier), calibration (with the cross-validated
+    losses that chose its method, when they did), validation figures, provenance."""
     import sklearn
 
     cm = validation.confusion
@@ -405,8 +407,12 @@ def evaluation_metadata(
     if classifier is not None:
         meta["classifier"] = classifier
     if calibration is not None:
+        chosen = calibration.to_json() if isinstance(calibration, ScalingChoice) else {}
+        if isinstance(calibration, ScalingChoice):
+            calibration = calibration.calibration
         meta["calibration"] = {
             **calibration.to_json(),
+            **chosen,
             "fitted_on": fitted_on,
             "validation": {
                 "expected_calibration_error": {"before": raw.ece, "after": validation.ece},
@@ -504,13 +510,14 @@ def train(
         x_train += list(extra[0])
         y_train = np.concatenate([y_train, np.asarray(extra[1], dtype=np.int64)])
 
-    pipeline, calibration = fit_recipe(x_train, y_train, config)
+    pipeline, chosen = fit_recipe(x_train, y_train, config)
+    calibration = None if chosen is None else chosen.calibration
     raw_proba = pipeline.predict_proba(x_valid)
     proba = (
         raw_proba if calibration is None else calibration.apply(pipeline.decision_function(x_valid))
     )
     raw, validation = _validate(raw_proba, y_valid), _validate(proba, y_valid)
-    metadata = _metadata(config, reviews, y_train, len(valid_idx), validation, raw, calibration)
+    metadata = _metadata(config, reviews, y_train, len(valid_idx), validation, raw, chosen)
     model = export_model(pipeline, metadata)
     model.metadata["version"] = _weights_digest(model, calibration)[:12]
     _check_export(model, x_valid, raw_proba, proba)

@@ -187,6 +187,31 @@ def test_the_ensemble_is_weighed_and_validated_on_its_members_split(
     assert {w for w, n in in_fit.items() if n >= 2} <= tfidf.vocabulary
 
 
+def test_the_ensemble_can_choose_its_calibration_by_cross_validation(
+    trained: tuple[Path, str], tiny_data: Path
+) -> None:
+    """``calibration_method="auto"``: the weight grid is searched for each method, and the
+    method and weight of the smallest cross-validated loss are the ones a named run of that
+    method picks."""
+    from endpoint.calibration import METHOD_NAMES
+    from endpoint.stack import StackConfig, stack
+
+    reviews, member = load_reviews(tiny_data), inference.model_fn(trained[0])
+    auto = stack(reviews, member, StackConfig(calibration_method="auto"))
+    meta = auto.model.metadata
+    losses = meta["calibration"]["cross_validated_log_loss"]
+    assert set(losses) == set(METHOD_NAMES.values())
+    chosen = meta["calibration"]["method"]
+    assert chosen == min(losses, key=losses.get)
+    grid = meta["classifier"]["weight_search"]["log_loss"]
+    assert min(grid.values()) == pytest.approx(losses[chosen])
+    short = {v: k for k, v in METHOD_NAMES.items()}[chosen]
+    named = stack(reviews, member, StackConfig(calibration_method=short))  # type: ignore[arg-type]
+    assert named.model.metadata["classifier"]["weights"] == meta["classifier"]["weights"]
+    assert named.calibration == auto.calibration
+    assert "cross_validated_log_loss" not in named.model.metadata["calibration"]
+
+
 def test_the_ensemble_refuses_data_its_member_was_not_trained_on(
     trained: tuple[Path, str], tiny_data: Path, tmp_path: Path
 ) -> None:

@@ -15,12 +15,16 @@ from scipy.special import softmax
 from endpoint.calibration import (
     MAX_BIAS,
     MAX_TEMPERATURE,
+    METHOD_NAMES,
     MIN_TEMPERATURE,
     Calibration,
+    cross_validated_log_loss,
     expected_calibration_error,
     fit_bcts,
+    fit_choice,
     fit_scaling,
     negative_log_likelihood,
+    stratified_folds,
 )
 from endpoint.model import MODEL_FILE, FeatureBlock, SentimentModel, calibrated_softmax
 from endpoint.train import DEFAULT_MODEL_DIR
@@ -262,3 +266,69 @@ def test_separable_scores_keep_a_finite_bounded_fit() -> None:
         assert np.all(np.abs(cal.bias) <= 2 * MAX_BIAS)
         assert np.isclose(temperatures.min(), MIN_TEMPERATURE)  # the bound holds the fit
         assert np.all(np.isfinite(cal.apply(scores)))
+
+
+def test_cross_validated_log_loss_judges_each_fold_on_rows_it_was_not_fitted_on() -> None:
+    scores, labels = _synthetic(2.0, (0.3, 0.0, -0.3), 600, seed=3)
+    folds = stratified_folds(labels, 4, seed=0)
+    assert sorted(np.concatenate([held for _, held in folds]).tolist()) == list(range(600))
+    shares = np.bincount(labels, minlength=3) / len(labels)
+    for fit, held in folds:
+        assert not set(fit.tolist()) & set(held.tolist())
+        np.testing.assert_allclose(np.bincount(labels[held], minlength=3), shares * 150, atol=1)
+    expected = (
+        sum(
+            negative_log_likelihood(
+                fit_scaling(scores[fit], labels[fit], "bcts").apply(scores[held]), labels[held]
+            )
+            * len(held)
+            for fit, held in folds
+        )
+        / 600
+    )
+    assert cross_validated_log_loss(scores, labels, "bcts", folds) == pytest.approx(expected)
+    with pytest.raises(ValueError, match="no held rows"):
+        cross_validated_log_loss(scores, labels, "bcts", [])
+
+
+@pytest.mark.parametrize(
+    ("temperature", "n", "chosen"),
+    [
+        # sharp on one class, soft on the others, many rows: a temperature per class pays off
+        ((0.5, 2.0, 0.4), 3000, "vector_scaling"),
+        # one temperature and few rows: vector scaling's two more parameters fit noise
+        ((1.5, 1.5, 1.5), 150, "bias_corrected_temperature_scaling"),
+    ],
+)
+def test_auto_fits_the_method_of_the_smaller_cross_validated_loss(
+    temperature: tuple[float, float, float], n: int, chosen: str
+) -> None:
+    rng = np.random.default_rng(5)
+    scores = rng.normal(scale=2.0, size=(n, 3))
+    p = Calibration(temperature, (0.1, 0.0, -0.1)).apply(scores)
+    labels = (rng.random(n)[:, None] > np.cumsum(p, axis=1)).sum(axis=1)
+    choice = fit_choice(scores, labels, "auto", seed=9)
+    folds = stratified_folds(labels, 5, seed=9)
+    assert choice.log_loss == {
+        m: pytest.approx(cross_validated_log_loss(scores, labels, m, folds))
+        for m in ("bcts", "vector")
+    }
+    assert choice.calibration.method == chosen
+    on_all = {m: fit_scaling(scores, labels, m) for m in ("bcts", "vector")}
+    assert choice.calibration == on_all["vector" if chosen == "vector_scaling" else "bcts"]
+    doc = choice.to_json()
+    assert set(doc["cross_validated_log_loss"]) == set(METHOD_NAMES.values())
+    assert min(doc["cross_validated_log_loss"], key=doc["cross_validated_log_loss"].get) == chosen
+
+
+def test_a_named_method_or_too_few_rows_chooses_nothing() -> None:
+    scores, labels = _synthetic(2.0, (0.3, 0.0, -0.3), 300, seed=4)
+    named = fit_choice(scores, labels, "vector")
+    assert named.calibration == fit_scaling(scores, labels, "vector")
+    assert named.log_loss == {} and named.to_json() == {}
+    # one review of a class: nothing to cross-validate on, so the method of fewer parameters
+    few = np.array([0, 0, 1, 1, 2])
+    tiny = fit_choice(scores[:5], few, "auto")
+    assert tiny.calibration == fit_scaling(scores[:5], few, "bcts") and tiny.log_loss == {}
+    with pytest.raises(ValueError, match="calibration must be one of"):
+        fit_choice(scores, labels, "matrix")  # type: ignore[arg-type]

@@ -327,8 +327,9 @@ def test_fit_recipe_is_the_pipeline_and_its_out_of_fold_calibration(reviews: Rev
     np.testing.assert_array_equal(pipeline[-1].coef_, alone[-1].coef_)
     np.testing.assert_array_equal(pipeline[-1].intercept_, alone[-1].intercept_)
     assert calibration == fit_calibration(texts, labels, config)
-    assert calibration is not None and calibration.method == "vector_scaling"
-    assert np.all(np.asarray(calibration.temperature) != 1.0)
+    assert calibration is not None and calibration.log_loss == {}  # the method was given
+    assert calibration.calibration.method == "vector_scaling"
+    assert np.all(np.asarray(calibration.calibration.temperature) != 1.0)
     uncalibrated, none = fit_recipe(texts, labels, TrainConfig(calibration_folds=0))
     assert none is None
     np.testing.assert_array_equal(uncalibrated[-1].coef_, alone[-1].coef_)

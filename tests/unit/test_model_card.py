@@ -143,6 +143,28 @@ def test_model_train_command_takes_the_calibration_method(tmp_path: Path) -> Non
     assert refused.exit_code != 0 and "calibration_folds" in refused.output
 
 
+def test_model_train_auto_records_the_losses_that_chose_the_calibration(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from endpoint.calibration import METHOD_NAMES
+    from stream.cli import app
+
+    data = write_toy_reviews(tmp_path / "reviews.csv", 150)
+    out = tmp_path / "m"
+    args = ["model", "train", "--data", str(data), "--out", str(out), "--calibration", "auto"]
+    result = CliRunner().invoke(app, [*args, "--calibration-folds", "3"])
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / MODEL_FILE).read_text())
+    cal = meta["calibration"]
+    losses = cal["cross_validated_log_loss"]
+    assert set(losses) == set(METHOD_NAMES.values())
+    assert cal["method"] == min(losses, key=losses.get)
+    assert meta["training"]["config"]["calibration_method"] == "auto"
+    card = (out / CARD_FILE).read_text()
+    assert "- Chosen by the smaller cross-validated log loss on those reviews: " in card
+    assert card == model_card(meta)
+
+
 def test_calibration_settings_are_checked_before_any_fit() -> None:
     import pytest
 
