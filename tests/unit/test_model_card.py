@@ -124,36 +124,43 @@ def test_training_saves_the_card_with_the_model(tmp_path: Path) -> None:
     assert (root / CARD_FILE).read_text() == model_card(meta)
 
 
-def test_model_train_command_takes_the_calibration_method(tmp_path: Path) -> None:
+def _model_train(tmp_path: Path, rows: int, *options: str) -> tuple[int, str, Path]:
+    """``model train`` on ``rows`` toy reviews into ``tmp_path / "m"``: its exit code, its
+    output and that directory."""
     from typer.testing import CliRunner
 
     from stream.cli import app
 
-    data = write_toy_reviews(tmp_path / "reviews.csv", 90)
+    data = write_toy_reviews(tmp_path / "reviews.csv", rows)
     out = tmp_path / "m"
-    args = ["model", "train", "--data", str(data), "--out", str(out), "--calibration", "bcts"]
-    result = CliRunner().invoke(app, [*args, "--calibration-folds", "3"])
-    assert result.exit_code == 0, result.output
+    args = ["model", "train", "--data", str(data), "--out", str(out), *options]
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, result.output, out
+
+
+def test_model_train_command_takes_the_calibration_method(tmp_path: Path) -> None:
+    code, output, out = _model_train(
+        tmp_path, 90, "--calibration", "bcts", "--calibration-folds", "3"
+    )
+    assert code == 0, output
     meta = json.loads((out / MODEL_FILE).read_text())
     assert meta["calibration"]["method"] == "bias_corrected_temperature_scaling"
     assert isinstance(meta["calibration"]["temperature"], float)
     assert meta["training"]["config"]["calibration_folds"] == 3
     assert "- Method: bias_corrected_temperature_scaling;" in (out / CARD_FILE).read_text()
-    refused = CliRunner().invoke(app, [*args, "--calibration-folds", "1"])
-    assert refused.exit_code != 0 and "calibration_folds" in refused.output
+    code, output, _ = _model_train(
+        tmp_path, 90, "--calibration", "bcts", "--calibration-folds", "1"
+    )
+    assert code != 0 and "calibration_folds" in output
 
 
 def test_model_train_auto_records_the_losses_that_chose_the_calibration(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
     from endpoint.calibration import METHOD_NAMES
-    from stream.cli import app
 
-    data = write_toy_reviews(tmp_path / "reviews.csv", 150)
-    out = tmp_path / "m"
-    args = ["model", "train", "--data", str(data), "--out", str(out), "--calibration", "auto"]
-    result = CliRunner().invoke(app, [*args, "--calibration-folds", "3"])
-    assert result.exit_code == 0, result.output
+    code, output, out = _model_train(
+        tmp_path, 150, "--calibration", "auto", "--calibration-folds", "3"
+    )
+    assert code == 0, output
     meta = json.loads((out / MODEL_FILE).read_text())
     cal = meta["calibration"]
     losses = cal["cross_validated_log_loss"]
