@@ -304,8 +304,8 @@ def fit_choice(
     if choice != "auto":
         return ScalingChoice(fit_scaling(scores, labels, choice), {})
     y = np.asarray(labels, dtype=np.int64)
-    present = np.bincount(y)[np.bincount(y) > 0] if len(y) else np.zeros(1, np.int64)
-    k = min(folds, int(present.min()))
+    counts = np.bincount(y)
+    k = min(folds, int(counts[counts > 0].min(initial=len(y))))
     if k < 2:
         return ScalingChoice(fit_scaling(scores, labels, "bcts"), {})
     split = stratified_folds(y, k, seed)
