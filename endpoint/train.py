@@ -407,9 +407,9 @@ def evaluation_metadata(
     if classifier is not None:
         meta["classifier"] = classifier
     if calibration is not None:
-        chosen = calibration.to_json() if isinstance(calibration, ScalingChoice) else {}
+        chosen: dict[str, Any] = {}
         if isinstance(calibration, ScalingChoice):
-            calibration = calibration.calibration
+            chosen, calibration = calibration.to_json(), calibration.calibration
         meta["calibration"] = {
             **calibration.to_json(),
             **chosen,
