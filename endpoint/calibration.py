@@ -34,6 +34,7 @@ Public API::
     fit_bcts(scores, labels) -> Calibration              # fit_scaling(..., method="bcts")
     fit_choice(scores, labels, "auto", folds=5, seed=0) -> ScalingChoice  # the method of the
         # smaller cross-validated log loss (or the one named), fitted on every row
+    best_method({"bcts": loss, "vector": loss}) -> "bcts" | "vector"   # BCTS on a tie
     cross_validated_log_loss(scores, labels, method, folds) -> float
     stratified_folds(labels, folds, seed) -> [(fit rows, held rows), ...]
     negative_log_likelihood(probabilities, labels) -> float      # mean, natural log
@@ -54,9 +55,11 @@ from .model import calibrated_softmax, temperatures
 __all__ = [
     "CHOICES",
     "ECE_BINS",
+    "METHODS",
     "METHOD_NAMES",
     "Calibration",
     "ScalingChoice",
+    "best_method",
     "cross_validated_log_loss",
     "expected_calibration_error",
     "fit_bcts",
@@ -75,6 +78,8 @@ Method = Literal["bcts", "vector"]
 #: generalises better on the fitting reviews themselves (:func:`fit_choice`).
 Choice = Literal["auto", "bcts", "vector"]
 CHOICES: tuple[Choice, ...] = ("auto", "bcts", "vector")
+#: The methods ``"auto"`` compares, fewer parameters first (:func:`best_method`).
+METHODS: tuple[Method, ...] = ("bcts", "vector")
 #: Folds of :func:`fit_choice`'s cross-validation.
 CHOICE_FOLDS = 5
 
@@ -273,7 +278,7 @@ class ScalingChoice:
     rarest class has fewer than two rows to cross-validate on)."""
 
     calibration: Calibration
-    log_loss: Mapping[str, float]
+    log_loss: Mapping[Method, float]
 
     def to_json(self) -> dict[str, Any]:
         """``model.json``'s record of the choice (empty when nothing was chosen)."""
@@ -309,6 +314,10 @@ def fit_choice(
     if k < 2:
         return ScalingChoice(fit_scaling(scores, labels, "bcts"), {})
     split = stratified_folds(y, k, seed)
-    loss = {m: cross_validated_log_loss(scores, y, m, split) for m in ("bcts", "vector")}
-    best: Method = "vector" if loss["vector"] < loss["bcts"] else "bcts"
-    return ScalingChoice(fit_scaling(scores, labels, best), loss)
+    loss = {m: cross_validated_log_loss(scores, y, m, split) for m in METHODS}
+    return ScalingChoice(fit_scaling(scores, labels, best_method(loss)), loss)
+
+
+def best_method(losses: Mapping[Method, float]) -> Method:
+    """The method of the smallest loss; on a tie the one of fewer parameters (BCTS)."""
+    return min((m for m in METHODS if m in losses), key=lambda m: losses[m])

@@ -41,9 +41,11 @@ import numpy.typing as npt
 
 from .calibration import (
     CHOICES,
+    METHODS,
     Choice,
     Method,
     ScalingChoice,
+    best_method,
     cross_validated_log_loss,
     fit_scaling,
     stratified_folds,
@@ -178,10 +180,10 @@ def stack(
     grid = [round(v, 10) for v in np.arange(0.0, 1.0 + 1e-9, config.weight_step)]
     folds = min(config.weight_folds, rarest)
     choice = config.calibration_method
-    methods: tuple[Method, ...] = ("bcts", "vector") if choice == "auto" else (choice,)
+    methods = METHODS if choice == "auto" else (choice,)
     by_method = {m: weight_losses(cal_scores, y_cal, grid, folds, seed, m) for m in methods}
-    # "auto": the method and weight of the smallest loss (BCTS first, so it wins a tie)
-    method = min(methods, key=lambda m: min(by_method[m]))
+    # "auto": the method and weight of the smallest loss
+    method = best_method({m: min(v) for m, v in by_method.items()})
     losses = by_method[method]
     w = grid[int(np.argmin(losses))]
     weights = (w, round(1.0 - w, 10))

@@ -388,7 +388,7 @@ def evaluation_metadata(
     n_validation: int,
     validation: _Validation,
     raw: _Validation,
-    calibration: Calibration | ScalingChoice | None,
+    calibration: ScalingChoice | None,
     *,
     fitted_on: str,
     split: str,
@@ -407,12 +407,9 @@ def evaluation_metadata(
     if classifier is not None:
         meta["classifier"] = classifier
     if calibration is not None:
-        chosen: dict[str, Any] = {}
-        if isinstance(calibration, ScalingChoice):
-            chosen, calibration = calibration.to_json(), calibration.calibration
         meta["calibration"] = {
+            **calibration.calibration.to_json(),
             **calibration.to_json(),
-            **chosen,
             "fitted_on": fitted_on,
             "validation": {
                 "expected_calibration_error": {"before": raw.ece, "after": validation.ece},
