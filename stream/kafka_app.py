@@ -514,7 +514,9 @@ class _Monitoring:
     acknowledges a group only once it is handled, so a worker stopped mid-group leaves it to the
     next owner, which continues from the last saved state. So does a worker given the feed
     back after another owner held it: each assignment of the feed loads the saved state anew
-    (its suite in memory would miss what the other owner observed). (A failure that escaped,
+    (its suite in memory would miss what the other owner observed), as soon as it has claimed
+    the state topic: an idle feed brings no group to load it, and the worker exports the
+    monitors' readings only once it has. (A failure that escaped,
     a bug, would crash the agent; its replacement reads on, and the group, not acknowledged,
     holds the feed's commit back until the next owner reads it again.)
     """
@@ -549,6 +551,10 @@ class _Monitoring:
         #: a save was refused: another worker has the feed; nothing is saved until it is
         #: given back (a new claim)
         self._fenced = False
+        #: one load of the saved state at a time: the agent's next group, or the load that
+        #: follows an assignment of the feed (:meth:`feed_assigned`)
+        self._load_lock = asyncio.Lock()
+        self._preload: asyncio.Task[None] | None = None
         self._next_sync = 0.0
         if review is not None:
             review.sender.paused = True  # until this worker owns the feed
@@ -569,19 +575,62 @@ class _Monitoring:
             self._claimed = True
         except Exception as err:  # noqa: BLE001 - claimed before the first group instead
             log.warning("claiming the monitor state topic failed (%s); retried", describe(err))
+        else:
+            # The feed may stay idle for long (everything was read before the rebalance): the
+            # saved state is loaded now, not at the next group, so that this worker exports
+            # the monitors' readings as they were saved rather than none or stale ones.
+            await self._stop_preload()
+            self._preload = asyncio.create_task(self._load_in_background())
         await self.take_reviews()
 
     async def feed_revoked(self) -> None:
         """The feed leaves this worker (a rebalance, which may give it straight back)."""
         self._holds_feed = False
         self._rt.metrics.feed_owned.set(0)
+        await self._stop_preload()
         await self.release_reviews()
 
     def exported_suite(self) -> Any:
         """The suite whose readings this worker exports: the one it runs while it holds the
-        feed, else none. A suite kept from an earlier hold would export what it last had for
-        ever, beside the owner's (an alert it had firing would never resolve)."""
-        return self.suite if self._holds_feed else None
+        feed and once it has loaded the saved state, else none. A suite kept from an earlier
+        hold would export what it last had, beside the owner's or past what the owner saved
+        since (an alert it had firing would never resolve)."""
+        return self.suite if self._holds_feed and not self._reload else None
+
+    async def _load_in_background(self) -> None:
+        try:
+            await self._load_suite()
+        except RetryStopped:
+            pass  # the worker stops
+        except Exception as err:  # noqa: BLE001 - the next group loads it
+            log.warning("loading the monitor state after the assignment failed: %s", describe(err))
+
+    async def _stop_preload(self) -> None:
+        task, self._preload = self._preload, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _load_suite(self) -> dict[str, Any] | None:
+        """Build the suite from the saved state when there is none yet or the feed was
+        (re)assigned since (:attr:`_reload`); returns the state it loaded (``{}`` for one it
+        discarded), or None when the suite was current."""
+        async with self._load_lock:
+            if self.suite is not None and not self._reload:
+                return None
+            state: dict[str, Any] | None
+            try:
+                state = await self._load_state()
+                self.suite = self._factory(state)
+            except UnusableMonitorState as err:
+                discard_saved_state(err, self._rt.metrics)
+                state = {}
+                self.suite = self._factory(None)
+            self._reload = False
+            self._selector_loaded = False
+            self._log_read_at = float("-inf")  # the new suite is told the source's partitions
+            return state
 
     async def take_reviews(self) -> None:
         """This worker owns the feed: it selects, sends and syncs from now on."""
@@ -681,6 +730,7 @@ class _Monitoring:
         """Stop the log-range client (the agent reads no more ranges after this)."""
         self._closed = True
         self._stopping.set()
+        await self._stop_preload()
         await self._store.close()
         if self._log_client is not None:
             await self._log_client.stop()
@@ -700,17 +750,7 @@ class _Monitoring:
                 "claiming the monitor state topic", "monitor_state", self._store.claim
             )
             self._claimed = True
-        if self.suite is None or self._reload:
-            try:
-                state = await self._load_state()
-                self.suite = self._factory(state)
-            except UnusableMonitorState as err:
-                discard_saved_state(err, self._rt.metrics)
-                state = {}
-                self.suite = self._factory(None)
-            self._reload = False
-            self._selector_loaded = False
-            self._log_read_at = float("-inf")  # the new suite is told the source's partitions
+        state = await self._load_suite()
         if self.review is not None and not self._selector_loaded:
             # The budget spent so far travels with the feed: a replayed message meets the
             # budget its first owner met, so it picks the same reviews.

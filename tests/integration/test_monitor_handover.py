@@ -14,6 +14,7 @@ moved, without being told.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,49 @@ async def test_an_owner_given_the_feed_back_continues_from_the_saved_state(
         # From the state m2 saved: with the suite it held, m1 would count a and c only.
         assert seen(m1) == rows(a) + rows(b) + rows(c)
         assert (m1.exported_suite(), m2.exported_suite()) == (m1.suite, None)
+    finally:
+        for m, rt in zip((m1, m2), runtimes, strict=True):
+            await m.close()
+            await rt.close()
+
+
+async def exported_seen(agent: _Monitoring, within_s: float = 30) -> float:
+    """Events counted by the suite the agent exports, once it exports one."""
+    deadline = time.monotonic() + within_s
+    suite = agent.exported_suite()
+    while suite is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        suite = agent.exported_suite()
+    assert suite is not None, f"the agent exported no suite in {within_s:.0f} s"
+    return float(sum(r.value for r in suite.readings() if r.name in SEEN))
+
+
+async def test_an_owner_given_an_idle_feed_exports_the_saved_state_at_once(
+    settings: Settings, producer: AIOKafkaProducer
+) -> None:
+    """The feed moves while it has nothing more to read (everything was handled before the
+    rebalance): the new owner exports the monitors' readings as last saved without waiting
+    for a feed message, never none and never the stale suite of an earlier hold."""
+    await ensure_topics(settings.kafka)
+    events = await feed(settings, producer, 2_000)
+    a, b = events[:5], events[5:]
+    runtimes = [Runtime(settings), Runtime(settings)]
+    m1, m2 = (
+        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
+    )
+    try:
+        await m1.feed_assigned()
+        await m1.handle(a, producer)
+        await m1.feed_revoked()
+        # m2 has never held the feed, and no message follows: it exports m1's saved counts
+        await m2.feed_assigned()
+        assert await exported_seen(m2) == rows(a)
+        await m2.handle(b, producer)
+        await m2.feed_revoked()
+        # m1 holds a suite of ``a`` alone from its first hold: it exports what m2 saved
+        await m1.feed_assigned()
+        assert await exported_seen(m1) == rows(a) + rows(b)
+        assert m2.exported_suite() is None
     finally:
         for m, rt in zip((m1, m2), runtimes, strict=True):
             await m.close()
