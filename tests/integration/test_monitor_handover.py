@@ -109,6 +109,11 @@ async def feed(settings: Settings, producer: AIOKafkaProducer, events: int) -> l
     return [FeedEvent(r) for r in records]
 
 
+def agent(settings: Settings, runtime: Runtime) -> _Monitoring:
+    """A worker's monitor agent, as ``create_app`` builds it."""
+    return _Monitoring(settings, runtime, lambda state: build_monitor(settings, state))
+
+
 def rows(part: Sequence[FeedEvent]) -> int:
     return sum(read_feed_message(e.value).num_rows for e in part)
 
@@ -135,9 +140,7 @@ async def test_an_owner_given_the_feed_back_continues_from_the_saved_state(
     events = await feed(settings, producer, 3_000)
     a, b, c = events[:5], events[5:10], events[10:]
     runtimes = [Runtime(settings), Runtime(settings)]
-    m1, m2 = (
-        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
-    )
+    m1, m2 = (agent(settings, rt) for rt in runtimes)
     try:
         await m1.feed_assigned()
         await m1.handle(a, producer)
@@ -186,9 +189,7 @@ async def test_an_owner_given_an_idle_feed_exports_the_saved_state_at_once(
     events = await feed(settings, producer, 2_000)
     a, b = events[:5], events[5:]
     runtimes = [Runtime(settings), Runtime(settings)]
-    m1, m2 = (
-        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
-    )
+    m1, m2 = (agent(settings, rt) for rt in runtimes)
     try:
         await m1.feed_assigned()
         await m1.handle(a, producer)
@@ -232,9 +233,7 @@ async def test_an_unusable_saved_state_starts_the_monitors_afresh(
     state_topic = settings.kafka.monitor_state_topic
     await producer.send_and_wait(state_topic, unusable, key=STATE_KEY, partition=0)
     runtimes = [Runtime(settings), Runtime(settings)]
-    m1, m2 = (
-        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
-    )
+    m1, m2 = (agent(settings, rt) for rt in runtimes)
     try:
         await m1.feed_assigned()
         async with asyncio.timeout(60):
@@ -269,9 +268,7 @@ async def test_an_evicted_owner_cannot_overwrite_the_new_owners_state(
     events = await feed(settings, producer, 3_000)
     a, b, c = events[:4], events[4:6], events[6:]  # 800, 400 and 1,800 events: a+b != a+c
     runtimes = [Runtime(settings), Runtime(settings), Runtime(settings)]
-    m1, m2, m3 = (
-        _Monitoring(settings, rt, lambda state: build_monitor(settings, state)) for rt in runtimes
-    )
+    m1, m2, m3 = (agent(settings, rt) for rt in runtimes)
     try:
         await m1.feed_assigned()
         await m1.handle(a, producer)
@@ -314,7 +311,7 @@ async def test_a_worker_stopping_mid_group_leaves_it_unsaved_not_fenced(
     await ensure_topics(settings.kafka)
     events = await feed(settings, producer, 1_000)
     runtime = Runtime(settings)
-    m1 = _Monitoring(settings, runtime, lambda state: build_monitor(settings, state))
+    m1 = agent(settings, runtime)
     try:
         await m1.feed_assigned()
         await m1.handle(events[:2], producer)
@@ -323,7 +320,7 @@ async def test_a_worker_stopping_mid_group_leaves_it_unsaved_not_fenced(
         with pytest.raises(RetryStopped):
             await m1.handle(events[2:], producer)
         # the next owner continues from the last save: the unsaved group is its to read
-        m2 = _Monitoring(settings, runtime, lambda state: build_monitor(settings, state))
+        m2 = agent(settings, runtime)
         await m2.feed_assigned()
         await m2.handle([], producer)
         assert seen(m2) == rows(events[:2])
