@@ -185,8 +185,8 @@ class MonitorStateStore:
             isolation_level="read_committed",
             **kafka_client_options(self._k),
         )
-        await consumer.start()
-        try:
+        try:  # a start that fails or is cancelled (the feed revoked) leaves no client open
+            await consumer.start()
             tp = TopicPartition(self.topic, 0)
             consumer.assign([tp])
             end = (await consumer.end_offsets([tp]))[tp]
