@@ -309,7 +309,6 @@ DUPLICATES = "sentiment_monitor_duplicate_events_total"
 # Where each valid event ends in the monitors, once: a window, too late, or too far ahead.
 ACCOUNTED = (*SEEN, "sentiment_monitor_future_events_total")
 WATERMARK = "sentiment_monitor_watermark_timestamp_seconds"
-FEED_OWNED = "sentiment_monitor_feed_owned"
 # negative-surge dense enough for the monitors' windows: about 500 events an hour of event time.
 SURGE_EVENTS = 5_000
 SURGE_SPAN = timedelta(hours=10)
@@ -374,21 +373,6 @@ async def monitored(
             break
         await asyncio.sleep(1)
     return value
-
-
-async def feed_owner(w: KafkaWorkers, names: Sequence[str], within_s: float = 60) -> str:
-    """The one of ``names`` whose /metrics says it holds the monitor feed."""
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        owners = []
-        for name in names:
-            with contextlib.suppress(OSError):
-                if w.metric(name, FEED_OWNED) == 1:
-                    owners.append(name)
-        if len(owners) == 1:
-            return owners[0]
-        await asyncio.sleep(0.5)
-    pytest.fail(f"no one of {list(names)} held the monitor feed alone in {within_s:.0f} s")
 
 
 async def freeze(run: Run, name: str, seconds: float = 16) -> None:
@@ -707,41 +691,6 @@ async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers) -> None:
         report = await run.finish(len(records))
     assert "w1+" not in workers.procs, "the frozen worker exited instead of resuming"
     assert report.ok, run.verdict(report)
-
-
-async def test_the_monitor_feed_owner_frozen_past_its_session(workers: KafkaWorkers) -> None:
-    """SIGSTOP the worker that holds the monitor feed, while both workers write, for longer than
-    its group session (10 s): the other takes the feed over from the saved state. Then SIGCONT:
-    the frozen worker wakes up with feed messages in hand, and what it then observes and saves
-    must not reach the state the monitors continue from (the state topic is fenced). The whole
-    history holds, and the monitors, wherever the feed ends, counted every valid event once."""
-    records = pairs(stream_of(3_000, seed=111))
-    decode = decoder()
-    valid = sum(expect(value, decode).valid for _key, value in records)
-    # lake files cut every 30 s, so that the freeze finds rows buffered, not a file being
-    # written (see test_a_worker_frozen_past_its_session)
-    workers.env_extra["SENTIMENT_LAKE__BUFFER_MAX_AGE_S"] = "30"
-    async with Run(workers, LocalLake(workers.lake)) as run:
-        run.start("w1", "w2")
-        await run.prime(records)
-        await asyncio.to_thread(workers.wait_until_shared, ["w1", "w2"])
-        frozen_name = await feed_owner(workers, ["w1", "w2"])
-        sending = run.stream(records, rate=300)
-        await asyncio.sleep(2.0)
-        await freeze(run, frozen_name)
-        await sending
-        how = await run.settle(len(records))
-        owner = await feed_owner(workers, ["w1", "w2"])
-        seen = await monitored(workers, owner, valid, within_s=60, kinds=ACCOUNTED)
-        duplicates = workers.metric(owner, DUPLICATES)
-        report = await run.finish(len(records))
-    assert f"{frozen_name}+" not in workers.procs, "the frozen worker exited instead of resuming"
-    assert report.ok, run.verdict(report)
-    assert seen == valid == report.valid, (
-        f"the monitors ({owner} holds the feed after {frozen_name} was frozen) counted "
-        f"{seen:.0f} of {valid} valid events ({duplicates:.0f} skipped as seen; {how})\n"
-        f"{workers.logs()[-4000:]}"
-    )
 
 
 async def test_the_broker_restarted_mid_run(
