@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -118,9 +119,14 @@ def rows(part: Sequence[FeedEvent]) -> int:
     return sum(read_feed_message(e.value).num_rows for e in part)
 
 
+def counted(suite: Any) -> float:
+    """Events a monitor suite has counted."""
+    return float(sum(r.value for r in suite.readings() if r.name in SEEN))
+
+
 def seen(agent: _Monitoring) -> float:
     """Events the agent's monitor suite has counted."""
-    return float(sum(r.value for r in agent.suite.readings() if r.name in SEEN))
+    return counted(agent.suite)
 
 
 def discarded(runtime: Runtime) -> float | None:
@@ -176,7 +182,7 @@ async def exported_seen(agent: _Monitoring, within_s: float = 30) -> float:
         await asyncio.sleep(0.05)
         suite = agent.exported_suite()
     assert suite is not None, f"the agent exported no suite in {within_s:.0f} s"
-    return float(sum(r.value for r in suite.readings() if r.name in SEEN))
+    return counted(suite)
 
 
 async def test_an_owner_given_an_idle_feed_exports_the_saved_state_at_once(
