@@ -11,8 +11,9 @@ group caught up at the end.
 Faults: the local lake read-only for 4 s (a read-only bind mount, see
 ``tests/servers/read_only.py``), S3 answering 500 and 400 for a while (a proxy in front of
 SeaweedFS, ``tests/servers/faulty_s3.py``), S3 refusing the monitors' alert files, a 10 MB
-record, a hostile corpus generated with hypothesis, a SIGKILL of one of two workers, a broker
-restart; and one far-future event time that must not silence a real SentimentShift.
+record, a hostile corpus generated with hypothesis, a SIGKILL of one of two workers, a worker
+(and the monitor feed's owner) frozen past its group session, a broker restart; and one
+far-future event time that must not silence a real SentimentShift.
 
 Every wait is bounded: a run that wedges ends at its deadline or once nothing moved for a while,
 the workers get SIGTERM and then SIGKILL, and the checker reports what the history shows.
@@ -306,6 +307,7 @@ def insert(
 SEEN = ("sentiment_monitor_events_total", "sentiment_monitor_late_events_total")
 LATE = "sentiment_monitor_late_events_total"
 DUPLICATES = "sentiment_monitor_duplicate_events_total"
+FEED_OWNED = "sentiment_monitor_feed_owned"
 # Where each valid event ends in the monitors, once: a window, too late, or too far ahead.
 ACCOUNTED = (*SEEN, "sentiment_monitor_future_events_total")
 WATERMARK = "sentiment_monitor_watermark_timestamp_seconds"
@@ -373,6 +375,54 @@ async def monitored(
             break
         await asyncio.sleep(1)
     return value
+
+
+def feed_owners(w: KafkaWorkers, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` whose /metrics says they hold the monitor feed (one once the group
+    has settled; a frozen member still says so until it learns that it was evicted)."""
+    owners = []
+    for name in names:
+        with contextlib.suppress(OSError):
+            if w.metric(name, FEED_OWNED) == 1:
+                owners.append(name)
+    return owners
+
+
+async def feed_owner(w: KafkaWorkers, names: Sequence[str], within_s: float = 60) -> str:
+    """The one of ``names`` whose /metrics says it holds the monitor feed."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        owners = feed_owners(w, names)
+        if len(owners) == 1:
+            return owners[0]
+        await asyncio.sleep(0.5)
+    pytest.fail(f"no one of {list(names)} held the monitor feed alone in {within_s:.0f} s")
+
+
+async def monitored_on_the_feed(
+    w: KafkaWorkers,
+    names: Sequence[str],
+    at_least: int,
+    within_s: float = 60,
+    kinds: tuple[str, ...] = ACCOUNTED,
+) -> tuple[str | None, float]:
+    """Which of ``names`` holds the feed alone and what its monitors saw, once that reaches
+    ``at_least`` or ``within_s`` passed. The owner is looked up again at every poll: after a
+    freeze, the group may still move the feed (the frozen member rejoins and can take it back
+    a fraction of a second after the other one was its only holder)."""
+    deadline = time.monotonic() + within_s
+    owner: str | None = None
+    value = 0.0
+    while time.monotonic() < deadline:
+        owners = feed_owners(w, names)
+        owner = owners[0] if len(owners) == 1 else None
+        if owner is not None:
+            with contextlib.suppress(OSError):
+                value = w.metric(owner, *kinds)
+            if value >= at_least:
+                break
+        await asyncio.sleep(1)
+    return owner, value
 
 
 async def freeze(run: Run, name: str, seconds: float = 16) -> None:
@@ -691,6 +741,41 @@ async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers) -> None:
         report = await run.finish(len(records))
     assert "w1+" not in workers.procs, "the frozen worker exited instead of resuming"
     assert report.ok, run.verdict(report)
+
+
+async def test_the_monitor_feed_owner_frozen_past_its_session(workers: KafkaWorkers) -> None:
+    """SIGSTOP the worker that holds the monitor feed, while both workers write, for longer than
+    its group session (10 s): the other takes the feed over from the saved state. Then SIGCONT:
+    the frozen worker wakes up with feed messages in hand, and what it then observes and saves
+    must not reach the state the monitors continue from (the state topic is fenced). The whole
+    history holds, and the monitors, wherever the feed ends, counted every valid event once."""
+    records = pairs(stream_of(3_000, seed=111))
+    decode = decoder()
+    valid = sum(expect(value, decode).valid for _key, value in records)
+    # lake files cut every 30 s, so that the freeze finds rows buffered, not a file being
+    # written (see test_a_worker_frozen_past_its_session)
+    workers.env_extra["SENTIMENT_LAKE__BUFFER_MAX_AGE_S"] = "30"
+    names = ["w1", "w2"]
+    async with Run(workers, LocalLake(workers.lake)) as run:
+        run.start(*names)
+        await run.prime(records)
+        await asyncio.to_thread(workers.wait_until_shared, names)
+        frozen_name = await feed_owner(workers, names)
+        sending = run.stream(records, rate=300)
+        await asyncio.sleep(2.0)
+        await freeze(run, frozen_name)
+        await sending
+        how = await run.settle(len(records))
+        owner, seen = await monitored_on_the_feed(workers, names, valid)
+        duplicates = workers.metric(owner, DUPLICATES) if owner else float("nan")
+        report = await run.finish(len(records))
+    assert f"{frozen_name}+" not in workers.procs, "the frozen worker exited instead of resuming"
+    assert report.ok, run.verdict(report)
+    assert seen == valid == report.valid, (
+        f"the monitors ({owner} holds the feed after {frozen_name} was frozen) counted "
+        f"{seen:.0f} of {valid} valid events ({duplicates:.0f} skipped as seen; {how})\n"
+        f"{workers.logs()[-4000:]}"
+    )
 
 
 async def test_the_broker_restarted_mid_run(
