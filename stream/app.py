@@ -206,9 +206,13 @@ class MetricsServer:
     port: int
     _server: Any = None
 
-    def start(self, monitor: ReadingSource | None = None) -> None:
+    def start(
+        self, monitor: ReadingSource | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Serve; ``monitor``'s readings are taken on ``loop``, the loop that runs the
+        monitors (see :class:`~stream.metrics.ReadingsCollector`)."""
         if monitor is not None:
-            self.metrics.registry.register(ReadingsCollector(monitor))
+            self.metrics.registry.register(ReadingsCollector(monitor, loop))
         self._server, _thread = start_http_server(
             self.port, addr=self.host, registry=self.metrics.registry
         )
@@ -267,9 +271,12 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def serve_metrics(self, monitor: object | None = None) -> None:
-        """Serve ``/metrics`` (with the readings of ``monitor``, when it has any)."""
-        self._server.start(monitor if isinstance(monitor, ReadingSource) else None)
+    def serve_metrics(
+        self, monitor: object | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        """Serve ``/metrics`` (with the readings of ``monitor``, when it has any, taken on
+        ``loop``, the event loop that runs it)."""
+        self._server.start(monitor if isinstance(monitor, ReadingSource) else None, loop)
 
     def lake(self, guard: Callable[[], None] | None = None) -> LakeSink:
         """A fresh lake sink (a Kafka generation gets its own, so nothing of a failed one
@@ -373,7 +380,7 @@ async def run_pipeline(
     async with Runtime(settings, metrics=metrics, scorer=scorer) as rt:
         monitor = monitor or build_monitor(settings)
         if serve_metrics:
-            rt.serve_metrics(monitor)
+            rt.serve_metrics(monitor, asyncio.get_running_loop())
 
         def batch_done(batch: Batch) -> None:
             if on_alert is not None:

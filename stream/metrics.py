@@ -9,6 +9,8 @@ readings, so the monitors stay free of Prometheus.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -27,6 +29,7 @@ __all__ = [
     "ENDPOINT_ERROR_KINDS",
     "LATENCY_BUCKETS",
     "OTHER",
+    "READINGS_TIMEOUT_S",
     "PipelineMetrics",
     "Reading",
     "ReadingSource",
@@ -36,6 +39,8 @@ __all__ = [
 OTHER = "other"
 #: the ``kind`` values of ``sentiment_endpoint_errors_total``
 ENDPOINT_ERROR_KINDS = ("throttled", "server", "timeout", "connection", "rejected")
+#: How long a scrape waits for the monitors' event loop to take their readings.
+READINGS_TIMEOUT_S = 5.0
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -45,14 +50,49 @@ class ReadingSource(Protocol):
 
 
 class ReadingsCollector(Collector):
-    """Exposes whatever the monitors currently report, grouped into metric families."""
+    """Exposes whatever the monitors currently report, grouped into metric families.
 
-    def __init__(self, source: ReadingSource) -> None:
+    ``/metrics`` is answered from the HTTP server's thread, while the monitors change on
+    ``loop``'s thread: read from there, the suite could change under the reading (a window's
+    panes added mid-sum raised ``dictionary changed size during iteration``, so the scrape
+    failed, and a scrape could mix two batches). So when ``loop`` is given and running, the
+    readings are taken on it, between two of its steps, and a scrape waits up to ``timeout_s``
+    for them (:class:`TimeoutError` past that: the scrape fails rather than read a suite being
+    changed)."""
+
+    def __init__(
+        self,
+        source: ReadingSource,
+        loop: asyncio.AbstractEventLoop | None = None,
+        timeout_s: float = READINGS_TIMEOUT_S,
+    ) -> None:
         self._source = source
+        self._loop = loop
+        self._timeout_s = timeout_s
+
+    def readings(self) -> list[Reading]:
+        """The source's readings, taken on ``loop`` when it runs in another thread."""
+        loop = self._loop
+        if loop is None or not loop.is_running() or _running_loop() is loop:
+            return list(self._source.readings())
+        taken: concurrent.futures.Future[list[Reading]] = concurrent.futures.Future()
+
+        def take() -> None:
+            if taken.set_running_or_notify_cancel():  # not given up on by the scrape
+                try:
+                    taken.set_result(list(self._source.readings()))
+                except BaseException as err:  # noqa: BLE001 - the scrape reports it
+                    taken.set_exception(err)
+
+        loop.call_soon_threadsafe(take)
+        try:
+            return taken.result(self._timeout_s)
+        finally:
+            taken.cancel()  # a no-op once taken
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, GaugeMetricFamily | CounterMetricFamily] = {}
-        for r in self._source.readings():
+        for r in self.readings():
             family = families.get(r.name)
             if family is None:
                 names = sorted(r.labels)
@@ -64,6 +104,13 @@ class ReadingsCollector(Collector):
                 families[r.name] = family
             family.add_metric([r.labels[k] for k in sorted(r.labels)], r.value)
         yield from families.values()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _Metric(NamedTuple):

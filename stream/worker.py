@@ -32,9 +32,12 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         monitor_factory=lambda state: build_monitor(settings, state),
         review=build_review_loop(settings, runtime.metrics) if monitors_here else None,
     )
-    runtime.serve_metrics(_Readings(suite))
+    worker = faust_worker(app, loglevel)
+    # the loop the worker will run (faust's app and agents run on it), read here, on this
+    # thread: the metrics server's thread takes the monitors' readings on it
+    runtime.serve_metrics(_Readings(suite), worker.loop)
     try:
-        faust_worker(app, loglevel).execute_from_commandline()
+        worker.execute_from_commandline()
     finally:
         logging.getLogger(__name__).info("worker stopped")
 
