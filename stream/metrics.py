@@ -81,7 +81,7 @@ class ReadingsCollector(Collector):
             if taken.set_running_or_notify_cancel():  # not given up on by the scrape
                 try:
                     taken.set_result(list(self._source.readings()))
-                except BaseException as err:  # noqa: BLE001 - the scrape reports it
+                except Exception as err:  # noqa: BLE001 - the scrape reports it
                     taken.set_exception(err)
 
         loop.call_soon_threadsafe(take)

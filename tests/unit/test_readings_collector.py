@@ -112,3 +112,14 @@ def test_a_scrape_gives_up_on_a_loop_that_does_not_answer() -> None:
         runner.join(10)
         loop.close()
     assert source.threads == []  # the reading given up on is not taken later
+
+
+async def test_a_failing_reading_fails_the_scrape_not_the_loop() -> None:
+    class Broken:
+        def readings(self) -> list[Reading]:
+            raise ValueError("a reading that cannot be taken")
+
+    collector = ReadingsCollector(Broken(), asyncio.get_running_loop())
+    with pytest.raises(ValueError, match="cannot be taken"):
+        await asyncio.to_thread(lambda: list(collector.collect()))
+    await asyncio.sleep(0)  # the loop goes on
