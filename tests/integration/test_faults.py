@@ -416,6 +416,7 @@ async def monitored_on_the_feed(
     while time.monotonic() < deadline:
         owners = feed_owners(w, names)
         owner = owners[0] if len(owners) == 1 else None
+        value = 0.0  # what this poll's owner saw, never an earlier owner's
         if owner is not None:
             with contextlib.suppress(OSError):
                 value = w.metric(owner, *kinds)
