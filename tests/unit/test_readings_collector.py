@@ -41,9 +41,9 @@ def short_switch_interval() -> Iterator[None]:
 @pytest.mark.usefixtures("short_switch_interval")
 async def test_scrapes_while_the_monitors_observe_are_taken_on_their_loop() -> None:
     """A scrape thread collects without pause while the loop observes a stream whose windows
-    gain panes: every reading is taken on the loop's thread, and no scrape fails. (Taken on
-    the scrape thread, 22 of 561 scrapes here raised ``dictionary changed size during
-    iteration`` in the windows' panes.)"""
+    gain panes: every reading is taken on the loop's thread, and no scrape fails. (With the
+    collector built without the loop, so reading on the scrape thread, this test fails:
+    scrapes raise ``dictionary changed size during iteration`` in the windows' panes.)"""
     spec = StreamSpec(
         events=8_000, seed=21, change_at=4_000, category_priors_after={"Dresses": (0.6, 0.15, 0.25)}
     )
@@ -53,7 +53,7 @@ async def test_scrapes_while_the_monitors_observe_are_taken_on_their_loop() -> N
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def scrape() -> int:
+    def scrape() -> None:
         n = 0
         while not stop.is_set() or n == 0:
             try:
@@ -63,16 +63,16 @@ async def test_scrapes_while_the_monitors_observe_are_taken_on_their_loop() -> N
             else:
                 assert any(f.name == "sentiment_monitor_events" for f in families)
             n += 1
-        return n
 
     scrapes = asyncio.ensure_future(asyncio.to_thread(scrape))
     for batch in batches(reviews, 100):
         source.suite.observe(batch, batch[-1].event.event_time)
         await asyncio.sleep(0)  # the scrapes' callbacks run between two batches
+    during = len(source.threads)
     stop.set()
-    n = await scrapes
+    await scrapes
     assert errors == []
-    assert n >= 1
+    assert during > 0, "no scrape was taken while the suite observed"
     assert set(source.threads) == {threading.get_ident()}
 
 
