@@ -33,6 +33,7 @@ from stream.validation import DecodeLimits
 
 if TYPE_CHECKING:
     from sinks.lake import LakeSink
+    from stream.review import ReviewLoop
 
 __all__ = [
     "MetricsServer",
@@ -207,12 +208,14 @@ class MetricsServer:
     _server: Any = None
 
     def start(
-        self, monitor: ReadingSource | None = None, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        sources: Sequence[ReadingSource] = (),
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
-        """Serve; ``monitor``'s readings are taken on ``loop``, the loop that runs the
-        monitors (see :class:`~stream.metrics.ReadingsCollector`)."""
-        if monitor is not None:
-            self.metrics.registry.register(ReadingsCollector(monitor, loop))
+        """Serve; the readings of ``sources`` are taken on ``loop``, the event loop that
+        changes them (see :class:`~stream.metrics.ReadingsCollector`)."""
+        for source in sources:
+            self.metrics.registry.register(ReadingsCollector(source, loop))
         self._server, _thread = start_http_server(
             self.port, addr=self.host, registry=self.metrics.registry
         )
@@ -272,11 +275,19 @@ class Runtime:
         await self.close()
 
     def serve_metrics(
-        self, monitor: object | None = None, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        monitor: object | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        review: ReviewLoop | None = None,
     ) -> None:
-        """Serve ``/metrics`` (with the readings of ``monitor``, when it has any, taken on
-        ``loop``, the event loop that runs it)."""
-        self._server.start(monitor if isinstance(monitor, ReadingSource) else None, loop)
+        """Serve ``/metrics``, with the readings of ``monitor`` (when it has any) and of the
+        ``review`` loop taken on ``loop``, the event loop that runs them. The review store's
+        outbox depth is read on the scrape's thread (:class:`stream.review.OutboxReadings`)."""
+        sources = [monitor] if isinstance(monitor, ReadingSource) else []
+        if review is not None:
+            self.metrics.registry.register(ReadingsCollector(review.outbox))
+            sources.append(review)
+        self._server.start(sources, loop)
 
     def lake(self, guard: Callable[[], None] | None = None) -> LakeSink:
         """A fresh lake sink (a Kafka generation gets its own, so nothing of a failed one
@@ -379,8 +390,9 @@ async def run_pipeline(
     configured alert outputs."""
     async with Runtime(settings, metrics=metrics, scorer=scorer) as rt:
         monitor = monitor or build_monitor(settings)
+        review = build_review_loop(settings)
         if serve_metrics:
-            rt.serve_metrics(monitor, asyncio.get_running_loop())
+            rt.serve_metrics(monitor, asyncio.get_running_loop(), review)
 
         def batch_done(batch: Batch) -> None:
             if on_alert is not None:
@@ -389,8 +401,7 @@ async def run_pipeline(
             if on_batch is not None:
                 on_batch(batch)
 
-        outputs = list(sinks) if sinks is not None else [lake or rt.lake()]
-        review = build_review_loop(settings, rt.metrics)
+        outputs: list[Sink] = list(sinks) if sinks is not None else [lake or rt.lake()]
         if review is not None:
             outputs.append(review.queue)
             review.reference = lambda: getattr(monitor, "baseline", None)
@@ -423,13 +434,11 @@ async def run_pipeline(
     return pipeline
 
 
-def build_review_loop(settings: Settings, metrics: PipelineMetrics) -> Any:
+def build_review_loop(settings: Settings) -> ReviewLoop | None:
     """The review queue (a sink, and its send and sync tasks) when the settings enable it;
-    its ``sentiment_review_*`` metrics join the registry."""
+    :meth:`Runtime.serve_metrics` exports its ``sentiment_review_*`` metrics."""
     if not settings.review.enabled:
         return None
     from stream.review import ReviewLoop
 
-    loop = ReviewLoop(settings)
-    metrics.registry.register(ReadingsCollector(loop))
-    return loop
+    return ReviewLoop(settings)

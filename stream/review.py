@@ -72,6 +72,7 @@ from stream.retry import Backoff, retriable
 from stream.settings import Settings
 
 __all__ = [
+    "OutboxReadings",
     "ReviewLoop",
     "ReviewQueue",
     "ReviewSender",
@@ -822,6 +823,8 @@ class ReviewLoop:
         self.sender = ReviewSender(
             self.client, self.store, r.project, batch_size=r.send_batch, clock=clock
         )
+        #: the outbox depth, read from the store (on a scrape's own thread)
+        self.outbox = OutboxReadings(self.store)
         self.writer = build_lake_writer(settings)
         self.labels: HumanLabels | None = None
         #: windows evaluated on people's labels over ratings (see :func:`ground_truth`)
@@ -901,6 +904,8 @@ class ReviewLoop:
         self.store.close()
 
     def readings(self) -> list[Reading]:
+        """The metrics this loop keeps in memory (take them on its event loop); the store's
+        outbox depth is :attr:`outbox`'s."""
         return review_readings(self, self.clock())
 
 
@@ -910,15 +915,31 @@ def _r(
     return Reading(name, doc, kind, labels, float(value))
 
 
+class OutboxReadings:
+    """The review store's outbox depth, the one ``sentiment_review_*`` metric read from the
+    store. The store is thread-safe, so a scrape reads it on its own thread: on the event
+    loop, a store file that another program holds would stall the loop (and the worker's
+    Kafka clients on it) for SQLite's busy timeout."""
+
+    def __init__(self, store: ReviewStore) -> None:
+        self.store = store
+
+    def readings(self) -> list[Reading]:
+        return [
+            _r(
+                "sentiment_review_outbox_tasks",
+                "Reviews selected for people and not yet sent to Label Studio (queue depth).",
+                self.store.outbox_size(),
+            )
+        ]
+
+
 def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:
-    """The ``sentiment_review_*`` metrics of a running loop (docs/metrics.md)."""
+    """The ``sentiment_review_*`` metrics of a running loop (docs/metrics.md) that it keeps in
+    memory, all but the outbox depth (:class:`OutboxReadings`). The loop's tasks change them,
+    so they are read on its event loop (:class:`stream.metrics.ReadingsCollector`)."""
     sel = loop.queue.selector
     out = [
-        _r(
-            "sentiment_review_outbox_tasks",
-            "Reviews selected for people and not yet sent to Label Studio (queue depth).",
-            loop.store.outbox_size(),
-        ),
         _r(
             "sentiment_review_tasks_sent_total",
             "Tasks created in Label Studio.",

@@ -26,16 +26,18 @@ def run_worker(settings: Settings, *, loglevel: str = "info") -> None:
         import monitors.suite  # noqa: F401 - loaded now, not when the first feed message waits
 
     runtime = Runtime(settings)
+    review = build_review_loop(settings) if monitors_here else None
     app, _scoring, suite = create_app(
         settings,
         runtime,
         monitor_factory=lambda state: build_monitor(settings, state),
-        review=build_review_loop(settings, runtime.metrics) if monitors_here else None,
+        review=review,
     )
     worker = faust_worker(app, loglevel)
     # the loop the worker will run (faust's app and agents run on it), read here, on this
-    # thread: the metrics server's thread takes the monitors' readings on it
-    runtime.serve_metrics(_Readings(suite), worker.loop)
+    # thread: the metrics server's thread takes the monitors' and the review loop's readings
+    # on it
+    runtime.serve_metrics(_Readings(suite), worker.loop, review)
     try:
         worker.execute_from_commandline()
     finally:

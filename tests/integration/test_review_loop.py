@@ -325,6 +325,7 @@ def _loop_readings(settings: Settings) -> dict[tuple[str, str], float]:
 def _check_exposition(loop: ReviewLoop) -> None:
     registry = CollectorRegistry()
     registry.register(ReadingsCollector(loop))
+    registry.register(ReadingsCollector(loop.outbox))
     port = free_port()
     server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
@@ -579,7 +580,7 @@ async def test_the_monitor_agent_retries_queueing_picks_the_review_store_refuses
         settings,
         rt,
         lambda state: build_monitor(settings, state),
-        build_review_loop(settings, rt.metrics),
+        build_review_loop(settings),
     )
     review = agent.review
     assert review is not None

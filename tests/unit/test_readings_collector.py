@@ -7,14 +7,21 @@ import asyncio
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from monitors import MonitorConfig, MonitorSuite
 from monitors.readings import Reading
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
+from stream.app import Runtime, build_review_loop
 from stream.metrics import ReadingsCollector
+from stream.pipeline import Scorer
+from stream.settings import ReviewSettings, Settings
+from tests.servers.ports import free_port
 
 
 class _Recorded:
@@ -123,3 +130,49 @@ async def test_a_failing_reading_fails_the_scrape_not_the_loop() -> None:
     with pytest.raises(ValueError, match="cannot be taken"):
         await asyncio.to_thread(lambda: list(collector.collect()))
     await asyncio.sleep(0)  # the loop goes on
+
+
+async def test_the_review_loops_readings_are_taken_on_its_loop_and_its_outbox_off_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Served as every path serves them: what the review loop keeps in memory (its tasks
+    change it) is read on its event loop; the store's outbox depth on the scrape's thread (a
+    held store file would otherwise stall the loop for SQLite's busy timeout)."""
+    port = free_port()
+    settings = Settings(
+        lake_path=str(tmp_path / "lake"),
+        categories=("Dresses", "Knits"),
+        metrics_port=port,
+        review=ReviewSettings(
+            enabled=True,
+            token="t",  # noqa: S106 - no server is called
+            state_path=tmp_path / "review.sqlite",
+            url="http://127.0.0.1:9",
+        ),
+    )
+    review = build_review_loop(settings)
+    assert review is not None
+    threads: dict[str, set[int]] = {"loop": set(), "outbox": set()}
+
+    def recorded(name: str, readings: Any) -> Any:
+        def take() -> Any:
+            threads[name].add(threading.get_ident())
+            return readings()
+
+        return take
+
+    monkeypatch.setattr(review, "readings", recorded("loop", review.readings))
+    monkeypatch.setattr(review.outbox, "readings", recorded("outbox", review.outbox.readings))
+    try:
+        async with Runtime(settings, scorer=cast(Scorer, object())) as rt:
+            rt.serve_metrics(None, asyncio.get_running_loop(), review)
+            url = f"http://127.0.0.1:{port}/metrics"
+            body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read())
+    finally:
+        await review.close(send_last=False)
+    text = body.decode()
+    assert "sentiment_review_outbox_tasks 0.0" in text
+    assert 'sentiment_review_selected_total{reason="audit"} 0.0' in text
+    assert threads["loop"] == {threading.get_ident()}
+    assert len(threads["outbox"]) == 1
+    assert threading.get_ident() not in threads["outbox"]

@@ -275,7 +275,8 @@ async def test_readings_of_a_loop(tmp_path: Path) -> None:
     )
     loop = ReviewLoop(settings, clock=lambda: 1000.0)
     try:
-        before = {(r.name, tuple(r.labels.values())): r.value for r in loop.readings()}
+        taken = [*loop.readings(), *loop.outbox.readings()]
+        before = {(r.name, tuple(r.labels.values())): r.value for r in taken}
         assert before[("sentiment_review_outbox_tasks", ())] == 0
         assert before[("sentiment_review_selected_total", ("audit",))] == 0
         assert not any(name == "sentiment_review_labels_age_seconds" for name, _ in before)
