@@ -370,7 +370,10 @@ class Pipeline:
             self._lanes.append(_Lane(self._emit, depth, self._written, is_alerts=True))
         self._committer = _Committer(source)
         self._handed: deque[Batch] = deque()  # handed to the lanes, not yet stored by all
-        self._unsettled: deque[Batch] = deque()  # stored by every lane, not yet committed
+        # Stored by every lane, not yet committed: only each batch's seq and positions. A sink
+        # that buffers (the lake, up to a minute) holds its rows until they are durable; the
+        # batch itself (events, columns, encodings) is not kept that long.
+        self._unsettled: deque[tuple[int, Mapping[tuple[str, str, str], SourcePosition]]] = deque()
         self.summary = Summary()
 
     @property
@@ -573,7 +576,7 @@ class Pipeline:
         done = min((lane.written for lane in self._lanes), default=last)
         while self._handed and self._handed[0].seq <= done:
             batch = self._handed.popleft()
-            self._unsettled.append(batch)
+            self._unsettled.append((batch.seq, batch.positions))
             self.summary.add(batch)
             if self._on_batch is not None:
                 self._on_batch(batch)
@@ -587,11 +590,11 @@ class Pipeline:
         durable = min(
             [sink.durable_seq() for sink in self._sinks]
             + [lane.written for lane in self._lanes if lane.is_alerts]
-            + [self._unsettled[-1].seq]
+            + [self._unsettled[-1][0]]
         )
         positions: dict[tuple[str, str, str], SourcePosition] = {}
-        while self._unsettled and self._unsettled[0].seq <= durable:
-            positions.update(self._unsettled.popleft().positions)
+        while self._unsettled and self._unsettled[0][0] <= durable:
+            positions.update(self._unsettled.popleft()[1])
         if positions:
             self._committer.add(positions)
 
