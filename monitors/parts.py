@@ -20,10 +20,10 @@ from monitors.alerts import AlertBook
 from monitors.baseline import Baseline, BaselineBuilder, baseline_from_dict, baseline_to_dict
 from monitors.config import MonitorConfig
 from monitors.contributions import ContributionSums
-from monitors.readings import OTHER
 from monitors.shift import SentimentShiftMonitor, cusum_threshold
 from monitors.window_tests import TestLevels, WindowTester
 from monitors.windows import EventTimeWindows
+from stream.events import OTHER_CATEGORY
 
 __all__ = ["STATE_VERSION", "Counters", "SuiteParts", "unobserved", "unseen"]
 
@@ -102,8 +102,8 @@ def unobserved(log: Mapping[str, tuple[int, int]], seen: Mapping[str, int]) -> l
 
 
 def _groups(config: MonitorConfig) -> tuple[str, ...]:
-    cats = tuple(dict.fromkeys(c for c in config.categories if c != OTHER))
-    return (*cats, OTHER)
+    cats = tuple(dict.fromkeys(c for c in config.categories if c != OTHER_CATEGORY))
+    return (*cats, OTHER_CATEGORY)
 
 
 def _levels(c: MonitorConfig) -> TestLevels:

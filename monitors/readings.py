@@ -9,7 +9,7 @@ row here (and a line in ``monitors/README.md``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
@@ -19,9 +19,8 @@ from stream.events import LABELS
 if TYPE_CHECKING:
     from monitors.parts import SuiteParts
 
-__all__ = ["METRICS", "OTHER", "Metric", "Reading", "category_label", "collect"]
+__all__ = ["METRICS", "Metric", "Reading", "collect"]
 
-OTHER = "other"
 _ALL = "all"
 _CLASSES = tuple(LABELS.values())
 
@@ -50,11 +49,6 @@ class Metric:
     kind: Kind
     labels: tuple[str, ...]
     samples: Callable[[SuiteParts], Iterator[Sample]]
-
-
-def category_label(category: str, allowed: Collection[str]) -> str:
-    """``category`` if on the allow-list, else ``"other"`` (labels stay a bounded set)."""
-    return category if category in allowed else OTHER
 
 
 def collect(metrics: Sequence[Metric], parts: SuiteParts) -> list[Reading]:

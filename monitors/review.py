@@ -31,6 +31,8 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 
+from stream.events import category_or_other
+
 __all__ = [
     "NO_RATING",
     "REASONS",
@@ -44,7 +46,6 @@ __all__ = [
 REASONS: Final = ("audit", "alert", "disagreement", "low_confidence")
 #: The ``true`` value of a review without a star rating.
 NO_RATING: Final = -2
-_OTHER: Final = "other"
 _HOUR_S: Final = 3600
 _DRAW_SCALE: Final = float(2**53)
 
@@ -207,7 +208,7 @@ class ReviewSelector:
         self._forget_before(hour)
         picks: list[Pick] = []
         for row in order.tolist():
-            category = categories[row] if categories[row] in allowed else _OTHER
+            category = category_or_other(categories[row], allowed)
             why = REASONS[int(reason[row])]
             key = (category, hour)
             used = self.spent.get(key, 0)

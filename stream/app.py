@@ -348,6 +348,7 @@ def pipeline_options(settings: Settings) -> PipelineOptions:
         queue_batches=settings.batch.queue_batches,
         max_text_bytes=settings.max_text_bytes,
         decode_limits=DecodeLimits.from_settings(settings),
+        categories=tuple(settings.categories),
     )
 
 

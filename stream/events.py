@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
@@ -39,6 +39,7 @@ __all__ = [
     "EVENT_WIRE_KEYS",
     "LABELS",
     "LABEL_SCHEMA",
+    "OTHER_CATEGORY",
     "SCHEMA_VERSION",
     "SCORED_SCHEMA",
     "VERDICT_FIELDS",
@@ -52,6 +53,7 @@ __all__ = [
     "ScoredReview",
     "Severity",
     "SourcePosition",
+    "category_or_other",
     "scored_table",
     "sentiment_from_rating",
     "sentiments_from_ratings",
@@ -62,6 +64,17 @@ SCHEMA_VERSION: Final = 1
 
 #: The channels a review can arrive through. Anything else is a dead letter.
 CHANNELS: Final = ("web", "app", "email", "chat", "call", "social", "partner")
+
+#: What a product category outside the configured list counts as wherever categories name
+#: something kept or exported (metric labels, review budgets, a run's summary): producers
+#: choose the category, and those stay a bounded set.
+OTHER_CATEGORY: Final = "other"
+
+
+def category_or_other(category: str, allowed: Collection[str]) -> str:
+    """``category`` if on the allow-list, else :data:`OTHER_CATEGORY`."""
+    return category if category in allowed else OTHER_CATEGORY
+
 
 #: Sentiment classes in model column order, and their names.
 LABELS: Final[Mapping[int, str]] = {-1: "negative", 0: "neutral", 1: "positive"}

@@ -22,13 +22,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from monitors.readings import Reading
-from stream.events import LABELS, Batch, Reason, scored_table
+from stream.events import LABELS, Batch, Reason, category_or_other, scored_table
 from stream.pipeline import mix_counts
 
 __all__ = [
     "ENDPOINT_ERROR_KINDS",
     "LATENCY_BUCKETS",
-    "OTHER",
     "READINGS_TIMEOUT_S",
     "PipelineMetrics",
     "Reading",
@@ -36,7 +35,6 @@ __all__ = [
     "ReadingsCollector",
 ]
 
-OTHER = "other"
 #: the ``kind`` values of ``sentiment_endpoint_errors_total``
 ENDPOINT_ERROR_KINDS = ("throttled", "server", "timeout", "connection", "rejected")
 #: How long a scrape waits for the monitors' event loop to take their readings.
@@ -313,7 +311,7 @@ class PipelineMetrics:
 
     def category(self, value: str) -> str:
         """The label value for a product category: itself if allowed, else ``other``."""
-        return value if value in self._categories else OTHER
+        return category_or_other(value, self._categories)
 
     def observe_batch(self, batch: Batch, source: str) -> None:
         """Count one delivered batch (on its columns: no per-review objects)."""

@@ -55,6 +55,7 @@ from stream.events import (
     ScoredBatch,
     ScoredReview,
     SourcePosition,
+    category_or_other,
 )
 from stream.validation import DecodeLimits, decode_batch
 
@@ -203,11 +204,19 @@ class PipelineOptions:
     idle_flush_s: float = 1.0
     #: after a failure, how long closing each sink (a last flush) may take before it is dropped
     close_timeout_s: float = 10.0
+    #: the product categories the :class:`Summary` counts by name, the rest as ``other`` (as
+    #: the metrics do); None counts every category by name
+    categories: tuple[str, ...] | None = None
 
 
 @dataclass(slots=True)
 class Summary:
-    """What a run did, for the CLI's closing table and for tests."""
+    """What a run did, for the CLI's closing table and for tests.
+
+    ``mix`` counts the reviews per product category and predicted sentiment. With
+    ``categories`` given, a category outside it counts as ``other``, as in the metrics:
+    producers choose the category, and a run (a Kafka worker's lasts until a rebalance) kept
+    one entry for each they ever sent."""
 
     records_in: int = 0
     scored: int = 0
@@ -215,6 +224,7 @@ class Summary:
     mix: dict[str, Counter[int]] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
     batches: int = 0
+    categories: frozenset[str] | None = None
 
     def add(self, batch: Batch) -> None:
         self.batches += 1
@@ -222,8 +232,10 @@ class Summary:
         self.scored += len(batch.scored)
         for d in batch.dead:
             self.dead_letters[d.reason.value] += 1
+        allowed = self.categories
         for (category, sentiment), n in mix_counts(batch.scored).items():
-            self.mix.setdefault(category, Counter())[sentiment] += n
+            key = category if allowed is None else category_or_other(category, allowed)
+            self.mix.setdefault(key, Counter())[sentiment] += n
         self.alerts.extend(batch.alerts)
 
 
@@ -374,7 +386,8 @@ class Pipeline:
         # that buffers (the lake, up to a minute) holds its rows until they are durable; the
         # batch itself (events, columns, encodings) is not kept that long.
         self._unsettled: deque[tuple[int, Mapping[tuple[str, str, str], SourcePosition]]] = deque()
-        self.summary = Summary()
+        categories = self._opts.categories
+        self.summary = Summary(categories=None if categories is None else frozenset(categories))
 
     @property
     def inflight_batches(self) -> int:

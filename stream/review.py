@@ -60,7 +60,14 @@ from monitors.human import (
 from monitors.readings import Reading
 from monitors.review import NO_RATING, Pick, ReviewSelector, SelectionConfig
 from stream.errors import ConfigurationError, describe
-from stream.events import LABEL_SCHEMA, LABELS, Batch, scored_table, sentiments_from_ratings
+from stream.events import (
+    LABEL_SCHEMA,
+    LABELS,
+    Batch,
+    category_or_other,
+    scored_table,
+    sentiments_from_ratings,
+)
 from stream.labelstudio import (
     LABEL_CONFIG,
     LabelStudio,
@@ -793,9 +800,6 @@ def ground_truth(
     )
 
 
-_OTHER: Final = "other"
-
-
 class ReviewLoop:
     """The review queue of a running pipeline: the :class:`ReviewQueue` sink, a task that
     sends the outbox, and one that syncs annotations into the lake and into
@@ -1003,7 +1007,7 @@ def review_readings(loop: ReviewLoop, now_s: float) -> list[Reading]:
                 "sentiment_review_agreement_ratio",
                 "Share of human labels equal to the model's class, by category.",
                 share,
-                product_category=category if category in allowed else _OTHER,
+                product_category=category_or_other(category, allowed),
             )
         )
     for sample, scores in labels.by_sample().items():

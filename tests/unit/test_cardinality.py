@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from stream.app import build_monitor, run_pipeline
-from stream.metrics import OTHER, PipelineMetrics, ReadingsCollector, ReadingSource
+from stream.events import OTHER_CATEGORY as OTHER
+from stream.metrics import PipelineMetrics, ReadingsCollector, ReadingSource
 from stream.settings import Settings
 from stream.sources import ReplaySource
 from stream.synthetic import generate
@@ -39,7 +40,7 @@ async def exposed(recs: list[tuple[bytes, bytes]]) -> list[Sample]:
     monitor = build_monitor(settings)
     assert isinstance(monitor, ReadingSource)
     metrics.registry.register(ReadingsCollector(monitor))
-    await run_pipeline(
+    pipeline = await run_pipeline(
         settings,
         ReplaySource(recs, name="flood"),
         [],
@@ -48,6 +49,9 @@ async def exposed(recs: list[tuple[bytes, bytes]]) -> list[Sample]:
         metrics=metrics,
         serve_metrics=False,
     )
+    # the run's summary keeps what it counts per category as bounded as the metrics
+    assert set(pipeline.summary.mix) <= {*settings.categories, OTHER}
+    assert sum(sum(c.values()) for c in pipeline.summary.mix.values()) == pipeline.summary.scored
     text = generate_latest(metrics.registry).decode()
     return [
         s

@@ -141,8 +141,8 @@ class MemoryAlerts:
         self.alerts.extend(alerts)
 
 
-def opts(**kw: float) -> PipelineOptions:
-    base = {"max_batch_events": 10, "max_batch_wait_s": 0.01, "queue_batches": 2}
+def opts(**kw: object) -> PipelineOptions:
+    base: dict[str, object] = {"max_batch_events": 10, "max_batch_wait_s": 0.01, "queue_batches": 2}
     base.update(kw)
     return PipelineOptions(**base)  # type: ignore[arg-type]
 
@@ -327,6 +327,27 @@ async def test_batches_a_buffering_sink_holds_are_not_kept_by_the_core() -> None
     # the one being written and those queued behind it (2 a queue), not the 25 handed over
     assert sink.live[0] <= 6, sink.live
     assert source.commits[-1][("test", "reviews", "0")].offset == 299  # the final flush
+
+
+async def test_the_summary_counts_unlisted_categories_as_other() -> None:
+    """Producers choose the category: a run keeps one count per listed category, and the
+    rest together (as the metrics label them), not one per category ever sent."""
+    values = [event_bytes(i) for i in range(40)]  # Dresses when i is odd, else Knits
+    values += [
+        json.dumps({**json.loads(event_bytes(40 + i)), "product_category": f"made-up-{i}"}).encode()
+        for i in range(30)
+    ]
+    listed = Pipeline(
+        ListSource(values),
+        KeywordScorer(),
+        [],
+        CountingMonitor(),
+        options=opts(categories=("Dresses",)),
+    )
+    summary = await listed.run()
+    assert {c: sum(n.values()) for c, n in summary.mix.items()} == {"Dresses": 20, "other": 50}
+    unlisted = await Pipeline(ListSource(values), KeywordScorer(), [], CountingMonitor()).run()
+    assert len(unlisted.mix) == 32  # without a list: every category by name
 
 
 async def test_an_idle_stream_flushes_buffers_and_commits() -> None:
