@@ -215,8 +215,8 @@ class Summary:
 
     ``mix`` counts the reviews per product category and predicted sentiment. With
     ``categories`` given, a category outside it counts as ``other``, as in the metrics:
-    producers choose the category, and a run (a Kafka worker's lasts until a rebalance) kept
-    one entry for each they ever sent."""
+    producers choose the category, and a run (a Kafka worker's lasts until a rebalance) would
+    otherwise keep an entry for every category ever sent."""
 
     records_in: int = 0
     scored: int = 0
