@@ -5,11 +5,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from stream.events import Alert, ReviewEvent, ScoredReview
 from stream.pipeline import Prediction, ScoringResult
+from stream.settings import ReviewSettings, Settings
 
-__all__ = ["NeutralScorer", "NoMonitor", "Sleeps"]
+__all__ = ["NeutralScorer", "NoMonitor", "Sleeps", "offline_review_settings"]
+
+
+def offline_review_settings(tmp_path: Path, categories: Sequence[str], **more: Any) -> Settings:
+    """Settings with the review loop on, its store under ``tmp_path`` and a Label Studio
+    address nothing answers: for tests that never let the loop call it."""
+    return Settings(
+        lake_path=str(tmp_path / "lake"),
+        categories=tuple(categories),
+        review=ReviewSettings(
+            enabled=True,
+            token="t",  # noqa: S106 - no server is called
+            state_path=tmp_path / "review.sqlite",
+            url="http://127.0.0.1:9",
+        ),
+        **more,
+    )
 
 
 class Sleeps:

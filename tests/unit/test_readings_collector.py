@@ -20,7 +20,7 @@ from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic
 from stream.app import Runtime, build_review_loop
 from stream.metrics import ReadingsCollector
 from stream.pipeline import Scorer
-from stream.settings import ReviewSettings, Settings
+from tests.fakes import offline_review_settings
 from tests.servers.ports import free_port
 
 
@@ -139,17 +139,7 @@ async def test_the_review_loops_readings_are_taken_on_its_loop_and_its_outbox_of
     change it) is read on its event loop; the store's outbox depth on the scrape's thread (a
     held store file would otherwise stall the loop for SQLite's busy timeout)."""
     port = free_port()
-    settings = Settings(
-        lake_path=str(tmp_path / "lake"),
-        categories=("Dresses", "Knits"),
-        metrics_port=port,
-        review=ReviewSettings(
-            enabled=True,
-            token="t",  # noqa: S106 - no server is called
-            state_path=tmp_path / "review.sqlite",
-            url="http://127.0.0.1:9",
-        ),
-    )
+    settings = offline_review_settings(tmp_path, ("Dresses", "Knits"), metrics_port=port)
     review = build_review_loop(settings)
     assert review is not None
     threads: dict[str, set[int]] = {"loop": set(), "outbox": set()}

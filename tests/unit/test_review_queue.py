@@ -261,18 +261,9 @@ def test_label_rows_take_the_latest_usable_annotation() -> None:
 async def test_readings_of_a_loop(tmp_path: Path) -> None:
     from monitors.human import HumanLabels
     from stream.review import ReviewLoop
-    from stream.settings import ReviewSettings, Settings
+    from tests.fakes import offline_review_settings
 
-    settings = Settings(
-        lake_path=str(tmp_path / "lake"),
-        categories=CATS,
-        review=ReviewSettings(
-            enabled=True,
-            token="t",  # noqa: S106 - no server is called
-            state_path=tmp_path / "s.sqlite",
-            url="http://127.0.0.1:9",
-        ),
-    )
+    settings = offline_review_settings(tmp_path, CATS)
     loop = ReviewLoop(settings, clock=lambda: 1000.0)
     try:
         taken = [*loop.readings(), *loop.outbox.readings()]
