@@ -43,10 +43,12 @@ gets committed: a trickle with gaps longer than that still makes one file per di
 Replay without duplicates
 -------------------------
 After a crash the source resumes each partition at its committed offset ``C`` and calls
-:meth:`LakeSink.rewind` with it (the Kafka source does so on the first record of a partition
-it is handed; the Kinesis source on the first record of a shard; the replay source at index 0
-when it starts, so a rerun of a replay replaces the earlier run's files of that stream). What
-the lake may hold of that partition then falls in three groups:
+:meth:`LakeSink.rewind` with it (the Kafka source for all the partitions a generation starts
+with, in one :meth:`LakeSink.rewind_many` call; the Kinesis source on the first record of a
+shard; the replay source at index 0 when it starts, so a rerun of a replay replaces the
+earlier run's files of that stream). A rewind lists the file names of ``reviews/`` and
+``dlq/`` (once per call, however many partitions it rewinds). What the lake may hold of that
+partition then falls in three groups:
 
 * files whose ``first`` >= ``C``: only uncommitted rows, all about to come again. They are
   deleted (``leftovers``), so the replay writes them afresh, cut as it likes.
@@ -968,28 +970,40 @@ class LakeSink:
         directories where this process holds rows of it) and remembers what stays, so the
         replay adds no duplicate (see the module docstring). Returns how many files were
         deleted."""
-        key, offset = position.key, position.offset
+        return await self.rewind_many([position])
+
+    async def rewind_many(self, positions: Sequence[SourcePosition]) -> int:
+        """:meth:`rewind` for several partitions that restart together (a Kafka generation's),
+        with one listing of the lake for all of them: a listing reads every file name of the
+        rewound tables, so one per partition made a rebalance as many times longer."""
         async with self._lock:
-            for buffer in self._buffers.values():
-                buffer.drop_below(key, offset)
+            for position in positions:
+                for buffer in self._buffers.values():
+                    buffer.drop_below(position.key, position.offset)
             for directory in [d for d, b in self._buffers.items() if not b.entries]:
                 del self._buffers[directory]
+            if not positions:
+                return 0
             paths: list[str] = []
             for prefix in _REWOUND_TABLES:
                 paths += await self._writer.list_files(prefix)
-            found = [
-                p
-                for p in leftovers(paths, key, offset)
-                if (p.rpartition("/")[0], key) not in self._mine
-            ]
+            found = list(
+                dict.fromkeys(
+                    p
+                    for position in positions
+                    for p in leftovers(paths, position.key, position.offset)
+                    if (p.rpartition("/")[0], position.key) not in self._mine
+                )
+            )
             if found:
                 if self._guard is not None:
                     self._guard()
                 await self._writer.delete_files(found)
             gone = set(found)
-            for directory, last in _high_water(
-                (p for p in paths if p not in gone), key, offset
-            ).items():
-                slot = (directory, key)
-                self._high[slot] = max(last, self._high.get(slot, last))
+            kept = [p for p in paths if p not in gone]
+            for position in positions:
+                key = position.key
+                for directory, last in _high_water(kept, key, position.offset).items():
+                    slot = (directory, key)
+                    self._high[slot] = max(last, self._high.get(slot, last))
             return len(found)

@@ -387,7 +387,7 @@ class KafkaScoring:
             ticking = asyncio.create_task(lease.run(0.25), name="scoring-lease")
             lake = self._rt.lake(guard=lease.check)
             source = KafkaBatchSource(consumer, k.reviews_topic, max_records=self._max_records)
-            started = await source.start(on_rewind=lake.rewind)
+            started = await source.start(on_rewind=lake.rewind_many)
             if not started:
                 self._assigned.clear()
                 return

@@ -31,7 +31,9 @@ __all__ = ["ConsumerLag", "KafkaBatchSource", "committed_offsets", "log_ranges"]
 
 log = logging.getLogger(__name__)
 
-Rewind = Callable[[SourcePosition], Awaitable[object]]
+#: Told the positions a generation restarts its partitions at, all at once (the lake lists
+#: itself once for them: :meth:`sinks.lake.LakeSink.rewind_many`).
+Rewind = Callable[[Sequence[SourcePosition]], Awaitable[object]]
 
 
 async def committed_offsets(consumer: Any, partitions: Sequence[Any]) -> dict[Any, int]:
@@ -99,8 +101,8 @@ class KafkaBatchSource:
         self.started_at: dict[tuple[str, str, str], int] = {}
 
     async def start(self, on_rewind: Rewind | None = None) -> dict[tuple[str, str, str], int]:
-        """Seek every assigned partition to its committed offset and report each to
-        ``on_rewind``; returns (source, topic, partition) -> the offset the generation
+        """Seek every assigned partition to its committed offset and report them all to
+        ``on_rewind`` in one call; returns (source, topic, partition) -> the offset the generation
         starts at. Raises :class:`~stream.errors.MembershipLapsed` when the broker no longer
         takes this member's commits (the group has moved on)."""
         assigned = sorted(
@@ -121,12 +123,14 @@ class KafkaBatchSource:
                     f"partition(s): {err}"
                 ) from err
         started: dict[tuple[str, str, str], int] = {}
+        positions: list[SourcePosition] = []
         for tp in assigned:
             self._consumer.seek(tp, offsets[tp])
             position = SourcePosition("kafka", tp.topic, str(tp.partition), offsets[tp])
             started[position.key] = position.offset
-            if on_rewind is not None:
-                await on_rewind(position)
+            positions.append(position)
+        if on_rewind is not None and positions:
+            await on_rewind(positions)
         self.started_at = started
         return started
 

@@ -213,8 +213,12 @@ def _simulate(seed: int, root: Path) -> None:
                     committed[key[2]] = max(committed[key[2]], pos.offset)
         # crash: first's buffers are lost; a new process resumes at the commits
         second = LakeSink(LocalLakeWriter(root), limits=limits)
-        for p in partitions:
-            await second.rewind(SourcePosition("kafka", "t", p, committed[p] + 1))
+        restarts = [SourcePosition("kafka", "t", p, committed[p] + 1) for p in partitions]
+        if seed % 2:  # as a Kafka generation: every partition at once
+            await second.rewind_many(restarts)
+        else:  # as Kinesis shards: one after the other
+            for position in restarts:
+                await second.rewind(position)
         start = {p: committed[p] + 1 for p in partitions}
         for seq, rows in enumerate(cut(start)):
             await second.write(batch(seq, rows))

@@ -169,6 +169,44 @@ async def test_rewinding_a_partition_deletes_only_its_uncommitted_files(tmp_path
     ]
 
 
+async def test_partitions_rewound_together_list_the_lake_once(tmp_path: Path) -> None:
+    """A Kafka generation rewinds all its partitions in one call: the rewound tables are
+    listed once, not once per partition, and the same files go as with one rewind each."""
+
+    listed: list[str] = []
+
+    class CountingWriter(LocalLakeWriter):
+        async def list_files(self, prefix: str) -> list[str]:
+            listed.append(prefix)
+            return await super().list_files(prefix)
+
+    async def crashed(root: Path) -> None:
+        """Four partitions, a file for each of their offsets 1000-1005, nothing committed."""
+        sink = LakeSink(LocalLakeWriter(root), limits=BufferLimits(max_rows=1))
+        for p in range(4):
+            for i in range(6):
+                row = scored(i, ("Dresses", "Knits")[i % 2], partition=str(p))
+                await sink.write(Batch(scored=[row], dead=[], positions={}))
+        await sink.close()
+
+    together, apart = tmp_path / "together", tmp_path / "apart"
+    await crashed(together)
+    await crashed(apart)
+    # partition p restarts at 1002 + p: its files from there on are leftovers
+    restarts = [SourcePosition("kafka", "reviews", str(p), 1002 + p) for p in range(4)]
+    one_call = LakeSink(CountingWriter(together))
+    removed = await one_call.rewind_many(restarts)
+    assert listed == ["reviews", "dlq"]
+    listed.clear()
+    each = LakeSink(CountingWriter(apart))
+    removed_each = [await each.rewind(position) for position in restarts]
+    assert len(listed) == 8
+    assert removed == sum(removed_each) == 4 + 3 + 2 + 1
+    names = {p.relative_to(together).as_posix() for p in together.rglob("*.parquet")}
+    assert names == {p.relative_to(apart).as_posix() for p in apart.rglob("*.parquet")}
+    assert len(names) == 24 - removed
+
+
 def test_file_names_round_trip_through_the_parser() -> None:
     from sinks.lake import parse_file_name
 

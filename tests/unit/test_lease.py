@@ -4,6 +4,7 @@ in the lake sink and at the start of the next generation."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,8 +96,8 @@ async def test_a_generation_does_not_start_once_the_group_moved_on() -> None:
     it there and deletes none of the new owner's files."""
     rewound: list[SourcePosition] = []
 
-    async def rewind(position: SourcePosition) -> None:
-        rewound.append(position)
+    async def rewind(positions: Sequence[SourcePosition]) -> None:
+        rewound.extend(positions)
 
     consumer = _EvictedConsumer()
     source = KafkaBatchSource(consumer, "t")
