@@ -1,10 +1,14 @@
 """``sentiment-monitor run`` prints what the data holds, never what it would make the terminal
 do: categories that look like rich markup or carry ANSI escapes are shown as text, and the
-closing summary is printed after the work is done (it used to crash on ``[/bold]``)."""
+closing summary is printed after the work is done (it used to crash on ``[/bold]``).
+
+The summary names only the configured categories (the rest count as ``other``), so the run
+is configured with these; unconfigured, they are ``other`` and never printed."""
 
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,7 +52,12 @@ def test_summary_shows_markup_and_escapes_in_categories_as_text(tmp_path: Path) 
         capture_output=True,
         text=True,
         timeout=300,
-        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "COLUMNS": "200",
+            "PYTHONPATH": str(ROOT),
+            "SENTIMENT_CATEGORIES": json.dumps(list(CATEGORIES)),
+        },
         check=False,
     )
     output = proc.stdout + proc.stderr
