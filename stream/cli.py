@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stream.events import LABELS, Alert, Batch
+from stream.events import LABELS, OTHER_CATEGORY, Alert, Batch
 from stream.pipeline import Pipeline, Summary
 from stream.settings import Settings
 
@@ -225,6 +225,8 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
         counts = summary.mix[cat]
         n = sum(counts.values())
         table.add_row(_shown(cat), f"{n:,}", *(f"{counts[v] / n:.1%}" for v in LABELS))
+    if OTHER_CATEGORY in summary.mix and OTHER_CATEGORY not in settings.categories:
+        table.caption = f"{OTHER_CATEGORY}: categories outside SENTIMENT_CATEGORIES"
     out.print(table)
 
     totals_table = Table(title="Run summary")

@@ -32,7 +32,8 @@ TEXTS = (
 )
 
 
-def test_summary_shows_markup_and_escapes_in_categories_as_text(tmp_path: Path) -> None:
+def _run(tmp_path: Path, **env: str) -> str:
+    """``run`` over a CSV holding every category of :data:`CATEGORIES`; its output."""
     data = tmp_path / "reviews.csv"
     with data.open("w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
@@ -52,20 +53,31 @@ def test_summary_shows_markup_and_escapes_in_categories_as_text(tmp_path: Path) 
         capture_output=True,
         text=True,
         timeout=300,
-        env={
-            "PATH": "/usr/bin:/bin",
-            "COLUMNS": "200",
-            "PYTHONPATH": str(ROOT),
-            "SENTIMENT_CATEGORIES": json.dumps(list(CATEGORIES)),
-        },
+        env={"PATH": "/usr/bin:/bin", "COLUMNS": "200", "PYTHONPATH": str(ROOT), **env},
         check=False,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, output
     assert "\x1b" not in output and "\u202e" not in output
     assert "Run summary" in output
+    return output
+
+
+def test_summary_shows_markup_and_escapes_in_categories_as_text(tmp_path: Path) -> None:
+    output = _run(tmp_path, SENTIMENT_CATEGORIES=json.dumps(list(CATEGORIES)))
     lake = ds.dataset(tmp_path / "lake" / "reviews", format="parquet", partitioning="hive")
     stored = set(lake.to_table(columns=["product_category"]).column(0).to_pylist())
     assert stored, output
     for category in stored:
         assert CATEGORIES[category] in output, (category, output)
+    assert "categories outside SENTIMENT_CATEGORIES" not in output
+
+
+def test_categories_outside_the_list_are_summed_as_other(tmp_path: Path) -> None:
+    output = _run(tmp_path)  # the default list: none of these categories
+    for shown in CATEGORIES.values():
+        assert shown not in output, (shown, output)
+    assert "other: categories outside SENTIMENT_CATEGORIES" in output
+    [row] = [line for line in output.splitlines() if line.startswith("│ other ")]
+    # 3 categories x 15 reviews (the one with control characters makes dead letters)
+    assert row.split("│")[2].strip() == "45", row
