@@ -987,14 +987,12 @@ class LakeSink:
             paths: list[str] = []
             for prefix in _REWOUND_TABLES:
                 paths += await self._writer.list_files(prefix)
-            found = list(
-                dict.fromkeys(
-                    p
-                    for position in positions
-                    for p in leftovers(paths, position.key, position.offset)
-                    if (p.rpartition("/")[0], position.key) not in self._mine
-                )
-            )
+            found = [
+                p
+                for position in positions
+                for p in leftovers(paths, position.key, position.offset)
+                if (p.rpartition("/")[0], position.key) not in self._mine
+            ]
             if found:
                 if self._guard is not None:
                     self._guard()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import io
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+import pytest
 
 from sinks.lake import (
     BufferLimits,
@@ -169,6 +172,20 @@ async def test_rewinding_a_partition_deletes_only_its_uncommitted_files(tmp_path
     ]
 
 
+async def _crashed(root: Path) -> None:
+    """Four partitions, a file for each of their offsets 1000-1005, nothing committed."""
+    sink = LakeSink(LocalLakeWriter(root), limits=BufferLimits(max_rows=1))
+    for p in range(4):
+        for i in range(6):
+            row = scored(i, ("Dresses", "Knits")[i % 2], partition=str(p))
+            await sink.write(Batch(scored=[row], dead=[], positions={}))
+    await sink.close()
+
+
+#: partition p restarts at 1002 + p: its files from there on are leftovers (10 of 24)
+RESTARTS = [SourcePosition("kafka", "reviews", str(p), 1002 + p) for p in range(4)]
+
+
 async def test_partitions_rewound_together_list_the_lake_once(tmp_path: Path) -> None:
     """A Kafka generation rewinds all its partitions in one call: the rewound tables are
     listed once, not once per partition, and the same files go as with one rewind each."""
@@ -180,31 +197,45 @@ async def test_partitions_rewound_together_list_the_lake_once(tmp_path: Path) ->
             listed.append(prefix)
             return await super().list_files(prefix)
 
-    async def crashed(root: Path) -> None:
-        """Four partitions, a file for each of their offsets 1000-1005, nothing committed."""
-        sink = LakeSink(LocalLakeWriter(root), limits=BufferLimits(max_rows=1))
-        for p in range(4):
-            for i in range(6):
-                row = scored(i, ("Dresses", "Knits")[i % 2], partition=str(p))
-                await sink.write(Batch(scored=[row], dead=[], positions={}))
-        await sink.close()
-
     together, apart = tmp_path / "together", tmp_path / "apart"
-    await crashed(together)
-    await crashed(apart)
-    # partition p restarts at 1002 + p: its files from there on are leftovers
-    restarts = [SourcePosition("kafka", "reviews", str(p), 1002 + p) for p in range(4)]
+    await _crashed(together)
+    await _crashed(apart)
     one_call = LakeSink(CountingWriter(together))
-    removed = await one_call.rewind_many(restarts)
+    removed = await one_call.rewind_many(RESTARTS)
     assert listed == ["reviews", "dlq"]
     listed.clear()
     each = LakeSink(CountingWriter(apart))
-    removed_each = [await each.rewind(position) for position in restarts]
+    removed_each = [await each.rewind(position) for position in RESTARTS]
     assert len(listed) == 8
     assert removed == sum(removed_each) == 4 + 3 + 2 + 1
     names = {p.relative_to(together).as_posix() for p in together.rglob("*.parquet")}
     assert names == {p.relative_to(apart).as_posix() for p in apart.rglob("*.parquet")}
     assert len(names) == 24 - removed
+
+
+async def test_a_rewind_that_fails_while_deleting_is_done_again_by_the_next_generation(
+    tmp_path: Path,
+) -> None:
+    """The store refuses the deletion after the first file went: the rewind raises before it
+    records any high-water mark, the generation fails before it reads a record (so commits
+    nothing), and the next generation's rewind leaves the lake as one undisturbed rewind."""
+
+    class FailsAfterOne(LocalLakeWriter):
+        async def delete_files(self, paths: Sequence[str]) -> None:
+            await super().delete_files(paths[:1])
+            raise OSError(errno.EROFS, "read-only file system")
+
+    failed, undisturbed = tmp_path / "failed", tmp_path / "undisturbed"
+    await _crashed(failed)
+    await _crashed(undisturbed)
+    with pytest.raises(OSError, match="read-only"):
+        await LakeSink(FailsAfterOne(failed)).rewind_many(RESTARTS)
+    assert len(list(failed.rglob("*.parquet"))) == 23
+    again = await LakeSink(LocalLakeWriter(failed)).rewind_many(RESTARTS)
+    assert again == 9
+    assert await LakeSink(LocalLakeWriter(undisturbed)).rewind_many(RESTARTS) == 10
+    names = {p.relative_to(failed).as_posix() for p in failed.rglob("*.parquet")}
+    assert names == {p.relative_to(undisturbed).as_posix() for p in undisturbed.rglob("*.parquet")}
 
 
 def test_file_names_round_trip_through_the_parser() -> None:

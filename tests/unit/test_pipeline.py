@@ -298,10 +298,9 @@ async def test_positions_are_committed_only_once_a_buffering_sink_made_them_dura
 
 async def test_batches_a_buffering_sink_holds_are_not_kept_by_the_core() -> None:
     """A sink that buffers (the lake holds its rows up to a minute) keeps a batch's commit
-    waiting, but the core keeps only the batch's positions meanwhile, not the batch: at a few
-    thousand events a second, whole batches (events, columns, encodings) kept for a minute
-    cost a worker about 1.7 KB an event more than the lake's own rows. Counted when the sink
-    has taken 25 batches of 10 and made none durable."""
+    waiting, but the core keeps only the batch's positions meanwhile, not the batch: whole
+    batches (events, columns, encodings) kept for the lake's minute grew a worker with every
+    event of it. Counted when the sink has taken 25 batches of 10 and made none durable."""
 
     class HoldsItsOwn(MemorySink):
         def __init__(self) -> None:
