@@ -508,7 +508,12 @@ def onnx_encoder(tensors: Mapping[str, npt.NDArray[np.float32]], config: Encoder
         [helper.make_tensor_value_info("pooled", TensorProto.FLOAT, ["n", h])],
         list(inits.values()),
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    # Stamped with the oldest IR version that knows opset 17 (8), not the installed onnx's
+    # newest: an ONNX Runtime older than that onnx refuses a model of a newer IR version.
+    opsets = [helper.make_opsetid("", 17)]
+    model = helper.make_model(
+        graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets)
+    )
     onnx.checker.check_model(model)
     return bytes(model.SerializeToString())
 

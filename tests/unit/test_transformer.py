@@ -22,6 +22,7 @@ from endpoint.transformer import (
     Pretrained,
     TransformerModel,
     encode,
+    onnx_encoder,
     pad,
     pretrained_weights,
     relative_buckets,
@@ -356,6 +357,17 @@ def test_onnx_runtime_scores_as_numpy_does(encoder: Minilm) -> None:
     onnx_p, numpy_p = model.predict_proba(texts), numpy_model.predict_proba(texts)
     np.testing.assert_allclose(onnx_p, numpy_p, rtol=0, atol=1e-5)
     assert onnx_p.argmax(axis=1).tolist() == numpy_p.argmax(axis=1).tolist()
+
+
+def test_the_onnx_graph_carries_the_oldest_ir_version_of_its_opset(minilm: Minilm) -> None:
+    """An ONNX Runtime refuses a model stamped with a newer IR version than it knows (1.30 with
+    onnx 1.23's IR 14): the graph says IR 8, the first to know opset 17, whatever onnx builds it."""
+    onnx = pytest.importorskip("onnx")
+    tensors, _, config = minilm
+    model = onnx.load_from_string(onnx_encoder(tensors, config))
+    assert model.ir_version == 8
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 17)]
+    onnx.checker.check_model(model, full_check=True)
 
 
 def test_model_threads_come_from_the_environment(
