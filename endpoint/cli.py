@@ -177,6 +177,15 @@ def train_command(
             help="Transformer: peak learning rate \\[default: the recipe's, 5e-5].",
         ),
     ] = None,
+    length_step: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Transformer: batches are padded to a multiple of this many tokens (each "
+            "distinct length compiles once more; on a GPU, --max-length's value makes one "
+            "shape) \\[default: 16].",
+        ),
+    ] = None,
 ) -> None:
     """Train on a stratified 80 % split, validate on the rest, save the model. With
     --labels, also train without them and report macro-F1 before and after (same split).
@@ -218,6 +227,7 @@ def train_command(
                 batch_size,
                 frozen_layers,
                 learning_rate,
+                length_step,
                 seed,
                 calibration,
             ),
@@ -262,6 +272,7 @@ class FinetuneOptions:
     batch_size: int | None
     frozen_layers: int | None
     learning_rate: float | None
+    length_step: int | None
     seed: int
     calibration: Literal["vector", "bcts", "auto"]
 
@@ -278,6 +289,7 @@ def _finetune_command(data: Path, out: Path, options: FinetuneOptions) -> None:
             batch_size=options.batch_size,
             frozen_layers=options.frozen_layers,
             learning_rate=options.learning_rate,
+            length_step=options.length_step,
             seed=options.seed,
             calibration_method=options.calibration,
         )
@@ -410,6 +422,15 @@ def select_command(
             "\\[default: each recipe's].",
         ),
     ] = None,
+    length_step: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Transformer: batches are padded to a multiple of this many tokens (each "
+            "distinct length compiles once more; on a GPU, --max-length's value makes one "
+            "shape) \\[default: 16].",
+        ),
+    ] = None,
     ensemble: Annotated[
         bool,
         typer.Option(
@@ -441,6 +462,7 @@ def select_command(
             learning_rates=learning_rate or (),
             frozen_layers=frozen_layers or (),
             max_length=max_length,
+            length_step=length_step,
             seed=seed,
         )
     except ValueError as err:

@@ -10,8 +10,8 @@ Recipe (:class:`FinetuneConfig` defaults, the ``minilm`` flavour's): every encod
 new linear head (normal, std 0.02) are trained together with AdamW (learning rate 5e-5, linear
 warm-up over the first 10 % of steps and linear decay to zero, weight decay 0.01 on matrices
 only), batches of 32 reviews in a seeded order, each padded to the next multiple of 16 tokens
-(one compiled step per length), for 3 epochs, cross-entropy loss. No dropout: the run is
-deterministic for a seed.
+(``length_step``: one compiled step per length), for 3 epochs, cross-entropy loss. No
+dropout: the run is deterministic for a seed.
 
 With ``frozen_layers`` = k > 0 (the ``mpnet`` flavour's recipe, :data:`RECIPES`: the top 3 of
 its 12 layers and the head, 2 epochs, batches of 16), the embeddings and the bottom k layers
@@ -71,7 +71,8 @@ from .transformer import (
 
 __all__ = ["FinetuneConfig", "Progress", "finetune", "finetune_and_save", "grid", "split_rows"]
 
-#: Padded lengths are multiples of this (fewer distinct shapes, fewer compilations).
+#: Padded lengths are multiples of this by default (fewer distinct shapes, fewer compilations
+#: than padding to each batch's longest review, less padding than the truncation length).
 LENGTH_STEP = 16
 
 #: ``progress(epoch, epochs, step, steps, loss, seconds)`` after every logged step; epoch 0 is
@@ -101,6 +102,11 @@ class FinetuneConfig:
     calibration_method: Choice = "vector"
     #: Bottom encoder layers kept at their pre-trained weights (0: every layer is trained).
     frozen_layers: int = 0
+    #: Batches are padded to a multiple of this many tokens (at most ``max_length``). Each
+    #: distinct padded length compiles the training step once more; on a GPU, where that
+    #: compilation costs more than the padding, the truncation length makes it one shape.
+    #: Padding is masked, so it changes no result beyond float rounding.
+    length_step: int = LENGTH_STEP
     seed: int = 42
     #: Log every this many steps (and the last).
     log_every: int = 10
@@ -109,8 +115,8 @@ class FinetuneConfig:
     def __post_init__(self) -> None:
         if self.flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {self.flavour!r}: one of {sorted(FLAVOURS)}")
-        if self.epochs < 1 or self.batch_size < 1 or self.log_every < 1:
-            raise ValueError("epochs, batch_size and log_every must be >= 1")
+        if min(self.epochs, self.batch_size, self.log_every, self.length_step) < 1:
+            raise ValueError("epochs, batch_size, log_every and length_step must be >= 1")
         if not 0.0 < self.test_size < 1.0 or not 0.0 < self.calibration_size < 1.0:
             raise ValueError("test_size and calibration_size must be in (0, 1)")
         if self.learning_rate <= 0 or not 0.0 <= self.warmup < 1.0:
@@ -171,9 +177,11 @@ def _batches(
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
 
 
-def _padded_length(rows: Sequence[Sequence[int]], max_length: int) -> int:
+def _padded_length(rows: Sequence[Sequence[int]], max_length: int, step: int) -> int:
+    """The length a batch of ``rows`` is padded to: its longest row rounded up to a multiple
+    of ``step``, at most ``max_length``."""
     longest = max(len(r) for r in rows)
-    return min(max_length, -(-longest // LENGTH_STEP) * LENGTH_STEP)
+    return min(max_length, -(-longest // step) * step)
 
 
 def _trainable(name: str, frozen_layers: int) -> bool:
@@ -212,7 +220,7 @@ def _frozen_states(
     for k, start in enumerate(batches, start=1):
         rows = order[start : start + SCORE_BATCH]
         batch = [ids[i] for i in rows]
-        padded, mask = pad(batch, _padded_length(batch, encoder.max_length))
+        padded, mask = pad(batch, _padded_length(batch, encoder.max_length, config.length_step))
         x = np.asarray(run(fixed, jnp.asarray(padded), jnp.asarray(mask)))
         for j, i in enumerate(rows):
             out[i] = x[j, : len(ids[i])].copy()
@@ -291,7 +299,7 @@ def _fit(
         losses = []
         for k, rows in enumerate(_batches(ids, config.batch_size, rng), start=1):
             batch = [ids[i] for i in rows]
-            length = _padded_length(batch, encoder.max_length)
+            length = _padded_length(batch, encoder.max_length, config.length_step)
             inputs, mask = pad([states[i] for i in rows] if frozen else batch, length)
             params, state, loss = step(
                 params,

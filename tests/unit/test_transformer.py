@@ -298,6 +298,22 @@ def test_a_recipe_takes_overrides_and_keeps_its_own_values_for_none() -> None:
         FinetuneConfig.recipe("bert")
 
 
+def test_batches_are_padded_to_a_multiple_of_the_length_step() -> None:
+    from endpoint.finetune import FinetuneConfig, _padded_length
+
+    rows = [[1] * 17, [2] * 5]
+    assert _padded_length(rows, 128, 16) == 32
+    assert _padded_length(rows, 128, 1) == 17
+    assert _padded_length(rows, 128, 128) == 128  # one shape for every batch
+    assert _padded_length(rows, 24, 16) == 24  # never past the truncation length
+    assert _padded_length([[3] * 32], 128, 16) == 32
+    assert FinetuneConfig().length_step == 16
+    assert FinetuneConfig.recipe("mpnet", length_step=128).length_step == 128
+    assert FinetuneConfig.recipe("mpnet", length_step=None).length_step == 16
+    with pytest.raises(ValueError, match="length_step"):
+        FinetuneConfig(length_step=0)
+
+
 def test_the_selection_grid_crosses_epochs_and_learning_rates() -> None:
     from endpoint.finetune import FinetuneConfig, grid
 
