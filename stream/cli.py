@@ -237,9 +237,10 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
     totals_table.add_row("dead letters", f"{sum(summary.dead_letters.values()):,}")
     for reason, n in sorted(summary.dead_letters.items()):
         totals_table.add_row(_shown(f"  {reason}"), f"{n:,}")
-    firing = [a for a in summary.alerts if a.status == "firing"]
-    totals_table.add_row("alerts fired", f"{len(firing):,}")
-    for a in firing:
+    totals_table.add_row("alerts fired", f"{summary.alerts_fired:,}")
+    if summary.alerts_fired > len(summary.firing):
+        totals_table.add_row(f"  the latest {len(summary.firing)}:", "")
+    for a in summary.firing:
         totals_table.add_row(_shown(f"  {a.name} [{a.category}]"), a.raised_at.strftime("%H:%M:%S"))
     out.print(totals_table)
     out.print(_shown(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}"))

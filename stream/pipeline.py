@@ -209,6 +209,10 @@ class PipelineOptions:
     categories: tuple[str, ...] | None = None
 
 
+#: The firing alerts a :class:`Summary` keeps, the latest.
+SUMMARY_ALERTS = 20
+
+
 @dataclass(slots=True)
 class Summary:
     """What a run did, for the CLI's closing table and for tests.
@@ -216,13 +220,16 @@ class Summary:
     ``mix`` counts the reviews per product category and predicted sentiment. With
     ``categories`` given, a category outside it counts as ``other``, as in the metrics:
     producers choose the category, and a run (a Kafka worker's lasts until a rebalance) would
-    otherwise keep an entry for every category ever sent."""
+    otherwise keep an entry for every category ever sent. For the same reason it counts every
+    firing alert but keeps only the latest :data:`SUMMARY_ALERTS` (the alert outputs have
+    them all)."""
 
     records_in: int = 0
     scored: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     mix: dict[str, Counter[int]] = field(default_factory=dict)
-    alerts: list[Alert] = field(default_factory=list)
+    alerts_fired: int = 0
+    firing: deque[Alert] = field(default_factory=lambda: deque(maxlen=SUMMARY_ALERTS))
     batches: int = 0
     categories: frozenset[str] | None = None
 
@@ -236,7 +243,10 @@ class Summary:
         for (category, sentiment), n in mix_counts(batch.scored).items():
             key = category if allowed is None else category_or_other(category, allowed)
             self.mix.setdefault(key, Counter())[sentiment] += n
-        self.alerts.extend(batch.alerts)
+        for alert in batch.alerts:
+            if alert.status == "firing":
+                self.alerts_fired += 1
+                self.firing.append(alert)
 
 
 def mix_counts(scored: Sequence[ScoredReview]) -> dict[tuple[str, int], int]:

@@ -15,12 +15,14 @@ import pytest
 from stream.errors import ScoringRejected
 from stream.events import Alert, Batch, Reason, ReviewEvent, ScoredReview, Severity, SourcePosition
 from stream.pipeline import (
+    SUMMARY_ALERTS,
     Pipeline,
     PipelineOptions,
     Prediction,
     PredictionColumns,
     RawRecord,
     ScoringResult,
+    Summary,
 )
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -476,3 +478,19 @@ def test_prediction_columns_read_as_predictions_and_as_arrays() -> None:
         np.testing.assert_array_equal(mine, theirs)
     with pytest.raises(ValueError, match="three probabilities"):
         PredictionColumns([1, 0], probs)
+
+
+def test_the_summary_counts_every_firing_alert_and_keeps_the_latest() -> None:
+    def alert(i: int, status: str) -> Alert:
+        return Alert(f"a{i}", "SentimentShift", status, Severity.CRITICAL, "all", "x", T0, T0, T0)
+
+    summary = Summary()
+    for start in range(0, 50, 10):  # 5 batches of 10 alerts, every third resolved
+        alerts = [
+            alert(i, "resolved" if i % 3 == 0 else "firing") for i in range(start, start + 10)
+        ]
+        summary.add(Batch([], [], {}, alerts))
+    firing = [i for i in range(50) if i % 3]
+    assert summary.alerts_fired == len(firing) == 33
+    assert [a.alert_id for a in summary.firing] == [f"a{i}" for i in firing[-SUMMARY_ALERTS:]]
+    assert SUMMARY_ALERTS == 20
