@@ -146,6 +146,11 @@ def model_card(metadata: Mapping[str, Any]) -> str:
         ),
         f"- Trained with scikit-learn {training.get('scikit_learn', 'n/a')}, numpy "
         f"{training.get('numpy', 'n/a')}; recipe: `{training.get('config', {})}`.",
+        *(
+            [f"- Fine-tuned on: {training['fine_tuned_on']}."]
+            if "fine_tuned_on" in training
+            else []
+        ),
         "",
         "## Validation (reviews the model never saw)",
         "",

@@ -404,10 +404,22 @@ def finetune(
         config={k: v for k, v in asdict(config).items() if k not in ("name", "log_every")},
     )
     meta["training"]["epoch_loss"] = [round(v, 6) for v in epoch_losses]
+    meta["training"]["fine_tuned_on"] = _device(config.flavour)
     model = TransformerModel(trained, tokenizer_json, encoder, vocabulary, meta)
     model.metadata["version"] = _digest(trained, calibration.to_json())[:12]
     model.metadata["speed"] = _speed(model, x_valid[:256])
     return train_result(model, None, validation, raw, calibration, len(fit_idx), started)
+
+
+def _device(flavour: str) -> str:
+    """What JAX fine-tuned on: its default device (a GPU when its CUDA build is installed)."""
+    import os
+
+    jax, _, _ = _jax(flavour)
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return f"CPU, {os.cpu_count()} cores (jax {jax.__version__})"
+    return f"{device.platform.upper()}: {device.device_kind} (jax {jax.__version__})"
 
 
 def _digest(tensors: dict[str, npt.NDArray[np.float32]], calibration: dict[str, Any]) -> str:

