@@ -74,6 +74,25 @@ so dropping them could lose them. It drops only buffered rows below ``C`` (whoev
 of that partition. (Should another worker have written the same partition there meanwhile, the
 result is a duplicate, never a loss.)
 
+Pending markers: a rewind that does not list the lake
+----------------------------------------------------
+Listing ``reviews/`` and ``dlq/`` reads every file name in the lake, so each rewind (each
+Kafka rebalance, each Kinesis shard) grows with the lake. With ``markers`` set, the sink also
+writes an empty marker object for each file of those tables, *before* the file, at
+``_pending/<source>/<stream>/<partition>/<file's path>.pending``, and deletes it once the source
+has committed past the file's ``last`` offset (:meth:`LakeSink.committed`). Every file of a
+partition whose rows are not all committed therefore has a marker (a marker without its file is
+a write that failed or a process that died in between). ``markers="trust"`` rewinds from the
+markers of the rewound partitions alone: the same three groups, from a listing as long as what
+is uncommitted. ``markers="write"`` writes and deletes markers but still lists the tables; it is
+the first step of switching a running deployment over: a worker that trusts markers must never
+meet a file that an older worker, writing none, left uncommitted. Once every worker writes
+markers (and has rewound its partitions with a listing), the next restart may trust them.
+Markers name only uncommitted files, so a rewind to a position before the last commit (a
+rerun of a replay, a consumer group's offsets reset backwards) would keep the committed files
+it should replace: the replay source asks for a listing (``rewind(..., listing=True)``), and an
+offset reset wants ``write`` or ``off`` for the restart that follows it.
+
 Dead letters are partitioned by the day they were received, so a replay crossing midnight
 files a re-received dead letter under the next day; alerts depend on the monitors' state and
 are not rewound. Both are noted limits of the exactly-once promise, which covers ``reviews``.
@@ -93,10 +112,10 @@ import random
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, TypeVar
 from urllib.parse import quote, unquote
 
 import numpy as np
@@ -105,6 +124,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from stream.errors import ServiceUnavailable
 from stream.events import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
@@ -161,6 +181,15 @@ TABLES: dict[str, tuple[str, pa.Schema, tuple[str, ...]]] = {
 
 _REWOUND_TABLES = ("reviews", "dlq")
 
+#: Where the pending markers live, and their suffix (see "Pending markers" above).
+MARKERS = "_pending"
+MARKER_SUFFIX = ".pending"
+#: ``off``: no markers; ``write``: write and delete them, rewind from a listing of the tables;
+#: ``trust``: write them and rewind from them alone.
+Markers = Literal["off", "write", "trust"]
+#: The longest a commit's deletion of markers may take before it is left to the next rewind.
+MARKER_DELETE_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True, slots=True)
 class LakeFile:
@@ -185,11 +214,12 @@ class LakePart:
 
 class LakeWriter(Protocol):
     """Stores bytes at a path under the lake root, replacing what was there, durably;
-    lists the files under a prefix and deletes files (used to drop uncommitted leftovers)."""
+    lists the files under a prefix whose names end with ``suffix`` and deletes files (used to
+    drop uncommitted leftovers; deleting a missing file is no error)."""
 
     async def put(self, path: str, data: bytes) -> None: ...
 
-    async def list_files(self, prefix: str) -> list[str]: ...
+    async def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]: ...
 
     async def delete_files(self, paths: Sequence[str]) -> None: ...
 
@@ -272,6 +302,31 @@ def parse_file_name(name: str) -> tuple[SourceKey, int] | None:
     """The (source, stream, partition) key and first offset a lake file name encodes."""
     parsed = parse_file_range(name)
     return None if parsed is None else (parsed[0], parsed[1])
+
+
+def marker_prefix(key: SourceKey) -> str:
+    """Where the pending markers of source partition ``key`` are."""
+    return f"{MARKERS}/" + "/".join(_quote(p) for p in key) + "/"
+
+
+def marker_path(key: SourceKey, path: str) -> str:
+    """The pending marker of the lake file ``path`` of source partition ``key``."""
+    return marker_prefix(key) + path + MARKER_SUFFIX
+
+
+def marked_path(key: SourceKey, marker: str) -> str | None:
+    """The lake file a marker of ``key`` stands for (None for another name)."""
+    prefix = marker_prefix(key)
+    if not (marker.startswith(prefix) and marker.endswith(MARKER_SUFFIX)):
+        return None
+    return marker[len(prefix) : -len(MARKER_SUFFIX)]
+
+
+def _last_offset(path: str) -> int | None:
+    parsed = parse_file_range(path.rpartition("/")[2])
+    if parsed is None:
+        return None
+    return parsed[1] if parsed[2] is None else parsed[2]
 
 
 def leftovers(paths: Iterable[str], key: SourceKey, from_offset: int) -> list[str]:
@@ -632,8 +687,9 @@ class LocalLakeWriter:
     async def put(self, path: str, data: bytes) -> None:
         await self._retrying(f"writing {path}", functools.partial(self._put, path, data))
 
-    async def list_files(self, prefix: str) -> list[str]:
-        return await self._retrying(f"listing {prefix}", functools.partial(self._list, prefix))
+    async def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]:
+        call = functools.partial(self._list, prefix, suffix)
+        return await self._retrying(f"listing {prefix}", call)
 
     async def delete_files(self, paths: Sequence[str]) -> None:
         call = functools.partial(self._delete, list(paths))
@@ -700,13 +756,13 @@ class LocalLakeWriter:
                 _log.warning("removing stale temporary files under %s failed: %s", base, err)
         return removed
 
-    def _list(self, prefix: str) -> list[str]:
+    def _list(self, prefix: str, suffix: str) -> list[str]:
         base = self.root / prefix
         if not base.exists():
             return []
         return sorted(
             p.relative_to(self.root).as_posix()
-            for p in base.rglob("*.parquet")
+            for p in base.rglob(f"*{suffix}")
             if not p.name.startswith(_TMP_PREFIX)
         )
 
@@ -801,7 +857,8 @@ class LakeSink:
     ``listeners`` hear of each stored file (the Glue catalog registers its partition).
     ``guard``, when given, is called before each file is stored and before a rewind deletes
     leftovers; it raises to refuse (a Kafka worker whose group lease lapsed,
-    :class:`stream.lease.StallLease`), and the refusal is the write's error.
+    :class:`stream.lease.StallLease`), and the refusal is the write's error. ``markers``:
+    whether the sink writes pending markers and rewinds from them (module docstring).
     """
 
     def __init__(
@@ -813,9 +870,15 @@ class LakeSink:
         listeners: Sequence[LakeListener] = (),
         clock: Callable[[], float] = time.monotonic,
         guard: Callable[[], None] | None = None,
+        markers: Markers = "off",
     ) -> None:
+        if markers not in ("off", "write", "trust"):
+            raise ValueError(f"markers must be off, write or trust, got {markers!r}")
         self._writer = writer
         self._guard = guard
+        self._markers = markers
+        #: per source partition, the markers of stored files not yet committed: (last, marker)
+        self._marked: dict[SourceKey, list[tuple[int, str]]] = defaultdict(list)
         self._compression = compression
         self._limits = limits or BufferLimits()
         self._listeners = tuple(listeners)
@@ -834,6 +897,10 @@ class LakeSink:
     @property
     def writer(self) -> LakeWriter:
         return self._writer
+
+    @property
+    def markers(self) -> Markers:
+        return self._markers
 
     @property
     def buffered_rows(self) -> int:
@@ -936,6 +1003,12 @@ class LakeSink:
                 path, data, rows = await asyncio.to_thread(self._encode, parts)
                 if self._guard is not None:
                     self._guard()
+                if self._markers != "off" and path.partition("/")[0] in _REWOUND_TABLES:
+                    marker = marker_path(key, path)
+                    await self._writer.put(marker, b"")  # before the file: see the docstring
+                    self._marked[key].append((max(p.last for p in parts), marker))
+                    if self._guard is not None:
+                        self._guard()  # again: the lease may have lapsed while the marker went
                 await self._writer.put(path, data)
                 done.append(key)
                 self.files_written += 1
@@ -964,18 +1037,41 @@ class LakeSink:
         await self.flush()
         self._closed = True
 
-    async def rewind(self, position: SourcePosition) -> int:
+    async def rewind(self, position: SourcePosition, *, listing: bool = False) -> int:
         """The source restarts ``position``'s partition at ``position.offset`` (the first
         record it delivers again). Deletes that partition's uncommitted leftovers (outside the
         directories where this process holds rows of it) and remembers what stays, so the
         replay adds no duplicate (see the module docstring). Returns how many files were
-        deleted."""
-        return await self.rewind_many([position])
+        deleted. ``listing``: list the lake even when trusting the markers, for a position that
+        may lie before the last commit (a rerun of a replay), whose files no marker names."""
+        return await self.rewind_many([position], listing=listing)
 
-    async def rewind_many(self, positions: Sequence[SourcePosition]) -> int:
+    async def committed(self, positions: Mapping[SourceKey, SourcePosition]) -> None:
+        """The source committed ``positions`` (each the last record it covers): delete the
+        markers of the files whose rows are all committed now. A deletion that fails or takes
+        longer than :data:`MARKER_DELETE_TIMEOUT_S` (a store retrying an outage) is logged and
+        left to the next rewind, which deletes the markers of committed files it finds: the
+        commits after this one do not wait for it."""
+        done: list[str] = []
+        for key, position in positions.items():
+            marked = self._marked.get(key)
+            if marked:
+                done += [m for last, m in marked if last <= position.offset]
+                self._marked[key] = [(last, m) for last, m in marked if last > position.offset]
+        if done:
+            try:
+                await asyncio.wait_for(self._writer.delete_files(done), MARKER_DELETE_TIMEOUT_S)
+            except (TimeoutError, OSError, ServiceUnavailable) as err:  # a marker left is harmless
+                _log.warning("deleting %d committed files' markers failed: %s", len(done), err)
+
+    async def rewind_many(
+        self, positions: Sequence[SourcePosition], *, listing: bool = False
+    ) -> int:
         """:meth:`rewind` for several partitions that restart together (a Kafka generation's),
         with one listing of the lake for all of them: a listing reads every file name of the
-        rewound tables, so one per partition made a rebalance as many times longer."""
+        rewound tables, so one per partition made a rebalance as many times longer. With
+        ``markers="trust"`` (and not ``listing``) it lists only the rewound partitions'
+        markers."""
         async with self._lock:
             for position in positions:
                 for buffer in self._buffers.values():
@@ -984,9 +1080,21 @@ class LakeSink:
                 del self._buffers[directory]
             if not positions:
                 return 0
+            # lake file -> (its partition, its marker), for the rewound partitions
+            marks: dict[str, tuple[SourceKey, str]] = {}
+            if self._markers != "off":
+                for position in positions:
+                    prefix = marker_prefix(position.key)
+                    for marker in await self._writer.list_files(prefix, MARKER_SUFFIX):
+                        path = marked_path(position.key, marker)
+                        if path is not None:
+                            marks[path] = (position.key, marker)
             paths: list[str] = []
-            for prefix in _REWOUND_TABLES:
-                paths += await self._writer.list_files(prefix)
+            if self._markers == "trust" and not listing:
+                paths = sorted(marks)
+            else:
+                for prefix in _REWOUND_TABLES:
+                    paths += await self._writer.list_files(prefix)
             found = [
                 p
                 for position in positions
@@ -1004,4 +1112,34 @@ class LakeSink:
                 for directory, last in _high_water(kept, key, position.offset).items():
                     slot = (directory, key)
                     self._high[slot] = max(last, self._high.get(slot, last))
+            if marks:
+                await self._delete_markers(positions, marks, gone)
+            _log.info(
+                "rewound %d source partitions from %s: %d leftover files deleted",
+                len(positions),
+                "their pending markers"
+                if self._markers == "trust" and not listing
+                else "a listing of the lake",
+                len(found),
+            )
             return len(found)
+
+    async def _delete_markers(
+        self,
+        positions: Sequence[SourcePosition],
+        marks: dict[str, tuple[SourceKey, str]],
+        gone: set[str],
+    ) -> None:
+        """After a rewind deleted the leftovers ``gone``: delete their markers and those of
+        committed files, and keep the straddlers' to delete once they are committed. Only after
+        the files: a marker must not go before its file."""
+        offsets = {p.key: p.offset for p in positions}
+        stale: list[str] = []
+        for path, (key, marker) in marks.items():
+            last = _last_offset(path)
+            if path in gone or last is None or last < offsets[key]:
+                stale.append(marker)
+            elif (last, marker) not in self._marked[key]:
+                self._marked[key].append((last, marker))
+        if stale:
+            await self._writer.delete_files(stale)

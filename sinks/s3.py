@@ -209,12 +209,12 @@ class S3LakeWriter:
 
         await self._retrying(f"put into {redact_url(self.base_url)} ({len(data)} bytes)", upload)
 
-    async def list_files(self, prefix: str) -> list[str]:
+    async def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]:
         url = self.url(prefix.strip("/") + "/")
         base = len(self.base_url)
 
         def listing() -> list[str]:
-            found = wr.s3.list_objects(url, suffix=".parquet", boto3_session=self._session)
+            found = wr.s3.list_objects(url, suffix=suffix, boto3_session=self._session)
             return sorted(str(p)[base:] for p in found)
 
         return await self._retrying(f"list in {redact_url(self.base_url)}", listing)

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import start_http_server
 
-from stream.events import Alert, Batch
+from stream.events import Alert, Batch, SourcePosition
 from stream.metrics import PipelineMetrics, ReadingsCollector, ReadingSource
 from stream.pipeline import (
     AlertSink,
     BatchSource,
+    CommitListener,
     Monitor,
     Pipeline,
     PipelineOptions,
@@ -85,6 +86,11 @@ class TimedSink:
 
     def durable_seq(self) -> int:
         return self._sink.durable_seq()
+
+    async def committed(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
+        """Passed on to a sink that listens for commits (a :class:`CommitListener`)."""
+        if isinstance(self._sink, CommitListener):
+            await self._sink.committed(positions)
 
     async def flush(self) -> None:
         try:

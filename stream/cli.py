@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -140,13 +141,14 @@ def _replay(
     from stream.sources import ReplaySource
 
     lake_sink = build_lake_sink(settings)
-    # A rerun of the same stream replaces what an earlier run stored in this lake.
+    # A rerun of the same stream replaces what an earlier run stored in this lake: its files
+    # are committed, so no pending marker names them and the rewind lists the lake.
     source = ReplaySource(
         records,
         name=name,
         rate=rate,
         chunk=settings.batch.max_events,
-        on_rewind=lake_sink.rewind,
+        on_rewind=functools.partial(lake_sink.rewind, listing=True),
     )
     bar, on_batch = _replay_progress(f"replaying {name}", len(records), enabled=progress)
 

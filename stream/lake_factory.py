@@ -128,6 +128,7 @@ def build_lake_sink(settings: Settings, guard: Callable[[], None] | None = None)
         ),
         listeners=listeners,
         guard=guard,
+        markers=lake.rewind_markers,
     )
 
 

@@ -17,7 +17,8 @@ that is here, the same for replay, Kafka and Kinesis::
                                  │
                                  ▼
             committer: source.commit(positions)  (in the background, only what every sink
-                                                  reports durable)
+                                                  reports durable), then each sink that
+                                                  listens: sink.committed(positions)
 
 The unit of work is the micro-batch: sources hand over whole chunks of records (a Kafka fetch,
 a Kinesis page, a slice of a replay), the batcher decodes a batch at a time, and scored batches
@@ -184,6 +185,14 @@ class Sink(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
+class CommitListener(Protocol):
+    """A sink told what the source committed, once it has (the lake deletes the pending
+    markers of files whose rows are all committed). A failure there must not fail the run."""
+
+    async def committed(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None: ...
+
+
 class AlertSink(Protocol):
     async def emit(self, alerts: Sequence[Alert]) -> None: ...
 
@@ -331,8 +340,11 @@ class _Committer:
     while one is in flight are merged into the next, so a slow commit never holds up
     delivery and a commit never goes past what it was given."""
 
-    def __init__(self, source: Source | BatchSource) -> None:
+    def __init__(
+        self, source: Source | BatchSource, listeners: Sequence[CommitListener] = ()
+    ) -> None:
         self._source = source
+        self._listeners = tuple(listeners)
         self._positions: dict[tuple[str, str, str], SourcePosition] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -354,6 +366,11 @@ class _Committer:
             while self._positions:
                 positions, self._positions = self._positions, {}
                 await self._source.commit(positions)
+                for listener in self._listeners:
+                    try:
+                        await listener.committed(positions)
+                    except Exception:
+                        log.exception("a sink failed to take a commit; the run goes on")
             self._idle.set()
 
 
@@ -390,7 +407,9 @@ class Pipeline:
         self._lanes = [_Lane(sink.write, depth, self._written) for sink in self._sinks]
         if self._alert_sinks:
             self._lanes.append(_Lane(self._emit, depth, self._written, is_alerts=True))
-        self._committer = _Committer(source)
+        self._committer = _Committer(
+            source, [s for s in self._sinks if isinstance(s, CommitListener)]
+        )
         self._handed: deque[Batch] = deque()  # handed to the lanes, not yet stored by all
         # Stored by every lane, not yet committed: only each batch's seq and positions. A sink
         # that buffers (the lake, up to a minute) holds its rows until they are durable; the

@@ -169,6 +169,12 @@ class LakeSettings(BaseModel):
     buffer_max_age_s: float = Field(60.0, gt=0, description="... or when this old.")
     buffer_max_total_bytes: int = Field(256 * 2**20, ge=1, description="All buffers together.")
     max_concurrent_puts: int = Field(4, ge=1)
+    rewind_markers: Literal["off", "write", "trust"] = Field(
+        "off",
+        description="Pending markers: 'write' keeps one per uncommitted lake file; 'trust' "
+        "also rewinds from them instead of listing the whole lake (only once every worker "
+        "writes them).",
+    )
     retry_max_backoff_s: float = Field(30.0, gt=0, description="Longest wait between retries.")
     glue_database: str | None = Field(None, description="Register the S3 lake in this database.")
     glue_endpoint_url: str | None = None

@@ -20,25 +20,35 @@ EVENTS = 4_000
 SEED = 5
 
 
-def run(tmp_path: Path, rate: str) -> None:
+def run(tmp_path: Path, rate: str, markers: str) -> None:
     cmd = [
         sys.executable, "-m", "stream", "run",
         "--scenario", "steady", "--events", str(EVENTS), "--seed", str(SEED), "--rate", rate,
         "--lake", str(tmp_path / "lake"), "--alerts", str(tmp_path / "alerts.jsonl"),
         "--metrics-port", "0", "--no-progress",
     ]  # fmt: skip
-    env = {**os.environ, "SENTIMENT_LAKE__BUFFER_MAX_AGE_S": "0.05"}
+    env = {
+        **os.environ,
+        "SENTIMENT_LAKE__BUFFER_MAX_AGE_S": "0.05",
+        "SENTIMENT_LAKE__REWIND_MARKERS": markers,
+    }
     done = subprocess.run(
         cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # every file is committed at the end, and the commits deleted their pending markers
+    assert not list((tmp_path / "lake").rglob("*.pending"))
+    assert (tmp_path / "lake" / "_pending").is_dir() == (markers == "trust")
 
 
-def test_a_rerun_replaces_the_earlier_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("markers", ["off", "trust"])
+def test_a_rerun_replaces_the_earlier_run(tmp_path: Path, markers: str) -> None:
+    """With ``trust`` too: the earlier run's files are committed, so no marker names them, and
+    the replay's rewind lists the lake."""
     valid = [r.event.review_id for r in generate("steady", events=EVENTS, seed=SEED) if r.event]
-    run(tmp_path, "4000")
+    run(tmp_path, "4000", markers)
     first = {p.name for p in (tmp_path / "lake").rglob("*.parquet")}
-    run(tmp_path, "2500")
+    run(tmp_path, "2500", markers)
     second = {p.name for p in (tmp_path / "lake").rglob("*.parquet")}
     assert first != second  # cut differently: the earlier files were replaced, not overwritten
     table = ds.dataset(tmp_path / "lake" / "reviews", format="parquet").to_table(

@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from sinks.lake import MARKER_SUFFIX, MARKERS
 from stream.synthetic import GeneratedRecord, generate
 from tests.history import Report, decoder, expect
 from tests.hostile import hostile_corpus
@@ -703,10 +704,14 @@ async def test_a_hostile_corpus_among_valid_events(workers: KafkaWorkers) -> Non
     assert report.ok, run.verdict(report)
 
 
-async def test_a_worker_killed_mid_run(workers: KafkaWorkers) -> None:
-    """SIGKILL one of two workers while both write; the supervisor starts it again."""
+@pytest.mark.parametrize("markers", ["off", "trust"])
+async def test_a_worker_killed_mid_run(workers: KafkaWorkers, markers: str) -> None:
+    """SIGKILL one of two workers while both write; the supervisor starts it again. With
+    ``trust``, whoever takes the killed worker's partitions rewinds them from the pending
+    markers alone, not from a listing of the lake; the history holds every record once."""
     records = pairs(stream_of(3_000, seed=106))
     workers.env_extra["SENTIMENT_BATCH__MAX_EVENTS"] = "100"
+    workers.env_extra["SENTIMENT_LAKE__REWIND_MARKERS"] = markers
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1", "w2")
         await run.prime(records)
@@ -719,6 +724,9 @@ async def test_a_worker_killed_mid_run(workers: KafkaWorkers) -> None:
     assert workers.procs["w1"].returncode == -signal.SIGKILL
     assert "w1+" in workers.procs
     assert report.ok, run.verdict(report)
+    # markers were written, and the commits after the rewinds deleted every one of them
+    assert (workers.lake / MARKERS).is_dir() == (markers == "trust")
+    assert not list(workers.lake.rglob(f"*{MARKER_SUFFIX}"))
 
 
 async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers) -> None:

@@ -19,7 +19,15 @@ import pytest
 from typer.testing import CliRunner
 
 from sinks.catalog import GlueCatalog
-from sinks.lake import BufferLimits, LakeSink, LocalLakeWriter, parse_file_range
+from sinks.lake import (
+    MARKERS,
+    BufferLimits,
+    LakeSink,
+    LocalLakeWriter,
+    Markers,
+    marker_prefix,
+    parse_file_range,
+)
 from sinks.query import DuckDBLake
 from sinks.s3 import Encryption, S3LakeWriter
 from stream.events import (
@@ -179,11 +187,22 @@ async def test_sse_kms_with_a_key_id(moto_server: MotoServer) -> None:
     assert key_id in head["SSEKMSKeyId"]
 
 
+@pytest.mark.parametrize("markers", ["off", "trust"])
 async def test_a_replay_after_a_crash_leaves_no_duplicate(
-    seaweedfs: SeaweedFS, s3_bucket: str
+    seaweedfs: SeaweedFS, s3_bucket: str, markers: Markers
 ) -> None:
+    """With ``trust`` the second process finds the leftover (Dresses 4-6) and the straddler
+    (Dresses 0-3, whose rows 1-3 come again) from the pending markers alone."""
+    listed: list[str] = []
+
+    class Listing(S3LakeWriter):
+        async def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]:
+            listed.append(prefix)
+            return await super().list_files(prefix, suffix)
+
     limits = BufferLimits(max_rows=3)
-    first = LakeSink(S3LakeWriter(s3_bucket, PREFIX, session=session_of(seaweedfs)), limits=limits)
+    writer = S3LakeWriter(s3_bucket, PREFIX, session=session_of(seaweedfs))
+    first = LakeSink(writer, limits=limits, markers=markers)
     committed = -1
     pending: list[Batch] = []
     for b in (
@@ -200,14 +219,20 @@ async def test_a_replay_after_a_crash_leaves_no_duplicate(
     assert committed == 0
     # The process dies: Knits' buffer is lost. The next one resumes at offset 1, re-reads
     # everything after it and cuts batches differently.
-    second = LakeSink(S3LakeWriter(s3_bucket, PREFIX, session=session_of(seaweedfs)))
+    second = LakeSink(Listing(s3_bucket, PREFIX, session=session_of(seaweedfs)), markers=markers)
     assert await second.rewind(SourcePosition("kafka", "reviews", "0", committed + 1)) == 1
+    key = ("kafka", "reviews", "0")
+    assert listed == ([marker_prefix(key)] if markers == "trust" else ["reviews", "dlq"])
     cats = ["Knits", "Dresses", "Dresses", "Dresses", "Dresses", "Dresses", "Knits"]
     rows = [review(i, c) for i, c in enumerate(cats, start=1)]
     await second.write(batch(0, rows[:2]))
     await second.write(batch(1, rows[2:]))
     await second.close()
     assert read_reviews(seaweedfs, s3_bucket) == sorted(f"r-0-{i}" for i in range(8))
+    marked = [k for k in keys(seaweedfs, s3_bucket) if k.startswith(f"{MARKERS}/")]
+    assert len(marked) == (3 if markers == "trust" else 0)  # the straddler, two new files
+    await second.committed({key: SourcePosition(*key, 7)})
+    assert not [k for k in keys(seaweedfs, s3_bucket) if k.startswith(f"{MARKERS}/")]
 
 
 # -- the store goes away mid-run ----------------------------------------------------------------

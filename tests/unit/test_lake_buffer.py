@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import errno
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -9,7 +11,16 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
-from sinks.lake import BufferLimits, LakeSink, LocalLakeWriter, parse_file_range
+from sinks.lake import (
+    MARKER_SUFFIX,
+    BufferLimits,
+    LakeSink,
+    LocalLakeWriter,
+    Markers,
+    marked_path,
+    marker_prefix,
+    parse_file_range,
+)
 from stream.events import (
     Batch,
     DeadLetter,
@@ -170,9 +181,11 @@ async def test_an_in_process_rewind_keeps_its_own_rows_and_skips_them_on_replay(
     assert review_ids(tmp_path) == sorted(f"r-0-{i}" for i in range(8))
 
 
-def _simulate(seed: int, root: Path) -> None:
+def _simulate(seed: int, root: Path, markers: Markers = "off") -> None:
     """Write a random stream through a sink, commit what it reports durable, crash at a random
-    point (buffers lost), restart, rewind to the commit and replay with other cuts."""
+    point (buffers lost), restart, rewind to the commit and replay with other cuts. With
+    markers, the first sink hears of most commits (a crash may come before it deletes a
+    committed file's marker), and once the replay is committed no marker is left."""
     import asyncio
 
     rng = random.Random(seed)
@@ -199,9 +212,16 @@ def _simulate(seed: int, root: Path) -> None:
 
     limits = BufferLimits(max_rows=rng.randint(2, 12), max_concurrent_puts=rng.randint(1, 3))
 
+    listed: list[str] = []
+
+    class Listing(LocalLakeWriter):
+        async def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]:
+            listed.append(prefix)
+            return await super().list_files(prefix, suffix)
+
     async def run() -> None:
         committed = {p: -1 for p in partitions}
-        first = LakeSink(LocalLakeWriter(root), limits=limits)
+        first = LakeSink(LocalLakeWriter(root), limits=limits, markers=markers)
         batches = [batch(seq, rows) for seq, rows in enumerate(cut({p: 0 for p in partitions}))]
         crash_after = rng.randrange(len(batches))
         pending: list[Batch] = []
@@ -209,10 +229,13 @@ def _simulate(seed: int, root: Path) -> None:
             await first.write(b)
             pending.append(b)
             while pending and pending[0].seq <= first.durable_seq():
-                for key, pos in pending.pop(0).positions.items():
+                done = pending.pop(0)
+                for key, pos in done.positions.items():
                     committed[key[2]] = max(committed[key[2]], pos.offset)
+                if rng.random() < 0.7:
+                    await first.committed(done.positions)
         # crash: first's buffers are lost; a new process resumes at the commits
-        second = LakeSink(LocalLakeWriter(root), limits=limits)
+        second = LakeSink(Listing(root), limits=limits, markers=markers)
         restarts = [SourcePosition("kafka", "t", p, committed[p] + 1) for p in partitions]
         if seed % 2:  # as a Kafka generation: every partition at once
             await second.rewind_many(restarts)
@@ -223,8 +246,13 @@ def _simulate(seed: int, root: Path) -> None:
         for seq, rows in enumerate(cut(start)):
             await second.write(batch(seq, rows))
         await second.close()
+        if markers == "trust":  # the markers of the two partitions, nothing else
+            assert sorted(listed) == sorted(marker_prefix(("kafka", "t", p)) for p in partitions)
+        ends = [SourcePosition("kafka", "t", p, len(records[p]) - 1) for p in partitions]
+        await second.committed({e.key: e for e in ends})
 
     asyncio.run(run())
+    assert not list(root.rglob(f"*{MARKER_SUFFIX}")), f"seed {seed}: markers left"
     expected = sorted(
         r.event.review_id for p in partitions for r in records[p] if isinstance(r, ScoredReview)
     )
@@ -237,9 +265,12 @@ def _simulate(seed: int, root: Path) -> None:
         assert parsed is not None and parsed[2] is not None and parsed[1] <= parsed[2]
 
 
+@pytest.mark.parametrize("markers", ["off", "write", "trust"])
 @pytest.mark.parametrize("seed", range(40))
-def test_a_crash_and_replay_leaves_every_record_exactly_once(seed: int, tmp_path: Path) -> None:
-    _simulate(seed, tmp_path)
+def test_a_crash_and_replay_leaves_every_record_exactly_once(
+    seed: int, markers: Markers, tmp_path: Path
+) -> None:
+    _simulate(seed, tmp_path, markers)
 
 
 def test_a_buffer_keeps_its_lowest_batch_seq_as_parts_come_and_go() -> None:
@@ -260,3 +291,97 @@ def test_a_buffer_keeps_its_lowest_batch_seq_as_parts_come_and_go() -> None:
     assert (buffer.first_seq, buffer.rows, [s for s, _ in buffer.entries]) == (5, 4, [5, 7])
     buffer.drop_below(("kafka", "reviews", "0"), 102)  # a rewind to offset 102
     assert (buffer.first_seq, [s for s, _ in buffer.entries]) == (7, [7])
+
+
+async def test_a_file_whose_process_died_after_its_marker_is_a_leftover(tmp_path: Path) -> None:
+    """The marker goes before its file: a process that dies in between leaves a marker without
+    a file, and a rewind from the markers treats it as a leftover. The replay then stores every
+    review once, and once it is committed no marker is left."""
+
+    class DiesAtTheThirdFile(LocalLakeWriter):
+        files = 0
+
+        async def put(self, path: str, data: bytes) -> None:
+            if not path.endswith(MARKER_SUFFIX):
+                self.files += 1
+                if self.files == 3:
+                    raise RuntimeError("killed")
+            await super().put(path, data)
+
+    rows = [review(i, CATEGORIES[i % 3]) for i in range(30)]
+    key = ("kafka", "t", "0")
+    first = LakeSink(
+        DiesAtTheThirdFile(tmp_path),
+        limits=BufferLimits(max_rows=4, max_concurrent_puts=1),
+        markers="trust",
+    )
+    with pytest.raises(RuntimeError, match="killed"):
+        for seq, start in enumerate(range(0, 30, 5)):
+            await first.write(batch(seq, rows[start : start + 5]))
+    stored = set(files(tmp_path))
+    marked = {
+        marked_path(key, p.relative_to(tmp_path).as_posix())
+        for p in tmp_path.rglob(f"*{MARKER_SUFFIX}")
+    }
+    assert len(stored) == 2 and stored < marked and len(marked - stored) == 1
+
+    second = LakeSink(LocalLakeWriter(tmp_path), markers="trust")
+    assert await second.rewind(SourcePosition(*key, 0)) == 3  # nothing was committed
+    assert files(tmp_path) == [] and not list(tmp_path.rglob(f"*{MARKER_SUFFIX}"))
+    for seq, start in enumerate(range(0, 30, 5)):
+        await second.write(batch(seq, rows[start : start + 5]))
+    await second.close()
+    await second.committed({key: SourcePosition(*key, 29)})
+    assert review_ids(tmp_path) == sorted(r.event.review_id for r in rows)
+    assert not list(tmp_path.rglob(f"*{MARKER_SUFFIX}"))
+
+
+async def test_a_commit_deletes_the_markers_of_wholly_committed_files_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class RefusesDeletes(LocalLakeWriter):
+        refuse = False
+        hang = False
+
+        async def delete_files(self, paths: Sequence[str]) -> None:
+            if self.hang:  # a store retrying an outage
+                await asyncio.Event().wait()
+            if self.refuse:
+                raise OSError(errno.EROFS, "read-only file system")
+            await super().delete_files(paths)
+
+    key = ("kafka", "t", "0")
+    writer = RefusesDeletes(tmp_path)
+    sink = LakeSink(writer, limits=BufferLimits(max_rows=3), markers="write")
+    for seq in range(4):  # one category: files of offsets 0-2, 3-5, 6-8, then 9-11 at close
+        await sink.write(batch(seq, [review(i, "Knits") for i in range(seq * 3, seq * 3 + 3)]))
+    await sink.close()
+
+    def marked_ranges() -> list[tuple[int, int | None]]:
+        out = []
+        for p in sorted(tmp_path.rglob(f"*{MARKER_SUFFIX}")):
+            parsed = parse_file_range(p.name.removesuffix(MARKER_SUFFIX))
+            assert parsed is not None
+            out.append(parsed[1:])
+        return out
+
+    assert marked_ranges() == [(0, 2), (3, 5), (6, 8), (9, 11)]
+    await sink.committed({key: SourcePosition(*key, 7)})  # 6-8 is not all committed yet
+    assert marked_ranges() == [(6, 8), (9, 11)]
+
+    writer.hang = True
+    monkeypatch.setattr("sinks.lake.MARKER_DELETE_TIMEOUT_S", 0.05)
+    await sink.committed({key: SourcePosition(*key, 8)})  # given up on, not waited for
+    assert "markers failed" in caplog.text
+    writer.hang, writer.refuse = False, True
+    caplog.clear()
+    await sink.committed({key: SourcePosition(*key, 11)})  # logged, not raised
+    assert "markers failed" in caplog.text
+    assert marked_ranges() == [(6, 8), (9, 11)]
+    # the next rewind deletes the markers of committed files it finds
+    assert (
+        await LakeSink(LocalLakeWriter(tmp_path), markers="trust").rewind(SourcePosition(*key, 12))
+        == 0
+    )
+    assert marked_ranges() == []
+    assert len(files(tmp_path)) == 4

@@ -193,9 +193,9 @@ async def test_partitions_rewound_together_list_the_lake_once(tmp_path: Path) ->
     listed: list[str] = []
 
     class CountingWriter(LocalLakeWriter):
-        async def list_files(self, prefix: str) -> list[str]:
+        async def list_files(self, prefix: str, suffix: str = ".parquet") -> list[str]:
             listed.append(prefix)
-            return await super().list_files(prefix)
+            return await super().list_files(prefix, suffix)
 
     together, apart = tmp_path / "together", tmp_path / "apart"
     await _crashed(together)

@@ -494,3 +494,35 @@ def test_the_summary_counts_every_firing_alert_and_keeps_the_latest() -> None:
     assert summary.alerts_fired == len(firing) == 33
     assert [a.alert_id for a in summary.firing] == [f"a{i}" for i in firing[-SUMMARY_ALERTS:]]
     assert SUMMARY_ALERTS == 20
+
+
+class ListeningSink(MemorySink):
+    """A sink told of each commit once the source has made it; ``fail`` makes it raise."""
+
+    def __init__(self, source: ListSource, fail: bool = False) -> None:
+        super().__init__()
+        self.told: list[dict[tuple[str, str, str], SourcePosition]] = []
+        self.listen_source = source
+        self.listen_fails = fail
+
+    async def committed(self, positions: Mapping[tuple[str, str, str], SourcePosition]) -> None:
+        assert dict(positions) in self.listen_source.commits  # after the source committed
+        self.told.append(dict(positions))
+        if self.listen_fails:
+            raise OSError("store refused")
+
+
+async def test_sinks_that_listen_hear_each_commit_after_it_and_their_failure_stops_nothing() -> (
+    None
+):
+    source = ListSource([event_bytes(i) for i in range(60)], partitions=2)
+    failing, listening = ListeningSink(source, fail=True), ListeningSink(source)
+    summary = await Pipeline(
+        source, KeywordScorer(), [failing, listening, MemorySink()], CountingMonitor(),
+        options=opts(),
+    ).run()  # fmt: skip
+    assert summary.scored == 60
+    assert source.commits and listening.told == failing.told == source.commits
+    assert source.commits[-1] == {
+        ("test", "reviews", p): SourcePosition("test", "reviews", p, 58 + int(p)) for p in "01"
+    }
