@@ -10,8 +10,9 @@ ratios compare like with like.
 The sink gets what the pipeline gives it: batches of :class:`~stream.events.ScoredBatch`
 (the scorer's output, columns), whose Arrow table the pipeline builds once and shares with the
 monitors. "lake sink -> local dir" starts from built tables; "... incl. building the table"
-builds each batch's table inside the timing; "... from ScoredReview rows" is the old path
-(rows rebuilt into columns), kept for comparison.
+builds each batch's table inside the timing; "... with pending markers" also writes an empty
+marker before each file (``markers="trust"``, one more file each); "... from ScoredReview
+rows" is the old path (rows rebuilt into columns), kept for comparison.
 
     .venv/bin/python benchmarks/lake_write.py [--rows 100000] [--batch 500] [--s3] [--profile]
 """
@@ -37,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sinks.lake import LakeSink, LakeWriter, LocalLakeWriter
+from sinks.lake import LakeSink, LakeWriter, LocalLakeWriter, Markers
 from stream.events import (
     Batch,
     ReviewEvent,
@@ -137,9 +138,13 @@ def partitioned(table: pa.Table, directory: Path, compression: str) -> int:
 
 
 async def through_sink(
-    writer: LakeWriter, work: list[Batch], compression: str, build: bool = False
+    writer: LakeWriter,
+    work: list[Batch],
+    compression: str,
+    build: bool = False,
+    markers: Markers = "off",
 ) -> int:
-    sink = LakeSink(writer, compression=compression)
+    sink = LakeSink(writer, compression=compression, markers=markers)
     for b in work:
         if build and isinstance(b.scored, ScoredBatch):
             b.scored.table  # noqa: B018 - what the pipeline does once per batch
@@ -169,9 +174,9 @@ def main() -> None:
     n = table.num_rows
     scratch = Path(tempfile.mkdtemp(prefix="lake-bench-"))
 
-    def local(work: list[Batch], build: bool = False) -> int:
+    def local(work: list[Batch], build: bool = False, markers: Markers = "off") -> int:
         target = scratch / f"local-{time.monotonic_ns()}"
-        return asyncio.run(through_sink(LocalLakeWriter(target), work, comp, build))
+        return asyncio.run(through_sink(LocalLakeWriter(target), work, comp, build, markers))
 
     # Each path: (prepare its input untimed, then the timed run of that input).
     paths: dict[str, tuple[Callable[[], list[Batch]], Callable[[list[Batch]], int]]] = {
@@ -181,6 +186,7 @@ def main() -> None:
             lambda _: partitioned(table, scratch / f"ds-{time.monotonic_ns()}", comp),
         ),
         "lake sink -> local dir": (lambda: built, local),
+        "  with pending markers": (lambda: built, lambda w: local(w, markers="trust")),
         "  incl. building the table": (fresh, lambda w: local(w, build=True)),
         "  from ScoredReview rows": (lambda: fresh(as_rows=True), local),
     }
