@@ -26,6 +26,7 @@ from typing import Any
 import pyarrow.dataset as ds
 import pytest
 
+from sinks.lake import MARKERS
 from stream.checkpoints import ShardCheckpoint, open_checkpoint_store
 from stream.errors import CheckpointConflict
 from stream.producer import publish
@@ -305,10 +306,14 @@ async def test_a_shard_split_mid_run_reads_parents_before_children(workers: Work
     assert max(received[parent["ShardId"]]) <= min(min(received[c]) for c in children)
 
 
-async def test_a_worker_killed_restarts_from_its_checkpoint(workers: Workers) -> None:
+@pytest.mark.parametrize("markers", ["off", "trust"])
+async def test_a_worker_killed_restarts_from_its_checkpoint(workers: Workers, markers: str) -> None:
+    """With ``trust`` the restarted worker rewinds each shard from its pending markers (lake
+    files named by sequence numbers) and still stores every review once."""
     await asyncio.to_thread(workers.server.create_stream, workers.stream, 2)
     recs = records(6_000, seed=33)
     workers.env_extra["SENTIMENT_BATCH__MAX_EVENTS"] = "100"
+    workers.env_extra["SENTIMENT_LAKE__REWIND_MARKERS"] = markers
     workers.start("w1")
     await asyncio.to_thread(wait_for_log, workers, "w1", "reading shard")
 
@@ -334,6 +339,7 @@ async def test_a_worker_killed_restarts_from_its_checkpoint(workers: Workers) ->
     # The restarted worker resumed after the checkpoints: it did not read the stream again.
     assert "AFTER_SEQUENCE_NUMBER" in workers.log("w2")
     assert 0 < workers.records_received("w2") < len(recs)
+    assert (workers.lake / MARKERS).is_dir() == (markers == "trust")
 
 
 async def test_s3_checkpoints_refuse_a_second_writer(
