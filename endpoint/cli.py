@@ -71,6 +71,15 @@ _DataOption = Annotated[
         help="Reviews CSV (sentiment, review_body); default ../shared/data/reviews.csv.",
     ),
 ]
+_LengthStepOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="Transformer: batches are padded to a multiple of this many tokens (each "
+        "distinct length compiles once more; on a GPU, --max-length's value makes one "
+        "shape) \\[default: 16].",
+    ),
+]
 
 
 #: Named sources of extra labelled reviews for ``model train --labels NAME``: each returns
@@ -177,15 +186,7 @@ def train_command(
             help="Transformer: peak learning rate \\[default: the recipe's, 5e-5].",
         ),
     ] = None,
-    length_step: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Transformer: batches are padded to a multiple of this many tokens (each "
-            "distinct length compiles once more; on a GPU, --max-length's value makes one "
-            "shape) \\[default: 16].",
-        ),
-    ] = None,
+    length_step: _LengthStepOption = None,
 ) -> None:
     """Train on a stratified 80 % split, validate on the rest, save the model. With
     --labels, also train without them and report macro-F1 before and after (same split).
@@ -422,15 +423,7 @@ def select_command(
             "\\[default: each recipe's].",
         ),
     ] = None,
-    length_step: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            help="Transformer: batches are padded to a multiple of this many tokens (each "
-            "distinct length compiles once more; on a GPU, --max-length's value makes one "
-            "shape) \\[default: 16].",
-        ),
-    ] = None,
+    length_step: _LengthStepOption = None,
     ensemble: Annotated[
         bool,
         typer.Option(

@@ -729,16 +729,20 @@ async def test_a_worker_killed_mid_run(workers: KafkaWorkers, markers: str) -> N
     assert not list(workers.lake.rglob(f"*{MARKER_SUFFIX}"))
 
 
-async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers) -> None:
+@pytest.mark.parametrize("markers", ["off", "trust"])
+async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers, markers: str) -> None:
     """SIGSTOP one of two workers while both write, for longer than its group session (10 s):
     the group hands its partitions to the other, which replays them from the committed
     offsets. Then SIGCONT: the frozen worker wakes up holding batches it read before (rows
     buffered for the lake, commits in flight) and must not store them beside the new owner's.
     Its lake files are cut every 30 s here, so the freeze finds rows buffered, not a file
     being written: a write in flight when the process stops lands when it resumes, the window
-    that ``stream/lease.py`` names as what it cannot see."""
+    that ``stream/lease.py`` names as what it cannot see. With ``trust``, the new owner
+    rewinds from the pending markers, and the lease is checked again between a marker and its
+    file."""
     records = pairs(stream_of(3_000, seed=109))
     workers.env_extra["SENTIMENT_LAKE__BUFFER_MAX_AGE_S"] = "30"
+    workers.env_extra["SENTIMENT_LAKE__REWIND_MARKERS"] = markers
     async with Run(workers, LocalLake(workers.lake)) as run:
         run.start("w1", "w2")
         await run.prime(records)
@@ -750,6 +754,7 @@ async def test_a_worker_frozen_past_its_session(workers: KafkaWorkers) -> None:
         report = await run.finish(len(records))
     assert "w1+" not in workers.procs, "the frozen worker exited instead of resuming"
     assert report.ok, run.verdict(report)
+    assert (workers.lake / MARKERS).is_dir() == (markers == "trust")
 
 
 async def test_the_monitor_feed_owner_frozen_past_its_session(workers: KafkaWorkers) -> None:
