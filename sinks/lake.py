@@ -1095,10 +1095,17 @@ class LakeSink:
             else:
                 for prefix in _REWOUND_TABLES:
                     paths += await self._writer.list_files(prefix)
+            # each name parsed once, not once per rewound partition
+            rewound = {position.key for position in positions}
+            by_key: dict[SourceKey, list[str]] = defaultdict(list)
+            for path in paths:
+                parsed = parse_file_name(path.rpartition("/")[2])
+                if parsed is not None and parsed[0] in rewound:
+                    by_key[parsed[0]].append(path)
             found = [
                 p
                 for position in positions
-                for p in leftovers(paths, position.key, position.offset)
+                for p in leftovers(by_key[position.key], position.key, position.offset)
                 if (p.rpartition("/")[0], position.key) not in self._mine
             ]
             if found:
@@ -1106,9 +1113,9 @@ class LakeSink:
                     self._guard()
                 await self._writer.delete_files(found)
             gone = set(found)
-            kept = [p for p in paths if p not in gone]
             for position in positions:
                 key = position.key
+                kept = [p for p in by_key[key] if p not in gone]
                 for directory, last in _high_water(kept, key, position.offset).items():
                     slot = (directory, key)
                     self._high[slot] = max(last, self._high.get(slot, last))
