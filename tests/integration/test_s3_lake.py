@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,18 @@ class PacedSource:
             self.reached.set()
 
 
+async def _standstill(read: Callable[[], int], *, quiet_s: float, timeout_s: float) -> int:
+    """``read()`` once it has not changed for ``quiet_s``; fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    value, since = read(), time.monotonic()
+    while time.monotonic() - since < quiet_s:
+        assert time.monotonic() < deadline, f"still moving after {timeout_s} s: {read()}"
+        await asyncio.sleep(0.05)
+        if read() != value:
+            value, since = read(), time.monotonic()
+    return value
+
+
 @pytest.fixture
 def own_seaweedfs() -> Iterator[SeaweedFS]:
     """A SeaweedFS of this test alone: it is taken away and brought back."""
@@ -296,8 +309,10 @@ async def test_the_store_stops_mid_run_and_nothing_is_lost(own_seaweedfs: Seawee
     run = asyncio.create_task(pipeline.run())
     await asyncio.wait_for(source.reached.wait(), 60)
     await asyncio.to_thread(server.stop, kill=True)
-    await asyncio.sleep(1.0)
-    pulled, committed = source.pulled, source.committed
+    # The queues fill with what was read before the first failing write: wait until the
+    # source stands still (on a loaded machine that took more than the 1 s once waited here).
+    pulled = await _standstill(lambda: source.pulled, quiet_s=0.5, timeout_s=20.0)
+    committed = source.committed
     await asyncio.sleep(2.0)
     # Backpressure: the store is down, so the source is not read and nothing is committed.
     assert source.pulled == pulled < source.count
