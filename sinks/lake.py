@@ -899,10 +899,6 @@ class LakeSink:
         return self._writer
 
     @property
-    def markers(self) -> Markers:
-        return self._markers
-
-    @property
     def buffered_rows(self) -> int:
         return sum(b.rows for b in self._buffers.values())
 
