@@ -10,7 +10,7 @@ The files are empty and named as the sink names them: a rewind reads names, neve
 left; that is done before the timing.)
 Both ways must delete the same 16 files; the two take turns, so a busy machine slows both.
 With ``--s3`` the same runs against a real S3-compatible server (SeaweedFS, started here),
-where a listing is one request per 1,000 keys.
+where a listing pages through the S3 API.
 
     .venv/bin/python benchmarks/rewind.py [--files 1000 10000 50000] [--repeats 3] [--s3]
 """
