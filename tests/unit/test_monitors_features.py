@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -70,6 +71,28 @@ def test_text_features_follow_the_definitions(texts: list[str]) -> None:
     assert [model_tokens(t) for t in texts] == tokens
     expected = [oov_rate(tok, VOCAB) for tok in tokens]
     np.testing.assert_array_equal(f.oov, expected)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(texts=st.lists(_TEXT, max_size=8), pad=st.integers(0, 3))
+def test_text_features_of_an_arrow_column_equal_the_definitions(texts: list[str], pad: int) -> None:
+    """The bytes of a column are measured where they lie: a slice of a longer array (its
+    offsets start past zero), chunks, large strings and string views give the definitions."""
+    longer = pa.array(["Pad text, x1!"] * pad + texts + ["café tail"], pa.string())
+    half = len(texts) // 2
+    columns = [
+        longer.slice(pad, len(texts)),
+        pa.chunked_array([longer.slice(pad, half), longer.slice(pad + half, len(texts) - half)]),
+        longer.slice(pad, len(texts)).cast(pa.large_string()),
+        longer.slice(pad, len(texts)).cast(pa.string_view()),
+    ]
+    expected = [oov_rate(model_tokens(t), VOCAB) for t in texts]
+    for column in columns:
+        f = text_features(texts, VOCAB, column)
+        assert f.words.tolist() == [float(len(t.split())) for t in texts], column.type
+        assert f.chars.tolist() == [float(len(t)) for t in texts], column.type
+        np.testing.assert_array_equal(f.oov, expected, err_msg=str(column.type))
+        np.testing.assert_array_equal(text_features(texts, None, column).oov, np.nan)
 
 
 def test_texts_that_are_not_utf8_do_not_raise() -> None:
