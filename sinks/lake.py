@@ -506,9 +506,10 @@ def encode_batch(batch: Batch) -> list[LakePart]:
     """Every part of a batch: scored reviews, dead letters and (when it has a position)
     the alerts it raised."""
     parts = scored_parts(batch.scored) + dead_letter_parts(batch.dead)
-    first = batch.first_position
-    if batch.alerts and first is not None:
-        parts += alert_parts(batch.alerts, first)
+    if batch.alerts:  # only then its first position (a pass over the batch's positions)
+        first = batch.first_position
+        if first is not None:
+            parts += alert_parts(batch.alerts, first)
     return parts
 
 
