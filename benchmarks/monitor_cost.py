@@ -12,7 +12,8 @@ to 60 % negative halfway, so alerts and their evidence are built too) are fed tw
 
 Timing starts once both suites have their baseline; the two suites take turns batch by batch,
 so a busy machine slows both alike. Also printed: feature extraction alone on
-each path, and the share of the column path that extraction takes.
+each path, and the text features of one batch measured on its Arrow column's bytes (as the
+suite does) against one text at a time (as it did before), in turns.
 
 Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch 500]``
 """
@@ -28,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from endpoint.inference import default_model_dir
 from endpoint.model import SentimentModel
 from monitors import MonitorConfig, MonitorSuite
-from monitors.features import ModelVocabulary, extract
+from monitors.features import ModelVocabulary, _python_features, extract, text_features
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
 from stream.events import ScoredBatch, ScoredReview, scored_table
 
@@ -98,6 +99,21 @@ def main() -> None:
         per_event = extract_s[name] / len(columns[mid]) * 1e6
         print(f"  {name:<10} {cost * 1e6:9.1f} {per_event:17.1f} {alerts[name]:7d}")
     print(f"  columns / rows: {costs['columns'] / costs['rows']:.2f} x the time")
+    column = columns[mid].table.column("review_text")
+    texts = column.to_pylist()
+    ways: dict[str, Callable[[], object]] = {
+        "on the column's bytes": lambda: text_features(texts, vocab, column),
+        "one text at a time": lambda: _python_features(texts, vocab),
+    }
+    per_text = dict.fromkeys(ways, float("inf"))
+    for _ in range(7):  # in turns
+        for name, way in ways.items():
+            per_text[name] = min(per_text[name], _timed(way))
+    print("  text features (words, characters, OOV rate) of one batch, us/event:")
+    for name, seconds in per_text.items():
+        print(f"    {name:<24} {seconds / len(texts) * 1e6:8.2f}")
+    bytes_s, python_s = per_text.values()
+    print(f"    one at a time / bytes: {python_s / bytes_s:.1f} x")
     _window_test_costs()
     print(f"  (measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs)")
 
