@@ -205,7 +205,7 @@ class Monitor(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
-    max_batch_events: int = 500
+    max_batch_events: int = 2000  #: as SENTIMENT_BATCH__MAX_EVENTS's default
     max_batch_wait_s: float = 0.2
     queue_batches: int = 4
     max_text_bytes: int = 5_000

@@ -88,7 +88,7 @@ class KafkaBatchSource:
         consumer: Any,
         topic: str,
         *,
-        max_records: int = 500,
+        max_records: int = 2000,
         poll_timeout_s: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:

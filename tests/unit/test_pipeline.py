@@ -258,7 +258,10 @@ async def test_a_failing_sink_ends_the_run_without_committing() -> None:
 
 
 def test_options_are_plain_values() -> None:
-    assert PipelineOptions().max_batch_events == 500
+    """The core's default batch size is the settings' (the core does not import them)."""
+    from stream.settings import BatchSettings
+
+    assert PipelineOptions().max_batch_events == BatchSettings().max_events == 2000
 
 
 class BufferingSink(MemorySink):
