@@ -2,7 +2,7 @@
 
 The suite runs as the worker runs it: with the model's vocabulary (so every review's
 out-of-vocabulary rate is computed), a baseline learned from the first 2,000 events, batches of
-500, every monitor on. The same 24,000 synthetic reviews (one of 18 categories turns from 20 %
+the pipeline's default size, every monitor on. The same 24,000 synthetic reviews (one of 18 categories turns from 20 %
 to 60 % negative halfway, so alerts and their evidence are built too) are fed twice:
 
 * **rows**: each batch as a list of :class:`stream.events.ScoredReview` (the path before
@@ -15,7 +15,7 @@ so a busy machine slows both alike. Also printed: feature extraction alone on
 each path, and the text features of one batch measured on its Arrow column's bytes (as the
 suite does) against one text at a time (as it did before), in turns.
 
-Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch 500]``
+Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch N]`` (N: the pipeline's default)
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from monitors import MonitorConfig, MonitorSuite
 from monitors.features import ModelVocabulary, _python_features, extract, text_features
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
 from stream.events import ScoredBatch, ScoredReview, scored_table
+from stream.settings import BatchSettings
 
 WARMUP_EVENTS = 4000
 
@@ -73,7 +74,7 @@ def _suite_costs(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=24_000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=BatchSettings().max_events)
     args = parser.parse_args()
     vocabulary = SentimentModel.load(default_model_dir()).vocabulary
     spec = StreamSpec(

@@ -31,15 +31,13 @@ from stream.events import Batch, ScoredBatch, SourcePosition
 from stream.kafka_app import feed_messages
 from stream.metrics import PipelineMetrics
 from stream.scoring import InProcessScorer
-from stream.settings import Settings
+from stream.settings import BatchSettings, Settings
 from stream.synthetic import generate
 from stream.validation import DecodeLimits, decode_batch
 
-BATCH = 500
-
 
 def stages(
-    values: list[bytes], positions: list[SourcePosition]
+    values: list[bytes], positions: list[SourcePosition], batch: int
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Microseconds per event of each stage over ``values``, and the explainer's share."""
     n = len(values)
@@ -52,11 +50,11 @@ def stages(
         cost[name] = (time.perf_counter() - started) / n * 1e6
         return out
 
-    chunks = range(0, n, BATCH)
+    chunks = range(0, n, batch)
     decoded = timed(
         "decode",
         lambda: [
-            decode_batch(values[i : i + BATCH], positions[i : i + BATCH], now, DecodeLimits())
+            decode_batch(values[i : i + batch], positions[i : i + batch], now, DecodeLimits())
             for i in chunks
         ],
     )
@@ -123,6 +121,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument(
+        "--batch",
+        type=int,
+        default=BatchSettings().max_events,
+        help="events a micro-batch (default: the pipeline's, SENTIMENT_BATCH__MAX_EVENTS)",
+    )
+    parser.add_argument(
         "--span-hours",
         type=float,
         default=48.0,
@@ -137,10 +141,10 @@ def main() -> None:
     positions = [SourcePosition("kafka", "reviews", str(i % 4), i) for i in range(n)]
     # a first pass over two batches pays each stage's one-time costs (pyarrow's and
     # Parquet's first calls, caches), which are not a per-event cost
-    stages(values[: 2 * BATCH], positions[: 2 * BATCH])
-    cost, inside = stages(values, positions)
+    stages(values[: 2 * args.batch], positions[: 2 * args.batch], args.batch)
+    cost, inside = stages(values, positions, args.batch)
 
-    print(f"{n:,} events over {args.span_hours:g} hours of event time, batches of {BATCH}")
+    print(f"{n:,} events over {args.span_hours:g} hours of event time, batches of {args.batch:,}")
     for name, us in cost.items():
         print(f"{name:26s} {us:8.1f} us/event")
     total = sum(v for k, v in cost.items() if k != "monitors, no explainer")

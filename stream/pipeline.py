@@ -203,6 +203,10 @@ class Monitor(Protocol):
     def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]: ...
 
 
+#: The most records of a pipeline's first batch (see :meth:`Pipeline._batch`).
+FIRST_BATCH_EVENTS = 500
+
+
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
     max_batch_events: int = 2000  #: as SENTIMENT_BATCH__MAX_EVENTS's default
@@ -507,7 +511,12 @@ class Pipeline:
         raw_q: asyncio.Queue[Sequence[RawRecord] | _Stop],
         inflight: asyncio.Queue[asyncio.Task[Batch] | _Stop],
     ) -> None:
-        limit = self._opts.max_batch_events
+        # A slow start: the first batch holds at most FIRST_BATCH_EVENTS records and each
+        # next one twice as many, up to max_batch_events. The first batch is then delivered
+        # as soon as a small one would be (the monitors learn their baseline, and the first
+        # calls of every stage warm up, on fewer records), and a backlog still moves in
+        # large batches after a few.
+        limit = min(self._opts.max_batch_events, FIRST_BATCH_EVENTS)
         held: list[RawRecord] = []
         ended = False
         while not ended or held:
@@ -537,6 +546,7 @@ class Pipeline:
                 else:
                     held.extend(item)
             records, held = held[:limit], held[limit:]
+            limit = min(self._opts.max_batch_events, 2 * limit)
             decoded = self._decode(records)
             task = asyncio.create_task(self._score(decoded), name="pipeline-score")
             await inflight.put(task)

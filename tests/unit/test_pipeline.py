@@ -15,6 +15,7 @@ import pytest
 from stream.errors import ScoringRejected
 from stream.events import Alert, Batch, Reason, ReviewEvent, ScoredReview, Severity, SourcePosition
 from stream.pipeline import (
+    FIRST_BATCH_EVENTS,
     SUMMARY_ALERTS,
     Pipeline,
     PipelineOptions,
@@ -262,6 +263,32 @@ def test_options_are_plain_values() -> None:
     from stream.settings import BatchSettings
 
     assert PipelineOptions().max_batch_events == BatchSettings().max_events == 2000
+
+
+class ChunkSource(ListSource):
+    """Hands every record over in one chunk: a backlog that one fetch returns."""
+
+    async def batches(self) -> AsyncIterator[Sequence[RawRecord]]:
+        self.pulled = len(self.values)
+        yield [
+            RawRecord(v, SourcePosition("test", "reviews", "0", i), T0)
+            for i, v in enumerate(self.values)
+        ]
+
+
+async def test_batches_start_small_and_double_up_to_the_limit() -> None:
+    """A slow start: the first batch is delivered as soon as a small one would be, and a
+    backlog then moves in batches of the configured size."""
+    source = ChunkSource([event_bytes(i) for i in range(5_200)])
+    sink = MemorySink()
+    options = opts(max_batch_events=2_000, max_batch_wait_s=1.0)
+    await Pipeline(source, KeywordScorer(), [sink], CountingMonitor(), options=options).run()
+    assert [len(b.scored) for b in sink.batches] == [500, 1_000, 2_000, 1_700]
+    assert FIRST_BATCH_EVENTS == 500
+    small = ChunkSource([event_bytes(i) for i in range(25)])
+    sink = MemorySink()
+    await Pipeline(small, KeywordScorer(), [sink], CountingMonitor(), options=opts()).run()
+    assert [len(b.scored) for b in sink.batches] == [10, 10, 5]  # a limit below the start
 
 
 class BufferingSink(MemorySink):
