@@ -245,7 +245,10 @@ def text_features(
     if column is not None and not (
         pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
     ):
-        column = column.cast(pa.string())  # another string layout (a view): offsets and bytes
+        try:  # another string layout (a view): offsets and bytes
+            column = column.cast(pa.string())
+        except (pa.ArrowException, ValueError):  # bytes that are not UTF-8: one by one
+            column = None
     if column is None or len(column) != n or column.null_count:
         return _python_features(texts, vocab)
     ascii_rows, words, chars, oov = _ascii_features(column, vocab)

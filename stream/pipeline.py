@@ -203,13 +203,16 @@ class Monitor(Protocol):
     def observe(self, batch: Sequence[ScoredReview], now: datetime) -> list[Alert]: ...
 
 
+#: The most records of a batch unless told otherwise: ``SENTIMENT_BATCH__MAX_EVENTS``'s default
+#: (the settings do not import the core; a unit test keeps the two equal).
+DEFAULT_BATCH_EVENTS = 2000
 #: The most records of a pipeline's first batch (see :meth:`Pipeline._batch`).
 FIRST_BATCH_EVENTS = 500
 
 
 @dataclass(frozen=True, slots=True)
 class PipelineOptions:
-    max_batch_events: int = 2000  #: as SENTIMENT_BATCH__MAX_EVENTS's default
+    max_batch_events: int = DEFAULT_BATCH_EVENTS
     max_batch_wait_s: float = 0.2
     queue_batches: int = 4
     max_text_bytes: int = 5_000

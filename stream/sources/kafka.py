@@ -25,7 +25,7 @@ from prometheus_client import Gauge
 
 from stream.errors import MembershipLapsed
 from stream.events import SourcePosition
-from stream.pipeline import RawRecord
+from stream.pipeline import DEFAULT_BATCH_EVENTS, RawRecord
 
 __all__ = ["ConsumerLag", "KafkaBatchSource", "committed_offsets", "log_ranges"]
 
@@ -88,7 +88,7 @@ class KafkaBatchSource:
         consumer: Any,
         topic: str,
         *,
-        max_records: int = 2000,
+        max_records: int = DEFAULT_BATCH_EVENTS,
         poll_timeout_s: float = 0.5,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -155,3 +155,11 @@ def test_suite_on_columns_equals_suite_on_rows(vocabulary: frozenset[str] | None
     assert [x.to_json_dict() for x in a] == [x.to_json_dict() for x in b]
     assert [x.name for x in b if x.status == "firing"] == ["SentimentShift"]
     assert json.dumps(by_rows.state()) == json.dumps(by_columns.state())
+
+
+def test_a_column_whose_bytes_are_not_utf8_is_measured_text_by_text() -> None:
+    texts = ["love x1", "fine"]
+    column = pa.array([b"love x1", b"\xff"], pa.binary())  # does not cast to strings
+    f = text_features(texts, VOCAB, column)
+    assert f.words.tolist() == [2.0, 1.0] and f.chars.tolist() == [7.0, 4.0]
+    np.testing.assert_array_equal(f.oov, [0.0, 1.0])
