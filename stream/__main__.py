@@ -1,5 +1,5 @@
 """``python -m stream`` is the ``sentiment-monitor`` command."""
 
-from stream.cli import main
+from stream.entry import main
 
 main()

@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.abc
 import logging
 import signal
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from importlib.machinery import ModuleSpec
 from typing import TYPE_CHECKING, Any
 
+import pyarrow as pa
 from prometheus_client import start_http_server
 
 from stream.events import Alert, Batch, SourcePosition
@@ -45,6 +49,7 @@ __all__ = [
     "build_scorer",
     "close_scorer",
     "discard_saved_state",
+    "keep_pandas_unloaded",
     "pipeline_options",
     "run_pipeline",
 ]
@@ -248,6 +253,38 @@ def _signals(stop: Callable[[], None]) -> Iterator[None]:
             loop.remove_signal_handler(sig)
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    """``import pandas`` fails while this finder is first on ``sys.meta_path``."""
+
+    def find_spec(
+        self, fullname: str, path: Sequence[str] | None, target: object = None
+    ) -> ModuleSpec | None:
+        if fullname == "pandas":
+            raise ModuleNotFoundError("not loaded by a streaming process", name=fullname)
+        return None
+
+
+def keep_pandas_unloaded(settings: Settings) -> None:
+    """Keep pandas (40 MB and 0.8 s) out of a streaming process, unless its lake is on S3,
+    where awswrangler brings it anyway.
+
+    pyarrow imports pandas the first time it converts any Python list or numpy array:
+    ``pa.array`` first asks whether the value is a pandas object. This lets that one probe
+    find no pandas, so pyarrow treats values as the plain lists and arrays they are. A later
+    explicit conversion (``to_pandas``, ``from_pandas``) still imports pandas, and pandas
+    objects still convert (tests/unit/test_startup_imports.py)."""
+    from stream.lake_factory import is_s3_lake
+
+    if "pandas" in sys.modules or is_s3_lake(settings):
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        pa.array([0])  # pyarrow's one probe for pandas
+    finally:
+        sys.meta_path.remove(finder)
+
+
 class Runtime:
     """The parts every path shares, built once from :class:`Settings`: metrics, the scorer,
     the lake, the alert outputs (alert log, webhook, SNS) and the ``/metrics`` server. A path
@@ -267,6 +304,7 @@ class Runtime:
     ) -> None:
         from sinks.webhook import build_notifiers
 
+        keep_pandas_unloaded(settings)
         self.settings = settings
         self.metrics = metrics or PipelineMetrics(settings.categories)
         self._own_scorer = scorer is None

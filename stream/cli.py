@@ -248,10 +248,6 @@ def _print_summary(summary: Summary, settings: Settings) -> None:
     out.print(_shown(f"lake: {settings.lake_path}   alerts: {settings.alerts_path}"))
 
 
-def main() -> None:
-    app()
-
-
 def _records(
     scenario: str,
     events: int,
