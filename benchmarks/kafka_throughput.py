@@ -8,8 +8,8 @@ Prints events/s for
   4. two such workers sharing the 4 partitions, and a scoring worker with the monitors in a
      worker of their own (``--role scoring`` / ``--role monitor``), timed once both read and a
      quarter of the events are delivered
-     (60,000 events by default: with 20,000 the first worker could read them all before the
-     second had joined the group);
+     (120,000 events by default: with 20,000, and on a faster machine with 60,000, the first
+     worker read them all before the second had joined the group);
   5. the full worker scoring through the local SageMaker-compatible endpoint over HTTP;
   6. the embedded ``sentiment-monitor run`` (replay, lake, monitors), with its time from
      process start to the first delivered batch;
@@ -369,7 +369,7 @@ def transformer_rows(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=60_000)
+    parser.add_argument("--events", type=int, default=120_000)
     parser.add_argument("--transformer-model", type=Path, default=None)
     parser.add_argument("--transformer-events", type=int, default=512)
     parser.add_argument(
