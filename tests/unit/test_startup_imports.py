@@ -112,27 +112,6 @@ def test_the_run_command_loads_neither_pandas_nor_boto_and_uses_the_system_alloc
     assert probe["pool"] == "system"
 
 
-@pytest.mark.parametrize(("preset", "expected"), [(None, "system"), ("mimalloc", "mimalloc")])
-def test_the_command_picks_the_system_allocator_unless_told_otherwise(
-    preset: str | None, expected: str
-) -> None:
-    env = _clean_env() | ({"ARROW_DEFAULT_MEMORY_POOL": preset} if preset else {})
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            "from stream.entry import configure_process; configure_process(); "
-            "import pyarrow as pa; print(pa.default_memory_pool().backend_name)",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-        env=env,
-    )
-    assert out.stdout.strip() == expected
-
-
 _PANDAS = """
 import json, sys
 import pyarrow as pa
