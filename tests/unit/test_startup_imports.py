@@ -13,8 +13,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 #: Never needed to stream: S3/Glue (awswrangler), deploy (sagemaker), training and reports.
 HEAVY = (
     "awswrangler",
