@@ -4,19 +4,12 @@ in a fresh interpreter, since both take effect only before pyarrow loads or thre
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
-
-def _clean_env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("ARROW_DEFAULT_MEMORY_POOL", "MALLOC_ARENA_MAX")
-    }
+from tests.settings_checks import fresh_process_env
 
 
 def _python(code: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -34,7 +27,7 @@ def _python(code: str, *args: str, env: dict[str, str]) -> subprocess.CompletedP
 def test_the_command_picks_the_system_allocator_unless_told_otherwise(
     preset: str | None, expected: str
 ) -> None:
-    env = _clean_env() | ({"ARROW_DEFAULT_MEMORY_POOL": preset} if preset else {})
+    env = fresh_process_env() | ({"ARROW_DEFAULT_MEMORY_POOL": preset} if preset else {})
     out = _python(
         "from stream.entry import configure_process; configure_process(); "
         "import pyarrow as pa; print(pa.default_memory_pool().backend_name)",
@@ -71,7 +64,7 @@ def _arenas(mode: str, env: dict[str, str]) -> int:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc arenas")
 def test_the_command_limits_malloc_to_two_arenas_unless_told_otherwise() -> None:
-    env = _clean_env()
+    env = fresh_process_env()
     # eight threads allocating at once get arenas of their own (up to eight per core)...
     assert _arenas("plain", env) > 2
     # ... but two at most in a configured process, or what MALLOC_ARENA_MAX says

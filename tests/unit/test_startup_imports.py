@@ -8,10 +8,11 @@ sparse and spatial), pandas 40 MB and 0.8 s (pyarrow loads it on its first conve
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.settings_checks import fresh_process_env
 
 #: Never needed to stream: S3/Glue (awswrangler), deploy (sagemaker), training and reports.
 HEAVY = (
@@ -67,7 +68,7 @@ def test_the_streaming_path_loads_no_heavy_library() -> None:
 
 
 _RUN = """
-import atexit, json, sys
+import atexit, json, runpy, sys
 
 def report():
     import pyarrow as pa
@@ -76,17 +77,8 @@ def report():
 atexit.register(report)
 sys.argv = ["sentiment-monitor", "run", "--events", "3000", "--lake", sys.argv[1],
             "--alerts", sys.argv[2], "--metrics-port", "0", "--no-progress"]
-from stream.entry import main
-main()
+runpy.run_module("stream", run_name="__main__")  # as `python -m stream run ...`
 """
-
-
-def _clean_env() -> dict[str, str]:
-    return {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith("SENTIMENT_") and k != "ARROW_DEFAULT_MEMORY_POOL"
-    }
 
 
 def test_the_run_command_loads_neither_pandas_nor_boto_and_uses_the_system_allocator(
@@ -100,7 +92,7 @@ def test_the_run_command_loads_neither_pandas_nor_boto_and_uses_the_system_alloc
         check=True,
         timeout=300,
         cwd=tmp_path,
-        env=_clean_env(),
+        env=fresh_process_env(),
     )
     probe = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(list(lake.glob("reviews/dt=*/product_category=*/*.parquet"))) > 0  # it ran
@@ -145,7 +137,7 @@ def _conversions(lake: str) -> dict[str, object]:
         text=True,
         check=True,
         timeout=120,
-        env=_clean_env(),
+        env=fresh_process_env(),
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
