@@ -2,8 +2,9 @@
 
 The suite runs as the worker runs it: with the model's vocabulary (so every review's
 out-of-vocabulary rate is computed), a baseline learned from the first 2,000 events, batches of
-the pipeline's default size, every monitor on. The same 24,000 synthetic reviews (one of 18 categories turns from 20 %
-to 60 % negative halfway, so alerts and their evidence are built too) are fed twice:
+the pipeline's default size, every monitor on. The same 24,000 synthetic reviews (one of 18
+categories turns from 20 % to 60 % negative halfway, so alerts and their evidence are built
+too) are fed twice:
 
 * **rows**: each batch as a list of :class:`stream.events.ScoredReview` (the path before
   batches travelled as columns);
@@ -15,7 +16,8 @@ so a busy machine slows both alike. Also printed: feature extraction alone on
 each path, and the text features of one batch measured on its Arrow column's bytes (as the
 suite does) against one text at a time (as it did before), in turns.
 
-Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch N]`` (N: the pipeline's default)
+Usage: ``python benchmarks/monitor_cost.py [--events 24000] [--batch N]`` (N defaults to the
+pipeline's batch size)
 """
 
 from __future__ import annotations

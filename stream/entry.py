@@ -12,7 +12,7 @@ pyarrow; the Python-side ``pa.set_memory_pool`` would leave Arrow's own C++ allo
 
 glibc's malloc gives each new thread an arena of its own, up to eight per core, and freed
 memory stays in the arena that held it; with Arrow on malloc and a worker's threads (scoring,
-lake encoding, Arrow's own), that kept about 15 MB more resident in a Kafka worker than two
+lake encoding, Arrow's own), that kept about 20 MB more resident in a Kafka worker than two
 arenas did, at the same speed (README, Benchmarks). So a process limits itself to two arenas
 (``mallopt(M_ARENA_MAX)``), unless ``MALLOC_ARENA_MAX`` says otherwise.
 """
