@@ -329,6 +329,11 @@ class BernoulliCusum:
 #: the largest spread of log-likelihood ratios taken in one vectorised step (e^600 < 1.8e308)
 _MAX_SPAN = 600.0
 _TINY = 1e-300
+#: the most events taken in one vectorised step of the mixture: a step builds a few arrays of
+#: (alternatives x events) and may keep only its first ~1,000 events (``_MAX_SPAN``), so a
+#: step over all of a large group (a worker's feed group holds up to 100,000 events) cost
+#: time quadratic in the group and tens of MB
+_MAX_STEP = 2048
 
 #: Odds ratios of the mixture's alternatives: five steps of 6^(1/4) = 1.57 from 1.5 to 9 (a
 #: rise from 20 % negative to 27 %, 37 %, 48 %, 59 % or 69 %); default weights are proportional
@@ -406,7 +411,7 @@ class BernoulliMixtureSR(BernoulliCusum):
         del llr  # the parent's single alternative (used for resolution only)
         m, lo = x.shape[0], 0
         while lo < m:
-            cneg = np.cumsum(x[lo:])
+            cneg = np.cumsum(x[lo : lo + _MAX_STEP])
             # d[j, i]: log-LR of alternative j over the events lo..lo+i
             d = np.multiply.outer(self._l0s, np.arange(1.0, cneg.shape[0] + 1.0))
             d += np.multiply.outer(self._l1s - self._l0s, cneg)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import tracemalloc
 from fractions import Fraction
 
 import numpy as np
@@ -296,3 +297,28 @@ def test_a_large_statistic_then_a_long_calm_matches_the_recursion() -> None:
     want = _reference(0.2, list(MIXTURE_ODDS_RATIOS), w, xs)
     assert d.statistic == pytest.approx(want[-1], rel=1e-9)
     assert d.statistic > 1
+
+
+def test_a_large_group_is_worked_in_bounded_steps() -> None:
+    # A worker's feed group can hold 100,000 events: one call over them gives what batches of
+    # 2,000 give, and holds a few MB, not (alternatives x events) arrays of the whole group
+    # over and over (17.6 MB, and about 7 times the time, before the steps were bounded).
+    rng = np.random.default_rng(1)
+    xs = (rng.random(100_000) < 0.2).astype(np.int64)
+    xs[80_000:] = rng.random(20_000) < 0.45
+    stamps = np.arange(len(xs), dtype=np.float64)
+    whole = BernoulliMixtureSR(0.2, min_count=20)
+    tracemalloc.start()
+    try:
+        got = [(t.index, t.status, t.count) for t in whole.update_many(xs, stamps)]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    batched = BernoulliMixtureSR(0.2, min_count=20)
+    want = []
+    for lo in range(0, len(xs), 2000):
+        ts = batched.update_many(xs[lo : lo + 2000], stamps[lo : lo + 2000])
+        want += [(lo + t.index, t.status, t.count) for t in ts]
+    assert got == want and any(status == "firing" for _i, status, _c in got)
+    assert whole.statistic == pytest.approx(batched.statistic, rel=1e-9)
+    assert peak < 10 * 2**20, f"{peak / 2**20:.1f} MB"
