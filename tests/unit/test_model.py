@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from endpoint.model import (
     CLASSES,
     LABELS,
     MODEL_FILE,
+    SCORE_STEP,
     WEIGHTS_FILE,
     FeatureBlock,
     SentimentModel,
@@ -230,6 +232,24 @@ def test_rows_are_scored_independently_of_the_batch() -> None:
     batch = model.predict_proba(texts)
     one_by_one = np.vstack([model.predict_proba([t]) for t in texts])
     np.testing.assert_allclose(batch, one_by_one, rtol=1e-15)
+
+
+def test_texts_are_scored_in_bounded_steps(reviews: Reviews) -> None:
+    # 4,000 real reviews at once hold one step's token lists and features (about 3 MB), not
+    # the whole batch's (33 MB when they were scored in one step); every row is what it is
+    # alone, bit for bit, steps and all
+    model = SentimentModel.load(DEFAULT_MODEL_DIR)
+    texts = reviews.texts[:4000]
+    tracemalloc.start()
+    try:
+        scores = model.decision_function(texts)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MB"
+    edges = [0, 1, SCORE_STEP - 1, SCORE_STEP, SCORE_STEP + 1, len(texts) - 1]
+    alone = np.vstack([model.decision_function([texts[i]]) for i in edges])
+    assert np.array_equal(scores[edges], alone)
 
 
 def test_description_properties() -> None:
