@@ -14,7 +14,9 @@ builds each batch's table inside the timing; "... with pending markers" also wri
 marker before each file (``markers="trust"``, one more file each); "... from ScoredReview
 rows" is the old path (rows rebuilt into columns), kept for comparison.
 
-    .venv/bin/python benchmarks/lake_write.py [--rows 100000] [--batch 500] [--s3] [--profile]
+    .venv/bin/python benchmarks/lake_write.py [--rows 100000] [--batch N] [--s3] [--profile]
+
+``--batch`` defaults to the pipeline's micro-batch size (2,000).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ from stream.events import (
     ScoredBatch,
     SourcePosition,
 )
-from stream.settings import DEFAULT_CATEGORIES
+from stream.settings import DEFAULT_CATEGORIES, BatchSettings
 
 T0 = datetime(2026, 3, 1, tzinfo=UTC)
 WORDS = [
@@ -156,7 +158,9 @@ async def through_sink(
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument(
+        "--batch", type=int, default=BatchSettings().max_events, help="the pipeline's default"
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compression", default="zstd")
     parser.add_argument("--s3", action="store_true", help="also write to SeaweedFS")
