@@ -1,0 +1,66 @@
+"""The worker's producer sends a micro-batch's output records in few produce batches: a
+partition takes its next batch only once the one before is sent, so each batch is a round
+trip to the broker (with aiokafka's default of 16 KiB, a micro-batch of enriched reviews was
+about 100 of them, 25 a partition on 4, and the output topics were the slowest of a
+worker's outputs)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+
+from sinks.topics import enriched_values
+from stream.events import ReviewEvent, ScoredBatch, SourcePosition
+from stream.kafka_app import PRODUCE_BATCH_BYTES, worker_producer
+from stream.settings import BatchSettings, KafkaSettings
+from stream.synthetic import generate
+from stream.validation import decode_event
+
+NOW = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+def micro_batch() -> ScoredBatch:
+    size = BatchSettings().max_events
+    decoded = [
+        decode_event(r.value, SourcePosition("kafka", "reviews", "0", i), NOW)
+        for i, r in enumerate(generate("steady", events=size + size // 10, seed=3))
+    ]
+    events = [e for e in decoded if isinstance(e, ReviewEvent)][:size]
+    assert len(events) == size
+    n = len(events)
+    return ScoredBatch.from_predictions(
+        events,
+        [SourcePosition("kafka", "reviews", "0", i) for i in range(n)],
+        np.zeros(n, np.int8),
+        np.full((n, 3), 1 / 3, np.float32),
+        model=("m", "1"),
+        scored_at=NOW,
+        latency_ms=1.0,
+    )
+
+
+async def batches_needed(values: list[bytes], key: bytes) -> int:
+    """How many of the worker producer's batches ``values`` fill, appended in order."""
+    producer = worker_producer(KafkaSettings())
+    try:
+        builder, count = producer.create_batch(), 1
+        for value in values:
+            if builder.append(key=key, value=value, timestamp=None) is None:
+                builder, count = producer.create_batch(), count + 1
+                assert builder.append(key=key, value=value, timestamp=None) is not None
+        return count
+    finally:
+        await producer.stop()  # never started: nothing to send
+
+
+async def test_a_partitions_share_of_a_micro_batch_is_one_produce_batch() -> None:
+    values = enriched_values(micro_batch())
+    # keyed by product, the records spread over the topic's partitions: a quarter each on 4
+    quarter = values[: len(values) // 4]
+    assert sum(map(len, quarter)) > 16 * 1024 * 4  # what took dozens of batches before
+    assert await batches_needed(quarter, b"p-1") == 1
+    # the whole micro-batch on one partition: a few batches, each under the broker's limit
+    whole = await batches_needed(values, b"p-1")
+    assert whole <= 2 + sum(map(len, values)) // PRODUCE_BATCH_BYTES
+    assert PRODUCE_BATCH_BYTES < 1_000_000  # the broker's default message.max.bytes
