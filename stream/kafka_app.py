@@ -79,7 +79,7 @@ from stream.events import (
 from stream.lease import StallLease
 from stream.monitor_state import UnusableMonitorState, decode_state
 from stream.pipeline import Pipeline
-from stream.producer import kafka_client_options
+from stream.producer import PRODUCE_BATCH_BYTES, kafka_client_options
 from stream.retry import Backoff, RetryStopped, retrying
 from stream.settings import KafkaSettings, Settings
 from stream.sources.kafka import ConsumerLag, KafkaBatchSource, log_ranges
@@ -122,12 +122,6 @@ WIND_DOWN_S = 15.0
 _STATE_TAIL = 16
 #: the longest loading the state may take before the try counts as failed (and is retried)
 _STATE_READ_TIMEOUT_S = 30.0
-#: the most bytes (before compression) of one produce batch of a partition. aiokafka's
-#: default, 16 KiB, cut a micro-batch's enriched records into about 100 batches, and a
-#: partition takes its next batch only once the one before is sent: a round trip to the
-#: broker for every 16 KiB, and the output topics were the slowest of a worker's outputs. Well
-#: under the broker's default limit on a batch (``message.max.bytes``, about 1 MB).
-PRODUCE_BATCH_BYTES = 512 * 1024
 #: a feed message stays well under the broker's default 1 MB limit
 FEED_MAX_BYTES = 512 * 1024
 _IPC_OPTIONS = ipc.IpcWriteOptions(compression="zstd")
