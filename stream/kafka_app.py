@@ -79,7 +79,7 @@ from stream.events import (
 from stream.lease import StallLease
 from stream.monitor_state import UnusableMonitorState, decode_state
 from stream.pipeline import Pipeline
-from stream.producer import PRODUCE_BATCH_BYTES, kafka_client_options
+from stream.producer import idempotent_producer, kafka_client_options
 from stream.retry import Backoff, RetryStopped, retrying
 from stream.settings import KafkaSettings, Settings
 from stream.sources.kafka import ConsumerLag, KafkaBatchSource, log_ranges
@@ -889,17 +889,9 @@ def _faust_app(settings: Settings, datadir: Path) -> _App:
 
 
 def worker_producer(settings: KafkaSettings) -> AIOKafkaProducer:
-    """The worker's producer (not started): idempotent, every replica acknowledging, zstd,
-    produce batches of up to :data:`PRODUCE_BATCH_BYTES`."""
-    return AIOKafkaProducer(
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
-        compression_type="zstd",
-        max_request_size=8 * 1024 * 1024,
-        max_batch_size=PRODUCE_BATCH_BYTES,
-        **kafka_client_options(settings),
-    )
+    """The worker's producer (not started): our producers' configuration, with requests of
+    up to 8 MiB."""
+    return idempotent_producer(settings, max_request_size=8 * 1024 * 1024)
 
 
 class _SharedProducer:

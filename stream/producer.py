@@ -31,6 +31,7 @@ __all__ = [
     "KafkaReviewProducer",
     "RawPublisher",
     "encode_event",
+    "idempotent_producer",
     "kafka_client_options",
     "publish",
 ]
@@ -42,6 +43,22 @@ __all__ = [
 #: outputs, and a publisher moved about 0.8 of what it does now). Well under the broker's
 #: default limit on a batch (``message.max.bytes``, about 1 MB).
 PRODUCE_BATCH_BYTES = 512 * 1024
+
+
+def idempotent_producer(
+    settings: KafkaSettings, *, linger_ms: int = 5, **extra: Any
+) -> AIOKafkaProducer:
+    """Our producers' one configuration (not started): idempotent, every replica
+    acknowledging, zstd, produce batches of up to :data:`PRODUCE_BATCH_BYTES`; ``extra`` adds
+    aiokafka options or overrides the connection's."""
+    return AIOKafkaProducer(
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=linger_ms,
+        compression_type="zstd",
+        max_batch_size=PRODUCE_BATCH_BYTES,
+        **(kafka_client_options(settings) | extra),
+    )
 
 
 def encode_event(event: ReviewEvent) -> tuple[bytes, bytes]:
@@ -88,18 +105,9 @@ class KafkaReviewProducer:
         linger_ms: int = 5,
     ) -> None:
         self._settings = settings or KafkaSettings()
-        opts = kafka_client_options(self._settings)
-        if bootstrap_servers is not None:
-            opts["bootstrap_servers"] = bootstrap_servers
+        extra = {} if bootstrap_servers is None else {"bootstrap_servers": bootstrap_servers}
         self.topic = topic
-        self._producer = AIOKafkaProducer(
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=linger_ms,
-            compression_type="zstd",
-            max_batch_size=PRODUCE_BATCH_BYTES,
-            **opts,
-        )
+        self._producer = idempotent_producer(self._settings, linger_ms=linger_ms, **extra)
         self._pending: set[asyncio.Future[Any]] = set()
         self._running = False
 
