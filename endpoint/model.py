@@ -1,7 +1,10 @@
 """Portable sentiment model: numpy-only inference from a directory of plain files.
 
-This module imports nothing but the standard library and numpy, so it runs alone inside a
-SageMaker container (it is copied into the artifact's ``code/`` next to ``inference.py``).
+This module needs nothing but the standard library and numpy, so it runs alone inside a
+SageMaker container (it is copied into the artifact's ``code/`` next to ``inference.py``). In its
+package with pyarrow installed (the stream workers, the local endpoint server), word blocks
+tokenise the ASCII texts of a batch from their bytes (:mod:`endpoint.tokens`), with the same
+tokens as ``re``.
 
 Model directory (no pickle anywhere)::
 
@@ -62,6 +65,14 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+if __package__:
+    from . import tokens as _tokens
+
+    #: word blocks with the default pattern tokenise ASCII texts from their bytes
+    _VECTOR_TOKENS = _tokens.available()
+else:  # loaded by path inside the model container: numpy only, ``re`` tokenises
+    _VECTOR_TOKENS = False
+
 __all__ = [
     "CLASSES",
     "LABELS",
@@ -99,6 +110,11 @@ IntArray = npt.NDArray[np.int64]
 #: what scoring holds at once: a micro-batch of 2,000 texts in one step held about 30 MB of
 #: them in a worker, and steps of 256 scored about 1.2 times faster (they stay in cache).
 SCORE_STEP = 256
+#: Texts tokenised at once where a block tokenises from bytes (:mod:`endpoint.tokens`): its
+#: vocabulary lookup builds a hash table of the block's words each call (about 1 ms for the
+#: shipped model's 28,000), so a call covers several steps; its byte masks and token arrays
+#: take a few bytes a character, bounded by this many texts.
+TOKENISE_STEP = 4 * SCORE_STEP
 
 
 class InvalidInput(ValueError):
@@ -140,6 +156,7 @@ class FeatureBlock:
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _pattern: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _words: _WordTerms | None = field(init=False, repr=False, compare=False)
+    _vector: bool = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         lo, hi = self.ngram_range
@@ -162,6 +179,8 @@ class FeatureBlock:
             else None
         )
         object.__setattr__(self, "_words", words)
+        vector = _VECTOR_TOKENS and words is not None and self.token_pattern == DEFAULT_WORD_PATTERN
+        object.__setattr__(self, "_vector", vector)
 
     @property
     def size(self) -> int:
@@ -215,20 +234,60 @@ class FeatureBlock:
             ids = [get(t, -1) for t in self.analyze(text)]
         return ids
 
+    def _word_numbers(self, terms: _WordTerms, texts: Sequence[str]) -> tuple[IntArray, IntArray]:
+        """(text, word number) of every token of ``texts``, in text order (``terms``: this
+        word block's)."""
+        lower, findall = self.lowercase, self._pattern.findall
+        column = _tokens.to_column(texts) if self._vector else None
+        if column is None:
+            return terms.word_numbers([findall(t.lower() if lower else t) for t in texts])
+        found = _tokens.ascii_word_tokens(column, lowercase=lower)
+        docs, words = found.rows, _tokens.lookup(found.tokens, terms.value_set)
+        others = np.flatnonzero(~found.ascii_rows)
+        if not len(others):
+            return docs, words
+        # the other texts' tokens by ``re`` (Unicode word characters), merged in text order
+        more_docs, more_words = terms.word_numbers(
+            [findall(texts[i].lower() if lower else texts[i]) for i in others.tolist()]
+        )
+        docs = np.concatenate([docs, others[more_docs]])
+        order = np.argsort(docs, kind="stable")
+        return docs[order], np.concatenate([words, more_words])[order]
+
+    def batch_numbers(self, texts: Sequence[str]) -> tuple[IntArray, IntArray] | None:
+        """(text, word number) of every token of ``texts`` in text order, for
+        :meth:`transform_numbers`, when this block tokenises a batch at once (a word block
+        tokenising from bytes: one vocabulary lookup for all the texts, whose hash table is
+        built afresh each call); None otherwise."""
+        if self._words is None or not self._vector:
+            return None
+        return self._word_numbers(self._words, texts)
+
+    def transform_numbers(
+        self, docs: IntArray, words: IntArray, n: int
+    ) -> tuple[IntArray, IntArray, FloatArray]:
+        """:meth:`transform` of ``n`` texts from their :meth:`batch_numbers`."""
+        if self._words is None:
+            raise TypeError("only a word block's features come from word numbers")
+        docs, ids = self._words.columns(docs, words, pairs=self.ngram_range[1] == 2)
+        return self._weigh(docs, ids, n)
+
     def transform(self, texts: Sequence[str]) -> tuple[IntArray, IntArray, FloatArray]:
         """(rows, columns, values) of the non-zero features, sorted by row then column."""
         n = len(texts)
         if self._words is not None:
-            lower = self.lowercase
-            findall = self._pattern.findall
-            docs, ids = self._words.occurrences(
-                [findall(t.lower() if lower else t) for t in texts], pairs=self.ngram_range[1] == 2
-            )
-        else:
-            per_doc = [self.term_ids(t) for t in texts]
-            lengths = np.fromiter(map(len, per_doc), dtype=np.int64, count=n)
-            ids = np.fromiter(itertools.chain.from_iterable(per_doc), np.int64, int(lengths.sum()))
-            docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
+            return self.transform_numbers(*self._word_numbers(self._words, texts), n)
+        per_doc = [self.term_ids(t) for t in texts]
+        lengths = np.fromiter(map(len, per_doc), dtype=np.int64, count=n)
+        ids = np.fromiter(itertools.chain.from_iterable(per_doc), np.int64, int(lengths.sum()))
+        docs = np.repeat(np.arange(n, dtype=np.int64), lengths)
+        return self._weigh(docs, ids, n)
+
+    def _weigh(
+        self, docs: IntArray, ids: IntArray, n: int
+    ) -> tuple[IntArray, IntArray, FloatArray]:
+        """The TF-IDF (rows, columns, values) of ``n`` texts whose terms are at columns
+        ``ids`` (-1: unknown) of texts ``docs``, sorted by row then column."""
         known = ids >= 0
         width = max(self.size, 1)
         keys, counts = np.unique(docs[known] * width + ids[known], return_counts=True)
@@ -256,10 +315,11 @@ class _WordTerms:
     costs one dict lookup per token instead of a lookup per token and a joined string and a
     lookup per pair."""
 
-    numbers: dict[str, int]  # every word of a term -> its number
+    words: dict[str, int]  # every word of a term -> its number
     unigram: IntArray  # word number -> column of that unigram, or -1
-    pair_keys: IntArray  # sorted: first word * len(numbers) + second word, of each bigram
+    pair_keys: IntArray  # sorted: first word * len(words) + second word, of each bigram
     pair_columns: IntArray  # the column of each of those bigrams
+    _value_set: Any = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, terms: Sequence[str]) -> _WordTerms:
@@ -281,15 +341,27 @@ class _WordTerms:
         columns = np.array([c for _a, _b, c in pairs], np.int64)
         return cls(numbers, unigram, keys[order], columns[order])
 
-    def occurrences(self, tokens: Sequence[list[str]], *, pairs: bool) -> tuple[IntArray, IntArray]:
-        """(document, column) of every unigram (and with ``pairs``, every bigram) of each
-        document's ``tokens``; the column is -1 for a term the block does not know."""
-        get = self.numbers.get
+    @property
+    def value_set(self) -> Any:
+        """The words in number order, as :func:`endpoint.tokens.lookup` takes them."""
+        if self._value_set is None:
+            object.__setattr__(self, "_value_set", _tokens.value_set(list(self.words)))
+        return self._value_set
+
+    def word_numbers(self, tokens: Sequence[list[str]]) -> tuple[IntArray, IntArray]:
+        """(document, word number) of every token of each document's ``tokens`` (-1: a word
+        of no term)."""
+        get = self.words.get
         per_doc = [[get(t, -1) for t in doc] for doc in tokens]
         lengths = np.fromiter(map(len, per_doc), np.int64, len(per_doc))
         words = np.fromiter(itertools.chain.from_iterable(per_doc), np.int64, int(lengths.sum()))
-        docs = np.repeat(np.arange(len(per_doc), dtype=np.int64), lengths)
-        if not len(self.numbers):  # a block without terms: every token is unknown
+        return np.repeat(np.arange(len(per_doc), dtype=np.int64), lengths), words
+
+    def columns(self, docs: IntArray, words: IntArray, *, pairs: bool) -> tuple[IntArray, IntArray]:
+        """(document, column) of every unigram (and with ``pairs``, every bigram) of the
+        tokens with these documents and word numbers (:meth:`word_numbers`, in text order);
+        the column is -1 for a term the block does not know."""
+        if not len(self.words):  # a block without terms: every token is unknown
             return docs, np.full(len(words), -1, np.int64)
         known = words >= 0
         ids = np.where(known, self.unigram[np.where(known, words, 0)], -1)
@@ -297,7 +369,7 @@ class _WordTerms:
             return docs, ids
         first, second = words[:-1], words[1:]
         within = (docs[:-1] == docs[1:]) & (first >= 0) & (second >= 0)
-        keys = first * len(self.numbers) + second
+        keys = first * len(self.words) + second
         at = np.minimum(np.searchsorted(self.pair_keys, keys), len(self.pair_keys) - 1)
         found = within & (self.pair_keys[at] == keys)
         pair_ids = np.where(found, self.pair_columns[at], -1)
@@ -625,9 +697,25 @@ class SentimentModel(ModelInfo):
 
     # -- inference --------------------------------------------------------------------------
 
-    def _parts(self, texts: Sequence[str]) -> Iterable[tuple[IntArray, IntArray, FloatArray]]:
-        for block, offset in zip(self.blocks, self._offsets, strict=False):
-            rows, cols, values = block.transform(texts)
+    def _parts(
+        self,
+        texts: Sequence[str],
+        at_once: Sequence[tuple[IntArray, IntArray] | None] = (),
+        start: int = 0,
+    ) -> Iterable[tuple[IntArray, IntArray, FloatArray]]:
+        """Each block's features of ``texts``; ``at_once``: per block, the token numbers
+        (:meth:`FeatureBlock.batch_numbers`) of a larger sequence whose texts from ``start`` on
+        these are (None: tokenise these)."""
+        for i, (block, offset) in enumerate(zip(self.blocks, self._offsets, strict=False)):
+            found = at_once[i] if i < len(at_once) else None
+            if found is None:
+                rows, cols, values = block.transform(texts)
+            else:
+                docs, words = found
+                lo, hi = np.searchsorted(docs, (start, start + len(texts))).tolist()
+                rows, cols, values = block.transform_numbers(
+                    docs[lo:hi] - start, words[lo:hi], len(texts)
+                )
             yield rows, cols + offset, values
 
     def transform(self, texts: Sequence[str]) -> SparseRows:
@@ -648,9 +736,12 @@ class SentimentModel(ModelInfo):
         n = len(texts)
         scores = np.tile(self.intercept, (n, 1))
         for start in range(0, n, SCORE_STEP):
+            if start % TOKENISE_STEP == 0:
+                chunk = texts[start : start + TOKENISE_STEP]
+                at_once = [block.batch_numbers(chunk) for block in self.blocks]
             step = texts[start : start + SCORE_STEP]
             out = scores[start : start + len(step)]
-            for rows, cols, values in self._parts(step):
+            for rows, cols, values in self._parts(step, at_once, start % TOKENISE_STEP):
                 contrib = self._coef_t[cols] * values[:, None]
                 for k in range(len(CLASSES)):
                     out[:, k] += np.bincount(rows, weights=contrib[:, k], minlength=len(step))

@@ -23,6 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from endpoint.tokens import ascii_word_tokens, column_bytes
 from monitors._stats import FloatArray, IntArray
 from monitors.contributions import Explainer
 from monitors.terms import tokenize
@@ -205,20 +206,6 @@ def _ascii_space(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
     return out
 
 
-def _ascii_word(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
-    """Which bytes are ASCII word characters (``\\w``: letters, digits, ``_``)."""
-    out: npt.NDArray[np.bool_] = (
-        ((raw | _U8(32)) - _U8(97) <= _U8(25)) | (raw - _U8(48) <= _U8(9)) | (raw == _U8(95))
-    )
-    return out
-
-
-def _ascii_lower(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    upper = raw - _U8(65) <= _U8(25)
-    lowered: npt.NDArray[np.uint8] = raw | (upper.view(np.uint8) << _U8(5))
-    return lowered
-
-
 def text_features(
     texts: Sequence[str],
     vocabulary: ModelVocabulary | Collection[str] | None,
@@ -278,16 +265,11 @@ def _ascii_features(
 ) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], FloatArray, FloatArray, FloatArray]:
     """Which texts of a string column are ASCII, and their words, characters and OOV rate
     (the other texts' entries are to be filled in by the caller). On ASCII text a byte is a
-    character: word starts, token runs and their rows come from byte masks over the column's
-    data buffer, and one hash lookup of every token answers the vocabulary."""
+    character: word starts come from byte masks over the column's data buffer, the model's
+    tokens from :func:`endpoint.tokens.ascii_word_tokens`, and one hash lookup of every token
+    answers the vocabulary."""
     n = len(column)
-    _, offset_buffer, data = column.buffers()
-    width = np.int64 if pa.types.is_large_string(column.type) else np.int32
-    at_slice = column.offset * np.dtype(width).itemsize
-    offsets: IntArray = np.frombuffer(offset_buffer, width, n + 1, at_slice).astype(np.int64)
-    lo, hi = int(offsets[0]), int(offsets[-1])
-    raw = np.frombuffer(data, np.uint8, hi - lo, lo) if hi > lo else np.zeros(0, np.uint8)
-    begin, end = offsets[:-1] - lo, offsets[1:] - lo
+    raw, begin, end = column_bytes(column)
 
     def per_text(positions: IntArray) -> IntArray:
         """How many of these (sorted) byte positions fall in each text."""
@@ -302,21 +284,10 @@ def _ascii_features(
     chars = (end - begin).astype(np.float64)
     if vocab is None:
         return ascii_rows, words, chars, np.full(n, np.nan)
-    word = _ascii_word(raw)
-    starts = word & (np.concatenate(([False], ~word[:-1])) | first)  # each token's first byte
-    kept = _ascii_lower(raw[word])  # the token bytes alone, end to end, lower-cased
-    bounds = np.append(np.flatnonzero(starts[word]), len(kept))
-    large = len(kept) >= 2**31  # offsets past int32: Arrow's large strings
-    tokens = (pa.LargeStringArray if large else pa.StringArray).from_buffers(
-        len(bounds) - 1,
-        pa.py_buffer(bounds.astype(np.int64 if large else np.int32)),
-        pa.py_buffer(kept.tobytes()),
-    )
-    known = np.asarray(pc.is_in(tokens, value_set=vocab.arrow), dtype=np.bool_)
-    at = np.flatnonzero(starts)
-    long = np.diff(bounds) > 1  # a model token has two characters or more
-    total = per_text(at[long])
-    inside = per_text(at[long & known])
+    found = ascii_word_tokens(column)
+    known = np.asarray(pc.is_in(found.tokens, value_set=vocab.arrow), dtype=np.bool_)
+    total = np.bincount(found.rows, minlength=n)
+    inside = np.bincount(found.rows[known], minlength=n)
     oov = np.where(total > 0, (total - inside) / np.maximum(total, 1), np.nan)
     return ascii_rows, words, chars, oov
 

@@ -44,7 +44,7 @@ REQUESTS: list[tuple[str, str, str]] = [
 
 # Runs inside the fresh interpreter: what a SageMaker framework container does with the archive.
 CONTAINER = container_script(
-    ("endpoint", "stream", "monitors", "sinks", "sklearn", "scipy", "pandas", "aiohttp"),
+    ("endpoint", "stream", "monitors", "sinks", "sklearn", "scipy", "pandas", "aiohttp", "pyarrow"),
     r"""
 out = []
 for body, content_type, accept in given:

@@ -19,6 +19,7 @@ from endpoint.model import (
     LABELS,
     MODEL_FILE,
     SCORE_STEP,
+    TOKENISE_STEP,
     WEIGHTS_FILE,
     FeatureBlock,
     SentimentModel,
@@ -235,9 +236,10 @@ def test_rows_are_scored_independently_of_the_batch() -> None:
 
 
 def test_texts_are_scored_in_bounded_steps(reviews: Reviews) -> None:
-    # 4,000 real reviews at once hold one step's token lists and features (about 3 MB), not
-    # the whole batch's (33 MB when they were scored in one step); every row is what it is
-    # alone, bit for bit, steps and all
+    # 4,000 real reviews at once hold one step's features and one tokenising chunk's byte
+    # masks and token numbers (about 5 MB), not the whole batch's (33 MB of token lists when
+    # they were scored in one step); every row is what it is alone, bit for bit, at the edges
+    # of steps and chunks
     model = SentimentModel.load(DEFAULT_MODEL_DIR)
     texts = reviews.texts[:4000]
     tracemalloc.start()
@@ -248,6 +250,7 @@ def test_texts_are_scored_in_bounded_steps(reviews: Reviews) -> None:
         tracemalloc.stop()
     assert peak < 8 * 2**20, f"{peak / 2**20:.1f} MB"
     edges = [0, 1, SCORE_STEP - 1, SCORE_STEP, SCORE_STEP + 1, len(texts) - 1]
+    edges += [TOKENISE_STEP - 1, TOKENISE_STEP, TOKENISE_STEP + 1, 2 * TOKENISE_STEP + 1]
     alone = np.vstack([model.decision_function([texts[i]]) for i in edges])
     assert np.array_equal(scores[edges], alone)
 
