@@ -241,8 +241,8 @@ class FeatureBlock:
         column = _tokens.to_column(texts) if self._vector else None
         if column is None:
             return terms.word_numbers([findall(t.lower() if lower else t) for t in texts])
-        found = _tokens.ascii_word_tokens(column, lowercase=lower)
-        docs, words = found.rows, _tokens.lookup(found.tokens, terms.value_set)
+        found = _tokens.ascii_word_ids(column, terms.value_set, lowercase=lower)
+        docs, words = found.rows, found.ids
         others = np.flatnonzero(~found.ascii_rows)
         if not len(others):
             return docs, words

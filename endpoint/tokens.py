@@ -22,7 +22,19 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["WordTokens", "ascii_lower", "ascii_word", "ascii_word_tokens", "available"]
+__all__ = [
+    "WordIds",
+    "ascii_lower",
+    "ascii_texts",
+    "ascii_word",
+    "ascii_word_ids",
+    "available",
+    "column_bytes",
+    "lookup",
+    "per_text",
+    "to_column",
+    "value_set",
+]
 
 IntArray = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
@@ -50,12 +62,12 @@ def ascii_lower(raw: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return lowered
 
 
-class WordTokens(NamedTuple):
-    """The word tokens of a column's ASCII texts, in text order."""
+class WordIds(NamedTuple):
+    """The word tokens of a column's ASCII texts, in text order, as indices in a value set."""
 
     ascii_rows: BoolArray  #: which texts are ASCII (only their tokens are below)
     rows: IntArray  #: the text of each token (ascending)
-    tokens: Any  #: pa.StringArray: the tokens, lower-cased when asked
+    ids: IntArray  #: each token's index in the value set, -1 where it is not there
 
 
 def column_bytes(column: pa.Array) -> tuple[npt.NDArray[np.uint8], IntArray, IntArray]:
@@ -72,15 +84,29 @@ def column_bytes(column: pa.Array) -> tuple[npt.NDArray[np.uint8], IntArray, Int
     return raw, offsets[:-1] - lo, offsets[1:] - lo
 
 
-def ascii_word_tokens(column: pa.Array, *, lowercase: bool = True, min_len: int = 2) -> WordTokens:
+def per_text(positions: IntArray, begin: IntArray, end: IntArray) -> IntArray:
+    """How many of these (sorted) byte positions fall in each text (``begin``, ``end``)."""
+    out: IntArray = np.searchsorted(positions, end) - np.searchsorted(positions, begin)
+    return out
+
+
+def ascii_texts(raw: npt.NDArray[np.uint8], begin: IntArray, end: IntArray) -> BoolArray:
+    """Which texts (``begin``, ``end`` in ``raw``) have only ASCII bytes."""
+    out: BoolArray = per_text(np.flatnonzero(raw >= 128), begin, end) == 0
+    return out
+
+
+def ascii_word_ids(
+    column: pa.Array, values: pa.Array, *, lowercase: bool = True, min_len: int = 2
+) -> WordIds:
     """The runs of at least ``min_len`` word bytes of each ASCII text of ``column`` (a string
-    or large-string array without nulls): ``re.findall(r"(?u)\\b\\w\\w+\\b", text)`` for
-    ``min_len=2``, on ``text.lower()`` when ``lowercase``."""
+    or large-string array without nulls), ``re.findall(r"(?u)\\b\\w\\w+\\b", text)`` for
+    ``min_len=2`` (on ``text.lower()`` when ``lowercase``), as their indices in ``values``
+    (:func:`value_set`)."""
     import pyarrow as pa
 
     raw, begin, end = column_bytes(column)
-    outside = np.flatnonzero(raw >= 128)
-    ascii_rows: BoolArray = np.searchsorted(outside, end) == np.searchsorted(outside, begin)
+    ascii_rows = ascii_texts(raw, begin, end)
     word = ascii_word(raw)  # a non-ASCII byte is not one: its text is left out below
     first = np.zeros(len(raw), np.bool_)
     first[begin[end > begin]] = True  # each text's first byte: no run goes on across texts
@@ -89,16 +115,18 @@ def ascii_word_tokens(column: pa.Array, *, lowercase: bool = True, min_len: int 
     if lowercase:
         kept = ascii_lower(kept)
     bounds = np.append(np.flatnonzero(starts[word]), len(kept))
-    at = np.flatnonzero(starts)
-    rows: IntArray = np.searchsorted(end, at, side="right").astype(np.int64)
-    wanted = (np.diff(bounds) >= min_len) & ascii_rows[rows]
     large = len(kept) >= 2**31  # offsets past int32: Arrow's large strings
     runs = (pa.LargeStringArray if large else pa.StringArray).from_buffers(
         len(bounds) - 1,
         pa.py_buffer(bounds.astype(np.int64 if large else np.int32)),
         pa.py_buffer(kept),
     )
-    return WordTokens(ascii_rows, rows[wanted], runs.filter(pa.array(wanted)))
+    ids = lookup(runs, values)  # every run (fewer copies than leaving the short ones out first)
+    rows = np.repeat(
+        np.arange(len(begin), dtype=np.int64), per_text(np.flatnonzero(starts), begin, end)
+    )
+    wanted = (np.diff(bounds) >= min_len) & ascii_rows[rows]
+    return WordIds(ascii_rows, rows[wanted], ids[wanted])
 
 
 def to_column(texts: Any) -> pa.Array | None:

@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from endpoint.tokens import ascii_word_tokens, column_bytes
+from endpoint.tokens import ascii_texts, ascii_word_ids, column_bytes, per_text
 from monitors._stats import FloatArray, IntArray
 from monitors.contributions import Explainer
 from monitors.terms import tokenize
@@ -265,31 +265,23 @@ def _ascii_features(
 ) -> tuple[np.ndarray[Any, np.dtype[np.bool_]], FloatArray, FloatArray, FloatArray]:
     """Which texts of a string column are ASCII, and their words, characters and OOV rate
     (the other texts' entries are to be filled in by the caller). On ASCII text a byte is a
-    character: word starts come from byte masks over the column's data buffer, the model's
-    tokens from :func:`endpoint.tokens.ascii_word_tokens`, and one hash lookup of every token
-    answers the vocabulary."""
+    character: word starts come from byte masks over the column's data buffer, and the model's
+    tokens and their lookup in the vocabulary from :func:`endpoint.tokens.ascii_word_ids`."""
     n = len(column)
     raw, begin, end = column_bytes(column)
-
-    def per_text(positions: IntArray) -> IntArray:
-        """How many of these (sorted) byte positions fall in each text."""
-        return np.searchsorted(positions, end) - np.searchsorted(positions, begin)
-
-    ascii_rows = per_text(np.flatnonzero(raw >= 128)) == 0
     first = np.zeros(len(raw), np.bool_)
     first[begin[end > begin]] = True  # each text's first byte
     space = _ascii_space(raw)
     after_space = np.concatenate(([True], space[:-1])) | first
-    words = per_text(np.flatnonzero(~space & after_space)).astype(np.float64)
+    words = per_text(np.flatnonzero(~space & after_space), begin, end).astype(np.float64)
     chars = (end - begin).astype(np.float64)
     if vocab is None:
-        return ascii_rows, words, chars, np.full(n, np.nan)
-    found = ascii_word_tokens(column)
-    known = np.asarray(pc.is_in(found.tokens, value_set=vocab.arrow), dtype=np.bool_)
+        return ascii_texts(raw, begin, end), words, chars, np.full(n, np.nan)
+    found = ascii_word_ids(column, vocab.arrow)
     total = np.bincount(found.rows, minlength=n)
-    inside = np.bincount(found.rows[known], minlength=n)
+    inside = np.bincount(found.rows[found.ids >= 0], minlength=n)
     oov = np.where(total > 0, (total - inside) / np.maximum(total, 1), np.nan)
-    return ascii_rows, words, chars, oov
+    return found.ascii_rows, words, chars, oov
 
 
 def _evidence_tokens(
