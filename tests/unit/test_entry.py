@@ -1,6 +1,7 @@
 """The ``sentiment-monitor`` process's memory choices (:mod:`stream.entry`): Arrow on the
-system allocator and two glibc malloc arenas, unless the environment says otherwise. Each runs
-in a fresh interpreter, since both take effect only before pyarrow loads or threads start."""
+system allocator and two glibc malloc arenas, unless the environment says otherwise, and the
+garbage collector's thresholds. Each runs in a fresh interpreter, since the first two take
+effect only before pyarrow loads or threads start."""
 
 from __future__ import annotations
 
@@ -70,3 +71,13 @@ def test_the_command_limits_malloc_to_two_arenas_unless_told_otherwise() -> None
     # ... but two at most in a configured process, or what MALLOC_ARENA_MAX says
     assert _arenas("configure", env) <= 2
     assert _arenas("configure", env | {"MALLOC_ARENA_MAX": "1"}) == 1
+
+
+def test_the_command_collects_young_garbage_every_10000_allocations() -> None:
+    code = (
+        "import gc; print(gc.get_threshold()); "
+        "from stream.entry import configure_process; configure_process(); "
+        "print(gc.get_threshold())"
+    )
+    out = _python(code, env=fresh_process_env())
+    assert out.stdout.splitlines() == ["(700, 10, 10)", "(10000, 10, 10)"]
