@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from stream.errors import ScoringRejected
 from stream.events import ReviewEvent
 from stream.pipeline import Prediction, PredictionColumns, ScoringResult
@@ -26,9 +28,14 @@ from stream.pipeline import Prediction, PredictionColumns, ScoringResult
 __all__ = ["InProcessScorer", "parse_response", "request_body"]
 
 
+_JSON = msgspec.json.Encoder()
+
+
 def request_body(events: Sequence[ReviewEvent]) -> bytes:
-    """The ``application/json`` request for a batch: ``{"instances": [text, ...]}``."""
-    return json.dumps({"instances": [e.review_text for e in events]}, ensure_ascii=False).encode()
+    """The ``application/json`` request for a batch: ``{"instances": [text, ...]}`` (UTF-8,
+    by msgspec: a tenth of the standard library's time, on the event loop's thread). A text
+    UTF-8 cannot hold (a lone surrogate) raises :class:`UnicodeEncodeError`."""
+    return _JSON.encode({"instances": [e.review_text for e in events]})
 
 
 def parse_response(body: bytes | str, expected: int, latency_ms: float) -> ScoringResult:
