@@ -321,6 +321,34 @@ _EVENT_OPTIONAL: Final = tuple(
     (f.name, f.encoder if f.encodes else None) for f in EVENT_FIELDS if not f.required
 )
 _GET_OPTIONAL: Final = _getter([name for name, _encode in _EVENT_OPTIONAL])
+#: A msgspec struct whose JSON is :meth:`ReviewEvent.to_json_dict`'s without unknown fields,
+#: byte for byte: the same keys in the same order, optional fields left out when None (the
+#: fast path of :meth:`ScoredBatch.to_json_values`, which passes the encoded values).
+_EVENT_WIRE: Final = msgspec.defstruct(
+    "EventWire",
+    [
+        ("schema_version", int),
+        *((name, Any) for name in _EVENT_REQUIRED),
+        *((name, Any, None) for name, _encode in _EVENT_OPTIONAL),
+    ],
+    omit_defaults=True,
+)
+_GET_ALL: Final = _getter([*_EVENT_REQUIRED, *(name for name, _encode in _EVENT_OPTIONAL)])
+
+
+def _rfc3339_column(column: pa.ChunkedArray | pa.Array) -> list[str]:
+    """:func:`_rfc3339` of each value of a UTC timestamp column (no nulls), formatted by
+    numpy a column at a time: microseconds when there are any (as ``isoformat`` writes)."""
+    us = np.asarray(column.to_numpy(), "datetime64[us]")
+    out: list[str] = np.datetime_as_string(us, unit="us", timezone="UTC").tolist()
+    whole = np.flatnonzero(us.astype(np.int64) % 1_000_000 == 0)
+    if len(whole):
+        seconds = np.datetime_as_string(us[whole], unit="s", timezone="UTC").tolist()
+        for i, text in zip(whole.tolist(), seconds, strict=True):
+            out[i] = text
+    return out
+
+
 _VERDICT: Final = _WireValues(_VERDICT_WIRE)
 
 
@@ -857,16 +885,43 @@ class ScoredBatch(Sequence[ScoredReview]):
         :attr:`table` and written from its columns rather than one dict per review."""
         t = self.table
         columns = [_json_column(f, t.column(f.name)) for f in _VERDICT_WIRE]
+        # the required fields' JSON forms a column at a time, the event's JSON by one
+        # encode of a struct (the fields in to_json_dict's order), unknown fields before it
+        encoded = {
+            i: _rfc3339_column(t.column(f.name))
+            if f.encoder is _rfc3339
+            else [f.encoder(v) for v in t.column(f.name).to_pylist()]
+            for i, f in enumerate(EVENT_FIELDS)
+            if f.required and f.encodes
+        }
+        optional = [
+            (len(_EVENT_REQUIRED) + i, encode)
+            for i, (_name, encode) in enumerate(_EVENT_OPTIONAL)
+            if encode is not None
+        ]
+        wire, get, encode = _EVENT_WIRE, _GET_ALL, _JSON.encode
         out = []
-        for event, verdict in zip(self.events, zip(*columns, strict=True), strict=True):
+        for i, (event, verdict) in enumerate(
+            zip(self.events, zip(*columns, strict=True), strict=True)
+        ):
             tail = _VERDICT_TEMPLATE % verdict
-            if event.extra and not _VERDICT_KEY_SET.isdisjoint(event.extra):
+            extra = event.extra
+            if extra and not _VERDICT_KEY_SET.isdisjoint(extra):
                 # an unknown field of a verdict key's name: replaced where it stands
                 doc = event.to_json_dict()
                 doc.update(msgspec.json.decode(b"{" + tail[1:]))
-                out.append(_JSON.encode(doc))
-            else:
-                out.append(_JSON.encode(event.to_json_dict())[:-1] + tail)
+                out.append(encode(doc))
+                continue
+            values = list(get(event))
+            for at, column in encoded.items():
+                values[at] = column[i]
+            for at, encoder in optional:
+                if values[at] is not None:
+                    values[at] = encoder(values[at])
+            own = encode(wire(SCHEMA_VERSION, *values))
+            if extra:
+                own = encode(extra)[:-1] + b"," + own[1:]
+            out.append(own[:-1] + tail)
         return out
 
     @cached_property

@@ -8,8 +8,11 @@ from datetime import UTC, datetime
 import msgspec
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stream.events import (
+    EVENT_WIRE_KEYS,
     SCORED_SCHEMA,
     ReviewEvent,
     ScoredBatch,
@@ -195,3 +198,52 @@ def test_an_unknown_field_named_like_a_verdict_key_is_replaced_in_place() -> Non
         "partition": "0",
         "offset": "100",
     }
+
+
+_TEXT = st.text(max_size=30)  # UTF-8 text: no lone surrogates
+_EVENTS = st.builds(
+    ReviewEvent,
+    review_id=_TEXT,
+    product_id=_TEXT,
+    product_category=_TEXT,
+    review_text=_TEXT,
+    channel=st.sampled_from(["web", "app", "email"]),
+    event_time=st.one_of(
+        st.datetimes(timezones=st.just(UTC)),
+        st.datetimes(timezones=st.just(UTC)).map(lambda t: t.replace(microsecond=0)),
+    ),
+    rating=st.one_of(st.none(), st.integers(1, 5)),
+    language=st.one_of(st.none(), _TEXT),
+    customer_segment=st.one_of(st.none(), _TEXT),
+    extra=st.dictionaries(
+        _TEXT.filter(lambda k: k not in EVENT_WIRE_KEYS),
+        st.one_of(st.none(), st.integers(), _TEXT, st.lists(st.integers(), max_size=3)),
+        max_size=3,
+    ),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_EVENTS, min_size=1, max_size=12))
+def test_the_enriched_json_of_a_batch_is_each_rows_json_byte_for_byte(
+    events: list[ReviewEvent],
+) -> None:
+    # the columnar encoding (times formatted a column at a time, one struct a row) against
+    # one dict a row: any texts, times in any year, with and without microseconds, optional
+    # fields absent or not, unknown fields of any name (a verdict key's too)
+    n = len(events)
+    batch = ScoredBatch.from_predictions(
+        events,
+        [SourcePosition("kafka", "reviews", "0", i) for i in range(n)],
+        np.zeros(n, np.int8),
+        np.full((n, 3), 1 / 3, np.float32),
+        model=("tfidf-lr", "7"),
+        scored_at=SCORED_AT,
+        latency_ms=1.0,
+    )
+    rows = list(ScoredBatch.from_table(batch.table))
+    expected = [
+        msgspec.json.encode(dataclasses.replace(r, event=e).to_json_dict())
+        for r, e in zip(rows, events, strict=True)
+    ]
+    assert batch.to_json_values() == expected
