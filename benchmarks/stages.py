@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from monitors import MonitorSuite
 from sinks.lake import LakeSink, LocalLakeWriter
 from sinks.topics import enriched_values
 from stream.app import monitor_config
+from stream.entry import GC_THRESHOLDS
 from stream.events import Batch, ScoredBatch, SourcePosition
 from stream.kafka_app import feed_messages
 from stream.metrics import PipelineMetrics
@@ -118,6 +120,7 @@ def stages(
 
 
 def main() -> None:
+    gc.set_threshold(*GC_THRESHOLDS)  # as the command's processes collect (stream.entry)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument(
