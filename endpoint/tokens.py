@@ -131,13 +131,14 @@ def ascii_word_ids(
 
 def to_column(texts: Any) -> pa.Array | None:
     """``texts`` (a sequence of str) as an Arrow string column; None where Arrow cannot hold
-    them (a lone surrogate has no UTF-8)."""
+    them in one (a lone surrogate has no UTF-8; past 2 GiB of text pyarrow returns chunks)."""
     import pyarrow as pa
 
     try:
-        return pa.array(texts, pa.string())
+        column = pa.array(texts, pa.string())
     except (pa.ArrowException, UnicodeError):
         return None
+    return column if isinstance(column, pa.Array) else None
 
 
 def value_set(terms: Any) -> pa.Array:

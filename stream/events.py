@@ -888,10 +888,10 @@ class ScoredBatch(Sequence[ScoredReview]):
         # the required fields' JSON forms a column at a time, the event's JSON by one
         # encode of a struct (the fields in to_json_dict's order), unknown fields before it
         encoded = {
-            i: _rfc3339_column(t.column(f.name))
+            _EVENT_REQUIRED.index(f.name): _rfc3339_column(t.column(f.name))
             if f.encoder is _rfc3339
             else [f.encoder(v) for v in t.column(f.name).to_pylist()]
-            for i, f in enumerate(EVENT_FIELDS)
+            for f in EVENT_FIELDS
             if f.required and f.encodes
         }
         optional = [
