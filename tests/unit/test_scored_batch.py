@@ -20,6 +20,7 @@ from stream.events import (
     SourcePosition,
     scored_table,
 )
+from tests.scored import even_batch
 
 SCORED_AT = datetime(2024, 5, 2, 12, 0, tzinfo=UTC)
 
@@ -231,16 +232,7 @@ def test_the_enriched_json_of_a_batch_is_each_rows_json_byte_for_byte(
     # the columnar encoding (times formatted a column at a time, one struct a row) against
     # one dict a row: any texts, times in any year, with and without microseconds, optional
     # fields absent or not, unknown fields of any name (a verdict key's too)
-    n = len(events)
-    batch = ScoredBatch.from_predictions(
-        events,
-        [SourcePosition("kafka", "reviews", "0", i) for i in range(n)],
-        np.zeros(n, np.int8),
-        np.full((n, 3), 1 / 3, np.float32),
-        model=("tfidf-lr", "7"),
-        scored_at=SCORED_AT,
-        latency_ms=1.0,
-    )
+    batch = even_batch(events, scored_at=SCORED_AT, model=("tfidf-lr", "7"))
     rows = list(ScoredBatch.from_table(batch.table))
     expected = [
         msgspec.json.encode(dataclasses.replace(r, event=e).to_json_dict())

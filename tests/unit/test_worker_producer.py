@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -20,6 +19,7 @@ from stream.producer import PRODUCE_BATCH_BYTES, KafkaReviewProducer
 from stream.settings import BatchSettings, KafkaSettings
 from stream.synthetic import generate
 from stream.validation import decode_event
+from tests.scored import even_batch
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -32,16 +32,7 @@ def micro_batch() -> ScoredBatch:
     ]
     events = [e for e in decoded if isinstance(e, ReviewEvent)][:size]
     assert len(events) == size
-    n = len(events)
-    return ScoredBatch.from_predictions(
-        events,
-        [SourcePosition("kafka", "reviews", "0", i) for i in range(n)],
-        np.zeros(n, np.int8),
-        np.full((n, 3), 1 / 3, np.float32),
-        model=("m", "1"),
-        scored_at=NOW,
-        latency_ms=1.0,
-    )
+    return even_batch(events, scored_at=NOW)
 
 
 def publisher() -> AIOKafkaProducer:
