@@ -321,6 +321,11 @@ _EVENT_OPTIONAL: Final = tuple(
     (f.name, f.encoder if f.encodes else None) for f in EVENT_FIELDS if not f.required
 )
 _GET_OPTIONAL: Final = _getter([name for name, _encode in _EVENT_OPTIONAL])
+#: The event fields in :meth:`ReviewEvent.to_json_dict`'s order: required, then optional.
+_EVENT_WIRE_FIELDS: Final = (
+    *(f for f in EVENT_FIELDS if f.required),
+    *(f for f in EVENT_FIELDS if not f.required),
+)
 #: A msgspec struct whose JSON is :meth:`ReviewEvent.to_json_dict`'s without unknown fields,
 #: byte for byte: the same keys in the same order, optional fields left out when None (the
 #: fast path of :meth:`ScoredBatch.to_json_values`, which passes the encoded values).
@@ -328,12 +333,10 @@ _EVENT_WIRE: Final = msgspec.defstruct(
     "EventWire",
     [
         ("schema_version", int),
-        *((name, Any) for name in _EVENT_REQUIRED),
-        *((name, Any, None) for name, _encode in _EVENT_OPTIONAL),
+        *((f.name, Any) if f.required else (f.name, Any, None) for f in _EVENT_WIRE_FIELDS),
     ],
     omit_defaults=True,
 )
-_GET_ALL: Final = _getter([*_EVENT_REQUIRED, *(name for name, _encode in _EVENT_OPTIONAL)])
 
 
 def _rfc3339_column(column: pa.ChunkedArray | pa.Array) -> list[str]:
@@ -347,6 +350,14 @@ def _rfc3339_column(column: pa.ChunkedArray | pa.Array) -> list[str]:
         for i, text in zip(whole.tolist(), seconds, strict=True):
             out[i] = text
     return out
+
+
+def _wire_column(f: FieldSpec, events: Sequence[ReviewEvent], table: pa.Table) -> list[Any]:
+    """:meth:`FieldSpec.to_wire` of an event field's value for each event (times from the
+    batch's table, formatted a column at a time)."""
+    if f.encoder is _rfc3339 and f.required:  # a column without nulls
+        return _rfc3339_column(table.column(f.name))
+    return f.column_to_wire(list(map(attrgetter(f.name), events)))
 
 
 _VERDICT: Final = _WireValues(_VERDICT_WIRE)
@@ -885,24 +896,14 @@ class ScoredBatch(Sequence[ScoredReview]):
         :attr:`table` and written from its columns rather than one dict per review."""
         t = self.table
         columns = [_json_column(f, t.column(f.name)) for f in _VERDICT_WIRE]
-        # the required fields' JSON forms a column at a time, the event's JSON by one
-        # encode of a struct (the fields in to_json_dict's order), unknown fields before it
-        encoded = {
-            _EVENT_REQUIRED.index(f.name): _rfc3339_column(t.column(f.name))
-            if f.encoder is _rfc3339
-            else [f.encoder(v) for v in t.column(f.name).to_pylist()]
-            for f in EVENT_FIELDS
-            if f.required and f.encodes
-        }
-        optional = [
-            (len(_EVENT_REQUIRED) + i, encode)
-            for i, (_name, encode) in enumerate(_EVENT_OPTIONAL)
-            if encode is not None
-        ]
-        wire, get, encode = _EVENT_WIRE, _GET_ALL, _JSON.encode
+        # each event field's JSON forms a column at a time (the struct's order: required,
+        # then optional), then per review one encode of the struct, unknown fields before it
+        events = self.events
+        own_columns = [_wire_column(f, events, t) for f in _EVENT_WIRE_FIELDS]
+        wire, encode = _EVENT_WIRE, _JSON.encode
         out = []
-        for i, (event, verdict) in enumerate(
-            zip(self.events, zip(*columns, strict=True), strict=True)
+        for event, own_values, verdict in zip(
+            events, zip(*own_columns, strict=True), zip(*columns, strict=True), strict=True
         ):
             tail = _VERDICT_TEMPLATE % verdict
             extra = event.extra
@@ -912,13 +913,7 @@ class ScoredBatch(Sequence[ScoredReview]):
                 doc.update(msgspec.json.decode(b"{" + tail[1:]))
                 out.append(encode(doc))
                 continue
-            values = list(get(event))
-            for at, column in encoded.items():
-                values[at] = column[i]
-            for at, encoder in optional:
-                if values[at] is not None:
-                    values[at] = encoder(values[at])
-            own = encode(wire(SCHEMA_VERSION, *values))
+            own = encode(wire(SCHEMA_VERSION, *own_values))
             if extra:
                 own = encode(extra)[:-1] + b"," + own[1:]
             out.append(own[:-1] + tail)
