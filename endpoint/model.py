@@ -706,8 +706,8 @@ class SentimentModel(ModelInfo):
         """Each block's features of ``texts``; ``at_once``: per block, the token numbers
         (:meth:`FeatureBlock.batch_numbers`) of a larger sequence whose texts from ``start`` on
         these are (None: tokenise these)."""
-        for i, (block, offset) in enumerate(zip(self.blocks, self._offsets, strict=False)):
-            found = at_once[i] if i < len(at_once) else None
+        found_all = at_once or [None] * len(self.blocks)
+        for block, offset, found in zip(self.blocks, self._offsets, found_all, strict=False):
             if found is None:
                 rows, cols, values = block.transform(texts)
             else:
@@ -735,16 +735,16 @@ class SentimentModel(ModelInfo):
         at a time (each row's sum is the same in any step)."""
         n = len(texts)
         scores = np.tile(self.intercept, (n, 1))
-        for start in range(0, n, SCORE_STEP):
-            if start % TOKENISE_STEP == 0:
-                chunk = texts[start : start + TOKENISE_STEP]
-                at_once = [block.batch_numbers(chunk) for block in self.blocks]
-            step = texts[start : start + SCORE_STEP]
-            out = scores[start : start + len(step)]
-            for rows, cols, values in self._parts(step, at_once, start % TOKENISE_STEP):
-                contrib = self._coef_t[cols] * values[:, None]
-                for k in range(len(CLASSES)):
-                    out[:, k] += np.bincount(rows, weights=contrib[:, k], minlength=len(step))
+        for first in range(0, n, TOKENISE_STEP):
+            chunk = texts[first : first + TOKENISE_STEP]
+            at_once = [block.batch_numbers(chunk) for block in self.blocks]
+            for start in range(0, len(chunk), SCORE_STEP):
+                step = chunk[start : start + SCORE_STEP]
+                out = scores[first + start : first + start + len(step)]
+                for rows, cols, values in self._parts(step, at_once, start):
+                    contrib = self._coef_t[cols] * values[:, None]
+                    for k in range(len(CLASSES)):
+                        out[:, k] += np.bincount(rows, weights=contrib[:, k], minlength=len(step))
         return scores
 
     def __repr__(self) -> str:
