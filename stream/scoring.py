@@ -66,8 +66,13 @@ class InProcessScorer:
 
     def __init__(self, model_dir: Path | None = None) -> None:
         from endpoint.inference import default_model_dir, model_fn
+        from endpoint.model import InvalidInput
 
         self._model = model_fn(model_dir or default_model_dir())
+        #: what refuses a batch for good (its reviews become dead letters): the handler's
+        #: InvalidInput (the 400 of an endpoint) or a text UTF-8 cannot hold; any other error
+        #: is this process's fault and ends the run, committing nothing past the batch
+        self._refusals: tuple[type[ValueError], ...] = (InvalidInput, UnicodeEncodeError)
 
     def _score_sync(self, body: bytes) -> tuple[PredictionColumns, str, str]:
         from endpoint.inference import input_fn, predict_fn
@@ -81,7 +86,7 @@ class InProcessScorer:
         started = time.perf_counter()
         try:
             columns, name, version = await asyncio.to_thread(self._score_sync, request_body(events))
-        except ValueError as err:  # the handler's InvalidInput is a ValueError
+        except self._refusals as err:
             raise ScoringRejected(str(err)) from err
         if len(columns) != len(events):
             raise ScoringRejected(f"the model answered {len(columns)} of {len(events)} instances")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from endpoint.model import InvalidInput
 from stream.errors import ScoringRejected
 from stream.events import Alert, Batch, Reason, ReviewEvent, ScoredReview, Severity, SourcePosition
 from stream.pipeline import (
@@ -25,6 +26,7 @@ from stream.pipeline import (
     ScoringResult,
     Summary,
 )
+from stream.scoring import InProcessScorer
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -256,6 +258,36 @@ async def test_a_failing_sink_ends_the_run_without_committing() -> None:
         await Pipeline(source, KeywordScorer(), [sink], CountingMonitor(), options=opts()).run()
     assert source.commits == []
     assert sink.closed == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "refused"),
+    [(InvalidInput("the request holds no instances"), True), (ValueError("a bug"), False)],
+)
+async def test_the_in_process_model_refuses_a_batch_only_for_the_handlers_reasons(
+    monkeypatch: pytest.MonkeyPatch, fault: ValueError, refused: bool
+) -> None:
+    # the handler's InvalidInput is a refusal for good: the batch becomes dead letters and is
+    # committed; any other ValueError (numpy's, Arrow's) is a fault of this process: the run
+    # ends and nothing is committed, so the reviews are read again, not lost to the lake
+    scorer = InProcessScorer()
+
+    def broken(*args: object, **kwargs: object) -> object:
+        raise fault
+
+    monkeypatch.setattr(scorer._model, "predict_proba", broken)
+    source = ListSource([event_bytes(i) for i in range(10)])
+    sink = MemorySink(source)
+    pipeline = Pipeline(source, scorer, [sink], CountingMonitor(), options=opts())
+    if refused:
+        summary = await pipeline.run()
+        assert summary.dead_letters == {"scoring_rejected": 10}
+        assert source.commits
+    else:
+        with pytest.raises(ValueError, match="a bug"):
+            await pipeline.run()
+        assert source.commits == []
+        assert [d for b in sink.batches for d in b.dead] == []
 
 
 def test_options_are_plain_values() -> None:
