@@ -42,6 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MetricsServer",
+    "MetricsUnavailable",
     "Runtime",
     "TimedSink",
     "build_monitor",
@@ -209,6 +210,10 @@ def build_monitor(settings: Settings, state: Mapping[str, Any] | None = None) ->
     return MonitorSuite(config, baseline, vocabulary=vocabulary, explainer=explainer)
 
 
+class MetricsUnavailable(RuntimeError):
+    """``/metrics`` could not be served (its port is taken, or the host is not this one's)."""
+
+
 @dataclass(slots=True)
 class MetricsServer:
     """The ``/metrics`` HTTP endpoint, served from a thread while the pipeline runs."""
@@ -227,9 +232,17 @@ class MetricsServer:
         changes them (see :class:`~stream.metrics.ReadingsCollector`)."""
         for source in sources:
             self.metrics.registry.register(ReadingsCollector(source, loop))
-        self._server, _thread = start_http_server(
-            self.port, addr=self.host, registry=self.metrics.registry
-        )
+        try:
+            self._server, _thread = start_http_server(
+                self.port, addr=self.host, registry=self.metrics.registry
+            )
+        except OSError as err:
+            raise MetricsUnavailable(
+                f"cannot serve /metrics on {self.host}:{self.port}: {err.strerror or err}; "
+                "set SENTIMENT_METRICS_PORT to a free port (0: any)"
+            ) from err
+        self.port = self._server.server_port  # the port taken, when asked for any (0)
+        log.info("serving /metrics on http://%s:%d/metrics", self.host, self.port)
 
     def stop(self) -> None:
         if self._server is not None:

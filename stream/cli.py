@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -70,6 +71,19 @@ def _mount_subcommands() -> None:
 _mount_subcommands()
 
 
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """A command that cannot start for a reason the user can fix (its /metrics port is
+    taken) prints that reason, not a traceback, and exits 1."""
+    from stream.app import MetricsUnavailable
+
+    try:
+        yield
+    except MetricsUnavailable as err:
+        console.print(f"[red]{escape(str(err))}[/red]")
+        raise typer.Exit(1) from err
+
+
 def _settings(**overrides: object) -> Settings:
     base = Settings()
     changes = {k: v for k, v in overrides.items() if v is not None}
@@ -121,7 +135,8 @@ def run(
         monitor = settings.monitor.model_copy(update={"baseline_path": baseline})
         settings = settings.model_copy(update={"monitor": monitor})
     name, records = _records(scenario, events, seed, data, settings.max_text_bytes, shuffle=shuffle)
-    pipeline = _replay(settings, name, records, rate=rate, progress=progress, linger=linger)
+    with _refusals():
+        pipeline = _replay(settings, name, records, rate=rate, progress=progress, linger=linger)
     _print_summary(pipeline.summary, settings)
 
 
@@ -358,11 +373,13 @@ def worker(
     if source is WorkerSource.kinesis:
         from stream.kinesis_worker import serve
 
-        serve(settings, loglevel=loglevel)
+        with _refusals():
+            serve(settings, loglevel=loglevel)
         return
     from stream.worker import run_worker
 
     if role is not None:
         kafka = settings.kafka.model_copy(update={"role": role.value})
         settings = settings.model_copy(update={"kafka": kafka})
-    run_worker(settings, loglevel=loglevel)
+    with _refusals():
+        run_worker(settings, loglevel=loglevel)

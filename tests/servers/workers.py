@@ -95,7 +95,18 @@ class WorkerProcesses(Closing):
         return (self.root / f"{name}.log").read_text(errors="replace")
 
     def logs(self) -> str:
-        return "\n".join(p.read_text(errors="replace")[-3000:] for p in self.root.glob("*.log"))
+        """The end of every log here, each under its name and whether its worker runs."""
+        return "\n".join(
+            f"--- {p.name} ({self._state(p.stem)}) ---\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted(self.root.glob("*.log"))
+        )
+
+    def _state(self, name: str) -> str:
+        proc = self.procs.get(name)
+        if proc is None:
+            return "not a worker"
+        code = proc.poll()
+        return "running" if code is None else f"exited {code}"
 
     def samples(self, name: str, *names: str) -> list[Sample]:
         """The named samples on one worker's /metrics."""
