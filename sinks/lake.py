@@ -143,6 +143,7 @@ if TYPE_CHECKING:  # stream.retry loads botocore: only when a disk fails
     from stream.retry import Backoff
 
 __all__ = [
+    "COMPACT_AFTER_BATCHES",
     "MAX_PARTITION_VALUE_BYTES",
     "PATH_VALUE_COLUMNS",
     "TABLES",
@@ -221,9 +222,14 @@ class LakePart:
     @property
     def table(self) -> pa.RecordBatch:
         """The part's rows (a zero-copy slice)."""
-        if self.start == 0 and self.num_rows == self.rows.num_rows:
+        if not self.is_slice:
             return self.rows
         return self.rows.slice(self.start, self.num_rows)
+
+    @property
+    def is_slice(self) -> bool:
+        """The rows are some of a larger batch's, whose memory they keep alive."""
+        return self.start != 0 or self.num_rows != self.rows.num_rows
 
 
 class LakeWriter(Protocol):
@@ -804,11 +810,21 @@ class LocalLakeWriter:
 # -- the sink ----------------------------------------------------------------------------------
 
 
+#: A buffered part is a slice of its batch's rows, grouped (one ``take`` per batch, see
+#: :func:`_group`), and a slice keeps the whole batch's memory alive: a directory that gets one
+#: row a batch would hold every batch until it is written. So the parts a buffer got over this
+#: many batches are copied into batches of their own (one per source partition, see
+#: :meth:`_Buffer.compact`): besides the buffers' own bytes, the sink keeps at most the last
+#: ``COMPACT_AFTER_BATCHES`` batches alive.
+COMPACT_AFTER_BATCHES = 8
+
+
 @dataclass(frozen=True, slots=True)
 class BufferLimits:
     """When a directory's buffer is written: ``max_rows`` rows, ``max_bytes`` (Arrow bytes in
     memory) or ``max_age_s`` seconds after its first row; ``max_total_bytes`` bounds all
-    buffers together (the largest are written first). ``max_concurrent_puts`` bounds how many
+    buffers together (the largest are written first; besides them the sink holds at most
+    :data:`COMPACT_AFTER_BATCHES` recent batches). ``max_concurrent_puts`` bounds how many
     directories are written at once."""
 
     max_rows: int = 50_000
@@ -834,18 +850,56 @@ class _Buffer:
     #: the lowest batch seq among the entries, kept as they come: ``durable_seq`` asks for it
     #: after every batch, and a buffer may hold thousands of entries
     first_seq: int = sys.maxsize
+    #: the lowest batch seq among the entries that are slices of a larger batch
+    slice_seq: int = sys.maxsize
 
     def add(self, seq: int, part: LakePart) -> None:
         self.entries.append((seq, part))
         self.rows += part.num_rows
         self.nbytes += part.nbytes
         self.first_seq = min(self.first_seq, seq)
+        if part.is_slice:
+            self.slice_seq = min(self.slice_seq, seq)
 
     def _take(self) -> list[tuple[int, LakePart]]:
         """Empty the buffer; returns what it held (to add back what stays)."""
         entries, self.entries, self.rows, self.nbytes = self.entries, [], 0, 0
-        self.first_seq = sys.maxsize
+        self.first_seq = self.slice_seq = sys.maxsize
         return entries
+
+    def compact(self) -> None:
+        """Copy each run of consecutive slices of one source partition into one batch of its
+        own, so that the larger batches they were cut from can be freed. A source partition's
+        rows keep their order (its file is its parts in order); the lowest seq stays."""
+        by_key: dict[SourceKey, list[tuple[int, LakePart]]] = defaultdict(list)
+        for seq, part in self._take():
+            by_key[part.key].append((seq, part))
+        for entries in by_key.values():
+            run: list[tuple[int, LakePart]] = []
+            for seq, part in entries:
+                if part.is_slice:
+                    run.append((seq, part))
+                    continue
+                self._add_copied(run)
+                run = []
+                self.add(seq, part)
+            self._add_copied(run)
+
+    def _add_copied(self, run: list[tuple[int, LakePart]]) -> None:
+        if not run:
+            return
+        parts = [part for _, part in run]
+        rows = pa.concat_batches([part.table for part in parts])
+        first = parts[0]
+        merged = LakePart(
+            first.directory,
+            first.key,
+            min(p.first for p in parts),
+            max(p.last for p in parts),
+            rows,
+            rows.get_total_buffer_size(),
+        )
+        self.add(min(seq for seq, _ in run), merged)
 
     def drop_below(self, key: SourceKey, offset: int) -> None:
         """Forget ``key``'s rows below ``offset``."""
@@ -948,6 +1002,9 @@ class LakeSink:
                 self._mine.add(slot)
                 self._high[slot] = max(fresh.last, mark if mark is not None else fresh.last)
             self._accepted = max(self._accepted, batch.seq)
+            for buffer in self._buffers.values():
+                if buffer.slice_seq <= batch.seq - COMPACT_AFTER_BATCHES:
+                    buffer.compact()
             await self._write_due(now)
 
     async def _write_due(self, now: float) -> None:

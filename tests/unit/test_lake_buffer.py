@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import errno
 import random
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from sinks.lake import (
+    COMPACT_AFTER_BATCHES,
     MARKER_SUFFIX,
     BufferLimits,
     LakeSink,
@@ -20,6 +24,7 @@ from sinks.lake import (
     marked_path,
     marker_prefix,
     parse_file_range,
+    scored_parts,
 )
 from stream.events import (
     Batch,
@@ -27,6 +32,7 @@ from stream.events import (
     Reason,
     ScoredReview,
     SourcePosition,
+    scored_table,
 )
 from tests.lake_rows import T, latest_positions, scored_review
 
@@ -133,6 +139,70 @@ async def test_byte_limits_per_directory_and_in_total(tmp_path: Path) -> None:
         await total.write(batch(seq, [review(seq, CATEGORIES[seq % 3])]))
         assert total.buffered_bytes <= 3_000
     assert total.files_written >= 1
+
+
+async def test_a_sparse_directory_does_not_keep_every_batch_alive(tmp_path: Path) -> None:
+    """A part is a slice of its batch's grouped rows; a directory that gets one row a batch
+    (Knits) kept each whole batch in memory until it was written, past every limit (on the
+    old code 200 batches, about 15 MB, for 200 buffered rows). Its slices are copied once
+    they are COMPACT_AFTER_BATCHES batches old, so the batches go."""
+    limits = BufferLimits(max_rows=2_000, max_total_bytes=2**20)
+    sink = LakeSink(LocalLakeWriter(tmp_path), limits=limits)
+    rows = [review(i, "Dresses") for i in range(499)] + [review(499, "Knits")]
+    one_batch = scored_table(rows).nbytes
+    held: list[int] = []
+    base = pa.total_allocated_bytes()
+    for seq in range(200):
+        rows = [review(seq * 500 + i, "Dresses") for i in range(499)]
+        rows.append(review(seq * 500 + 499, "Knits"))
+        await sink.write(batch(seq, rows))
+        held.append(pa.total_allocated_bytes() - base)
+    assert 200 <= sink.buffered_rows < 200 + 2_000  # every Knits row, a few Dresses rows
+    # the buffered rows (Knits, and Dresses until 2,000: about 5 batches' worth) plus the
+    # batches of the last COMPACT_AFTER_BATCHES, never all 200
+    assert COMPACT_AFTER_BATCHES + 5 < 20
+    assert max(held) < 20 * one_batch
+    await sink.close()
+    assert sink.durable_seq() == 199
+    [knits] = [p for p in files(tmp_path) if "Knits" in p]
+    offsets = pq.read_table(tmp_path / knits).column("source_offset").to_pylist()
+    assert [int(o) for o in offsets] == [seq * 500 + 499 for seq in range(200)]  # once, in order
+    assert len(review_ids(tmp_path)) == 200 * 500
+
+
+def test_compacting_keeps_each_source_partitions_rows_in_order() -> None:
+    """Runs of slices are copied in place: a part that owns its rows (a batch of one
+    directory, or what a replay filtered) stays between them, and so does the order."""
+    from sinks.lake import _Buffer
+
+    buffer = _Buffer(opened=0.0)
+    for seq, offsets in enumerate([[0, 1, 2], [3, 4], [5], [6, 7, 8, 9]]):
+        mixed = [review(100 + seq, "Dresses"), *[review(o, "Knits", str(o % 2)) for o in offsets]]
+        whole = seq == 2  # batch 2 has no other directory: its part is the whole batch
+        for part in scored_parts(mixed[1:] if whole else mixed):
+            if "Knits" in part.directory:
+                buffer.add(seq, part)
+    before = [(p.key, p.first, p.last, p.is_slice) for _, p in buffer.entries]
+    assert [s for *_, s in before] == [True, True, True, True, False, True, True]
+    rows, first_seq = buffer.rows, buffer.first_seq
+    buffer.compact()
+    after = [(seq, p.key[2], p.first, p.last, p.is_slice) for seq, p in buffer.entries]
+    assert after == [
+        (0, "0", 0, 8, False),  # partition 0: batches 0, 1 and 3, one run, one copy
+        (0, "1", 1, 3, False),
+        (2, "1", 5, 5, False),  # the whole batch 2: kept as it was, between the copies
+        (3, "1", 7, 9, False),
+    ]
+    assert (buffer.rows, buffer.first_seq, buffer.slice_seq) == (rows, first_seq, sys.maxsize)
+    by_partition = {
+        key: [int(o) for _, p in buffer.entries if p.key[2] == key for o in _offsets(p.table)]
+        for key in ("0", "1")
+    }
+    assert by_partition == {"0": [0, 2, 4, 6, 8], "1": [1, 3, 5, 7, 9]}
+
+
+def _offsets(rows: pa.RecordBatch) -> list[str]:
+    return [str(o) for o in rows.column("source_offset").to_pylist()]
 
 
 def test_limits_must_be_positive() -> None:
