@@ -1130,11 +1130,27 @@ class LakeSink:
             if marked:
                 done += [m for last, m in marked if last <= position.offset]
                 self._marked[key] = [(last, m) for last, m in marked if last > position.offset]
+        self._forget_committed(positions)
         if done:
             try:
                 await asyncio.wait_for(self._writer.delete_files(done), MARKER_DELETE_TIMEOUT_S)
             except (TimeoutError, OSError, ServiceUnavailable) as err:  # a marker left is harmless
                 _log.warning("deleting %d committed files' markers failed: %s", len(done), err)
+
+    def _forget_committed(self, positions: Mapping[SourceKey, SourcePosition]) -> None:
+        """Forget the directories whose rows of a committed source partition are all
+        committed: the source never delivers those offsets again, so their high-water mark
+        skips nothing, and no leftover of this process's can be there. Without this a
+        long-running worker kept a mark for every day and category it ever wrote (a producer
+        sending a new category a review grew it without end)."""
+        stale = [
+            slot
+            for slot, last in self._high.items()
+            if (position := positions.get(slot[1])) is not None and last <= position.offset
+        ]
+        for slot in stale:
+            del self._high[slot]
+            self._mine.discard(slot)
 
     async def rewind_many(
         self, positions: Sequence[SourcePosition], *, listing: bool = False

@@ -170,6 +170,27 @@ async def test_a_sparse_directory_does_not_keep_every_batch_alive(tmp_path: Path
     assert len(review_ids(tmp_path)) == 200 * 500
 
 
+async def test_a_directory_is_forgotten_once_its_rows_are_committed(tmp_path: Path) -> None:
+    """The sink keeps a high-water mark per directory and source partition to skip rows a
+    replay brings again; once a commit covers a directory's rows the source never brings them
+    again, so the mark goes. It used to stay: a producer sending a new category a review grew
+    it by one entry a review (50 here; on the old code len(_high) == 50)."""
+    key = ("kafka", "t", "0")
+    sink = LakeSink(LocalLakeWriter(tmp_path), limits=BufferLimits(max_rows=1))
+    for seq in range(50):
+        await sink.write(batch(seq, [review(seq, f"category {seq}")]))  # written at once
+        await sink.committed({key: SourcePosition(*key, seq)})
+    assert (len(sink._high), len(sink._mine)) == (0, 0)
+    # rows past the commit keep their mark: an in-process rewind replays them exactly once
+    await sink.write(batch(50, [review(50, "category 0"), review(51, "category 50")]))
+    await sink.committed({key: SourcePosition(*key, 50)})
+    assert [d.rpartition("/")[2] for d, _ in sink._high] == ["product_category=category%2050"]
+    await sink.rewind(SourcePosition(*key, 51))
+    await sink.write(batch(51, [review(51, "category 50"), review(52, "category 50")]))
+    await sink.close()
+    assert review_ids(tmp_path) == sorted(f"r-0-{i}" for i in range(53))
+
+
 def test_compacting_keeps_each_source_partitions_rows_in_order() -> None:
     """Runs of slices are copied in place: a part that owns its rows (a batch of one
     directory, or what a replay filtered) stays between them, and so does the order."""
