@@ -36,6 +36,10 @@ class MonitorConfig:
     #: an event further than this ahead of processing time is dropped as ``future`` and never
     #: moves the watermark (None: no bound)
     max_event_ahead: timedelta | None = timedelta(days=1)
+    #: a source partition whose event clock trails the newest partition's by more than this
+    #: stops holding the watermark back (its events are late): a backfill or a slow producer
+    #: clock must not keep every window open without end (None: no bound)
+    max_partition_skew: timedelta | None = timedelta(days=1)
     min_count: int = 50
     false_alarm_rate: float = 0.001
     baseline_events: int = 2000
@@ -85,5 +89,7 @@ class MonitorConfig:
             raise ValueError("idle_timeout must be > 0")
         if self.max_event_ahead is not None and self.max_event_ahead < timedelta(0):
             raise ValueError("max_event_ahead must be >= 0")
+        if self.max_partition_skew is not None and self.max_partition_skew < timedelta(0):
+            raise ValueError("max_partition_skew must be >= 0")
         if self.max_window_events < self.min_count:
             raise ValueError("max_window_events must be >= min_count")

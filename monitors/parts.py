@@ -138,6 +138,7 @@ class SuiteParts:
             allowed_lateness=c.allowed_lateness,
             idle_timeout=c.idle_timeout,
             max_ahead=c.max_event_ahead,
+            max_skew=c.max_partition_skew,
         )
         self.builder: BaselineBuilder = BaselineBuilder(
             c.baseline_events,

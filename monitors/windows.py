@@ -11,7 +11,11 @@ speeds is not counted late. Each partition has its own event clock: the newest e
 in it, advanced by processing time while it is idle (``now`` minus the processing time at which
 that newest event arrived). The watermark is the smallest event clock over the partitions that
 had an event within ``idle_timeout`` of processing time; when every partition is idle, the
-largest (an idle stream still closes its windows); it never moves back. A partition holds the
+largest (an idle stream still closes its windows); it never moves back. With ``max_skew`` it
+also never trails the newest of those clocks by more than that: a partition whose events stay
+further behind the others' (a backfill, a producer whose clock runs slow) would otherwise hold
+every window open, and the counts, the open windows' statistics and the saved state with them,
+without end; its events are late instead. A partition holds the
 watermark from its first event on; one idle for longer than the longest window is forgotten.
 With one partition this is the newest event time seen, advanced by processing time while the
 stream is idle.
@@ -133,7 +137,7 @@ class EventTimeWindows:
     ``groups`` is the number of rows (e.g. the allowed categories plus ``other``); ``tumbling``
     the evaluation window; ``sliding`` the lengths of the rolling views (each a multiple of
     ``pane``); counts older than the longest window are discarded. ``idle_timeout`` (None:
-    never) and ``max_ahead`` (None: no bound) are described in the module doc.
+    never), ``max_ahead`` and ``max_skew`` (None: no bound) are described in the module doc.
     """
 
     def __init__(
@@ -146,6 +150,7 @@ class EventTimeWindows:
         allowed_lateness: timedelta = timedelta(0),
         idle_timeout: timedelta | None = None,
         max_ahead: timedelta | None = None,
+        max_skew: timedelta | None = None,
     ) -> None:
         if groups < 1:
             raise ValueError("groups must be >= 1")
@@ -161,6 +166,9 @@ class EventTimeWindows:
                 raise ValueError(f"window {from_us(length) - _EPOCH} is not a multiple of pane")
         self._idle = None if idle_timeout is None else to_us(idle_timeout)
         self._max_ahead = None if max_ahead is None else to_us(max_ahead)
+        self._max_skew = None if max_skew is None else to_us(max_skew)
+        if self._max_skew is not None and self._max_skew < 0:
+            raise ValueError("max_skew must be >= 0")
         self._groups = groups
         self._horizon = max(self._tumbling, *self._sliding) if self._sliding else self._tumbling
         self.reset()
@@ -309,7 +317,12 @@ class EventTimeWindows:
             return
         clocks = [(p.clock(now), now - p.seen) for p in self._partitions.values()]
         active = [c for c, idle in clocks if self._idle is None or idle < self._idle]
-        mark = min(active) if active else max(c for c, _ in clocks)
+        if not active:
+            mark = max(c for c, _ in clocks)
+        elif self._max_skew is None:
+            mark = min(active)
+        else:  # the slowest, but never further behind the newest than max_skew
+            mark = max(min(active), max(active) - self._max_skew)
         self._watermark = mark if self._watermark is None else max(self._watermark, mark)
         stale = [
             k for k, p in self._partitions.items() if now - p.seen > self._horizon + self._lateness

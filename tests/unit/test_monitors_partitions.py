@@ -8,11 +8,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pytest
 
 from monitors import MonitorConfig, MonitorSuite
 from monitors.parts import unobserved, unseen
 from monitors.simulate import DEFAULT_CATEGORIES, StreamSpec, batches, synthetic_stream
-from monitors.windows import AddResult, EventTimeWindows, to_us
+from monitors.windows import AddResult, EventTimeWindows, from_us, to_us
 from stream.events import ScoredBatch, ScoredReview, SourcePosition, scored_table
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
@@ -164,6 +165,66 @@ def test_a_future_event_never_moves_the_watermark() -> None:
     assert w.clock == to_us(T0 + timedelta(minutes=29))
     assert _feed(w, range(30, 60), "a", now=T0 + timedelta(minutes=60)).late == 0
     assert (w.future_total, w.late_total, w.accepted_total) == (1, 0, 60)
+
+
+def test_a_partition_far_behind_the_others_stops_holding_the_watermark() -> None:
+    """Within ``max_skew`` the slowest partition holds the watermark; a partition whose events
+    stay further behind (a backfill, a slow producer clock) stops holding it and its events are
+    late, so windows close and are forgotten instead of staying open without end."""
+    w = EventTimeWindows(
+        groups=1,
+        tumbling=timedelta(hours=1),
+        pane=timedelta(minutes=5),
+        allowed_lateness=timedelta(minutes=10),
+        idle_timeout=timedelta(minutes=1),
+        max_skew=timedelta(hours=2),
+    )
+    _feed(w, range(0, 5), "slow", now=P)
+    _feed(w, range(0, 100), "live", now=P)
+    assert w.clock == to_us(T0 + timedelta(minutes=4))  # 95 minutes behind: within the skew
+    res = _feed(w, range(100, 200), "live", now=P)
+    assert w.clock == to_us(T0 + timedelta(minutes=199 - 120))  # two hours behind the newest
+    assert [c.start for c in res.closed] == [T0]  # 00:00-01:00 closed at 01:10
+    assert _feed(w, range(5, 10), "slow", now=P).late == 5  # its window is closed
+    assert _feed(w, range(70, 75), "slow", now=P).late == 0  # 01:10: still open
+    with pytest.raises(ValueError, match="max_skew"):
+        EventTimeWindows(groups=1, tumbling=timedelta(hours=1), max_skew=timedelta(-1))
+
+
+def test_a_slow_clock_partition_does_not_grow_the_suite_without_end() -> None:
+    """Four live partitions and one whose event time runs at a tenth of processing time, a
+    batch every 30 minutes for four days: the default 1-day skew bound keeps the counts, the
+    open windows and the saved state from growing after the first two days (without it they
+    grew by about 290 panes, 22 open windows and 130 kB of state a day)."""
+    suite = MonitorSuite(MonitorConfig(categories=DEFAULT_CATEGORIES))
+    reviews = synthetic_stream(StreamSpec(events=2500, seed=3))
+    for b in batches(reviews, 250):
+        suite.observe(b, b[-1].event.event_time)
+    start = now = reviews[-1].event.event_time
+    pool = reviews[:400]
+
+    def at(r: ScoredReview, t: datetime, partition: str, offset: int) -> ScoredReview:
+        return replace(
+            r,
+            event=replace(r.event, event_time=t),
+            position=SourcePosition("kafka", "reviews", partition, offset),
+        )
+
+    sizes = []
+    for step in range(4 * 48):
+        now += timedelta(minutes=30)
+        slow = start + (now - start) / 10
+        batch = [at(pool[i], now, str(i % 4), 10**7 + step * 100 + i) for i in range(20)]
+        batch += [at(pool[20 + i], slow, "9", 10**7 + step * 100 + 50 + i) for i in range(5)]
+        suite.observe(batch, now)
+        if step % 48 == 47:
+            windows = suite._parts.windows
+            state = len(json.dumps(suite.state(), separators=(",", ":")))
+            sizes.append((len(windows._panes), len(suite._parts.tester.open), state))
+            assert windows.clock is not None
+            assert now - from_us(windows.clock) <= timedelta(days=1)
+    assert sizes[3][:2] == sizes[2][:2]  # panes and open windows: no growth after day two
+    assert sizes[3][2] < sizes[2][2] * 1.05
 
 
 def test_partition_state_round_trips() -> None:
