@@ -316,7 +316,9 @@ class KinesisSource:
         return None if cp is None or cp.sequence is None else int(cp.sequence)
 
     def _finish_done_shards(self) -> list[str]:
-        """Shards read to their end whose records are all committed become ``ended``."""
+        """Shards read to their end whose records are all committed become ``ended``; what
+        was kept to read them goes (a stream resharded every day would otherwise keep a
+        queue, and loops over it, for every shard it ever had)."""
         done = []
         for shard, last in self._ended.items():
             if shard in self._finished:
@@ -328,6 +330,15 @@ class KinesisSource:
                 self._finished.add(shard)
                 done.append(shard)
                 _log.info("shard %s of %s finished: its children may be read", shard, self.stream)
+        for shard in done:
+            del self._ended[shard]
+            self._read_last.pop(shard, None)
+            self._started.discard(shard)  # finished: never started again
+            for names in (self._seen, self._answered, self._latest_at_start):
+                names.discard(shard)
+            queue = self._queues.get(shard)
+            if queue is not None and queue.empty():  # its records are all committed
+                del self._queues[shard]
         return done
 
     async def _save(self) -> None:
@@ -354,6 +365,10 @@ class KinesisSource:
                         else:
                             self._latest_at_start.add(sid)
                 first = False
+                for sid in [
+                    s for s, task in readers.items() if task.done() and s in self._finished
+                ]:
+                    del readers[sid]
                 for sid in readable_shards(self._shards, self._finished, self._started):
                     self._started.add(sid)
                     readers[sid] = asyncio.create_task(self._read_shard(sid), name=f"kinesis-{sid}")

@@ -217,6 +217,38 @@ async def test_children_wait_until_the_parent_is_read_and_checkpointed() -> None
     assert all(c["ShardIteratorType"] == "TRIM_HORIZON" for c in client.iterator_calls)
 
 
+async def test_a_finished_shard_leaves_nothing_of_its_reading_behind() -> None:
+    """Forty reshards in a row (each shard the parent of the next), read and committed: only
+    the open shard keeps a queue, a reader and its reading state, so a stream resharded for
+    months is not looped over shard by shard (on the old code every map held all 41)."""
+    chain: dict[str, tuple[tuple[str, ...], bool, list[int]]] = {
+        f"s{i:02d}": ((f"s{i - 1:02d}",) if i else (), i < 40, [i + 1]) for i in range(41)
+    }
+    src = source(ScriptedKinesis(chain), MemoryStore())
+    gen = src.records()
+    for i in range(41):
+        [record] = await take(gen, 1)
+        assert (record.position.partition, record.position.offset) == (f"s{i:02d}", i + 1)
+        await src.commit({record.position.key: record.position})
+    await settle()
+    kept = {
+        "queues": set(src._queues),
+        "ended": set(src._ended),
+        "read_last": set(src._read_last),
+        "seen": set(src._seen),
+        "started": set(src._started),
+    }
+    await gen.aclose()
+    assert kept == {
+        "queues": {"s40"},
+        "ended": set(),
+        "read_last": {"s40"},
+        "seen": {"s40"},
+        "started": {"s40"},
+    }
+    assert src._finished == {f"s{i:02d}" for i in range(40)}  # what restarts rely on
+
+
 async def test_a_restart_resumes_after_the_checkpoints_and_rewinds_the_lake() -> None:
     client = ScriptedKinesis(
         {
