@@ -10,10 +10,13 @@ Partitions are registered explicitly rather than through partition projection: d
 carry URI-quoted values (``product_category=Fine%20gauge``), or a shortened name for a value
 that is too long or escaped (:func:`sinks.lake.partition_dir_value`; the value is then read from
 the file), and an explicit partition maps the plain value to its real location, where a
-projection template would insert the plain value into the path. Registering is outside the
-durability path: a failure is logged and retried with the next file of that partition, and
-:meth:`GlueCatalog.sync` registers every partition the lake holds (after an outage, or for a
-lake written without a catalog).
+projection template would insert the plain value into the path. The reviews of categories
+outside the configured list share ``product_category=~other``
+(:data:`sinks.lake.OTHER_CATEGORY_DIRECTORY`), registered as ``other``: through the catalog
+they read ``other``, as in the monitors and the metrics; the files keep each one's value.
+Registering is outside the durability path: a failure is logged and retried with the next file
+of that partition, and :meth:`GlueCatalog.sync` registers every partition the lake holds (after
+an outage, or for a lake written without a catalog).
 """
 
 from __future__ import annotations

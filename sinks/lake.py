@@ -128,6 +128,7 @@ from stream.events import (
     ALERT_SCHEMA,
     DEAD_LETTER_SCHEMA,
     LABEL_SCHEMA,
+    OTHER_CATEGORY,
     SCORED_SCHEMA,
     Alert,
     Batch,
@@ -145,6 +146,7 @@ if TYPE_CHECKING:  # stream.retry loads botocore: only when a disk fails
 __all__ = [
     "COMPACT_AFTER_BATCHES",
     "MAX_PARTITION_VALUE_BYTES",
+    "OTHER_CATEGORY_DIRECTORY",
     "PATH_VALUE_COLUMNS",
     "TABLES",
     "BufferLimits",
@@ -293,9 +295,22 @@ def partition_dir_value(value: str) -> str:
     return f"{prefix}~{digest}"
 
 
+#: The ``product_category`` directory of the reviews of every category outside the
+#: configured list (when the sink is given one): a producer's categories are free text, and one
+#: directory (so one file, one PUT and one Glue partition) per distinct value would let a
+#: careless or hostile producer make as many as it sends reviews. The value itself stays in
+#: the files' column; a catalog partition of this directory reads ``other``, as the monitors
+#: and the metrics name those categories. No value's own name is this one (see
+#: :func:`partition_dir_value`: a ``~`` there is followed by a hash).
+OTHER_CATEGORY_DIRECTORY = "~" + OTHER_CATEGORY
+
+
 def partition_value(name: str) -> str | None:
-    """The value of a directory name that :func:`partition_dir_value` made, or None when the
-    name is shortened (the value is then only in the files)."""
+    """The value of a directory name that :func:`partition_dir_value` made (``other`` for
+    :data:`OTHER_CATEGORY_DIRECTORY`), or None when the name is shortened (the value is then
+    only in the files)."""
+    if name == OTHER_CATEGORY_DIRECTORY:
+        return OTHER_CATEGORY
     return None if "~" in name else unquote(name)
 
 
@@ -396,10 +411,13 @@ def _group(
     by: Sequence[str],
     directory: Callable[[Sequence[Any]], str],
     at: SourcePosition | None = None,
+    grouping: Mapping[str, pa.ChunkedArray | pa.Array] | None = None,
 ) -> list[LakePart]:
     """One part per (directory, source partition), rows in arrival order, parts in order of
-    their first row; ``directory`` names a group from its ``by`` values. Rows carry their
-    source position in the ``source*`` columns, or all share position ``at`` (alerts).
+    their first row; ``directory`` names a group from its ``by`` values (taken from
+    ``grouping`` in place of the table's column where it has one: distinct values must name
+    distinct directories). Rows carry their source position in the ``source*`` columns, or
+    all share position ``at`` (alerts).
 
     Columnar: the key columns are dictionary-encoded into one group number per row, a stable
     argsort of those puts each group's rows together, one ``take`` moves them, and each part
@@ -408,7 +426,8 @@ def _group(
     if n == 0:
         return []
     keys = list(by) if at is not None else [*by, *_SOURCE_COLUMNS]
-    encoded = [_codes(table.column(k)) for k in keys]
+    columns = grouping or {}
+    encoded = [_codes(columns[k] if k in columns else table.column(k)) for k in keys]
     group = np.zeros(n, dtype=np.int64)
     span = 1
     for indices, values in encoded:
@@ -456,15 +475,27 @@ def _group(
 
 
 def _review_directory(values: Sequence[Any]) -> str:
-    dt, category = values
-    return f"reviews/dt={dt}/product_category={partition_dir_value(category)}"
+    dt, category = values  # category None: one outside the configured list
+    name = OTHER_CATEGORY_DIRECTORY if category is None else partition_dir_value(category)
+    return f"reviews/dt={dt}/product_category={name}"
 
 
-def scored_parts(scored: Sequence[ScoredReview]) -> list[LakePart]:
+def scored_parts(
+    scored: Sequence[ScoredReview], categories: Collection[str] | None = None
+) -> list[LakePart]:
     """Scored reviews -> one part per (dt, product_category, source partition). A
     :class:`~stream.events.ScoredBatch` brings its Arrow table; nothing is rebuilt row by
-    row."""
-    return _group(scored_table(scored), ("dt", "product_category"), _review_directory)
+    row. With ``categories``, the reviews of any other category share the directory
+    :data:`OTHER_CATEGORY_DIRECTORY`: they are grouped as one category (one part per
+    directory and source partition, which the sink's replay marks rely on), and each keeps
+    its own value in the rows."""
+    table = scored_table(scored)
+    grouping: dict[str, pa.ChunkedArray | pa.Array] = {}
+    if categories is not None:
+        column = table.column("product_category")
+        known = pc.is_in(column, value_set=pa.array(sorted(categories), pa.string()))
+        grouping["product_category"] = pc.if_else(known, column, pa.scalar(None, pa.string()))
+    return _group(table, ("dt", "product_category"), _review_directory, grouping=grouping)
 
 
 def _rows_table(rows: Sequence[dict[str, Any]], schema: pa.Schema) -> pa.Table:
@@ -524,10 +555,10 @@ def alert_parts(alerts: Sequence[Alert], first: SourcePosition) -> list[LakePart
     return _group(table, ("dt",), lambda v: f"alerts/dt={v[0]}", at=first)
 
 
-def encode_batch(batch: Batch) -> list[LakePart]:
+def encode_batch(batch: Batch, categories: Collection[str] | None = None) -> list[LakePart]:
     """Every part of a batch: scored reviews, dead letters and (when it has a position)
-    the alerts it raised."""
-    parts = scored_parts(batch.scored) + dead_letter_parts(batch.dead)
+    the alerts it raised; ``categories``: see :func:`scored_parts`."""
+    parts = scored_parts(batch.scored, categories) + dead_letter_parts(batch.dead)
     if batch.alerts:  # only then its first position (a pass over the batch's positions)
         first = batch.first_position
         if first is not None:
@@ -932,6 +963,8 @@ class LakeSink:
     leftovers; it raises to refuse (a Kafka worker whose group lease lapsed,
     :class:`stream.lease.StallLease`), and the refusal is the write's error. ``markers``:
     whether the sink writes pending markers and rewinds from them (module docstring).
+    ``categories``: the product categories with a directory of their own (None: every one;
+    see :data:`OTHER_CATEGORY_DIRECTORY`).
     """
 
     def __init__(
@@ -944,6 +977,7 @@ class LakeSink:
         clock: Callable[[], float] = time.monotonic,
         guard: Callable[[], None] | None = None,
         markers: Markers = "off",
+        categories: Collection[str] | None = None,
     ) -> None:
         if markers not in ("off", "write", "trust"):
             raise ValueError(f"markers must be off, write or trust, got {markers!r}")
@@ -953,6 +987,7 @@ class LakeSink:
         #: per source partition, the markers of stored files not yet committed: (last, marker)
         self._marked: dict[SourceKey, list[tuple[int, str]]] = defaultdict(list)
         self._compression = compression
+        self._categories = None if categories is None else frozenset(categories)
         self._limits = limits or BufferLimits()
         self._listeners = tuple(listeners)
         self._clock = clock
@@ -986,7 +1021,7 @@ class LakeSink:
         return self._accepted
 
     async def write(self, batch: Batch) -> None:
-        parts = await asyncio.to_thread(encode_batch, batch)
+        parts = await asyncio.to_thread(encode_batch, batch, self._categories)
         async with self._lock:
             now = self._clock()
             for part in parts:

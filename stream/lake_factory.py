@@ -129,6 +129,7 @@ def build_lake_sink(settings: Settings, guard: Callable[[], None] | None = None)
         listeners=listeners,
         guard=guard,
         markers=lake.rewind_markers,
+        categories=settings.categories,
     )
 
 

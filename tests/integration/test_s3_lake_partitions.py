@@ -58,10 +58,36 @@ async def test_glue_registers_the_real_values(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.secret_key)
     settings = glue_lake_settings(moto_server, bucket, database, PREFIX)
-    sink = build_lake_sink(settings)
+    # configured categories, each a directory of its own
+    sink = build_lake_sink(settings.model_copy(update={"categories": tuple(HOSTILE)}))
     await sink.write(batch())
     await sink.close()
     catalog = GlueCatalog(database, bucket=bucket, prefix=PREFIX, session=session)
     values = sorted(v[1] for v in catalog.partitions("reviews").values())
     assert values == sorted(c for c in HOSTILE if c)  # Glue holds no empty partition value
     assert catalog.sync() == 0
+
+
+async def test_glue_names_the_unlisted_categories_directory_other(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the default categories, the hostile ones are outside the list: they share one
+    directory, which Glue registers as ``other``; the files keep each value."""
+    bucket = f"glue-{uuid.uuid4().hex[:10]}"
+    database = f"lake_{uuid.uuid4().hex[:8]}"
+    session = session_of(moto_server)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.secret_key)
+    settings = glue_lake_settings(moto_server, bucket, database, PREFIX)
+    assert "Fine gauge" in settings.categories
+    sink = build_lake_sink(settings)
+    await sink.write(batch())
+    await sink.close()
+    catalog = GlueCatalog(database, bucket=bucket, prefix=PREFIX, session=session)
+    partitions = catalog.partitions("reviews")
+    assert sorted(v[1] for v in partitions.values()) == ["Fine gauge", "other"]
+    assert any(loc.rstrip("/").endswith("product_category=~other") for loc in partitions)
+    got = DuckDBLake(f"s3://{bucket}/{PREFIX}", session=session).query(
+        "SELECT product_category FROM reviews ORDER BY review_id"
+    )
+    assert got.column("product_category").to_pylist() == HOSTILE

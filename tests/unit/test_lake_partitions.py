@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sinks.lake import (
     MAX_PARTITION_VALUE_BYTES,
+    OTHER_CATEGORY_DIRECTORY,
     LakeSink,
     LocalLakeWriter,
     partition_dir_value,
@@ -111,3 +112,30 @@ async def test_hostile_categories_are_written_and_read_back_exactly(tmp_path: Pa
     # pyarrow reading the files alone (no partitioning) agrees
     table = ds.dataset(tmp_path / "reviews", format="parquet").to_table()
     assert sorted(table.column("product_category").to_pylist()) == sorted(HOSTILE)
+
+
+async def test_categories_outside_the_list_share_one_directory(tmp_path: Path) -> None:
+    """Given the configured categories, every other category's reviews go to one directory
+    (one file per source partition, not one per value: a producer sending a new category a
+    review made a directory, a file and a catalog partition a review); each keeps its value
+    in the files, so queries read it back exactly."""
+    sink = LakeSink(LocalLakeWriter(tmp_path), categories=("Dresses", "Knits"))
+    categories = ["Dresses" if i % 4 == 0 else f"unlisted {i}" for i in range(60)]
+    categories += ["u1", "u2"] * 10  # interleaved: both under one mark of one directory
+    categories += HOSTILE
+    rows = [review(i, c) for i, c in enumerate(categories)]
+    for first in range(0, len(rows), 25):
+        chunk = rows[first : first + 25]
+        await sink.write(Batch(scored=chunk, dead=[], positions={}))
+    await sink.close()
+    files = sorted(p.relative_to(tmp_path).parent for p in tmp_path.rglob("*.parquet"))
+    assert [f.name for f in files] == ["product_category=Dresses", "product_category=~other"]
+    got = DuckDBLake(str(tmp_path)).query(
+        "SELECT review_id, product_category FROM reviews ORDER BY review_id"
+    )
+    expected = sorted((f"r-{i}", c) for i, c in enumerate(categories))
+    assert sorted(zip(*got.to_pydict().values(), strict=True)) == expected
+    # the shared directory's catalog value; no value's own name is that directory's
+    assert partition_value(OTHER_CATEGORY_DIRECTORY) == "other"
+    assert partition_dir_value(OTHER_CATEGORY_DIRECTORY) == "%7Eother"
+    assert OTHER_CATEGORY_DIRECTORY not in {partition_dir_value(c) for c in categories}
