@@ -334,8 +334,8 @@ class KinesisSource:
             del self._ended[shard]
             self._read_last.pop(shard, None)
             self._started.discard(shard)  # finished: never started again
-            for names in (self._seen, self._answered, self._latest_at_start):
-                names.discard(shard)
+            self._seen.discard(shard)
+            self._latest_at_start.discard(shard)
             queue = self._queues.get(shard)
             if queue is not None and queue.empty():  # its records are all committed
                 del self._queues[shard]
