@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import functools
 import io
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -77,7 +76,7 @@ from stream.events import (
     scored_table,
 )
 from stream.lease import StallLease
-from stream.monitor_state import UnusableMonitorState, decode_state
+from stream.monitor_state import UnusableMonitorState, decode_state, encode_state
 from stream.pipeline import Pipeline
 from stream.producer import idempotent_producer, kafka_client_options
 from stream.retry import Backoff, RetryStopped, retrying
@@ -215,7 +214,7 @@ class MonitorStateStore:
         writer = self._writer
         if writer is None:  # closed (the worker stops): not a fence, the group stays unsaved
             raise ServiceUnavailable("the monitor state topic's writer is closed")
-        value = json.dumps(state, separators=(",", ":")).encode()
+        value = encode_state(state, compress=True)
         try:
             async with writer.transaction():
                 await writer.send_and_wait(self.topic, value=value, key=STATE_KEY, partition=0)

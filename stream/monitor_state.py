@@ -9,7 +9,9 @@ S3 prefix, replaced whole on each save (temp file + rename locally; one PutObjec
 restart (even after ``kill -9``) continues the counts and the baseline from at most
 ``every_s`` before the last commit.
 
-Every store reads a state through :func:`decode_state`. A state that cannot be continued from
+Every store writes a state through :func:`encode_state` (the Kafka topic's records
+zstd-compressed, to stay far under the topic's 1 MB message limit) and reads it through
+:func:`decode_state`, which takes either form. A state that cannot be continued from
 (bytes that are not a JSON object, another version, other categories, a malformed part) raises
 :class:`UnusableMonitorState`, never a parse error. The worker then starts its monitors afresh
 (:func:`stream.app.discard_saved_state` says so) rather than stopping: the reviews go on
@@ -19,6 +21,7 @@ reaching the lake; only the windows, counts and baseline begin again.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -37,8 +40,15 @@ __all__ = [
     "S3MonitorState",
     "UnusableMonitorState",
     "decode_state",
+    "encode_state",
     "monitor_state_store",
 ]
+
+#: The first bytes of a zstd frame (RFC 8878): a state :func:`encode_state` compressed.
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+#: The most bytes a compressed state may inflate to: a corrupt or hostile record is refused
+#: before it exhausts memory (a day of 150 categories' state is under 1 MB).
+MAX_STATE_BYTES = 256 * 2**20
 
 
 class UnusableMonitorState(ValueError):
@@ -46,12 +56,29 @@ class UnusableMonitorState(ValueError):
     another version, written with other categories, or malformed inside."""
 
 
-def decode_state(data: bytes | None, where: str) -> dict[str, Any] | None:
-    """The state saved as ``data`` at ``where`` (named in the error): None for no state
-    (nothing, empty, or JSON ``null``, a deleted state); :class:`UnusableMonitorState` for
-    any other bytes that are not a JSON object."""
+def encode_state(state: Mapping[str, Any], *, compress: bool = False) -> bytes:
+    """The state as compact JSON, zstd-compressed with ``compress``: a state's JSON shrinks
+    about fifteen times (135 kB to 9 kB for 18 categories after a day, 900 kB to 28 kB for
+    150), and a Kafka record must fit the topic's and the producer's 1 MB limit."""
+    data = json.dumps(state, separators=(",", ":")).encode()
+    if not compress:
+        return data
+    import zstandard
+
+    return zstandard.ZstdCompressor(level=3).compress(data)
+
+
+def decode_state(
+    data: bytes | None, where: str, *, max_bytes: int = MAX_STATE_BYTES
+) -> dict[str, Any] | None:
+    """The state saved as ``data`` at ``where`` (named in the error), plain or compressed
+    JSON: None for no state (nothing, empty, or JSON ``null``, a deleted state);
+    :class:`UnusableMonitorState` for any other bytes that are not a JSON object, and for a
+    compressed state that is broken or inflates past ``max_bytes``."""
     if not data:
         return None
+    if data[:4] == _ZSTD_MAGIC:
+        data = _inflate(data, where, max_bytes)
     try:
         state = json.loads(data)
     except (ValueError, RecursionError) as err:  # bad UTF-8 is a ValueError too
@@ -61,6 +88,24 @@ def decode_state(data: bytes | None, where: str) -> dict[str, Any] | None:
     if not isinstance(state, dict):
         raise UnusableMonitorState(f"{where}: a JSON {type(state).__name__}, not an object")
     return state
+
+
+def _inflate(data: bytes, where: str, max_bytes: int) -> bytes:
+    import zstandard
+
+    try:
+        size = zstandard.frame_content_size(data)  # -1: not in the frame's header
+        if size > max_bytes:
+            raise UnusableMonitorState(f"{where}: inflates past {max_bytes} bytes")
+        with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+            out: bytes = reader.read(max_bytes + 1)
+    except zstandard.ZstdError as err:
+        raise UnusableMonitorState(f"{where}: a broken zstd frame ({err})") from None
+    if len(out) > max_bytes:
+        raise UnusableMonitorState(f"{where}: inflates past {max_bytes} bytes")
+    if size >= 0 and len(out) != size:
+        raise UnusableMonitorState(f"{where}: a broken zstd frame ({len(out)} of {size} bytes)")
+    return out
 
 
 class MonitorStateStore(Protocol):
@@ -87,7 +132,7 @@ class LocalMonitorState:
         return decode_state(data, str(self.path))
 
     async def save(self, state: Mapping[str, Any]) -> None:
-        data = json.dumps(state, separators=(",", ":")).encode()
+        data = encode_state(state)
         await asyncio.to_thread(self._write, data)
 
     def _write(self, data: bytes) -> None:
@@ -115,7 +160,7 @@ class S3MonitorState:
         return decode_state(await asyncio.to_thread(get), f"s3://{self.bucket}/{self.key}")
 
     async def save(self, state: Mapping[str, Any]) -> None:
-        data = json.dumps(state, separators=(",", ":")).encode()
+        data = encode_state(state)
         await asyncio.to_thread(
             self._client.put_object,
             Bucket=self.bucket,

@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 
 from monitors import MonitorSuite
 from stream.app import build_monitor
-from stream.monitor_state import LocalMonitorState, UnusableMonitorState, decode_state
+from stream.monitor_state import (
+    LocalMonitorState,
+    UnusableMonitorState,
+    decode_state,
+    encode_state,
+)
 from stream.settings import Settings
 
 
@@ -46,6 +51,37 @@ def test_other_bytes_are_an_unusable_state_naming_where(data: bytes, reason: str
 def test_no_bytes_make_decoding_raise_anything_else(data: bytes) -> None:
     try:
         state = decode_state(data, "here")
+    except UnusableMonitorState:
+        return
+    assert state is None or isinstance(state, dict)
+
+
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def test_a_compressed_state_reads_back_and_a_plain_one_still_does() -> None:
+    state = {"version": 1, "panes": {str(p): [[p, 0, 1]] * 19 for p in range(300)}}
+    plain, packed = encode_state(state), encode_state(state, compress=True)
+    assert json.loads(plain) == state
+    assert packed[:4] == ZSTD_MAGIC and len(packed) * 10 < len(plain)
+    assert decode_state(packed, "here") == state == decode_state(plain, "here")
+
+
+def test_a_broken_or_inflating_compressed_state_is_unusable() -> None:
+    packed = encode_state({"texts": ["x" * 10_000]}, compress=True)
+    with pytest.raises(UnusableMonitorState, match=r"^at t: a broken zstd frame"):
+        decode_state(packed[:-5], "at t")
+    with pytest.raises(UnusableMonitorState, match=r"^at t: "):
+        decode_state(ZSTD_MAGIC + b"\x00" * 20, "at t")
+    with pytest.raises(UnusableMonitorState, match=r"^at t: inflates past 1000 bytes$"):
+        decode_state(packed, "at t", max_bytes=1_000)
+    assert decode_state(packed, "at t", max_bytes=20_000) == {"texts": ["x" * 10_000]}
+
+
+@given(st.binary(max_size=200))
+def test_no_bytes_after_the_zstd_magic_make_decoding_raise_anything_else(data: bytes) -> None:
+    try:
+        state = decode_state(ZSTD_MAGIC + data, "here")
     except UnusableMonitorState:
         return
     assert state is None or isinstance(state, dict)
