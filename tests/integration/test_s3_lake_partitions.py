@@ -15,6 +15,7 @@ from sinks.query import DuckDBLake
 from sinks.s3 import S3LakeWriter
 from stream.events import Batch
 from stream.lake_factory import build_lake_sink
+from stream.settings import Settings
 from tests.lake_rows import scored_review
 from tests.servers.lake_fixtures import *  # noqa: F403
 from tests.servers.lake_fixtures import FAST, glue_lake_settings, session_of
@@ -49,20 +50,29 @@ async def test_hostile_categories_on_s3(seaweedfs: SeaweedFS, s3_bucket: str) ->
     ]
 
 
-async def test_glue_registers_the_real_values(
-    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def _glue_lake(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, **changes: Any
+) -> tuple[Settings, GlueCatalog]:
+    """The hostile batch written through the settings' lake sink into a new bucket on moto,
+    catalogued in a new Glue database (``changes``: settings changed first)."""
     bucket = f"glue-{uuid.uuid4().hex[:10]}"
     database = f"lake_{uuid.uuid4().hex[:8]}"
-    session = session_of(moto_server)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.secret_key)
     settings = glue_lake_settings(moto_server, bucket, database, PREFIX)
-    # configured categories, each a directory of its own
-    sink = build_lake_sink(settings.model_copy(update={"categories": tuple(HOSTILE)}))
+    settings = settings.model_copy(update=changes)
+    sink = build_lake_sink(settings)
     await sink.write(batch())
     await sink.close()
-    catalog = GlueCatalog(database, bucket=bucket, prefix=PREFIX, session=session)
+    session = session_of(moto_server)
+    return settings, GlueCatalog(database, bucket=bucket, prefix=PREFIX, session=session)
+
+
+async def test_glue_registers_the_real_values(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # configured categories, each a directory of its own
+    _, catalog = await _glue_lake(moto_server, monkeypatch, categories=tuple(HOSTILE))
     values = sorted(v[1] for v in catalog.partitions("reviews").values())
     assert values == sorted(c for c in HOSTILE if c)  # Glue holds no empty partition value
     assert catalog.sync() == 0
@@ -73,21 +83,13 @@ async def test_glue_names_the_unlisted_categories_directory_other(
 ) -> None:
     """With the default categories, the hostile ones are outside the list: they share one
     directory, which Glue registers as ``other``; the files keep each value."""
-    bucket = f"glue-{uuid.uuid4().hex[:10]}"
-    database = f"lake_{uuid.uuid4().hex[:8]}"
-    session = session_of(moto_server)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", moto_server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", moto_server.secret_key)
-    settings = glue_lake_settings(moto_server, bucket, database, PREFIX)
+    settings, catalog = await _glue_lake(moto_server, monkeypatch)
     assert "Fine gauge" in settings.categories
-    sink = build_lake_sink(settings)
-    await sink.write(batch())
-    await sink.close()
-    catalog = GlueCatalog(database, bucket=bucket, prefix=PREFIX, session=session)
     partitions = catalog.partitions("reviews")
     assert sorted(v[1] for v in partitions.values()) == ["Fine gauge", "other"]
     assert any(loc.rstrip("/").endswith("product_category=~other") for loc in partitions)
-    got = DuckDBLake(f"s3://{bucket}/{PREFIX}", session=session).query(
+    session = session_of(moto_server)
+    got = DuckDBLake(settings.lake_path, session=session).query(
         "SELECT product_category FROM reviews ORDER BY review_id"
     )
     assert got.column("product_category").to_pylist() == HOSTILE

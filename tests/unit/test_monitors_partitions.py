@@ -21,7 +21,8 @@ T0 = datetime(2024, 3, 1, tzinfo=UTC)
 P = T0 + timedelta(days=2)
 
 
-def _windows() -> EventTimeWindows:
+def _windows(max_skew: timedelta | None = None) -> EventTimeWindows:
+    """Hourly windows of 5-minute panes, events up to a day ahead."""
     return EventTimeWindows(
         groups=1,
         tumbling=timedelta(hours=1),
@@ -29,6 +30,7 @@ def _windows() -> EventTimeWindows:
         allowed_lateness=timedelta(minutes=10),
         idle_timeout=timedelta(minutes=1),
         max_ahead=timedelta(days=1),
+        max_skew=max_skew,
     )
 
 
@@ -171,14 +173,7 @@ def test_a_partition_far_behind_the_others_stops_holding_the_watermark() -> None
     """Within ``max_skew`` the slowest partition holds the watermark; a partition whose events
     stay further behind (a backfill, a slow producer clock) stops holding it and its events are
     late, so windows close and are forgotten instead of staying open without end."""
-    w = EventTimeWindows(
-        groups=1,
-        tumbling=timedelta(hours=1),
-        pane=timedelta(minutes=5),
-        allowed_lateness=timedelta(minutes=10),
-        idle_timeout=timedelta(minutes=1),
-        max_skew=timedelta(hours=2),
-    )
+    w = _windows(max_skew=timedelta(hours=2))
     _feed(w, range(0, 5), "slow", now=P)
     _feed(w, range(0, 100), "live", now=P)
     assert w.clock == to_us(T0 + timedelta(minutes=4))  # 95 minutes behind: within the skew
