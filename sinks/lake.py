@@ -901,36 +901,26 @@ class _Buffer:
     def compact(self) -> None:
         """Copy each run of consecutive slices of one source partition into one batch of its
         own, so that the larger batches they were cut from can be freed. A source partition's
-        rows keep their order (its file is its parts in order); the lowest seq stays."""
+        rows keep their order (its file is its parts in order); the lowest seq stays. The
+        buffer changes only once every copy is made: a copy that fails (memory) leaves it as
+        it was."""
         by_key: dict[SourceKey, list[tuple[int, LakePart]]] = defaultdict(list)
-        for seq, part in self._take():
+        for seq, part in self.entries:
             by_key[part.key].append((seq, part))
+        kept: list[tuple[int, LakePart]] = []
         for entries in by_key.values():
             run: list[tuple[int, LakePart]] = []
             for seq, part in entries:
                 if part.is_slice:
                     run.append((seq, part))
                     continue
-                self._add_copied(run)
+                kept += _copied(run)
                 run = []
-                self.add(seq, part)
-            self._add_copied(run)
-
-    def _add_copied(self, run: list[tuple[int, LakePart]]) -> None:
-        if not run:
-            return
-        parts = [part for _, part in run]
-        rows = pa.concat_batches([part.table for part in parts])
-        first = parts[0]
-        merged = LakePart(
-            first.directory,
-            first.key,
-            min(p.first for p in parts),
-            max(p.last for p in parts),
-            rows,
-            rows.get_total_buffer_size(),
-        )
-        self.add(min(seq for seq, _ in run), merged)
+                kept.append((seq, part))
+            kept += _copied(run)
+        self._take()
+        for seq, part in kept:
+            self.add(seq, part)
 
     def drop_below(self, key: SourceKey, offset: int) -> None:
         """Forget ``key``'s rows below ``offset``."""
@@ -947,6 +937,25 @@ class _Buffer:
         for seq, part in self._take():
             if part.key not in keys:
                 self.add(seq, part)
+
+
+def _copied(run: list[tuple[int, LakePart]]) -> list[tuple[int, LakePart]]:
+    """A run of slices of one directory and source partition (``(seq, part)``, in order) as
+    one part whose rows are a batch of their own, at the run's lowest seq (none for none)."""
+    if not run:
+        return []
+    parts = [part for _, part in run]
+    rows = pa.concat_batches([part.table for part in parts])
+    first = parts[0]
+    merged = LakePart(
+        first.directory,
+        first.key,
+        min(p.first for p in parts),
+        max(p.last for p in parts),
+        rows,
+        rows.get_total_buffer_size(),
+    )
+    return [(min(seq for seq, _ in run), merged)]
 
 
 def _keep_from(part: LakePart, offset: int) -> LakePart | None:

@@ -170,6 +170,34 @@ async def test_a_sparse_directory_does_not_keep_every_batch_alive(tmp_path: Path
     assert len(review_ids(tmp_path)) == 200 * 500
 
 
+async def test_a_copy_that_fails_leaves_the_buffer_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compaction copies a buffer's old slices; when a copy fails (memory), the batch's write
+    fails (the run ends, nothing is committed past it) and the buffer still holds every row:
+    on the old code the buffer had been emptied first, so these rows were gone from it."""
+    sink = LakeSink(LocalLakeWriter(tmp_path))
+
+    def rows(seq: int) -> list[ScoredReview | DeadLetter]:
+        return [review(seq * 3 + i, CATEGORIES[i]) for i in range(3)]
+
+    for seq in range(COMPACT_AFTER_BATCHES):
+        await sink.write(batch(seq, rows(seq)))
+
+    def no_memory(batches: object) -> pa.RecordBatch:
+        raise MemoryError
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pa, "concat_batches", no_memory)  # the module sinks.lake copies with
+        with pytest.raises(MemoryError):
+            await sink.write(batch(COMPACT_AFTER_BATCHES, rows(COMPACT_AFTER_BATCHES)))
+    assert sink.buffered_rows == 3 * (COMPACT_AFTER_BATCHES + 1)
+    assert sink.durable_seq() == -1
+    await sink.flush()
+    expected = sorted(f"r-0-{i}" for i in range(3 * (COMPACT_AFTER_BATCHES + 1)))
+    assert review_ids(tmp_path) == expected
+
+
 async def test_a_directory_is_forgotten_once_its_rows_are_committed(tmp_path: Path) -> None:
     """The sink keeps a high-water mark per directory and source partition to skip rows a
     replay brings again; once a commit covers a directory's rows the source never brings them
