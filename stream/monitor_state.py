@@ -58,7 +58,7 @@ class UnusableMonitorState(ValueError):
 
 def encode_state(state: Mapping[str, Any], *, compress: bool = False) -> bytes:
     """The state as compact JSON, zstd-compressed with ``compress``: a state's JSON shrinks
-    about fifteen times (135 kB to 9 kB for 18 categories after a day, 900 kB to 28 kB for
+    fifteen to thirty times (135 kB to 9 kB for 18 categories after a day, 900 kB to 28 kB for
     150), and a Kafka record must fit the topic's and the producer's 1 MB limit."""
     data = json.dumps(state, separators=(",", ":")).encode()
     if not compress:
