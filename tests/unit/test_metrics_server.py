@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import urllib.request
 from collections.abc import Iterator
@@ -23,11 +24,13 @@ def taken_port() -> Iterator[int]:
         yield s.getsockname()[1]
 
 
-def test_port_zero_serves_on_the_port_the_system_gave() -> None:
+def test_port_zero_serves_on_the_port_the_system_gave(caplog: pytest.LogCaptureFixture) -> None:
     server = MetricsServer(PipelineMetrics(["Dresses"]), "127.0.0.1", 0)
-    server.start()
+    with caplog.at_level(logging.INFO, logger="stream.app"):
+        server.start()
     try:
         assert server.port != 0
+        assert f"serving /metrics on http://127.0.0.1:{server.port}/metrics" in caplog.text
         url = f"http://127.0.0.1:{server.port}/metrics"
         with urllib.request.urlopen(url, timeout=10) as resp:
             assert b"sentiment_records_received_total" in resp.read()
