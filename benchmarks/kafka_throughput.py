@@ -147,7 +147,8 @@ def received(port: int) -> float:
     )
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident set of a live process, in MiB (its ``VmHWM``; 250 MB is 238 MiB)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -235,7 +236,7 @@ def run_workers(
                     started, first = time.perf_counter(), sum(got)
             elif asyncio.run(committed(bootstrap, group, topic)) >= events:
                 elapsed = time.perf_counter() - started
-                return (events - first) / elapsed, [peak_rss_mb(p.pid) for p, _ in procs]
+                return (events - first) / elapsed, [peak_rss_mib(p.pid) for p, _ in procs]
             for proc, _port in procs:
                 if proc.poll() is not None:
                     logs = (workdir / group / "worker0.log").read_text()[-3000:]
@@ -422,7 +423,7 @@ def main() -> None:
     embedded, first_batch_s = embedded_run(n, Path(tmp))
     embedded_small, first_small_s = embedded_run(n, Path(tmp), small)
     print(f"events: {n:,} on {PARTITIONS} partitions, {os.cpu_count()} cores")
-    head = f"{'path':46s} {'events/s':>10s} {'/scorer':>8s} {'/ceiling':>9s} {'peak RSS MB':>12s}"
+    head = f"{'path':46s} {'events/s':>10s} {'/scorer':>8s} {'/ceiling':>9s} {'peak RSS MiB':>12s}"
     print(head)
 
     def row(name: str, rate: float, rss: list[float] | None = None) -> None:
@@ -456,7 +457,7 @@ def main() -> None:
         f"\ntransformer behind the endpoint ({flavour}; {args.transformer_events} events):\n"
         f"  endpoint alone (EndpointScorer, same client settings) {t_alone:8.1f} reviews/s\n"
         f"  1 worker through it                                   {t_worker:8.1f} events/s"
-        f"  ({t_worker / t_alone:.2f} of the endpoint alone; peak RSS {t_rss[0]:.0f} MB)"
+        f"  ({t_worker / t_alone:.2f} of the endpoint alone; peak RSS {t_rss[0]:.0f} MiB)"
     )
 
 

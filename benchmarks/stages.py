@@ -3,7 +3,9 @@
 The same seeded events go through decode, scoring, the columnar batch and its Arrow table, the
 enriched JSON, the monitor feed (Arrow IPC), the lake (a local directory), the monitors (also
 without the model's explanations of the negative reviews, to show what the alert evidence
-costs) and the metrics. A path's throughput on one core is bounded by the sum of the stages it runs.
+costs) and the metrics. A path's throughput on one core is bounded by the sum of the stages it
+runs, and on N cores by N times that: the last line sets the bound beside a worker at 0.8 of
+the scorer alone.
 
     .venv/bin/python benchmarks/stages.py [--events 20000]
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
 import sys
 import tempfile
 import time
@@ -119,6 +122,22 @@ def stages(
     return cost, inside
 
 
+def bound(score_us: float, total_us: float, cores: int, share: float = 0.8) -> str:
+    """What a worker at ``share`` of the scorer alone (``score_us`` a event) would need,
+    against the most that ``cores`` cores can give a path whose stages cost ``total_us`` a
+    event together, each core fully busy and no stage waiting on another (no process does
+    better: its CPU time per event is at least the sum of its stages')."""
+    scorer = 1e6 / score_us
+    budget = score_us / share
+    best = cores * 1e6 / total_us
+    return (
+        f"the scorer alone: {scorer:,.0f} events/s; {share:g}x of it is {share * scorer:,.0f} "
+        f"events/s, {budget:.1f} us/event of wall time for every stage. These stages on "
+        f"{cores} core{'s' * (cores != 1)}: at most {best:,.0f} events/s, {best / scorer:.2f}x "
+        f"the scorer alone"
+    )
+
+
 def main() -> None:
     gc.set_threshold(*GC_THRESHOLDS)  # as the command's processes collect (stream.entry)
     parser = argparse.ArgumentParser(description=__doc__)
@@ -157,6 +176,7 @@ def main() -> None:
         f"us/event ({inside['texts'] / n:.1%} of the events explained); monitors with minus "
         f"without explainer {cost['monitors'] - cost['monitors, no explainer']:+.1f} us/event"
     )
+    print(bound(cost["score (in-process model)"], total, len(os.sched_getaffinity(0))))
 
 
 if __name__ == "__main__":
