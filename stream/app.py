@@ -155,10 +155,10 @@ def monitor_config(settings: Settings) -> Any:
     from functools import partial
 
     from endpoint.explain import negative_contributions
-    from endpoint.inference import default_model_dir, model_fn
     from endpoint.model import SentimentModel
+    from stream.scoring import load_model
 
-    model = model_fn(settings.endpoint.model_dir or default_model_dir())
+    model = load_model(settings.endpoint.model_dir)  # the in-process scorer's, when it runs
     cm = model.confusion_matrix
     confusion = None if cm is None else tuple(tuple(int(v) for v in row) for row in cm.T)
     config = plain_monitor_config(settings, confusion)

@@ -159,11 +159,11 @@ class ScoredTable:
 
 def load_model(model_dir: Path | None = None) -> ModelInfo:
     """The model the pipeline scores with: ``model_dir``, else the settings' one, else the
-    shipped one."""
-    from endpoint.inference import default_model_dir, model_fn
+    shipped one (loaded once per process: :func:`stream.scoring.load_model`)."""
+    from stream.scoring import load_model as load
     from stream.settings import Settings
 
-    return model_fn(model_dir or Settings().endpoint.model_dir or default_model_dir())
+    return load(model_dir or Settings().endpoint.model_dir)
 
 
 def score(model: ModelInfo, texts: Sequence[str]) -> ScoredTable:

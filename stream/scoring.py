@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -25,7 +26,31 @@ from stream.errors import ScoringRejected
 from stream.events import ReviewEvent
 from stream.pipeline import Prediction, PredictionColumns, ScoringResult
 
-__all__ = ["InProcessScorer", "parse_response", "request_body"]
+if TYPE_CHECKING:
+    from endpoint.model import ModelInfo
+
+__all__ = ["InProcessScorer", "load_model", "parse_response", "request_body"]
+
+_MODELS: dict[Path, ModelInfo] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def load_model(model_dir: Path | None = None) -> ModelInfo:
+    """The model in ``model_dir`` (the packaged one when None), loaded by the SageMaker
+    handler's ``model_fn`` once per process and directory. The in-process scorer and the
+    monitors (the model's vocabulary, validation confusion matrix and explanations) share
+    that one instance, so they always judge by the same model: a directory replaced while a
+    worker runs is read at its next start, by both, where the monitors rebuilt after a
+    rebalance used to load the new model beside the scorer's old one. It also saves the
+    second copy (about 5 MiB of a Kafka worker's peak RSS) and its load at every rebalance."""
+    from endpoint.inference import default_model_dir, model_fn
+
+    key = Path(model_dir or default_model_dir()).resolve()
+    with _MODELS_LOCK:
+        model = _MODELS.get(key)
+        if model is None:
+            model = _MODELS[key] = model_fn(key)
+    return model
 
 
 _JSON = msgspec.json.Encoder()
@@ -65,14 +90,18 @@ class InProcessScorer:
     loop keeps running while numpy works."""
 
     def __init__(self, model_dir: Path | None = None) -> None:
-        from endpoint.inference import default_model_dir, model_fn
         from endpoint.model import InvalidInput
 
-        self._model = model_fn(model_dir or default_model_dir())
+        self._model = load_model(model_dir)
         #: what refuses a batch for good (its reviews become dead letters): the handler's
         #: InvalidInput (the 400 of an endpoint) or a text UTF-8 cannot hold; any other error
         #: is this process's fault and ends the run, committing nothing past the batch
         self._refusals: tuple[type[ValueError], ...] = (InvalidInput, UnicodeEncodeError)
+
+    @property
+    def model(self) -> ModelInfo:
+        """The model it scores with (:func:`load_model`'s: the monitors' too)."""
+        return self._model
 
     def _score_sync(self, body: bytes) -> tuple[PredictionColumns, str, str]:
         from endpoint.inference import input_fn, predict_fn
