@@ -123,8 +123,8 @@ def stages(
 
 
 def bound(score_us: float, total_us: float, cores: int, share: float = 0.8) -> str:
-    """What a worker at ``share`` of the scorer alone (``score_us`` a event) would need,
-    against the most that ``cores`` cores can give a path whose stages cost ``total_us`` a
+    """What a worker at ``share`` of the scorer alone (``score_us`` an event) would need,
+    against the most that ``cores`` cores can give a path whose stages cost ``total_us`` an
     event together, each core fully busy and no stage waiting on another (no process does
     better: its CPU time per event is at least the sum of its stages')."""
     scorer = 1e6 / score_us
