@@ -334,3 +334,29 @@ async def test_a_worker_stopping_mid_group_leaves_it_unsaved_not_fenced(
     finally:
         await m1.close()
         await runtime.close()
+
+
+async def test_a_state_past_a_records_limit_goes_through_the_topic(settings: Settings) -> None:
+    """A state's JSON grows with the categories and the evidence texts, and a state record
+    must fit Kafka's 1 MB limit (the producer's and the topic's). This one is 9.7 MB as JSON:
+    saved compressed (0.5 MB) it goes through the real topic and reads back whole; saved as
+    JSON (the old code) the producer refused it on every try, and the agent retried for ever."""
+    await ensure_topics(settings.kafka)
+    state = {
+        "version": 1,
+        "panes": {str(p): [[p, g, p * g % 7] for g in range(19)] for p in range(40_000)},
+    }
+    store = MonitorStateStore(settings)
+    await store.claim()
+    try:
+        await store.save(state)
+    finally:
+        await store.close()
+    # the next owner claims the topic first, as the agent does: claiming waits for the last
+    # save's commit to complete, without which a read may not see it yet
+    next_owner = MonitorStateStore(settings)
+    await next_owner.claim()
+    try:
+        assert await next_owner.load() == state
+    finally:
+        await next_owner.close()
