@@ -147,12 +147,18 @@ def received(port: int) -> float:
     )
 
 
-def peak_rss_mib(pid: int) -> float:
-    """The peak resident set of a live process, in MiB (its ``VmHWM``; 250 MB is 238 MiB)."""
+def status_mib(pid: int | str, field: str) -> float:
+    """A memory field of a live process's ``/proc/<pid>/status`` (given in KiB: ``VmRSS``,
+    ``VmHWM``), in MiB; NaN where it has none. 250 MB is 238 MiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The peak resident set of a live process, in MiB (its ``VmHWM``)."""
+    return status_mib(pid, "VmHWM")
 
 
 def worker_env(

@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.kafka_throughput import fill, run_workers
+from benchmarks.kafka_throughput import fill, run_workers, status_mib
 from tests.servers.kafka import KafkaBroker, kafka_jars
 
 MIB = 2**20
@@ -76,12 +76,9 @@ def _workers_rss() -> list[float]:
                 continue
             if b"worker" not in (entry / "cmdline").read_bytes().split(b"\0"):
                 continue
-            status = (entry / "status").read_text()
+            out.append(status_mib(entry.name, "VmRSS"))
         except (OSError, ValueError):  # it ended between the listing and the reading
             continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                out.append(int(line.split()[1]) / 1024)
     return out
 
 
